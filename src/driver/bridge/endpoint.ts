@@ -1,0 +1,64 @@
+import { tsnetError } from '../../errors';
+import type { KernelChange } from '../../kernel/contract';
+import { vethNamesFor } from '../../kernel/names';
+import { randomMac } from '../../netaddr';
+import { subnetOf } from '../../ipam/pools';
+import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
+import type { CreateEndpointRequest, EndpointInterface } from '../contract';
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** Endpoint options are dockerd's own com.docker.* keys; a bridge endpoint takes no `--driver-opt` of its own yet. */
+function checkEndpointOptions(options: Record<string, unknown>): void {
+  for (const key of Object.keys(options)) {
+    if (!key.startsWith('com.docker.')) {
+      throw tsnetError('TSN_INVALID_OPTION', `unknown endpoint option "${key}" for a tsnet bridge network`);
+    }
+  }
+}
+
+function checkInSubnets(field: string, cidr: string | undefined, subnets: BridgeNetworkRecord['ipv4']): void {
+  if (cidr === undefined) return;
+  if (!subnetOf(cidr, subnets.map((s) => s.pool))) {
+    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.${field} "${cidr}" is in no subnet of the network (${subnets.map((s) => s.pool).join(', ') || 'none'})`);
+  }
+}
+
+/** The endpoint record and the interface fields tsnet fills (only those dockerd left empty). */
+export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface } {
+  checkEndpointOptions(req.options);
+  const { address, addressIPv6, macAddress } = req.iface;
+  checkInSubnets('Address', address, net.ipv4);
+  checkInSubnets('AddressIPv6', addressIPv6, net.ipv6);
+  if (macAddress !== undefined && !MAC_RE.test(macAddress)) {
+    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress "${macAddress}": expected six hex pairs like 02:42:ac:11:00:02`);
+  }
+  const names = vethNamesFor(req.endpointId);
+  const mac = (macAddress ?? randomMac()).toLowerCase();
+  const ep: EndpointRecord = {
+    id: req.endpointId,
+    networkId: net.id,
+    hostIf: names.host,
+    containerIf: names.container,
+    mac,
+    ...(address !== undefined ? { address } : {}),
+    ...(addressIPv6 !== undefined ? { addressIPv6 } : {}),
+    createdAt: new Date().toISOString(),
+  };
+  return { ep, reply: macAddress === undefined ? { macAddress: mac } : {} };
+}
+
+/** veth pair, host end on the bridge and up; the container end waits for dockerd to move it. */
+export function endpointSetupChanges(net: BridgeNetworkRecord, ep: EndpointRecord): KernelChange[] {
+  const mtu = net.mtu !== undefined ? { mtu: net.mtu } : {};
+  return [
+    { op: 'veth.add', name: ep.hostIf, peer: ep.containerIf, peerMac: ep.mac, ...mtu },
+    { op: 'link.master', name: ep.hostIf, master: net.bridge },
+    { op: 'link.up', name: ep.hostIf },
+  ];
+}
+
+/** Deleting the host end removes the pair wherever the other end is. */
+export function endpointTeardownChanges(ep: EndpointRecord): KernelChange[] {
+  return [{ op: 'link.del', name: ep.hostIf }];
+}

@@ -1,0 +1,18 @@
+import type { BridgeNetworkRecord } from '../../store/records';
+import type { NetworkMode } from '../mode';
+import { endpointSetupChanges, endpointTeardownChanges, planBridgeEndpoint } from './endpoint';
+import { bridgeJoinResponse } from './joinleave';
+import { bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, teardownBridgeNetwork } from './network';
+
+/** Linux bridge + veth pairs, docker0's model. */
+export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
+  planNetwork: planBridgeNetwork,
+  networkLinks: (net) => [net.bridge],
+  setupSteps: (net, kernel) => bridgeSetupSteps(net, kernel.firewall),
+  repairSteps: (net, link, kernel) => bridgeRepairSteps(net, link, kernel.firewall),
+  teardownNetwork: teardownBridgeNetwork,
+  planEndpoint: planBridgeEndpoint,
+  endpointSetupChanges,
+  endpointTeardownChanges,
+  joinResponse: bridgeJoinResponse,
+};

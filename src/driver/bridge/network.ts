@@ -1,0 +1,108 @@
+import type { BridgeNetworkRecord, SubnetRecord } from '../../store/records';
+import type { Firewall, Kernel, KernelChange, LinkInfo } from '../../kernel/contract';
+import { bridgeNameFor } from '../../kernel/names';
+import { tsnetError } from '../../errors';
+import { randomMac } from '../../netaddr';
+import type { CreateNetworkRequest, IpamData } from '../contract';
+import type { Step } from '../steps';
+import { applyRemovals } from '../teardown';
+import { log } from '../../log';
+import { parseBridgeOptions } from './options';
+
+function subnet(d: IpamData): SubnetRecord {
+  return { pool: d.pool, ...(d.gateway ? { gateway: d.gateway } : {}), auxAddresses: { ...d.auxAddresses } };
+}
+
+/**
+ * Decides a bridge network's record from the request and the host: the bridge name (given or derived from the id),
+ * whether tsnet owns it (an existing bridge of that name is adopted and never deleted) and the gateway addresses
+ * to put on it.
+ */
+export async function planBridgeNetwork(
+  req: CreateNetworkRequest,
+  lookupLink: (name: string) => Promise<LinkInfo | undefined>,
+  bridgesInUse: ReadonlySet<string>,
+): Promise<BridgeNetworkRecord> {
+  const opts = parseBridgeOptions(req.driverOptions);
+  const bridge = opts.bridgeName ?? bridgeNameFor(req.networkId);
+  if (bridgesInUse.has(bridge)) {
+    throw tsnetError('TSN_NETWORK_EXISTS', `bridge "${bridge}" is already used by another tsnet network`);
+  }
+  const existing = await lookupLink(bridge);
+  if (existing && existing.kind !== 'bridge') {
+    throw tsnetError('TSN_INVALID_OPTION', `bridge name "${bridge}": a ${existing.kind || 'non-bridge'} link of that name exists`);
+  }
+  const ipv6 = req.enableIPv6 ? req.ipv6.map(subnet) : [];
+  const gateways = [
+    ...(opts.inhibitIpv4 ? [] : req.ipv4.flatMap((d) => (d.gateway ? [d.gateway] : []))),
+    ...ipv6.flatMap((d) => (d.gateway ? [d.gateway] : [])),
+  ];
+  return {
+    id: req.networkId,
+    mode: 'bridge',
+    bridge,
+    ownsBridge: existing === undefined,
+    // On an adopted bridge only the addresses it lacks are tsnet's to add and later remove.
+    bridgeAddresses: gateways.filter((g) => !existing?.addresses.includes(g)),
+    mac: existing?.mac ?? randomMac(),
+    ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
+    ipv4: req.ipv4.map(subnet),
+    ipv6,
+    enableIPv6: req.enableIPv6,
+    internal: req.internal,
+    options: { ...req.driverOptions },
+    createdAt: new Date().toISOString(),
+  };
+}
+
+/** The bridge's setup pipeline, in the order the kernel needs it. */
+export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): Step[] {
+  const sysctl = (name: string, value: string): KernelChange => ({ op: 'sysctl.set', key: `net/ipv6/conf/${net.bridge}/${name}`, value });
+  const v6 = (cidr: string) => cidr.includes(':');
+  const addrs = (pred: (cidr: string) => boolean): KernelChange[] =>
+    net.bridgeAddresses.filter(pred).map((cidr) => ({ op: 'addr.add', dev: net.bridge, cidr }));
+  const steps: Step[] = [];
+  if (net.ownsBridge) {
+    // A fixed MAC keeps the bridge's address from following its lowest-numbered port as endpoints come and go.
+    steps.push({ name: 'create bridge', changes: [{ op: 'bridge.add', name: net.bridge, mac: net.mac, ...(net.mtu ? { mtu: net.mtu } : {}) }] });
+  }
+  steps.push({ name: 'ipv4 gateways', changes: addrs((c) => !v6(c)) });
+  steps.push({ name: 'bridge up', changes: [{ op: 'link.up', name: net.bridge }] });
+  if (net.ownsBridge) {
+    // IPv6 off on IPv4-only networks (no link-local, no RAs: CVE-2024-32473); on IPv6 ones, never accept RAs.
+    // disable_ipv6=0 must precede the IPv6 addresses on hosts whose default is 1.
+    steps.push({ name: 'bridge ipv6 sysctls', changes: net.enableIPv6 ? [sysctl('disable_ipv6', '0'), sysctl('accept_ra', '0')] : [sysctl('disable_ipv6', '1')] });
+  }
+  steps.push({ name: 'ipv6 gateways', changes: addrs(v6) });
+  steps.push({
+    name: 'firewall: allow intra-network',
+    run: () => firewall.allowIntraBridge(net.bridge),
+    undo: () => firewall.revokeIntraBridge(net.bridge),
+  });
+  return steps;
+}
+
+/**
+ * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses,
+ * its up state and its firewall element. An adopted bridge that vanished is the operator's to restore.
+ */
+export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | undefined, firewall: Firewall): Step[] {
+  if (!link) {
+    if (net.ownsBridge) return bridgeSetupSteps(net, firewall);
+    log.error('adopted bridge is missing; recreate it to restore the network', { bridge: net.bridge });
+    return [];
+  }
+  const lost = net.bridgeAddresses.filter((c) => !link.addresses.includes(c));
+  return bridgeSetupSteps({ ...net, bridgeAddresses: lost, ownsBridge: false }, firewall).filter(
+    (s) => !('changes' in s) || (s.name === 'bridge up' ? !link.up : s.changes.length > 0),
+  );
+}
+
+/** Removes what tsnet made for the network (never an adopted bridge); idempotent. */
+export async function teardownBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<void> {
+  await kernel.firewall.revokeIntraBridge(net.bridge);
+  const changes: KernelChange[] = net.ownsBridge
+    ? [{ op: 'link.del', name: net.bridge }]
+    : net.bridgeAddresses.map((cidr) => ({ op: 'addr.del', dev: net.bridge, cidr }));
+  await applyRemovals(kernel, changes);
+}

@@ -1,0 +1,242 @@
+import { describeChain, tsnetError } from '../errors';
+import type { Kernel } from '../kernel/contract';
+import { isGeneratedLink } from '../kernel/names';
+import { log, withLogContext } from '../log';
+import { del, put, type Store } from '../store/contract';
+import type { EndpointRecord, NetworkRecord } from '../store/records';
+import { bridgeMode } from './bridge';
+import type {
+  Capabilities,
+  CreateEndpointRequest,
+  CreateNetworkRequest,
+  EndpointInterface,
+  JoinRequest,
+  JoinResponse,
+  NetworkDriver,
+} from './contract';
+import type { NetworkMode } from './mode';
+import { KeyedMutex } from './mutex';
+import { runSteps, undoChanges } from './steps';
+import { applyRemovals } from './teardown';
+
+/**
+ * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
+ * mode's kernel steps. Ordering rule for crash safety: a record is committed before the kernel objects it
+ * describes are made, and removed only after they are gone, so after a crash the store is never missing
+ * something that exists in the kernel (reconcile.ts re-creates or removes the rest).
+ */
+export class TsnetDriver implements NetworkDriver {
+  private readonly networks = new Map<string, NetworkRecord>();
+  private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly locks = new KeyedMutex();
+
+  private constructor(
+    private readonly store: Store,
+    readonly kernel: Kernel,
+  ) {}
+
+  static async load(store: Store, kernel: Kernel): Promise<TsnetDriver> {
+    const d = new TsnetDriver(store, kernel);
+    for (const n of await store.all('network')) d.networks.set(n.id, n);
+    for (const e of await store.all('endpoint')) d.endpoints.set(e.id, e);
+    return d;
+  }
+
+  private modeOf(net: NetworkRecord): NetworkMode {
+    switch (net.mode) {
+      case 'bridge':
+        return bridgeMode as NetworkMode;
+    }
+  }
+
+  /** Snapshot of the state, for reconciliation and inspection. */
+  state(): { networks: NetworkRecord[]; endpoints: EndpointRecord[] } {
+    return { networks: [...this.networks.values()], endpoints: [...this.endpoints.values()] };
+  }
+
+  capabilities(): Capabilities {
+    return { scope: 'local', connectivityScope: 'local' };
+  }
+
+  createNetwork(req: CreateNetworkRequest): Promise<void> {
+    return this.locks.run(req.networkId, async () => {
+      if (this.networks.has(req.networkId)) {
+        throw tsnetError('TSN_NETWORK_EXISTS', `NetworkID "${req.networkId}" already exists`);
+      }
+      const mode = bridgeMode as NetworkMode;
+      const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
+      const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
+      this.networks.set(net.id, net);
+      await this.commitOrForget([put('network', net.id, net)], () => this.networks.delete(net.id));
+      try {
+        await runSteps(this.kernel, `network ${net.id.slice(0, 12)}`, mode.setupSteps(net, this.kernel));
+      } catch (err) {
+        this.networks.delete(net.id);
+        await this.store.commit([del('network', net.id)]);
+        throw err;
+      }
+      log.info('network created', { bridge: 'bridge' in net ? net.bridge : undefined, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
+    });
+  }
+
+  deleteNetwork(networkId: string): Promise<void> {
+    return this.locks.run(networkId, async () => {
+      const net = this.networks.get(networkId);
+      if (!net) return;
+      const mode = this.modeOf(net);
+      // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
+      const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
+      await applyRemovals(this.kernel, stale.flatMap((e) => mode.endpointTeardownChanges(e)));
+      await mode.teardownNetwork(net, this.kernel);
+      await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id))]);
+      this.networks.delete(networkId);
+      for (const e of stale) this.endpoints.delete(e.id);
+      if (this.networks.size === 0) await this.kernel.firewall.removeBase();
+      log.info('network deleted', { staleEndpoints: stale.length });
+    });
+  }
+
+  createEndpoint(req: CreateEndpointRequest): Promise<EndpointInterface> {
+    return this.locks.run(req.networkId, async () => {
+      const net = this.requireNetwork(req.networkId);
+      if (this.endpoints.has(req.endpointId)) {
+        throw tsnetError('TSN_ENDPOINT_EXISTS', `EndpointID "${req.endpointId}" already exists`);
+      }
+      const mode = this.modeOf(net);
+      const { ep, reply } = mode.planEndpoint(net, req);
+      this.endpoints.set(ep.id, ep);
+      await this.commitOrForget([put('endpoint', ep.id, ep)], () => this.endpoints.delete(ep.id));
+      try {
+        await runSteps(this.kernel, `endpoint ${ep.id.slice(0, 12)}`, [{ name: 'veth pair', changes: mode.endpointSetupChanges(net, ep) }]);
+      } catch (err) {
+        this.endpoints.delete(ep.id);
+        await this.store.commit([del('endpoint', ep.id)]);
+        throw err;
+      }
+      log.info('endpoint created', { hostIf: ep.hostIf, address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
+      return reply;
+    });
+  }
+
+  deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
+    return this.locks.run(networkId, async () => {
+      const ep = this.endpoints.get(endpointId);
+      if (!ep) return;
+      const net = this.networks.get(ep.networkId);
+      if (net) await applyRemovals(this.kernel, this.modeOf(net).endpointTeardownChanges(ep));
+      await this.store.commit([del('endpoint', endpointId)]);
+      this.endpoints.delete(endpointId);
+      log.info('endpoint deleted');
+    });
+  }
+
+  endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
+    const ep = this.endpoints.get(endpointId);
+    const net = this.networks.get(networkId);
+    if (!ep || !net) return Promise.resolve({});
+    return Promise.resolve({
+      hostInterface: ep.hostIf,
+      bridge: net.bridge,
+      macAddress: ep.mac,
+      ...(ep.sandboxKey ? { sandboxKey: ep.sandboxKey } : {}),
+    });
+  }
+
+  join(req: JoinRequest): Promise<JoinResponse> {
+    return this.locks.run(req.networkId, async () => {
+      const net = this.requireNetwork(req.networkId);
+      const ep = this.endpoints.get(req.endpointId);
+      if (!ep || ep.networkId !== net.id) {
+        throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${req.endpointId}" does not exist on network ${req.networkId}`);
+      }
+      const response = this.modeOf(net).joinResponse(net, ep);
+      const joined = { ...ep, sandboxKey: req.sandboxKey };
+      await this.store.commit([put('endpoint', ep.id, joined)]);
+      this.endpoints.set(ep.id, joined);
+      return response;
+    });
+  }
+
+  leave(networkId: string, endpointId: string): Promise<void> {
+    return this.locks.run(networkId, async () => {
+      const ep = this.endpoints.get(endpointId);
+      if (!ep?.sandboxKey) return;
+      const { sandboxKey: _left, ...rest } = ep;
+      await this.store.commit([put('endpoint', ep.id, rest)]);
+      this.endpoints.set(ep.id, rest);
+    });
+  }
+
+  private requireNetwork(networkId: string): NetworkRecord {
+    const net = this.networks.get(networkId);
+    if (!net) throw tsnetError('TSN_UNKNOWN_NETWORK', `NetworkID "${networkId}" is not a tsnet network (or was lost)`);
+    return net;
+  }
+
+  /** Commits; if the commit fails, `forget` reverts the in-memory change so memory never runs ahead of disk. */
+  private async commitOrForget(ops: Parameters<Store['commit']>[0], forget: () => void): Promise<void> {
+    try {
+      await this.store.commit(ops);
+    } catch (err) {
+      forget();
+      throw err;
+    }
+  }
+
+  /**
+   * Makes the kernel match the store after a start: re-creates missing bridges and not-yet-joined veths, restores
+   * firewall state, and deletes tsnet-named links that no record owns (left by a crash between two steps).
+   */
+  async reconcile(): Promise<void> {
+    const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
+    const fw = this.kernel.firewall;
+    const wanted = new Set<string>();
+    if (this.networks.size > 0) await fw.ensureBase();
+    for (const net of this.networks.values()) {
+      await withLogContext({ networkId: net.id }, async () => {
+        const mode = this.modeOf(net);
+        for (const l of mode.networkLinks(net)) wanted.add(l);
+        const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]!), this.kernel);
+        if (steps.length === 0) return;
+        log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });
+        await runSteps(this.kernel, `reconcile network ${net.id.slice(0, 12)}`, steps).catch((err: unknown) =>
+          log.error('reconcile: network restore failed', { error: describeChain(err) }),
+        );
+      });
+    }
+    for (const ep of this.endpoints.values()) {
+      await withLogContext({ networkId: ep.networkId, endpointId: ep.id }, async () => {
+        const net = this.networks.get(ep.networkId);
+        if (!net) {
+          log.warn('reconcile: dropping endpoint of unknown network');
+          await this.store.commit([del('endpoint', ep.id)]);
+          this.endpoints.delete(ep.id);
+          return;
+        }
+        wanted.add(ep.hostIf);
+        if (!ep.sandboxKey) wanted.add(ep.containerIf);
+        if (links.has(ep.hostIf)) return;
+        if (ep.sandboxKey) {
+          // The container end lives in the sandbox; if the host end is gone the sandbox died and dockerd will Leave.
+          log.warn('reconcile: joined endpoint lost its veth', { hostIf: ep.hostIf });
+          return;
+        }
+        const changes = this.modeOf(net).endpointSetupChanges(net, ep);
+        log.info('reconcile: re-creating endpoint veth', { hostIf: ep.hostIf });
+        await this.kernel.apply(changes).catch(async (err: unknown) => {
+          log.error('reconcile: endpoint restore failed', { error: describeChain(err) });
+          await undoChanges(this.kernel, changes.slice(0, 1));
+        });
+      });
+    }
+    const orphans = [...links.values()].filter((l) => isGeneratedLink(l) && !wanted.has(l.name)).map((l) => l.name);
+    if (orphans.length > 0) {
+      log.info('reconcile: deleting orphan links', { links: orphans });
+      await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
+    }
+    for (const b of await fw.intraBridges()) {
+      if (![...this.networks.values()].some((n) => n.bridge === b)) await fw.revokeIntraBridge(b);
+    }
+    if (this.networks.size === 0) await fw.removeBase();
+  }
+}

@@ -1,0 +1,24 @@
+import type { Kernel, KernelChange, LinkInfo } from '../kernel/contract';
+import type { EndpointRecord, NetworkRecord } from '../store/records';
+import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse } from './contract';
+import type { Step } from './steps';
+
+/**
+ * One data-plane mode (bridge now; macvlan/ipvlan later): pure planning plus the kernel steps. The driver around it
+ * owns state, locking, persistence and ordering, so every mode gets crash safety the same way.
+ */
+export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
+  /** Validates options and decides the record; touches nothing. */
+  planNetwork(req: CreateNetworkRequest, lookupLink: (name: string) => Promise<LinkInfo | undefined>, linksInUse: ReadonlySet<string>): Promise<N>;
+  /** Links the network's record claims (for conflict checks and reconciliation). */
+  networkLinks(net: N): string[];
+  setupSteps(net: N, kernel: Kernel): Step[];
+  /** Steps bringing an existing network back to its record after a restart (`link` = its main link, if present). */
+  repairSteps(net: N, link: LinkInfo | undefined, kernel: Kernel): Step[];
+  /** Idempotent removal of everything setupSteps made. */
+  teardownNetwork(net: N, kernel: Kernel): Promise<void>;
+  planEndpoint(net: N, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
+  endpointSetupChanges(net: N, ep: EndpointRecord): KernelChange[];
+  endpointTeardownChanges(ep: EndpointRecord): KernelChange[];
+  joinResponse(net: N, ep: EndpointRecord): JoinResponse;
+}

@@ -1,0 +1,33 @@
+import { type Kernel, type KernelChange, KernelChangeError } from '../kernel/contract';
+import { log } from '../log';
+
+const ALREADY_GONE = /Cannot find device|does not exist|Cannot assign requested address|No such device/;
+
+/**
+ * Applies changes in one batch, and when one fails asks `tolerate` whether to skip it and go on with the rest;
+ * an untolerated failure is thrown.
+ */
+export async function applyTolerant(kernel: Kernel, changes: KernelChange[], tolerate: (err: KernelChangeError) => boolean): Promise<void> {
+  let todo = changes;
+  while (todo.length > 0) {
+    try {
+      await kernel.apply(todo);
+      return;
+    } catch (err) {
+      if (!(err instanceof KernelChangeError) || !tolerate(err)) throw err;
+      todo = todo.slice(err.applied + 1);
+    }
+  }
+}
+
+/**
+ * Removal changes with "already gone" counted as done: teardown is idempotent because dockerd replays deletes at
+ * boot and a crash may have removed half.
+ */
+export function applyRemovals(kernel: Kernel, changes: KernelChange[]): Promise<void> {
+  return applyTolerant(kernel, changes, (err) => {
+    const gone = ALREADY_GONE.test(err.message);
+    if (gone) log.debug('already removed', { change: err.change });
+    return gone;
+  });
+}

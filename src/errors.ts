@@ -1,0 +1,90 @@
+/**
+ * The one error catalogue. Every error tsnet reports carries a stable code; the category decides the HTTP status
+ * (see {@link httpStatus}), so the protocol layer is the only place that knows about HTTP.
+ *
+ * Never use 404 for an error: dockerd reads 404 as "method not implemented" and, for optional calls, ignores it.
+ */
+
+export type ErrorCategory = 'invalid' | 'conflict' | 'unavailable' | 'not-found' | 'kernel' | 'internal';
+
+interface CatalogueEntry {
+  readonly category: ErrorCategory;
+  readonly summary: string;
+}
+
+export const catalogue = {
+  TSN_INVALID_REQUEST: { category: 'invalid', summary: 'request body does not match the remote API' },
+  TSN_INVALID_OPTION: { category: 'invalid', summary: 'a driver or IPAM option is unknown or has a bad value' },
+  TSN_INVALID_ADDRESS: { category: 'invalid', summary: 'an address or prefix is malformed or outside its pool' },
+  TSN_UNKNOWN_NETWORK: { category: 'not-found', summary: 'no network with that id' },
+  TSN_UNKNOWN_ENDPOINT: { category: 'not-found', summary: 'no endpoint with that id' },
+  TSN_UNKNOWN_POOL: { category: 'not-found', summary: 'no pool with that id' },
+  TSN_NETWORK_EXISTS: { category: 'conflict', summary: 'a network with that id or bridge name exists' },
+  TSN_ENDPOINT_EXISTS: { category: 'conflict', summary: 'an endpoint with that id exists' },
+  TSN_POOL_OVERLAP: { category: 'conflict', summary: 'the pool overlaps another pool in the address space' },
+  TSN_ADDRESS_IN_USE: { category: 'conflict', summary: 'the address is already allocated' },
+  TSN_NO_AVAILABLE_IPS: { category: 'unavailable', summary: 'no free address left in the range' },
+  TSN_NO_AVAILABLE_POOL: { category: 'unavailable', summary: 'no default pool is free' },
+  TSN_KERNEL: { category: 'kernel', summary: 'a kernel operation failed' },
+  TSN_STORE: { category: 'internal', summary: 'the state store failed' },
+  TSN_INTERNAL: { category: 'internal', summary: 'unexpected internal error' },
+} as const satisfies Record<string, CatalogueEntry>;
+
+export type ErrorCode = keyof typeof catalogue;
+
+/** An error from the catalogue. `message` is what dockerd shows the user, so it names the field and the value. */
+export class TsnetError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TsnetError';
+    this.code = code;
+  }
+
+  get category(): ErrorCategory {
+    return catalogue[this.code].category;
+  }
+}
+
+/** Shorthand constructor used across modules. */
+export function tsnetError(code: ErrorCode, message: string, cause?: unknown): TsnetError {
+  return new TsnetError(code, message, cause === undefined ? undefined : { cause });
+}
+
+/** HTTP status for a category: the single place where errors meet HTTP. */
+export function httpStatus(err: TsnetError): number {
+  switch (err.category) {
+    case 'invalid':
+      return 400;
+    case 'not-found':
+      // 404 would tell dockerd "not implemented"; an unknown id is a bad request from its point of view.
+      return 400;
+    case 'conflict':
+      return 409;
+    case 'unavailable':
+      return 503;
+    case 'kernel':
+    case 'internal':
+      return 500;
+  }
+}
+
+/** Any thrown value as a TsnetError (unknown errors become TSN_INTERNAL, keeping the original as cause). */
+export function asTsnetError(err: unknown): TsnetError {
+  if (err instanceof TsnetError) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new TsnetError('TSN_INTERNAL', msg, { cause: err });
+}
+
+/** The message with its cause chain, for the `{"Err"}` reply and logs: "outer: inner: innermost". */
+export function describeChain(err: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
+    const msg = cur instanceof Error ? cur.message : String(cur);
+    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return parts.join(': ');
+}

@@ -1,0 +1,132 @@
+import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
+
+/** In-memory firewall state for {@link FakeKernel}. */
+export class FakeFirewall implements Firewall {
+  base = false;
+  readonly intra = new Set<string>();
+  readonly calls: string[] = [];
+
+  ensureBase(): Promise<void> {
+    this.calls.push('ensureBase');
+    this.base = true;
+    return Promise.resolve();
+  }
+  removeBase(): Promise<void> {
+    this.calls.push('removeBase');
+    this.base = false;
+    this.intra.clear();
+    return Promise.resolve();
+  }
+  allowIntraBridge(bridge: string): Promise<void> {
+    this.calls.push(`allow ${bridge}`);
+    this.intra.add(bridge);
+    return Promise.resolve();
+  }
+  revokeIntraBridge(bridge: string): Promise<void> {
+    this.calls.push(`revoke ${bridge}`);
+    this.intra.delete(bridge);
+    return Promise.resolve();
+  }
+  intraBridges(): Promise<string[]> {
+    return Promise.resolve([...this.intra]);
+  }
+}
+
+/**
+ * A recording fake of the kernel for unit tests: keeps links, addresses and sysctls in memory with the kernel's
+ * failure rules (EEXIST, ENODEV, veth peers dying together) and can be told to fail a chosen change.
+ */
+export class FakeKernel implements Kernel {
+  readonly firewall = new FakeFirewall();
+  /** Every change applied, in order (failed ones excluded). */
+  readonly applied: KernelChange[] = [];
+  readonly linkMap = new Map<string, LinkInfo & { peer?: string }>();
+  readonly sysctls = new Map<string, string>();
+  routeTable: RouteInfo[] = [];
+  private failures: Array<{ match: (c: KernelChange) => boolean; message: string }> = [];
+
+  /** The next change matching `match` fails with `message` (once). */
+  failOn(match: (c: KernelChange) => boolean, message = 'injected failure'): void {
+    this.failures.push({ match, message });
+  }
+
+  /** Adds a link that tsnet did not create (e.g. a user's bridge). */
+  addForeignLink(name: string, kind = 'bridge'): void {
+    this.linkMap.set(name, { name, kind, mtu: 1500, mac: '02:00:00:00:00:01', up: true, addresses: [] });
+  }
+
+  apply(changes: KernelChange[]): Promise<void> {
+    for (let i = 0; i < changes.length; i++) {
+      const c = changes[i]!;
+      const f = this.failures.findIndex((x) => x.match(c));
+      if (f >= 0) {
+        const [fail] = this.failures.splice(f, 1);
+        return Promise.reject(new KernelChangeError(c, i, fail!.message));
+      }
+      const err = this.step(c);
+      if (err) return Promise.reject(new KernelChangeError(c, i, err));
+      this.applied.push(c);
+    }
+    return Promise.resolve();
+  }
+
+  private step(c: KernelChange): string | undefined {
+    const need = (n: string) => (this.linkMap.has(n) ? undefined : `Cannot find device "${n}"`);
+    const fresh = (n: string, kind: string, mtu?: number, mac?: string, peer?: string) => {
+      this.linkMap.set(n, { name: n, kind, mtu: mtu ?? 1500, mac: mac ?? '02:00:00:00:00:00', up: false, addresses: [], ...(peer ? { peer } : {}) });
+    };
+    switch (c.op) {
+      case 'bridge.add':
+        if (this.linkMap.has(c.name)) return 'File exists';
+        fresh(c.name, 'bridge', c.mtu, c.mac);
+        return undefined;
+      case 'veth.add':
+        if (this.linkMap.has(c.name) || this.linkMap.has(c.peer)) return 'File exists';
+        fresh(c.name, 'veth', c.mtu, undefined, c.peer);
+        fresh(c.peer, 'veth', c.mtu, c.peerMac, c.name);
+        return undefined;
+      case 'link.master':
+        return need(c.name) ?? need(c.master) ?? void (this.linkMap.get(c.name)!.master = c.master);
+      case 'link.up':
+        return need(c.name) ?? void (this.linkMap.get(c.name)!.up = true);
+      case 'link.del': {
+        const l = this.linkMap.get(c.name);
+        if (!l) return need(c.name);
+        this.linkMap.delete(c.name);
+        if (l.peer) this.linkMap.delete(l.peer);
+        for (const other of this.linkMap.values()) if (other.master === c.name) delete other.master;
+        return undefined;
+      }
+      case 'addr.add': {
+        const l = this.linkMap.get(c.dev);
+        if (!l) return need(c.dev);
+        if (l.addresses.includes(c.cidr)) return 'File exists';
+        l.addresses.push(c.cidr);
+        return undefined;
+      }
+      case 'addr.del': {
+        const l = this.linkMap.get(c.dev);
+        if (!l) return need(c.dev);
+        if (!l.addresses.includes(c.cidr)) return 'Cannot assign requested address';
+        l.addresses = l.addresses.filter((a) => a !== c.cidr);
+        return undefined;
+      }
+      case 'sysctl.set':
+        this.sysctls.set(c.key, c.value);
+        return undefined;
+    }
+  }
+
+  links(): Promise<LinkInfo[]> {
+    return Promise.resolve([...this.linkMap.values()].map((l) => ({ ...l, addresses: [...l.addresses] })));
+  }
+
+  link(name: string): Promise<LinkInfo | undefined> {
+    const l = this.linkMap.get(name);
+    return Promise.resolve(l ? { ...l, addresses: [...l.addresses] } : undefined);
+  }
+
+  routes(v6: boolean): Promise<RouteInfo[]> {
+    return Promise.resolve(this.routeTable.filter((r) => r.dst.includes(':') === v6));
+  }
+}

@@ -1,0 +1,43 @@
+import { tsnetError } from '../errors';
+
+/** Linux IFNAMSIZ is 16 including the NUL. */
+export const MAX_IFNAME = 15;
+
+/** Prefixes of every interface name tsnet generates; reconciliation only ever deletes links it recorded. */
+export const BRIDGE_PREFIX = 'tsbr-';
+export const HOST_VETH_PREFIX = 'tsv';
+export const CONTAINER_VETH_PREFIX = 'tsc';
+
+/**
+ * Interface name rules the kernel enforces (dev_valid_name), narrowed to a safe character set so a name can go
+ * into an `ip -batch` line or an nft string without quoting.
+ */
+export function validateIfName(name: string, field: string): string {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name) || name === '.' || name === '..') {
+    throw tsnetError(
+      'TSN_INVALID_OPTION',
+      `${field} "${name}": interface names are 1-${MAX_IFNAME} characters of letters, digits, '.', '-', '_'`,
+    );
+  }
+  return name;
+}
+
+/** The ids dockerd sends are 64 hex characters; names take a prefix of them. */
+export function bridgeNameFor(networkId: string): string {
+  return BRIDGE_PREFIX + networkId.slice(0, MAX_IFNAME - BRIDGE_PREFIX.length);
+}
+
+export function vethNamesFor(endpointId: string): { host: string; container: string } {
+  const tail = endpointId.slice(0, MAX_IFNAME - HOST_VETH_PREFIX.length);
+  return { host: HOST_VETH_PREFIX + tail, container: CONTAINER_VETH_PREFIX + tail };
+}
+
+const GENERATED: Array<{ re: RegExp; kind: string }> = [
+  { re: new RegExp(`^${BRIDGE_PREFIX}[0-9a-z]{${MAX_IFNAME - BRIDGE_PREFIX.length}}$`), kind: 'bridge' },
+  { re: new RegExp(`^(${HOST_VETH_PREFIX}|${CONTAINER_VETH_PREFIX})[0-9a-z]{${MAX_IFNAME - HOST_VETH_PREFIX.length}}$`), kind: 'veth' },
+];
+
+/** A link whose exact name shape and kind say tsnet generated it (reconciliation may delete these if unrecorded). */
+export function isGeneratedLink(link: { name: string; kind: string }): boolean {
+  return GENERATED.some((g) => g.kind === link.kind && g.re.test(link.name));
+}

@@ -1,0 +1,58 @@
+import path from 'node:path';
+import { loadConfig, usage } from './config';
+import { TsnetDriver } from './driver/driver';
+import { describeChain } from './errors';
+import { TsnetIpam } from './ipam/driver';
+import { Iproute2Kernel } from './kernel/iproute2';
+import { NftFirewall } from './kernel/nftables';
+import { log, setLogLevel } from './log';
+import { routes } from './protocol/routes';
+import { createApp, listenUnix } from './protocol/server';
+import { SqliteStore } from './store/sqlite';
+
+/**
+ * Start order matters to dockerd: state is loaded (fast, local), the socket listens, then the kernel is reconciled.
+ * Calls that need state wait for reconciliation; the handshake never waits (dockerd gives a plugin ~10 s).
+ */
+async function main(): Promise<void> {
+  const config = loadConfig(process.argv.slice(2));
+  if (config === 'help') {
+    process.stdout.write(usage + '\n');
+    return;
+  }
+  setLogLevel(config.logLevel);
+  const kernel = new Iproute2Kernel(new NftFirewall(config.fwMark));
+  const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
+  const driver = await TsnetDriver.load(store, kernel);
+  const ipam = await TsnetIpam.load(store, {
+    defaultPoolsV4: config.defaultPoolsV4,
+    defaultPoolsV6: config.defaultPoolsV6,
+    hostRoutes: async (v6) => (await kernel.routes(v6)).map((r) => r.dst),
+  });
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+  const server = await listenUnix(createApp(routes(), { driver, ipam }, ready), config.socket);
+  log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir });
+
+  const start = performance.now();
+  await driver.reconcile();
+  markReady();
+  const { networks, endpoints } = driver.state();
+  log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - start) });
+
+  const shutdown = (signal: string) => {
+    log.info('tsnet stopping', { signal });
+    // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
+    server.close(() => {
+      void store.close().then(() => process.exit(0));
+    });
+    server.closeAllConnections();
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  log.error('tsnet failed to start', { error: describeChain(err) });
+  process.exit(1);
+});

@@ -1,0 +1,186 @@
+import type { z } from 'zod';
+import type { NetworkDriver } from '../driver/contract';
+import type { Ipam } from '../ipam/contract';
+import type { LogContext } from '../log';
+import * as S from './schemas';
+
+/** What the routes need once state is loaded. */
+export interface Backend {
+  driver: NetworkDriver;
+  ipam: Ipam;
+}
+
+/** One remote API method: its request schema, the ids it concerns (for logs) and its handler. */
+export interface Route<T extends z.ZodType = z.ZodType> {
+  schema: T;
+  /** Answered without waiting for reconciliation (handshake and capability calls). */
+  static?: boolean;
+  ids?: (req: z.output<T>) => LogContext;
+  handle: (req: z.output<T>, backend: Backend) => Promise<unknown> | unknown;
+}
+
+function route<T extends z.ZodType>(r: Route<T>): Route {
+  return r as unknown as Route;
+}
+
+const epIds = (r: { NetworkID: string; EndpointID: string }): LogContext => ({ networkId: r.NetworkID, endpointId: r.EndpointID });
+const EMPTY = {};
+
+/**
+ * The method table: the only place that knows the remote API's method names. Methods not listed get 404, which
+ * dockerd reads as "not implemented" (remote-api.md §3.12): ProgramExternalConnectivity, RevokeExternalConnectivity,
+ * AllocateNetwork/FreeNetwork (global scope only) and GwAllocCheck (not advertised).
+ */
+export function routes(): Record<string, Route> {
+  return {
+    'Plugin.Activate': route({ schema: S.EmptySchema, static: true, handle: () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) }),
+
+    'NetworkDriver.GetCapabilities': route({
+      schema: S.EmptySchema,
+      static: true,
+      handle: (_r, b) => {
+        const c = b.driver.capabilities();
+        return { Scope: c.scope, ConnectivityScope: c.connectivityScope, GwAllocChecker: false };
+      },
+    }),
+    'NetworkDriver.CreateNetwork': route({
+      schema: S.CreateNetworkSchema,
+      ids: (r) => ({ networkId: r.NetworkID }),
+      handle: async (r, b) => {
+        const o = r.Options ?? {};
+        const data = (d: z.output<typeof S.IpamDataSchema>) => ({
+          addressSpace: d.AddressSpace,
+          pool: d.Pool,
+          ...(d.Gateway ? { gateway: d.Gateway } : {}),
+          auxAddresses: d.AuxAddresses ?? {},
+        });
+        await b.driver.createNetwork({
+          networkId: r.NetworkID,
+          driverOptions: o['com.docker.network.generic'] ?? {},
+          enableIPv6: o['com.docker.network.enable_ipv6'] ?? false,
+          internal: o['com.docker.network.internal'] ?? false,
+          ipv4: (r.IPv4Data ?? []).map(data),
+          ipv6: (r.IPv6Data ?? []).map(data),
+        });
+        return EMPTY;
+      },
+    }),
+    'NetworkDriver.DeleteNetwork': route({
+      schema: S.NetworkIdSchema,
+      ids: (r) => ({ networkId: r.NetworkID }),
+      handle: async (r, b) => {
+        await b.driver.deleteNetwork(r.NetworkID);
+        return EMPTY;
+      },
+    }),
+    'NetworkDriver.CreateEndpoint': route({
+      schema: S.CreateEndpointSchema,
+      ids: epIds,
+      handle: async (r, b) => {
+        const i = r.Interface ?? {};
+        const reply = await b.driver.createEndpoint({
+          networkId: r.NetworkID,
+          endpointId: r.EndpointID,
+          iface: {
+            ...(i.Address ? { address: i.Address } : {}),
+            ...(i.AddressIPv6 ? { addressIPv6: i.AddressIPv6 } : {}),
+            ...(i.MacAddress ? { macAddress: i.MacAddress } : {}),
+          },
+          options: r.Options ?? {},
+        });
+        const out = {
+          ...(reply.address ? { Address: reply.address } : {}),
+          ...(reply.addressIPv6 ? { AddressIPv6: reply.addressIPv6 } : {}),
+          ...(reply.macAddress ? { MacAddress: reply.macAddress } : {}),
+        };
+        return Object.keys(out).length > 0 ? { Interface: out } : EMPTY;
+      },
+    }),
+    'NetworkDriver.DeleteEndpoint': route({
+      schema: S.EndpointIdSchema,
+      ids: epIds,
+      handle: async (r, b) => {
+        await b.driver.deleteEndpoint(r.NetworkID, r.EndpointID);
+        return EMPTY;
+      },
+    }),
+    'NetworkDriver.EndpointOperInfo': route({
+      schema: S.EndpointIdSchema,
+      ids: epIds,
+      handle: async (r, b) => ({ Value: await b.driver.endpointOperInfo(r.NetworkID, r.EndpointID) }),
+    }),
+    'NetworkDriver.Join': route({
+      schema: S.JoinSchema,
+      ids: epIds,
+      handle: async (r, b) => {
+        const j = await b.driver.join({ networkId: r.NetworkID, endpointId: r.EndpointID, sandboxKey: r.SandboxKey, options: r.Options ?? {} });
+        return {
+          InterfaceName: { SrcName: j.srcName, DstPrefix: j.dstPrefix },
+          ...(j.gateway ? { Gateway: j.gateway } : {}),
+          ...(j.gatewayIPv6 ? { GatewayIPv6: j.gatewayIPv6 } : {}),
+          StaticRoutes: j.staticRoutes.map((s) => ({ Destination: s.destination, RouteType: s.routeType, ...(s.nextHop ? { NextHop: s.nextHop } : {}) })),
+          DisableGatewayService: j.disableGatewayService,
+        };
+      },
+    }),
+    'NetworkDriver.Leave': route({
+      schema: S.EndpointIdSchema,
+      ids: epIds,
+      handle: async (r, b) => {
+        await b.driver.leave(r.NetworkID, r.EndpointID);
+        return EMPTY;
+      },
+    }),
+    // Node discovery only matters to global-connectivity drivers; tsnet's bridge networks are host-local.
+    'NetworkDriver.DiscoverNew': route({ schema: S.DiscoverySchema, static: true, handle: () => EMPTY }),
+    'NetworkDriver.DiscoverDelete': route({ schema: S.DiscoverySchema, static: true, handle: () => EMPTY }),
+
+    'IpamDriver.GetCapabilities': route({
+      schema: S.EmptySchema,
+      static: true,
+      handle: (_r, b) => {
+        const c = b.ipam.capabilities();
+        return { RequiresMACAddress: c.requiresMACAddress, RequiresRequestReplay: c.requiresRequestReplay };
+      },
+    }),
+    'IpamDriver.GetDefaultAddressSpaces': route({
+      schema: S.EmptySchema,
+      static: true,
+      handle: (_r, b) => {
+        const s = b.ipam.defaultAddressSpaces();
+        return { LocalDefaultAddressSpace: s.local, GlobalDefaultAddressSpace: s.global };
+      },
+    }),
+    'IpamDriver.RequestPool': route({
+      schema: S.RequestPoolSchema,
+      handle: async (r, b) => {
+        const p = await b.ipam.requestPool({ addressSpace: r.AddressSpace, pool: r.Pool, subPool: r.SubPool, options: r.Options ?? {}, v6: r.V6 });
+        return { PoolID: p.poolId, Pool: p.pool, Data: p.data };
+      },
+    }),
+    'IpamDriver.ReleasePool': route({
+      schema: S.PoolIdSchema,
+      ids: (r) => ({ poolId: r.PoolID }),
+      handle: async (r, b) => {
+        await b.ipam.releasePool(r.PoolID);
+        return EMPTY;
+      },
+    }),
+    'IpamDriver.RequestAddress': route({
+      schema: S.RequestAddressSchema,
+      ids: (r) => ({ poolId: r.PoolID }),
+      handle: async (r, b) => {
+        const a = await b.ipam.requestAddress({ poolId: r.PoolID, address: r.Address, options: r.Options ?? {} });
+        return { Address: a.address, Data: a.data };
+      },
+    }),
+    'IpamDriver.ReleaseAddress': route({
+      schema: S.ReleaseAddressSchema,
+      ids: (r) => ({ poolId: r.PoolID }),
+      handle: async (r, b) => {
+        await b.ipam.releaseAddress(r.PoolID, r.Address);
+        return EMPTY;
+      },
+    }),
+  };
+}

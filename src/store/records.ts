@@ -1,0 +1,88 @@
+/**
+ * Persisted shapes: what tsnet must remember across restarts because dockerd never replays CreateNetwork or
+ * IPAM calls (remote-api.md §6). Changing a shape means a new schema version in migrations.ts.
+ */
+
+/** One IPAM pool, ref-counted: identical RequestPool calls share it. */
+export interface PoolRecord {
+  id: string;
+  addressSpace: string;
+  /** Canonical CIDR of the pool. */
+  pool: string;
+  /** Canonical CIDR of the ip-range dynamic allocation draws from, when one was given. */
+  subPool?: string;
+  v6: boolean;
+  refs: number;
+  options: Record<string, string>;
+  /** Chosen by tsnet from its default pools (not requested explicitly). */
+  dynamic: boolean;
+  /** Next offset for serial allocation (`com.docker.network.ipam.serial`), as a decimal string (BigInt). */
+  serialCursor?: string;
+}
+
+/** One allocated address in a pool. */
+export interface AddressRecord {
+  poolId: string;
+  /** Canonical address without prefix length. */
+  address: string;
+  /** 'gateway' when dockerd asked with RequestAddressType=gateway, else 'address'. */
+  kind: 'gateway' | 'address';
+}
+
+/** One subnet of a network as dockerd passed it in CreateNetwork (IPv4Data / IPv6Data). */
+export interface SubnetRecord {
+  /** Canonical CIDR. */
+  pool: string;
+  /** Gateway in CIDR form (address/prefix-of-pool), or absent when IPAM gave none. */
+  gateway?: string;
+  auxAddresses: Record<string, string>;
+}
+
+export interface BridgeNetworkRecord {
+  id: string;
+  mode: 'bridge';
+  /** Linux bridge device name. */
+  bridge: string;
+  /** tsnet created the bridge (else it adopted an existing one and must never delete it). */
+  ownsBridge: boolean;
+  /** Addresses (CIDR) tsnet put on the bridge; only these are removed on DeleteNetwork. */
+  bridgeAddresses: string[];
+  mac: string;
+  mtu?: number;
+  ipv4: SubnetRecord[];
+  ipv6: SubnetRecord[];
+  enableIPv6: boolean;
+  internal: boolean;
+  /** Validated driver options exactly as given (`-o`), for inspect and later steps. */
+  options: Record<string, string>;
+  createdAt: string;
+}
+
+export type NetworkRecord = BridgeNetworkRecord;
+
+export interface EndpointRecord {
+  id: string;
+  networkId: string;
+  /** Host-side veth, on the bridge. */
+  hostIf: string;
+  /** Container-side veth until dockerd moves it into the sandbox. */
+  containerIf: string;
+  mac: string;
+  /** CIDR. */
+  address?: string;
+  /** CIDR. */
+  addressIPv6?: string;
+  /** Sandbox key once joined. */
+  sandboxKey?: string;
+  createdAt: string;
+}
+
+/** Collections and the record type each holds. */
+export interface Collections {
+  network: NetworkRecord;
+  endpoint: EndpointRecord;
+  pool: PoolRecord;
+  address: AddressRecord;
+}
+
+export type CollectionName = keyof Collections;
