@@ -20,6 +20,12 @@ const OWNER_FILE = 'owner.pid';
 const UNOWNED_GRACE_MS = 10 * 60_000;
 
 /** The docker CLI bound to one daemon socket (always `-H unix://…`, never DOCKER_HOST or the default daemon). */
+/**
+ * The CLI shipped with the daemon (Debian's docker.io) when present: a newer CLI found first on PATH sends options the
+ * 20.10 daemon's API refuses (e.g. per-network --mac-address needs API 1.44).
+ */
+const DOCKER_CLI = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
+
 export class Docker {
   private readonly env: NodeJS.ProcessEnv;
 
@@ -44,18 +50,18 @@ export class Docker {
 
   /** Runs `docker args`; resolves with the exit code and output whatever the code. */
   dockerTry(args: readonly string[], opts: Omit<RunOptions, 'env'> = {}): Promise<RunResult> {
-    return run('docker', this.argv(args), { timeoutMs: DOCKER_TIMEOUT_MS, ...opts, env: this.env });
+    return run(DOCKER_CLI, this.argv(args), { timeoutMs: DOCKER_TIMEOUT_MS, ...opts, env: this.env });
   }
 
   /** Runs `docker args` and resolves with trimmed stdout; rejects on a non-zero exit with stderr in the message. */
   async docker(args: readonly string[], opts: Omit<RunOptions, 'env'> = {}): Promise<string> {
-    const r = await runOk('docker', this.argv(args), { timeoutMs: DOCKER_TIMEOUT_MS, ...opts, env: this.env });
+    const r = await runOk(DOCKER_CLI, this.argv(args), { timeoutMs: DOCKER_TIMEOUT_MS, ...opts, env: this.env });
     return r.stdout.trim();
   }
 
   /** Runs `producer | docker args` (no shell), e.g. `tar … | docker import -`; resolves with trimmed stdout. */
   async dockerPiped(producer: { cmd: string; args: readonly string[] }, args: readonly string[], opts: Omit<RunOptions, 'env' | 'input'> = {}): Promise<string> {
-    const r = await runPipeOk(producer, { cmd: 'docker', args: this.argv(args) }, { timeoutMs: DOCKER_TIMEOUT_MS, ...opts, env: this.env });
+    const r = await runPipeOk(producer, { cmd: DOCKER_CLI, args: this.argv(args) }, { timeoutMs: DOCKER_TIMEOUT_MS, ...opts, env: this.env });
     return r.stdout.trim();
   }
 
