@@ -44,7 +44,10 @@ async function main(): Promise<void> {
     log.info('tsnet stopping', { signal });
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
-      void store.close().then(() => process.exit(0));
+      void driver
+        .drain()
+        .then(() => store.close())
+        .then(() => process.exit(0));
     });
     server.closeAllConnections();
   };

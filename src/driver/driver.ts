@@ -17,6 +17,7 @@ import type {
 import type { NetworkMode } from './mode';
 import { KeyedMutex } from './mutex';
 import { runSteps, undoChanges } from './steps';
+import { LinkReaper } from './reaper';
 import { applyRemovals } from './teardown';
 
 /**
@@ -29,11 +30,14 @@ export class TsnetDriver implements NetworkDriver {
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly endpoints = new Map<string, EndpointRecord>();
   private readonly locks = new KeyedMutex();
+  private readonly reaper: LinkReaper;
 
   private constructor(
     private readonly store: Store,
     readonly kernel: Kernel,
-  ) {}
+  ) {
+    this.reaper = new LinkReaper(kernel, store);
+  }
 
   static async load(store: Store, kernel: Kernel): Promise<TsnetDriver> {
     const d = new TsnetDriver(store, kernel);
@@ -63,6 +67,8 @@ export class TsnetDriver implements NetworkDriver {
       if (this.networks.has(req.networkId)) {
         throw tsnetError('TSN_NETWORK_EXISTS', `NetworkID "${req.networkId}" already exists`);
       }
+      // Links of deleted networks may still be on their way out (same bridge name, firewall table removal).
+      await this.reaper.flush();
       const mode = bridgeMode as NetworkMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
       const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
@@ -86,12 +92,12 @@ export class TsnetDriver implements NetworkDriver {
       const mode = this.modeOf(net);
       // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
       const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
-      await applyRemovals(this.kernel, stale.flatMap((e) => mode.endpointTeardownChanges(e)));
-      await mode.teardownNetwork(net, this.kernel);
-      await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id))]);
+      const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...(await mode.releaseNetwork(net, this.kernel))];
+      await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
-      if (this.networks.size === 0) await this.kernel.firewall.removeBase();
+      this.reaper.schedule(links);
+      if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.kernel.firewall.removeBase());
       log.info('network deleted', { staleEndpoints: stale.length });
     });
   }
@@ -123,11 +129,17 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.endpoints.get(endpointId);
       if (!ep) return;
       const net = this.networks.get(ep.networkId);
-      if (net) await applyRemovals(this.kernel, this.modeOf(net).endpointTeardownChanges(ep));
-      await this.store.commit([del('endpoint', endpointId)]);
+      const links = net ? this.modeOf(net).endpointLinks(ep) : [];
+      await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
+      this.reaper.schedule(links);
       log.info('endpoint deleted');
     });
+  }
+
+  /** Waits for background deletions (shutdown, tests). */
+  drain(): Promise<void> {
+    return this.reaper.flush();
   }
 
   endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
@@ -188,6 +200,12 @@ export class TsnetDriver implements NetworkDriver {
    * firewall state, and deletes tsnet-named links that no record owns (left by a crash between two steps).
    */
   async reconcile(): Promise<void> {
+    const tombstones = (await this.store.all('tombstone')).map((t) => t.link);
+    if (tombstones.length > 0) {
+      log.info('reconcile: deleting links left by an interrupted teardown', { links: tombstones });
+      this.reaper.schedule(tombstones);
+      await this.reaper.flush();
+    }
     const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
     const fw = this.kernel.firewall;
     const wanted = new Set<string>();

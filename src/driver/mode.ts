@@ -15,10 +15,14 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
   setupSteps(net: N, kernel: Kernel): Step[];
   /** Steps bringing an existing network back to its record after a restart (`link` = its main link, if present). */
   repairSteps(net: N, link: LinkInfo | undefined, kernel: Kernel): Step[];
-  /** Idempotent removal of everything setupSteps made. */
-  teardownNetwork(net: N, kernel: Kernel): Promise<void>;
+  /**
+   * Idempotently undoes what setupSteps made that must go at once (firewall, addresses on adopted links) and
+   * returns the links to delete, which the driver deletes in the background.
+   */
+  releaseNetwork(net: N, kernel: Kernel): Promise<string[]>;
   planEndpoint(net: N, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
   endpointSetupChanges(net: N, ep: EndpointRecord): KernelChange[];
-  endpointTeardownChanges(ep: EndpointRecord): KernelChange[];
+  /** Links to delete when the endpoint goes. */
+  endpointLinks(ep: EndpointRecord): string[];
   joinResponse(net: N, ep: EndpointRecord): JoinResponse;
 }

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BUSYBOX_IMAGE } from '../harness/busybox';
-import { run, runOk } from '../harness/exec';
+import { eventually, run, runOk } from '../harness/exec';
 import { addrsOn, describeE2E, links, linksWithPrefix, nftTableExists } from '../harness/host';
 import { type E2EEnv, setupE2E } from '../harness/tsnet';
 
@@ -93,10 +93,13 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
 
     await d.docker(['rm', '-f', 'ca', 'cb']);
     await d.docker(['network', 'rm', 'net1']);
-    expect(await linksWithPrefix(['ts'])).toEqual(before);
-    expect(storeRows(env)).toEqual({});
-    expect(await nftTableExists('inet', 'tsnet')).toBe(false);
-    expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toMatch(/tsnet/);
+    await eventually(() => expect(storeRows(env)).toEqual({}));
+    // Links, the nft table and the hook go in the background, right after the answer.
+    await eventually(async () => {
+      expect(await linksWithPrefix(['ts'])).toEqual(before);
+      expect(await nftTableExists('inet', 'tsnet')).toBe(false);
+      expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toMatch(/tsnet/);
+    });
   });
 
   test('a second network is isolated at L2; connect/disconnect of a running container', async () => {
@@ -121,11 +124,11 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
 
     await d.docker(['network', 'disconnect', 'n2', 'cx']);
     expect((await d.dockerTry(['exec', 'cx', 'ip', 'link', 'show', 'eth1'])).code).not.toBe(0);
-    expect((await linksWithPrefix(['tsv'])).length).toBe(hostLinks - 1);
+    await eventually(async () => expect((await linksWithPrefix(['tsv'])).length).toBe(hostLinks - 1));
     expect(await ping(env, 'cy', ipXn2)).toBe(false);
     await d.docker(['rm', '-f', 'cx', 'cy']);
     await d.docker(['network', 'rm', 'n1', 'n2']);
-    expect(await linksWithPrefix(['ts'])).toEqual([]);
+    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
   });
 
   test('IPv6, several subnets, MTU and MAC options reach the kernel', async () => {
@@ -153,7 +156,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await d.docker(['exec', 'cq', 'ip', '-6', 'route'])).toMatch(/default via fd00:7473:1::1/);
     await d.docker(['rm', '-f', 'cp', 'cq']);
     await d.docker(['network', 'rm', 'v6net']);
-    expect((await links()).some((l) => l.ifname === 'tsbr-e2e6')).toBe(false);
+    await eventually(async () => expect((await links()).some((l) => l.ifname === 'tsbr-e2e6')).toBe(false));
   });
 
   test('a default pool is chosen without --subnet; tsnet works with Docker IPAM and vice versa', async () => {
@@ -173,7 +176,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'cn', 'cm')).toBe(true);
     await d.docker(['rm', '-f', 'cm', 'cn']);
     await d.docker(['network', 'rm', 'auto', 'dockeripam', 'tsipam']);
-    expect(storeRows(env)).toEqual({});
+    await eventually(() => expect(storeRows(env)).toEqual({}));
   });
 
   test('overlapping subnets and bad options are refused with the message reaching the CLI', async () => {
@@ -187,7 +190,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(bad.stderr).toMatch(/unknown option "color"/);
     expect((await d.dockerTry(['network', 'inspect', 'badopt'])).code).not.toBe(0);
     await d.docker(['network', 'rm', 'ov1']);
-    expect(storeRows(env)).toEqual({});
+    await eventually(() => expect(storeRows(env)).toEqual({}));
   });
 
   test('tsnet restarted (gracefully and by kill -9) between container start and stop loses nothing', async () => {
@@ -212,8 +215,8 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     await d.docker(['stop', '-t', '1', 'r1', 'r2', 'r3']);
     await d.docker(['rm', 'r1', 'r2', 'r3']);
     await d.docker(['network', 'rm', 'rs']);
-    expect(await linksWithPrefix(['ts'])).toEqual([]);
-    expect(storeRows(env)).toEqual({});
+    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
+    await eventually(() => expect(storeRows(env)).toEqual({}));
   });
 
   test('a bridge deleted behind tsnet\'s back comes back on restart', async () => {
@@ -227,7 +230,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'l1', 'l2')).toBe(true);
     await d.docker(['rm', '-f', 'l1', 'l2']);
     await d.docker(['network', 'rm', 'lost']);
-    expect((await run('ip', ['link', 'show', 'tsbr-lost'])).code).not.toBe(0);
+    await eventually(async () => expect((await run('ip', ['link', 'show', 'tsbr-lost'])).code).not.toBe(0));
   });
 });
 
@@ -242,6 +245,6 @@ describeE2E('bridge networks under dockerd --iptables=false', () => {
     expect(await ping(env, 'ca', 'cb')).toBe(true);
     await d.docker(['rm', '-f', 'ca', 'cb']);
     await d.docker(['network', 'rm', 'plain']);
-    expect(await linksWithPrefix(['ts'])).toEqual([]);
+    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
   });
 });

@@ -295,3 +295,20 @@ export async function kill9(child: ChildProcess): Promise<void> {
   child.kill('SIGKILL');
   if (!(await waitForExit(child, 10_000))) throw new Error(`pid ${child.pid} survived SIGKILL for 10 s`);
 }
+
+/**
+ * Retries an assertion until it passes or `timeoutMs` runs out, then throws its last failure. For state tsnet
+ * settles in the background (links deleted after the call that removed them was answered).
+ */
+export async function eventually(assertion: () => Promise<void> | void, timeoutMs = 5_000, intervalMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await assertion();
+      return;
+    } catch (err) {
+      if (Date.now() >= deadline) throw err;
+      await sleep(intervalMs);
+    }
+  }
+}

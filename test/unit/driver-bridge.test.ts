@@ -107,6 +107,7 @@ describe('bridge network lifecycle', () => {
     await driver.createNetwork(netReq({ driverOptions: { 'com.docker.network.bridge.name': 'br-user' } }));
     expect(kernel.linkMap.get('br-user')!.addresses).toEqual(['172.28.5.254/16']);
     await driver.deleteNetwork(NID);
+    await driver.drain();
     expect(kernel.linkMap.get('br-user')).toMatchObject({ addresses: [] });
   });
 
@@ -132,6 +133,8 @@ describe('bridge network lifecycle', () => {
     await driver.deleteNetwork(NID);
     await driver.deleteNetwork(NID);
     await driver.deleteNetwork('f'.repeat(64));
+    await driver.drain();
+    expect(await store.all('tombstone')).toEqual([]);
     expect(kernel.linkMap.size).toBe(0);
     expect(kernel.firewall.base).toBe(false);
     expect(await store.all('network')).toEqual([]);
@@ -200,6 +203,7 @@ describe('bridge endpoints', () => {
     await driver.deleteEndpoint(NID, EID);
     await driver.deleteEndpoint(NID, EID);
     await driver.leave(NID, EID2);
+    await driver.drain();
     expect(kernel.linkMap.has('tsvbbbbbbbbbbbb')).toBe(false);
     expect(await store.all('endpoint')).toEqual([]);
   });
@@ -212,6 +216,20 @@ describe('bridge endpoints', () => {
 });
 
 describe('reconcile after a restart', () => {
+  test('a link whose background deletion did not happen (crash, failure) is deleted from its tombstone at start', async () => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(netReq());
+    await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
+    kernel.failOn((c) => c.op === 'link.del', 'RTNETLINK answers: Device or resource busy');
+    await driver.deleteEndpoint(NID, EID);
+    await driver.drain();
+    expect(kernel.linkMap.has('tsvbbbbbbbbbbbb')).toBe(true);
+    expect((await store.all('tombstone')).map((t) => t.link)).toEqual(['tsvbbbbbbbbbbbb']);
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(kernel.linkMap.has('tsvbbbbbbbbbbbb')).toBe(false);
+    expect(await store.all('tombstone')).toEqual([]);
+  });
+
   test('rebuilds a lost bridge and unjoined veth, removes orphans it generated, spares look-alikes', async () => {
     const store = new SqliteStore(':memory:');
     const first = new FakeKernel();

@@ -59,6 +59,6 @@ export function endpointSetupChanges(net: BridgeNetworkRecord, ep: EndpointRecor
 }
 
 /** Deleting the host end removes the pair wherever the other end is. */
-export function endpointTeardownChanges(ep: EndpointRecord): KernelChange[] {
-  return [{ op: 'link.del', name: ep.hostIf }];
+export function endpointLinks(ep: EndpointRecord): string[] {
+  return [ep.hostIf];
 }

@@ -1,8 +1,8 @@
 import type { BridgeNetworkRecord } from '../../store/records';
 import type { NetworkMode } from '../mode';
-import { endpointSetupChanges, endpointTeardownChanges, planBridgeEndpoint } from './endpoint';
+import { endpointLinks, endpointSetupChanges, planBridgeEndpoint } from './endpoint';
 import { bridgeJoinResponse } from './joinleave';
-import { bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, teardownBridgeNetwork } from './network';
+import { bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, releaseBridgeNetwork } from './network';
 
 /** Linux bridge + veth pairs, docker0's model. */
 export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
@@ -10,9 +10,9 @@ export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
   networkLinks: (net) => [net.bridge],
   setupSteps: (net, kernel) => bridgeSetupSteps(net, kernel.firewall),
   repairSteps: (net, link, kernel) => bridgeRepairSteps(net, link, kernel.firewall),
-  teardownNetwork: teardownBridgeNetwork,
+  releaseNetwork: releaseBridgeNetwork,
   planEndpoint: planBridgeEndpoint,
   endpointSetupChanges,
-  endpointTeardownChanges,
+  endpointLinks,
   joinResponse: bridgeJoinResponse,
 };

@@ -98,11 +98,10 @@ export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | und
   );
 }
 
-/** Removes what tsnet made for the network (never an adopted bridge); idempotent. */
-export async function teardownBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<void> {
+/** Firewall and adopted-bridge addresses go now; an owned bridge is returned for background deletion. */
+export async function releaseBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<string[]> {
   await kernel.firewall.revokeIntraBridge(net.bridge);
-  const changes: KernelChange[] = net.ownsBridge
-    ? [{ op: 'link.del', name: net.bridge }]
-    : net.bridgeAddresses.map((cidr) => ({ op: 'addr.del', dev: net.bridge, cidr }));
-  await applyRemovals(kernel, changes);
+  if (net.ownsBridge) return [net.bridge];
+  await applyRemovals(kernel, net.bridgeAddresses.map((cidr) => ({ op: 'addr.del', dev: net.bridge, cidr })));
+  return [];
 }

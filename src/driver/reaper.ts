@@ -1,0 +1,74 @@
+import { describeChain } from '../errors';
+import type { Kernel } from '../kernel/contract';
+import { log, since } from '../log';
+import { del, put, type Store, type StoreOp } from '../store/contract';
+import { applyRemovals } from './teardown';
+
+/**
+ * Deletes links in the background. Callers commit a tombstone (see {@link tombstones}) together with the removal
+ * of the record that owned the link, answer dockerd, and hand the names here; the reaper batches what is pending
+ * into one `ip -batch`, then drops the tombstones. {@link flush} waits until nothing is pending: anything about to
+ * create links whose names might collide, or to rebuild firewall state, calls it first.
+ */
+export class LinkReaper {
+  private readonly pending = new Set<string>();
+  private readonly jobs: Array<{ name: string; run: () => Promise<void> }> = [];
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly store: Store,
+  ) {}
+
+  /** Store ops recording that `links` must still be deleted. */
+  static tombstones(links: string[]): StoreOp[] {
+    const now = new Date().toISOString();
+    return links.map((link) => put('tombstone', link, { link, createdAt: now }));
+  }
+
+  /** Starts deleting `links` (their tombstones must be committed already). */
+  schedule(links: string[]): void {
+    for (const l of links) this.pending.add(l);
+    this.kick();
+  }
+
+  /** Runs idempotent cleanup work after the pending deletions (reconcile redoes it if tsnet dies first). */
+  scheduleJob(name: string, run: () => Promise<void>): void {
+    this.jobs.push({ name, run });
+    this.kick();
+  }
+
+  private kick(): void {
+    if (!this.running && (this.pending.size > 0 || this.jobs.length > 0)) this.running = this.loop();
+  }
+
+  /** Resolves when every scheduled deletion has been attempted. */
+  async flush(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (this.pending.size > 0 || this.jobs.length > 0) {
+        if (this.pending.size === 0) {
+          const job = this.jobs.shift()!;
+          await job.run().catch((err: unknown) => log.error('background job failed', { job: job.name, error: describeChain(err) }));
+          continue;
+        }
+        const batch = [...this.pending];
+        this.pending.clear();
+        const start = performance.now();
+        try {
+          await applyRemovals(this.kernel, batch.map((name) => ({ op: 'link.del', name })));
+          await this.store.commit(batch.map((l) => del('tombstone', l)));
+          log.debug('reaped links', { links: batch, ms: since(start) });
+        } catch (err) {
+          // Tombstones stay; the next start (reconcile) tries again.
+          log.error('background link deletion failed', { links: batch, error: describeChain(err) });
+        }
+      }
+    } finally {
+      this.running = undefined;
+    }
+  }
+}
