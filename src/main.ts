@@ -46,7 +46,10 @@ async function main(): Promise<void> {
     server.close(() => {
       void driver
         .drain()
-        .then(() => store.close())
+        .then(() => {
+          kernel.close();
+          return store.close();
+        })
         .then(() => process.exit(0));
     });
     server.closeAllConnections();

@@ -15,7 +15,7 @@ import type {
   NetworkDriver,
 } from './contract';
 import type { NetworkMode } from './mode';
-import { KeyedMutex } from './mutex';
+import { KeyedMutex } from '../mutex';
 import { runSteps, undoChanges } from './steps';
 import { LinkReaper } from './reaper';
 import { applyRemovals } from './teardown';

@@ -3,6 +3,7 @@ import { tsnetError } from '../errors';
 import { log, since } from '../log';
 import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 import { execFileInput } from './exec';
+import { IpBatchSession } from './ip-session';
 
 const IP = 'ip';
 
@@ -39,9 +40,15 @@ interface IpAddrJson {
   addr_info?: Array<{ local: string; prefixlen: number }>;
 }
 
-/** Kernel operations through iproute2 (`ip -batch -` for changes, `ip -json` to read) and /proc/sys writes. */
+/** Kernel operations through iproute2 (a long-lived `ip -batch -` for changes, `ip -json` to read) and /proc/sys writes. */
 export class Iproute2Kernel implements Kernel {
+  private readonly session = new IpBatchSession([IP]);
+
   constructor(readonly firewall: Firewall) {}
+
+  close(): void {
+    this.session.close();
+  }
 
   async apply(changes: KernelChange[]): Promise<void> {
     let done = 0;
@@ -52,7 +59,7 @@ export class Iproute2Kernel implements Kernel {
         done++;
         continue;
       }
-      // Consecutive ip changes go out as one batch: one fork/exec instead of one per change (~7x faster).
+      // Consecutive ip changes go out as one batch: one round trip to the ip process instead of one per change.
       let end = done;
       while (end < changes.length && changes[end]!.op !== 'sysctl.set') end++;
       await this.batch(changes.slice(done, end) as Array<Exclude<KernelChange, { op: 'sysctl.set' }>>, done);
@@ -63,17 +70,15 @@ export class Iproute2Kernel implements Kernel {
   private async batch(changes: Array<Exclude<KernelChange, { op: 'sysctl.set' }>>, offset: number): Promise<void> {
     const lines = changes.map(batchLine);
     const start = performance.now();
-    const res = await execFileInput(IP, ['-batch', '-'], lines.join('\n') + '\n');
+    const failure = await this.session.run(lines);
     const ms = since(start);
-    if (res.code === 0) {
+    if (!failure) {
       log.debug('kernel change', { changes: lines, ms });
       return;
     }
-    const m = /Command failed -:(\d+)/.exec(res.stderr);
-    const failedAt = m ? Number(m[1]) - 1 : 0;
-    const reason = res.stderr.split('\n').filter((l) => l && !l.startsWith('Command failed')).join('; ') || `exit ${res.code}`;
-    log.debug('kernel change failed', { changes: lines, failed: lines[failedAt], reason, ms });
-    throw new KernelChangeError(changes[failedAt]!, offset + failedAt, `ip ${lines[failedAt]}: ${reason}`);
+    const i = Math.min(Math.max(failure.index, 0), lines.length - 1);
+    log.debug('kernel change failed', { changes: lines, failed: lines[i], reason: failure.reason, ms });
+    throw new KernelChangeError(changes[i]!, offset + i, `ip ${lines[i]}: ${failure.reason}`);
   }
 
   private async sysctl(c: Extract<KernelChange, { op: 'sysctl.set' }>, index: number): Promise<void> {
@@ -91,6 +96,8 @@ export class Iproute2Kernel implements Kernel {
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {
+    // Most lookups are for names that do not exist yet: sysfs answers that without spawning ip.
+    if (!(await fs.access(`/sys/class/net/${name}`).then(() => true, () => false))) return undefined;
     const all = await this.readLinks(['dev', name], true);
     return all[0];
   }
