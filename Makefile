@@ -47,8 +47,10 @@ test: deps-test build
 test-unit: build
 	npx jest --runInBand test/unit
 
+# Benchmark against a private dockerd (see bench/README.md); BENCH_N=30 iterations per measurement by default.
 bench: deps-test build
-	node dist/../bench/run.js
+	npx tsc -p bench/tsconfig.json
+	node .tmp/bench/bench/run.js
 
 clean:
 	rm -rf dist .tmp coverage

@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
       void driver
-        .drain()
+        .stop()
         .then(() => {
           kernel.close();
           return store.close();

@@ -36,7 +36,7 @@ export class TsnetDriver implements NetworkDriver {
     private readonly store: Store,
     readonly kernel: Kernel,
   ) {
-    this.reaper = new LinkReaper(kernel, store);
+    this.reaper = new LinkReaper(kernel.background, store);
   }
 
   static async load(store: Store, kernel: Kernel): Promise<TsnetDriver> {
@@ -137,9 +137,14 @@ export class TsnetDriver implements NetworkDriver {
     });
   }
 
-  /** Waits for background deletions (shutdown, tests). */
+  /** Waits for background deletions (tests). */
   drain(): Promise<void> {
     return this.reaper.flush();
+  }
+
+  /** Shutdown: stops background deletion after the chunk in progress; tombstones keep the rest for the next start. */
+  stop(): Promise<void> {
+    return this.reaper.stop();
   }
 
   endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {

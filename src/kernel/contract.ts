@@ -70,4 +70,9 @@ export interface Kernel {
   link(name: string): Promise<LinkInfo | undefined>;
   routes(v6: boolean): Promise<RouteInfo[]>;
   readonly firewall: Firewall;
+  /**
+   * The same kernel on its own lane for slow background work (link deletion), so a plugin call's changes never
+   * queue behind it.
+   */
+  readonly background: Kernel;
 }

@@ -38,6 +38,9 @@ export class FakeFirewall implements Firewall {
  */
 export class FakeKernel implements Kernel {
   readonly firewall = new FakeFirewall();
+  get background(): FakeKernel {
+    return this;
+  }
   /** Every change applied, in order (failed ones excluded). */
   readonly applied: KernelChange[] = [];
   readonly linkMap = new Map<string, LinkInfo & { peer?: string }>();

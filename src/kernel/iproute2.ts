@@ -43,11 +43,23 @@ interface IpAddrJson {
 /** Kernel operations through iproute2 (a long-lived `ip -batch -` for changes, `ip -json` to read) and /proc/sys writes. */
 export class Iproute2Kernel implements Kernel {
   private readonly session = new IpBatchSession([IP]);
+  /** A second ip process for the background lane; created on first use. */
+  private lane: Iproute2Kernel | undefined;
 
-  constructor(readonly firewall: Firewall) {}
+  constructor(
+    readonly firewall: Firewall,
+    private readonly isBackground = false,
+  ) {}
+
+  get background(): Kernel {
+    if (this.isBackground) return this;
+    this.lane ??= new Iproute2Kernel(this.firewall, true);
+    return this.lane;
+  }
 
   close(): void {
     this.session.close();
+    this.lane?.close();
   }
 
   async apply(changes: KernelChange[]): Promise<void> {

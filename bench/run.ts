@@ -1,0 +1,1198 @@
+/**
+ * tsnet benchmark: one run against one private dockerd (default firewall, `--iptables=true`) with tsnet as a legacy
+ * plugin on a unique socket, at `--log-level debug` so its log gives per-call and per-step times.
+ *
+ *   (a) `docker network create` + `rm`: tsnet (driver + IPAM) vs Docker's `bridge`, interleaved
+ *   (b) `docker run --rm busybox true` on tsnet / Docker bridge / `--network none`, and the networking share
+ *   (c) `docker network connect` + `disconnect` of a running container, tsnet vs Docker bridge
+ *   (d) tsnet RSS idle and with 1,000 live endpoints
+ *   (e) CreateEndpoint / Join latency (plugin socket, client side) with 10 vs 1,000 live endpoints
+ *   (f) where the time goes: tsnet's debug log per plugin call and per kernel step
+ *
+ * Results: bench/results/<date>-<host>.{json,md} and bench/results/latest.md. Knobs (env): BENCH_N (iterations,
+ * default 30), BENCH_WARMUP (3), BENCH_E_SAMPLES (100), BENCH_E_LIVE (1000), BENCH_TSNET_ROOT / BENCH_TSNET_LABEL (measure
+ * another tsnet tree). See bench/README.md.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../test/harness/busybox';
+import { type Docker, type Dockerd, startDockerd } from '../test/harness/dockerd';
+import { onProcessExit, run, sleep, waitFor } from '../test/harness/exec';
+import { ensureBuilt, pluginCall, REPO_ROOT as HARNESS_ROOT, TsnetProcess, uniquePluginName } from '../test/harness/tsnet';
+
+// ---------------------------------------------------------------------------------------------------------------
+// configuration
+
+function envInt(name: string, dflt: number, min: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name}=${v}: expected an integer >= ${min}`);
+  return n;
+}
+
+const N = envInt('BENCH_N', 30, 1);
+const WARMUP = envInt('BENCH_WARMUP', 3, 0);
+const E_SAMPLES = envInt('BENCH_E_SAMPLES', 100, 1);
+const E_LIVE_LOW = 10;
+/** Unmeasured create/remove cycles before the samples at the low count. */
+const E_WARMUP = 10 * WARMUP;
+const E_LIVE_HIGH = envInt('BENCH_E_LIVE', 1000, E_LIVE_LOW + 1);
+
+/** Private ranges only (10.210-10.219.x); the host's LAN is never touched and no traffic leaves the machine. */
+const NET = {
+  aTsnet: '10.210.0.0/24',
+  aDocker: '10.210.1.0/24',
+  bTsnet: '10.210.2.0/24',
+  bDocker: '10.210.3.0/24',
+  cTsnet: '10.210.4.0/24',
+  cDocker: '10.210.5.0/24',
+  /** The (c) container lives here: dockerd refuses to connect a `--network none` container to anything. */
+  cHome: '10.210.6.0/24',
+  eTsnet: '10.211.0.0/16',
+} as const;
+
+const TARGETS = { createRmRatio: 1.0, connectRatio: 1.0, shareRatio: 0.8, p99Growth: 1.2 } as const;
+
+/** The bench's own repository root (the one holding package.json), whatever directory it was compiled into. */
+function findRepoRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'src', 'main.ts'))) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no tsnet repository above ${__dirname}`);
+  }
+}
+const REPO = findRepoRoot();
+/**
+ * The tsnet under test: this repository, or another tree with src/, tsconfig.json and dist/ (e.g. an older commit
+ * exported with `git archive`) given as BENCH_TSNET_ROOT; node_modules comes from this repository if it has none.
+ */
+const TSNET_ROOT = path.resolve(REPO, process.env.BENCH_TSNET_ROOT ?? '.');
+/** How the results name the tsnet under test; default: the commit (+ "dirty src") for this repository. */
+const TSNET_LABEL = process.env.BENCH_TSNET_LABEL;
+const RESULTS_DIR = path.join(REPO, 'bench', 'results');
+
+/**
+ * The harness takes the repository root to be two levels above its compiled files (right under ts-jest). Compiled
+ * into .tmp/bench/ that is .tmp/bench, so the parts it uses there (dist/main.js, and src/, tsconfig.json,
+ * node_modules for ensureBuilt) are linked to the real ones.
+ */
+function linkHarnessRoot(): void {
+  if (path.resolve(HARNESS_ROOT) === TSNET_ROOT) return;
+  if (path.resolve(HARNESS_ROOT) === REPO) throw new Error('BENCH_TSNET_ROOT needs the bench compiled into .tmp/bench (make bench)');
+  for (const entry of ['dist', 'src', 'tsconfig.json', 'node_modules']) {
+    const link = path.join(HARNESS_ROOT, entry);
+    const from = entry === 'node_modules' && !fs.existsSync(path.join(TSNET_ROOT, entry)) ? REPO : TSNET_ROOT;
+    const target = path.relative(HARNESS_ROOT, path.join(from, entry));
+    try {
+      if (fs.readlinkSync(link) === target) continue;
+      fs.rmSync(link);
+    } catch {
+      // absent (or not a link: symlinkSync below reports that)
+    }
+    fs.symlinkSync(target, link);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// statistics
+
+interface Stats {
+  n: number;
+  median: number;
+  p95: number;
+  p99: number;
+  min: number;
+  max: number;
+  mean: number;
+}
+
+/** Quantile with linear interpolation between closest ranks (R type 7, numpy's default). */
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
+function r2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  return {
+    n: s.length,
+    median: r2(quantile(s, 0.5)),
+    p95: r2(quantile(s, 0.95)),
+    p99: r2(quantile(s, 0.99)),
+    min: r2(s[0] ?? NaN),
+    max: r2(s[s.length - 1] ?? NaN),
+    mean: r2(s.reduce((a, b) => a + b, 0) / (s.length || 1)),
+  };
+}
+
+function median(xs: number[]): number {
+  return quantile([...xs].sort((a, b) => a - b), 0.5);
+}
+
+function ratio(a: number, b: number): number {
+  return Math.round((a / b) * 1000) / 1000;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// tsnet's debug log
+
+interface LogLine {
+  message?: string;
+  level?: string;
+  call?: string;
+  ms?: number;
+  what?: string;
+  step?: string;
+  cmd?: string;
+  [k: string]: unknown;
+}
+
+/** One measured command and the byte range of tsnet's log written while it ran (up to the next command). */
+interface Window {
+  phase: string;
+  label: string;
+  wallMs: number;
+  from: number;
+  to: number;
+}
+
+class TsnetLog {
+  private readonly windows: Window[] = [];
+  private open: Window | undefined;
+
+  constructor(readonly file: string) {}
+
+  offset(): number {
+    try {
+      return fs.statSync(this.file).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Times `fn` and files the log lines from its start to the next measurement's start under `phase`/`label`. */
+  async measure<T>(phase: string, label: string, fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+    checkAborted();
+    const from = this.offset();
+    this.close(from);
+    const t0 = performance.now();
+    const value = await fn();
+    const ms = performance.now() - t0;
+    this.open = { phase, label, wallMs: ms, from, to: from };
+    this.windows.push(this.open);
+    return { ms, value };
+  }
+
+  /** Ends the open window (e.g. at the end of a phase, after tsnet had time to flush its last lines). */
+  async settle(): Promise<void> {
+    await sleep(100);
+    this.close(this.offset());
+  }
+
+  private close(at: number): void {
+    if (this.open) this.open.to = at;
+    this.open = undefined;
+  }
+
+  read(from: number, to: number): LogLine[] {
+    if (to <= from) return [];
+    const fd = fs.openSync(this.file, 'r');
+    try {
+      const buf = Buffer.alloc(to - from);
+      fs.readSync(fd, buf, 0, buf.length, from);
+      return parseLines(buf.toString('utf8'));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  windowsOf(phases: readonly string[]): Window[] {
+    return this.windows.filter((w) => phases.includes(w.phase));
+  }
+
+  linesOf(w: Window): LogLine[] {
+    return this.read(w.from, w.to);
+  }
+}
+
+function parseLines(text: string): LogLine[] {
+  const out: LogLine[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as LogLine);
+    } catch {
+      // a partial or foreign line
+    }
+  }
+  return out;
+}
+
+/** One served plugin call with the kernel and store time logged while it ran (calls are sequential in the bench). */
+interface CallInstance {
+  call: string;
+  ms: number;
+  failed: boolean;
+  execMs: number;
+  storeMs: number;
+}
+
+function callInstances(lines: LogLine[]): CallInstance[] {
+  const pending = new Map<string, { execMs: number; storeMs: number }>();
+  const out: CallInstance[] = [];
+  for (const l of lines) {
+    if (!l.call) continue;
+    if (l.message === 'plugin call' || l.message === 'plugin call failed') {
+      const p = pending.get(l.call) ?? { execMs: 0, storeMs: 0 };
+      pending.delete(l.call);
+      out.push({ call: l.call, ms: Number(l.ms ?? NaN), failed: l.message !== 'plugin call', ...p });
+      continue;
+    }
+    const p = pending.get(l.call) ?? { execMs: 0, storeMs: 0 };
+    if (l.message === 'exec' && typeof l.ms === 'number') p.execMs += l.ms;
+    if (l.message === 'store commit' && typeof l.ms === 'number') p.storeMs += l.ms;
+    pending.set(l.call, p);
+  }
+  return out;
+}
+
+/** Generated link names (per network/endpoint) → their shape, so one command is one row. */
+function anonymize(text: string): string {
+  return text.replace(/\b(tsbr-|tsv|tsc)[0-9a-z]{10,12}\b/g, '$1…');
+}
+
+/** `network 0123456789ab` / `endpoint …` → `network` / `endpoint`. */
+function stepOwner(what: unknown): string {
+  return typeof what === 'string' ? what.split(' ').filter((w) => !/^[0-9a-f]{12}$/.test(w)).join(' ') : '?';
+}
+
+function groupStats<T>(items: T[], key: (t: T) => string | undefined, value: (t: T) => number | undefined): Record<string, Stats> {
+  const groups = new Map<string, number[]>();
+  for (const it of items) {
+    const k = key(it);
+    const v = value(it);
+    if (k === undefined || v === undefined || !Number.isFinite(v)) continue;
+    groups.set(k, [...(groups.get(k) ?? []), v]);
+  }
+  return Object.fromEntries([...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, vs]) => [k, stats(vs)]));
+}
+
+/** Per measured tsnet docker command (phase + label): wall time vs the plugin calls dockerd made while it ran. */
+interface CommandShare {
+  wall: Stats;
+  pluginCalls: Stats;
+  rest: Stats;
+  calls: string[];
+}
+
+function commandShares(log: TsnetLog, phases: readonly string[]): Record<string, CommandShare> {
+  const groups = new Map<string, Array<{ wall: number; plugin: number; calls: string[] }>>();
+  for (const w of log.windowsOf(phases)) {
+    if (!w.label.startsWith('tsnet ')) continue;
+    const inst = callInstances(log.linesOf(w));
+    const key = `(${w.phase}) docker ${w.label.slice('tsnet '.length)}`;
+    groups.set(key, [...(groups.get(key) ?? []), { wall: w.wallMs, plugin: inst.reduce((s, c) => s + c.ms, 0), calls: inst.map((c) => c.call) }]);
+  }
+  return Object.fromEntries(
+    [...groups.entries()].map(([k, xs]) => [
+      k,
+      {
+        wall: stats(xs.map((x) => x.wall)),
+        pluginCalls: stats(xs.map((x) => x.plugin)),
+        rest: stats(xs.map((x) => x.wall - x.plugin)),
+        calls: xs[0]?.calls.map((c) => c.replace(/^(NetworkDriver|IpamDriver)\./, '')) ?? [],
+      },
+    ]),
+  );
+}
+
+interface Breakdown {
+  /** Per plugin call: total ms, summed exec ms, summed store-commit ms, and the rest (express, zod, logic, logging). */
+  calls: Record<string, { total: Stats; exec: Stats; store: Stats; other: Stats; failed: number }>;
+  steps: Record<string, Stats>;
+  exec: Record<string, Stats>;
+  storeCommit: Record<string, Stats>;
+  firewallChange: Record<string, Stats>;
+}
+
+function breakdown(lines: LogLine[]): Breakdown {
+  const inst = callInstances(lines);
+  const calls: Breakdown['calls'] = {};
+  for (const name of [...new Set(inst.map((i) => i.call))].sort()) {
+    const xs = inst.filter((i) => i.call === name && !i.failed);
+    calls[name] = {
+      total: stats(xs.map((i) => i.ms)),
+      exec: stats(xs.map((i) => i.execMs)),
+      store: stats(xs.map((i) => i.storeMs)),
+      other: stats(xs.map((i) => i.ms - i.execMs - i.storeMs)),
+      failed: inst.filter((i) => i.call === name && i.failed).length,
+    };
+  }
+  const callTag = (l: LogLine) => (l.call ? l.call.replace(/^(NetworkDriver|IpamDriver)\./, '') : 'startup');
+  return {
+    calls,
+    steps: groupStats(
+      lines.filter((l) => l.message === 'step'),
+      (l) => `${stepOwner(l.what)}: ${l.step}`,
+      (l) => l.ms,
+    ),
+    exec: groupStats(
+      lines.filter((l) => l.message === 'exec'),
+      (l) => `${callTag(l)}: ${anonymize(String(l.cmd))}`,
+      (l) => l.ms,
+    ),
+    storeCommit: groupStats(
+      lines.filter((l) => l.message === 'store commit'),
+      (l) => callTag(l),
+      (l) => l.ms,
+    ),
+    firewallChange: groupStats(
+      lines.filter((l) => l.message === 'firewall change' && typeof l.ms === 'number'),
+      (l) => `${callTag(l)}: ${anonymize(String(l.script ?? l.cmd ?? '').split('\n')[0]!)}`,
+      (l) => l.ms,
+    ),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// aborting on SIGINT/SIGTERM (so `finally` tears everything down)
+
+let abortSignal: string | undefined;
+function checkAborted(): void {
+  if (abortSignal) throw new Error(`aborted by ${abortSignal}`);
+}
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (abortSignal) process.exit(130); // second signal: exit handlers still kill daemons and remove temp dirs
+    abortSignal = sig;
+    console.error(`\n${sig}: finishing the current step, then tearing down (send again to exit at once)`);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (e): endpoints through the plugin socket, as dockerd makes them
+
+interface Ep {
+  id: string;
+  /** Host end of the veth pair, from EndpointOperInfo (dockerd asks for it too). */
+  hostIf?: string;
+  address?: string;
+  created: boolean;
+  joined: boolean;
+}
+
+type Timings = Record<string, number[]>;
+
+class EndpointDriver {
+  readonly live = new Map<string, Ep>();
+  private seq = 0;
+
+  constructor(
+    private readonly socket: string,
+    readonly networkId: string,
+    readonly poolId: string,
+  ) {}
+
+  private ids(ep: Ep): { NetworkID: string; EndpointID: string } {
+    return { NetworkID: this.networkId, EndpointID: ep.id };
+  }
+
+  private async call(method: string, body: unknown, timings?: Timings): Promise<unknown> {
+    const t0 = performance.now();
+    const r = await pluginCall(this.socket, method, body, 30_000);
+    const ms = performance.now() - t0;
+    if (r.status !== 200) throw new Error(`${method}: HTTP ${r.status}: ${r.raw}`);
+    if (timings) (timings[method] ??= []).push(ms);
+    return r.body;
+  }
+
+  /** IpamDriver.RequestAddress → NetworkDriver.CreateEndpoint (address in CIDR form) → NetworkDriver.Join → EndpointOperInfo. */
+  async create(timings?: Timings): Promise<Ep> {
+    checkAborted();
+    const ep: Ep = { id: randomBytes(32).toString('hex'), created: false, joined: false };
+    this.live.set(ep.id, ep);
+    const a = (await this.call('IpamDriver.RequestAddress', { PoolID: this.poolId, Address: '', Options: {} }, timings)) as { Address: string };
+    ep.address = a.Address;
+    await this.call(
+      'NetworkDriver.CreateEndpoint',
+      { NetworkID: this.networkId, EndpointID: ep.id, Interface: { Address: ep.address, AddressIPv6: '', MacAddress: '' }, Options: {} },
+      timings,
+    );
+    ep.created = true;
+    await this.call(
+      'NetworkDriver.Join',
+      { NetworkID: this.networkId, EndpointID: ep.id, SandboxKey: `/var/run/docker/netns/tsnetbench${this.seq++}`, Options: {} },
+      timings,
+    );
+    ep.joined = true;
+    const info = (await this.call('NetworkDriver.EndpointOperInfo', this.ids(ep), timings)) as { Value?: { hostInterface?: string } };
+    ep.hostIf = info.Value?.hostInterface;
+    return ep;
+  }
+
+  /** Leave → DeleteEndpoint → ReleaseAddress, for whatever of that the endpoint got to. */
+  async remove(ep: Ep, timings?: Timings): Promise<void> {
+    if (ep.joined) {
+      await this.call('NetworkDriver.Leave', this.ids(ep), timings);
+      ep.joined = false;
+    }
+    if (ep.created) {
+      await this.call('NetworkDriver.DeleteEndpoint', this.ids(ep), timings);
+      ep.created = false;
+    }
+    if (ep.address !== undefined) {
+      await this.call('IpamDriver.ReleaseAddress', { PoolID: this.poolId, Address: ep.address.split('/')[0] }, timings);
+      ep.address = undefined;
+    }
+    this.live.delete(ep.id);
+  }
+
+  async removeAll(): Promise<void> {
+    for (const ep of [...this.live.values()].reverse()) await this.remove(ep);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// host facts
+
+function readRssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+async function cmdOut(cmd: string, args: string[]): Promise<string> {
+  try {
+    const r = await run(cmd, args, { timeoutMs: 10_000 });
+    return (r.stdout || r.stderr).trim().split('\n')[0] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+async function machine(docker: Docker): Promise<Record<string, unknown>> {
+  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+  const memKiB = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0);
+  const cpu = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
+  const commit = await cmdOut('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']);
+  const dirty = (await run('git', ['-C', REPO, 'status', '--porcelain', '--', 'src']).catch(() => undefined))?.stdout.trim() ? '+dirty src' : '';
+  const tsnet = TSNET_LABEL ?? (TSNET_ROOT === REPO ? `${commit}${dirty ? ' ' + dirty : ''}` : TSNET_ROOT);
+  return {
+    hostname: os.hostname(),
+    nproc: Number(await cmdOut('nproc', [])) || os.cpus().length,
+    memoryGiB: r2(memKiB / 1024 / 1024),
+    kernel: os.release(),
+    cpu,
+    dockerd: await docker.docker(['version', '--format', '{{.Server.Version}}']),
+    dockerCli: await docker.docker(['version', '--format', '{{.Client.Version}}']),
+    iptables: await cmdOut('iptables', ['--version']),
+    node: process.version,
+    tsnetCommit: tsnet,
+    N,
+    warmup: WARMUP,
+    eSamples: E_SAMPLES,
+    eLive: [E_LIVE_LOW, E_LIVE_HIGH],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the run
+
+interface Pair {
+  tsnet: Stats;
+  docker: Stats;
+  ratio: number;
+}
+
+function pair(t: number[], d: number[]): Pair {
+  const ts = stats(t);
+  const ds = stats(d);
+  return { tsnet: ts, docker: ds, ratio: ratio(ts.median, ds.median) };
+}
+
+let ownDockerdPid: number | undefined;
+let otherDockerdSeen = 0;
+
+function countOtherDockerd(): void {
+  let n = 0;
+  for (const pid of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dockerd' && Number(pid) !== ownDockerdPid) n++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  otherDockerdSeen = Math.max(otherDockerdSeen, n);
+}
+
+function progress(msg: string): void {
+  countOtherDockerd();
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+interface Env {
+  dockerd: Dockerd;
+  docker: Docker;
+  tsnet: TsnetProcess;
+  name: string;
+  log: TsnetLog;
+  /** Network ids created by tsnet, for teardown. */
+  tsnetNetworks: Set<string>;
+  /** Network name → id, for every network the bench created. */
+  netIds: Map<string, string>;
+  endpoints?: EndpointDriver;
+}
+
+async function createNet(env: Env, name: string, driver: 'tsnet' | 'docker', subnet: string): Promise<string> {
+  const args = driver === 'tsnet' ? ['-d', env.name, '--ipam-driver', env.name] : ['-d', 'bridge'];
+  const id = await env.docker.docker(['network', 'create', ...args, '--subnet', subnet, name]);
+  if (driver === 'tsnet') env.tsnetNetworks.add(id);
+  env.netIds.set(name, id);
+  return id;
+}
+
+async function rmNet(env: Env, name: string, id?: string): Promise<void> {
+  await env.docker.docker(['network', 'rm', name]);
+  if (id) env.tsnetNetworks.delete(id);
+  env.netIds.delete(name);
+}
+
+/** tsnet's default bridge name for a network (bridgeNameFor in src/kernel/names.ts): `tsbr-` + 10 characters of the id. */
+function tsnetBridge(env: Env, netName: string): string {
+  const id = env.netIds.get(netName);
+  if (!id) throw new Error(`no id recorded for network ${netName}`);
+  return `tsbr-${id.slice(0, 10)}`;
+}
+
+const linkGone = async (name: string): Promise<boolean> => (await run('ip', ['link', 'show', 'dev', name])).code !== 0;
+const noPorts = async (bridge: string): Promise<boolean> => (await run('ip', ['-o', 'link', 'show', 'master', bridge])).stdout.trim() === '';
+
+/**
+ * Waits, untimed, until the links a tsnet command removes are really gone. Work tsnet might finish after answering
+ * (deletions in the background) then neither lands on the next measurement (Docker's, on a 2-core machine) nor
+ * goes unreported: returns the ms from `since` (the command's return) until done, one `ip` poll (~3 ms) included.
+ */
+async function quiesce(what: string, done: () => Promise<boolean>, since: number): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`tsnet: ${what} still pending 10 s after the command returned`);
+    await sleep(2);
+  }
+  return performance.now() - since;
+}
+
+/** (a) network create + rm, interleaved tsnet/docker, after warm-ups. */
+async function benchNetworks(env: Env): Promise<Record<string, unknown>> {
+  const t = { create: [] as number[], rm: [] as number[], total: [] as number[], background: [] as number[] };
+  const d = { create: [] as number[], rm: [] as number[], total: [] as number[] };
+  for (let i = 0; i < WARMUP + N; i++) {
+    const measured = i >= WARMUP;
+    const phase = measured ? 'a' : 'a-warmup';
+    for (const driver of ['tsnet', 'docker'] as const) {
+      const name = `bench-a-${driver}-${i}`;
+      const subnet = driver === 'tsnet' ? NET.aTsnet : NET.aDocker;
+      let id = '';
+      const c = await env.log.measure(phase, `${driver} create`, async () => {
+        id = await createNet(env, name, driver, subnet);
+      });
+      const bridge = driver === 'tsnet' ? tsnetBridge(env, name) : '';
+      const r = await env.log.measure(phase, `${driver} rm`, () => rmNet(env, name, driver === 'tsnet' ? id : undefined));
+      if (driver === 'tsnet') {
+        const bg = await quiesce(`deletion of ${bridge}`, () => linkGone(bridge), performance.now());
+        if (measured) t.background.push(bg);
+      }
+      if (measured) {
+        const into = driver === 'tsnet' ? t : d;
+        into.create.push(c.ms);
+        into.rm.push(r.ms);
+        into.total.push(c.ms + r.ms);
+      }
+    }
+    if (i === WARMUP - 1 || i === WARMUP + N - 1 || (i - WARMUP + 1) % 10 === 0) progress(`(a) network create+rm ${i + 1}/${WARMUP + N}`);
+  }
+  await env.log.settle();
+  // tsnet's share of each create: the plugin calls dockerd made while the command ran.
+  const creates = env.log.windowsOf(['a']).filter((w) => w.label === 'tsnet create');
+  const perCreate = creates.map((w) => {
+    const calls = callInstances(env.log.linesOf(w));
+    return { wall: w.wallMs, plugin: calls.reduce((s, c) => s + c.ms, 0), calls: calls.map((c) => c.call) };
+  });
+  const split = {
+    wall: stats(perCreate.map((p) => p.wall)),
+    tsnetPluginCalls: stats(perCreate.map((p) => p.plugin)),
+    dockerdAndCli: stats(perCreate.map((p) => p.wall - p.plugin)),
+    tsnetSharePct: r2((median(perCreate.map((p) => p.plugin)) / median(perCreate.map((p) => p.wall))) * 100),
+    callsPerCreate: perCreate[0]?.calls ?? [],
+  };
+  return { create: pair(t.create, d.create), rm: pair(t.rm, d.rm), createRm: pair(t.total, d.total), createSplit: split, tsnetBackgroundMs: stats(t.background) };
+}
+
+/** (b) `docker run --rm busybox true` on a tsnet network, a Docker bridge network and `--network none`. */
+async function benchRun(env: Env): Promise<Record<string, unknown>> {
+  const kinds = [
+    { key: 'tsnet', net: 'bench-b-tsnet' },
+    { key: 'docker', net: 'bench-b-docker' },
+    { key: 'none', net: 'none' },
+  ] as const;
+  const xs: Record<string, number[]> = { tsnet: [], docker: [], none: [] };
+  const background: number[] = [];
+  const bridge = tsnetBridge(env, 'bench-b-tsnet');
+  for (let i = 0; i < WARMUP + N; i++) {
+    const measured = i >= WARMUP;
+    for (const k of kinds) {
+      const r = await env.log.measure(measured ? 'b' : 'b-warmup', `${k.key} run`, () =>
+        env.docker.docker(['run', '--rm', '--network', k.net, BUSYBOX_IMAGE, 'true']),
+      );
+      if (measured) xs[k.key]!.push(r.ms);
+      if (k.key === 'tsnet') {
+        const bg = await quiesce(`veth deletion on ${bridge}`, () => noPorts(bridge), performance.now());
+        if (measured) background.push(bg);
+      }
+    }
+    if (i === WARMUP - 1 || i === WARMUP + N - 1 || (i - WARMUP + 1) % 10 === 0) progress(`(b) docker run ${i + 1}/${WARMUP + N}`);
+  }
+  await env.log.settle();
+  const none = median(xs.none!);
+  const tShare = median(xs.tsnet!) - none;
+  const dShare = median(xs.docker!) - none;
+  const runs = env.log.windowsOf(['b']).filter((w) => w.label === 'tsnet run');
+  const pluginMs = runs.map((w) => callInstances(env.log.linesOf(w)).reduce((s, c) => s + c.ms, 0));
+  return {
+    tsnet: stats(xs.tsnet!),
+    docker: stats(xs.docker!),
+    none: stats(xs.none!),
+    runRatio: ratio(median(xs.tsnet!), median(xs.docker!)),
+    shareTsnetMs: r2(tShare),
+    shareDockerMs: r2(dShare),
+    shareRatio: ratio(tShare, dShare),
+    tsnetPluginCallsPerRun: stats(pluginMs),
+    tsnetBackgroundMs: stats(background),
+    callsPerRun: runs[0] ? callInstances(env.log.linesOf(runs[0])).map((c) => c.call) : [],
+  };
+}
+
+/** (c) connect + disconnect of a running container (living on a third, Docker bridge, network). */
+async function benchConnect(env: Env): Promise<Record<string, unknown>> {
+  const container = 'bench-c';
+  await env.docker.docker(['run', '-d', '--name', container, '--network', 'bench-c-home', BUSYBOX_IMAGE, 'sleep', '86400']);
+  const t = { connect: [] as number[], disconnect: [] as number[], total: [] as number[], background: [] as number[] };
+  const d = { connect: [] as number[], disconnect: [] as number[], total: [] as number[] };
+  const bridge = tsnetBridge(env, 'bench-c-tsnet');
+  for (let i = 0; i < WARMUP + N; i++) {
+    const measured = i >= WARMUP;
+    const phase = measured ? 'c' : 'c-warmup';
+    for (const driver of ['tsnet', 'docker'] as const) {
+      const net = `bench-c-${driver}`;
+      const c = await env.log.measure(phase, `${driver} connect`, () => env.docker.docker(['network', 'connect', net, container]));
+      const r = await env.log.measure(phase, `${driver} disconnect`, () => env.docker.docker(['network', 'disconnect', net, container]));
+      if (driver === 'tsnet') {
+        const bg = await quiesce(`veth deletion on ${bridge}`, () => noPorts(bridge), performance.now());
+        if (measured) t.background.push(bg);
+      }
+      if (measured) {
+        const into = driver === 'tsnet' ? t : d;
+        into.connect.push(c.ms);
+        into.disconnect.push(r.ms);
+        into.total.push(c.ms + r.ms);
+      }
+    }
+    if (i === WARMUP - 1 || i === WARMUP + N - 1 || (i - WARMUP + 1) % 10 === 0) progress(`(c) connect+disconnect ${i + 1}/${WARMUP + N}`);
+  }
+  await env.log.settle();
+  await env.docker.docker(['rm', '-f', container]);
+  return {
+    connect: pair(t.connect, d.connect),
+    disconnect: pair(t.disconnect, d.disconnect),
+    connectDisconnect: pair(t.total, d.total),
+    tsnetBackgroundMs: stats(t.background),
+  };
+}
+
+/** (e) + the (d) RSS at E_LIVE_HIGH: CreateEndpoint/Join latency with few vs many live endpoints. */
+async function benchEndpoints(env: Env, rss: Record<string, number>): Promise<Record<string, unknown>> {
+  const netName = 'bench-e';
+  const netId = await createNet(env, netName, 'tsnet', NET.eTsnet);
+  const socket = env.tsnet.socket;
+  // The PoolID dockerd got for the network: an identical RequestPool shares (reference counts) that pool.
+  const spaces = (await pluginCall(socket, 'IpamDriver.GetDefaultAddressSpaces', {})).body as { LocalDefaultAddressSpace: string };
+  const pool = await pluginCall(socket, 'IpamDriver.RequestPool', { AddressSpace: spaces.LocalDefaultAddressSpace, Pool: NET.eTsnet, SubPool: '', Options: {}, V6: false });
+  if (pool.status !== 200) throw new Error(`RequestPool ${NET.eTsnet}: HTTP ${pool.status}: ${pool.raw}`);
+  const poolId = (pool.body as { PoolID: string }).PoolID;
+  const eps = new EndpointDriver(socket, netId, poolId);
+  env.endpoints = eps;
+  const background: Record<string, number[]> = {};
+  const sampleAt = async (label: string, samples = E_SAMPLES): Promise<Timings> => {
+    const timings: Timings = {};
+    for (let i = 0; i < samples; i++) {
+      const ep = await env.log.measure(`e${label}`, 'create', () => eps.create(timings));
+      await env.log.measure(`e${label}`, 'remove', () => eps.remove(ep.value, timings));
+      const hostIf = ep.value.hostIf;
+      if (hostIf) (background[label] ??= []).push(await quiesce(`deletion of ${hostIf}`, () => linkGone(hostIf), performance.now()));
+    }
+    await env.log.settle();
+    return timings;
+  };
+  const grow = async (to: number): Promise<number> => {
+    const t0 = performance.now();
+    const from = eps.live.size;
+    while (eps.live.size < to) {
+      await eps.create();
+      if (eps.live.size % 250 === 0) progress(`(e) ${eps.live.size}/${to} live endpoints`);
+    }
+    return (performance.now() - t0) / Math.max(1, to - from);
+  };
+
+  await grow(E_LIVE_LOW);
+  // Warm-up cycles (not reported), so that the low count is not the one paying for JIT and first-use costs.
+  await sampleAt(`${E_LIVE_LOW}-warmup`, E_WARMUP);
+  progress(`(e) ${E_SAMPLES} samples at ${E_LIVE_LOW} live`);
+  const low = await sampleAt(String(E_LIVE_LOW));
+  rss[`live${E_LIVE_LOW}`] = readRssKiB(env.tsnet.pid!);
+  const growMsPerEndpoint = await grow(E_LIVE_HIGH);
+  rss[`live${E_LIVE_HIGH}`] = readRssKiB(env.tsnet.pid!);
+  const vethsOnHost = (await run('ip', ['-o', 'link', 'show', 'master', `tsbr-${netId.slice(0, 10)}`])).stdout.split('\n').filter((l) => l).length;
+  progress(`(e) ${E_SAMPLES} samples at ${E_LIVE_HIGH} live (${vethsOnHost} veths on the bridge)`);
+  const high = await sampleAt(String(E_LIVE_HIGH));
+  rss[`live${E_LIVE_HIGH}AfterSamples`] = readRssKiB(env.tsnet.pid!);
+  progress(`(e) removing ${eps.live.size} endpoints`);
+  const t0 = performance.now();
+  const n = eps.live.size;
+  await eps.removeAll();
+  const removeMsPerEndpoint = (performance.now() - t0) / Math.max(1, n);
+  const rel = await pluginCall(socket, 'IpamDriver.ReleasePool', { PoolID: poolId });
+  if (rel.status !== 200) throw new Error(`ReleasePool ${poolId}: HTTP ${rel.status}: ${rel.raw}`);
+  await rmNet(env, netName, netId);
+
+  const methods = [...new Set([...Object.keys(low), ...Object.keys(high)])];
+  const latency = Object.fromEntries(
+    methods.map((m) => {
+      const l = stats(low[m] ?? []);
+      const h = stats(high[m] ?? []);
+      return [m, { [`live${E_LIVE_LOW}`]: l, [`live${E_LIVE_HIGH}`]: h, p99Growth: ratio(h.p99, l.p99), p50Growth: ratio(h.median, l.median) }];
+    }),
+  );
+  // Server-side view of the same samples (tsnet's own "plugin call" ms), to separate HTTP/client overhead.
+  const server = (phase: string) => {
+    const inst = env.log.windowsOf([phase]).flatMap((w) => callInstances(env.log.linesOf(w)));
+    return groupStats(inst, (i) => i.call, (i) => i.ms);
+  };
+  const kernel = (phase: string) => breakdown(env.log.windowsOf([phase]).flatMap((w) => env.log.linesOf(w)));
+  return {
+    latency,
+    serverSide: { [`live${E_LIVE_LOW}`]: server(`e${E_LIVE_LOW}`), [`live${E_LIVE_HIGH}`]: server(`e${E_LIVE_HIGH}`) },
+    breakdown: { [`live${E_LIVE_LOW}`]: kernel(`e${E_LIVE_LOW}`), [`live${E_LIVE_HIGH}`]: kernel(`e${E_LIVE_HIGH}`) },
+    tsnetBackgroundMs: Object.fromEntries(Object.entries(background).filter(([k]) => !k.endsWith('warmup')).map(([k, v]) => [`live${k}`, stats(v)])),
+    growMsPerEndpoint: r2(growMsPerEndpoint),
+    removeMsPerEndpoint: r2(removeMsPerEndpoint),
+    vethsOnBridgeAtHigh: vethsOnHost,
+  };
+}
+
+/** Every step runs even if an earlier one failed; errors are collected. */
+async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: TsnetProcess | undefined): Promise<string[]> {
+  const errors: string[] = [];
+  const step = async (what: string, fn: () => Promise<unknown> | unknown): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      errors.push(`${what}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  };
+  if (abortSignal) {
+    // A terminal's Ctrl-C reaches the whole process group, dockerd and tsnet included: they may be on their way out.
+    // Stop both for a known state; what they made is then removed by starting them again below.
+    await sleep(500);
+    if (tsnet) await step('stop tsnet after abort', () => tsnet.stop());
+    if (dockerd) await step('stop dockerd after abort', () => dockerd.stop());
+  }
+  // A dead tsnet or dockerd is started again (same state dir / data-root): tsnet's reconciliation and dockerd's
+  // deletes then remove what was made.
+  // Alive means answering: a process killed a moment ago may not have been reaped yet.
+  const tsnetAnswers = async (t: TsnetProcess) =>
+    t.pid !== undefined && (await pluginCall(t.socket, 'Plugin.Activate', {}, 3_000).then((r) => r.status === 200, () => false));
+  const dockerdAnswers = async (d: Dockerd) =>
+    d.pid !== undefined && (await d.docker.dockerTry(['version'], { timeoutMs: 10_000 }).then((r) => r.code === 0, () => false));
+  if (tsnet && (env.tsnetNetworks?.size || env.endpoints?.live.size) && !(await tsnetAnswers(tsnet))) {
+    await step('restart tsnet', async () => {
+      await tsnet.kill9();
+      await tsnet.start();
+    });
+  }
+  if (dockerd && !(await dockerdAnswers(dockerd))) {
+    await step('restart dockerd', async () => {
+      await dockerd.kill9();
+      await dockerd.start();
+    });
+  }
+  if (env.endpoints && env.endpoints.live.size > 0) {
+    const eps = env.endpoints;
+    await step(`remove ${eps.live.size} endpoints`, () => eps.removeAll());
+    await step('release pool', () => pluginCall(tsnet!.socket, 'IpamDriver.ReleasePool', { PoolID: eps.poolId }));
+  }
+  if (dockerd?.pid !== undefined) {
+    await step('remove containers', () => dockerd.docker.removeAllContainers());
+    await step('remove networks', () => dockerd.docker.removeCustomNetworks());
+  }
+  if (tsnet && (await tsnetAnswers(tsnet))) {
+    // tsnet deletes links in the background (a stop leaves the rest to its next start); let it finish first.
+    await step('wait for tsnet\'s background deletions', () =>
+      waitFor(async () => !/: ts(br-|v)/.test((await run('ip', ['-o', 'link', 'show'])).stdout), 120_000, () => 'links still present after 120 s', 200),
+    );
+  }
+  if (tsnet) {
+    await step('stop tsnet', () => tsnet.stop());
+    await step('remove plugin socket', () => fs.rmSync(tsnet.socket, { force: true }));
+  }
+  // Last resort for a tsnet that could not clean up: its links, by the names it derives from the ids.
+  const names = [
+    ...[...(env.tsnetNetworks ?? [])].map((id) => `tsbr-${id.slice(0, 10)}`),
+    ...[...(env.endpoints?.live.keys() ?? [])].map((id) => `tsv${id.slice(0, 12)}`),
+  ];
+  const leftover: string[] = [];
+  for (const n of names) {
+    await step(`ip link del ${n}`, async () => {
+      if ((await run('ip', ['link', 'del', 'dev', n])).code === 0) leftover.push(n);
+    });
+  }
+  if (leftover.length > 0) {
+    errors.push(`left behind by tsnet, deleted: ${leftover.length} links (${leftover.slice(0, 3).join(', ')}${leftover.length > 3 ? ', ...' : ''})`);
+    // Its firewall too, unless another tsnet on this host (bridges of its own) still needs the shared table and hook.
+    if ((await run('ip', ['-o', 'link', 'show', 'type', 'bridge'])).stdout.includes(': tsbr-')) {
+      errors.push('left behind: nft table inet tsnet and the DOCKER-USER hook (another tsnet has bridges on this host)');
+    } else {
+      await step('nft delete table inet tsnet', () => run('nft', ['delete', 'table', 'inet', 'tsnet']));
+      const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', 'tsnet', '-j', 'ACCEPT'];
+      for (const bin of ['iptables', 'ip6tables']) await step(`${bin} -D DOCKER-USER`, () => run(bin, ['-w', '-t', 'filter', '-D', ...hook]));
+    }
+  }
+  if (dockerd) {
+    if (env.log) {
+      await step('keep tsnet log', () => {
+        fs.mkdirSync(path.join(REPO, '.tmp'), { recursive: true });
+        fs.copyFileSync(env.log!.file, path.join(REPO, '.tmp', 'bench-tsnet.log'));
+      });
+    }
+    await step('destroy dockerd', () => dockerd.destroy());
+  }
+  return errors;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// report
+
+const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2));
+const ok = (v: number, target: number) => (Number.isFinite(v) ? (v <= target ? 'yes' : '**no**') : '—');
+
+interface Results {
+  date: string;
+  machine: Record<string, unknown>;
+  durationS: number;
+  loadavg: { start: number[]; end: number[] };
+  /** dockerd processes on the host besides the bench's own, sampled at every progress line (parallel test runs). */
+  otherDockerdSeen: number;
+  a: { create: Pair; rm: Pair; createRm: Pair; tsnetBackgroundMs: Stats; createSplit: Record<string, unknown> & { wall: Stats; tsnetPluginCalls: Stats; dockerdAndCli: Stats; tsnetSharePct: number; callsPerCreate: string[] } };
+  b: Record<string, unknown> & { tsnet: Stats; docker: Stats; none: Stats; runRatio: number; shareTsnetMs: number; shareDockerMs: number; shareRatio: number; tsnetPluginCallsPerRun: Stats; tsnetBackgroundMs: Stats; callsPerRun: string[] };
+  c: { connect: Pair; disconnect: Pair; connectDisconnect: Pair; tsnetBackgroundMs: Stats };
+  d: { rssKiB: Record<string, number> };
+  e: Record<string, unknown> & {
+    latency: Record<string, Record<string, Stats | number>>;
+    serverSide: Record<string, Record<string, Stats>>;
+    breakdown: Record<string, Breakdown>;
+    tsnetBackgroundMs: Record<string, Stats>;
+    growMsPerEndpoint: number;
+    removeMsPerEndpoint: number;
+    vethsOnBridgeAtHigh: number;
+  };
+  f: Breakdown & { commands: Record<string, CommandShare> };
+}
+
+function summaryRows(r: Results): string[][] {
+  const rows: string[][] = [['measurement', 'tsnet median', 'tsnet p95', 'Docker median', 'Docker p95', 'ratio', 'target', 'met']];
+  const p = (label: string, x: Pair, target?: number) =>
+    rows.push([label, f(x.tsnet.median), f(x.tsnet.p95), f(x.docker.median), f(x.docker.p95), x.ratio.toFixed(3), target === undefined ? '' : `≤ ${target.toFixed(2)}`, target === undefined ? '' : ok(x.ratio, target)]);
+  p('(a) network create (ms)', r.a.create);
+  p('(a) network rm (ms)', r.a.rm);
+  p('(a) network create + rm (ms)', r.a.createRm, TARGETS.createRmRatio);
+  const b = r.b;
+  rows.push(['(b) run --rm true on the network (ms)', f(b.tsnet.median), f(b.tsnet.p95), f(b.docker.median), f(b.docker.p95), b.runRatio.toFixed(3), '', '']);
+  rows.push(['(b) run --rm true, --network none (ms)', f(b.none.median), f(b.none.p95), f(b.none.median), f(b.none.p95), '', '', '']);
+  rows.push(['(b) networking share (ms)', f(b.shareTsnetMs), '', f(b.shareDockerMs), '', b.shareRatio.toFixed(3), `≤ ${TARGETS.shareRatio.toFixed(2)}`, ok(b.shareRatio, TARGETS.shareRatio)]);
+  p('(c) network connect (ms)', r.c.connect);
+  p('(c) network disconnect (ms)', r.c.disconnect);
+  p('(c) connect + disconnect (ms)', r.c.connectDisconnect, TARGETS.connectRatio);
+  return rows;
+}
+
+function latencyRows(r: Results): string[][] {
+  const lo = `live${E_LIVE_LOW}`;
+  const hi = `live${E_LIVE_HIGH}`;
+  const rows: string[][] = [['plugin call (client side, ms)', `p50 @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `p50 @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`, 'p99 growth', 'target', 'met']];
+  const order = ['IpamDriver.RequestAddress', 'NetworkDriver.CreateEndpoint', 'NetworkDriver.Join', 'NetworkDriver.Leave', 'NetworkDriver.DeleteEndpoint', 'IpamDriver.ReleaseAddress'];
+  for (const m of order) {
+    const x = r.e.latency[m];
+    if (!x) continue;
+    const l = x[lo] as Stats;
+    const h = x[hi] as Stats;
+    const g = x.p99Growth as number;
+    const targeted = m === 'NetworkDriver.CreateEndpoint' || m === 'NetworkDriver.Join';
+    rows.push([m, f(l.median), f(l.p99), f(h.median), f(h.p99), g.toFixed(3), targeted ? `≤ ${TARGETS.p99Growth.toFixed(2)}` : '', targeted ? ok(g, TARGETS.p99Growth) : '']);
+  }
+  return rows;
+}
+
+function mdTable(rows: string[][]): string {
+  const [head, ...body] = rows;
+  return [`| ${head!.join(' | ')} |`, `|${head!.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function textTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+function statsRows(title: string, groups: Record<string, Stats>): string[][] {
+  return [[title, 'n', 'median ms', 'p95 ms', 'max ms'], ...Object.entries(groups).map(([k, s]) => [`\`${k}\``, String(s.n), f(s.median), f(s.p95), f(s.max)])];
+}
+
+function callRows(b: Breakdown): string[][] {
+  return [
+    ['plugin call', 'n', 'median ms', 'p95 ms', 'median exec ms', 'median store ms', 'median other ms'],
+    ...Object.entries(b.calls).map(([k, c]) => [`\`${k}\``, String(c.total.n), f(c.total.median), f(c.total.p95), f(c.exec.median), f(c.store.median), f(c.other.median)]),
+  ];
+}
+
+function renderMarkdown(r: Results): string {
+  const m = r.machine;
+  const lo = `live${E_LIVE_LOW}`;
+  const hi = `live${E_LIVE_HIGH}`;
+  const s = r.a.createSplit;
+  const rss = r.d.rssKiB;
+  const mib = (k: number | undefined) => (k === undefined ? '—' : `${(k / 1024).toFixed(1)} MiB`);
+  const out: string[] = [];
+  out.push(`# tsnet benchmark — ${r.date.slice(0, 10)} on ${String(m.hostname)}`);
+  out.push('');
+  out.push(
+    `Machine: ${m.nproc} CPUs (${m.cpu}), ${m.memoryGiB} GiB RAM, kernel ${m.kernel}; dockerd ${m.dockerd} (CLI ${m.dockerCli}), ${m.iptables}; ` +
+      `Node.js ${m.node}; tsnet ${m.tsnetCommit}. N = ${m.N} measured iterations per case after ${m.warmup} warm-ups, interleaved ` +
+      `(tsnet, Docker, ...); (e) ${m.eSamples} samples per live count. Load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, ` +
+      `at end ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ')}. Run took ${r.durationS.toFixed(0)} s.`,
+  );
+  if (r.otherDockerdSeen > 0) {
+    out.push('');
+    out.push(`**Warning:** ${r.otherDockerdSeen} other dockerd process(es) ran on the host during the run (parallel tests?); numbers may be disturbed.`);
+  }
+  out.push('');
+  out.push('One private dockerd (`--iptables=true`, `--bridge=none`), tsnet as a legacy plugin (`-d <name> --ipam-driver <name>`,');
+  out.push('`--log-level debug`). Wall times are client side (the docker CLI process, fork to exit). Ratios are tsnet / Docker of medians.');
+  out.push('');
+  out.push('## Summary');
+  out.push('');
+  out.push(mdTable(summaryRows(r)));
+  out.push('');
+  out.push(`(b) networking share = median(run on the network) − median(run with \`--network none\`); ratio = tsnet share / Docker share.`);
+  out.push('');
+  const bg = (x: Stats | undefined) => (x ? `${f(x.median)} / ${f(x.p95)}` : '—');
+  out.push(
+    'After each tsnet command that removes links, the bench waits (untimed) until they are really gone, so that work ' +
+      'tsnet may finish after answering neither lands on the next (Docker) measurement nor goes unnoticed. Time from ' +
+      'the command\'s return until then, one `ip` poll (~3 ms) included, median / p95 ms:',
+  );
+  out.push('');
+  out.push(mdTable([
+    ['after', 'links gone after (ms)'],
+    ['(a) `docker network rm` (the bridge)', bg(r.a.tsnetBackgroundMs)],
+    ['(b) `docker run --rm` (the veth)', bg(r.b.tsnetBackgroundMs)],
+    ['(c) `docker network disconnect` (the veth)', bg(r.c.tsnetBackgroundMs)],
+    [`(e) Leave + DeleteEndpoint + ReleaseAddress @${E_LIVE_LOW} (the veth)`, bg(r.e.tsnetBackgroundMs[lo])],
+    [`(e) Leave + DeleteEndpoint + ReleaseAddress @${E_LIVE_HIGH} (the veth)`, bg(r.e.tsnetBackgroundMs[hi])],
+  ]));
+  out.push('');
+  out.push('## (d) tsnet memory (VmRSS)');
+  out.push('');
+  out.push(mdTable([
+    ['state', 'RSS'],
+    ['idle: after start + one network', mib(rss.idle)],
+    ['after (a)–(c)', mib(rss.afterABC)],
+    [`${E_LIVE_LOW} live endpoints`, mib(rss[lo])],
+    [`${E_LIVE_HIGH} live endpoints`, mib(rss[hi])],
+    [`${E_LIVE_HIGH} live endpoints, after the samples`, mib(rss[`${hi}AfterSamples`])],
+  ]));
+  out.push('');
+  out.push(`## (e) endpoint latency, ${E_LIVE_LOW} vs ${E_LIVE_HIGH} live endpoints`);
+  out.push('');
+  out.push(
+    `Calls straight to the plugin socket, as dockerd makes them (RequestAddress → CreateEndpoint → Join; Leave → DeleteEndpoint → ` +
+      `ReleaseAddress), one new unix connection per call, timed around the HTTP request. Each sample creates one endpoint on top of ` +
+      `the live ones and removes it again, after ${E_WARMUP} unmeasured cycles at ${E_LIVE_LOW} live. Real veth pairs (${r.e.vethsOnBridgeAtHigh} on the bridge at the high count).`,
+  );
+  out.push('');
+  out.push(mdTable(latencyRows(r)));
+  out.push('');
+  out.push(`Building up: ${f(r.e.growMsPerEndpoint)} ms per endpoint (the three calls); tearing down: ${f(r.e.removeMsPerEndpoint)} ms per endpoint.`);
+  out.push('');
+  out.push('Server side (tsnet\'s own "plugin call" ms for the same samples):');
+  out.push('');
+  const srv = r.e.serverSide;
+  out.push(mdTable([
+    ['plugin call (server side, ms)', `p50 @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `p50 @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`],
+    ...Object.keys(srv[lo] ?? {}).map((k) => [`\`${k}\``, f(srv[lo]![k]!.median), f(srv[lo]![k]!.p99), f(srv[hi]?.[k]?.median), f(srv[hi]?.[k]?.p99)]),
+  ]));
+  out.push('');
+  const eb = r.e.breakdown;
+  out.push(mdTable([
+    [`kernel / store during (e) (ms)`, `median @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `median @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`],
+    ...Object.keys(eb[lo]?.exec ?? {}).map((k) => [`exec \`${k}\``, f(eb[lo]!.exec[k]!.median), f(eb[lo]!.exec[k]!.p99), f(eb[hi]?.exec[k]?.median), f(eb[hi]?.exec[k]?.p99)]),
+    ...Object.keys(eb[lo]?.storeCommit ?? {}).map((k) => [`store commit \`${k}\``, f(eb[lo]!.storeCommit[k]!.median), f(eb[lo]!.storeCommit[k]!.p99), f(eb[hi]?.storeCommit[k]?.median), f(eb[hi]?.storeCommit[k]?.p99)]),
+  ]));
+  out.push('');
+  out.push('## (f) Where the time goes (tsnet debug log during the measured iterations of (a), (b), (c))');
+  out.push('');
+  out.push(
+    `\`docker network create\` (tsnet): median wall ${f(s.wall.median)} ms, of which tsnet's plugin calls ${f(s.tsnetPluginCalls.median)} ms ` +
+      `(${f(s.tsnetSharePct)} % of the median) and dockerd + CLI ${f(s.dockerdAndCli.median)} ms. Calls per create: ${s.callsPerCreate.map((c) => `\`${c}\``).join(', ')}.`,
+  );
+  out.push('');
+  out.push(
+    `\`docker run --rm\` on tsnet: median Σ plugin-call ms per run ${f(r.b.tsnetPluginCallsPerRun.median)} (networking share ${f(r.b.shareTsnetMs)} ms); ` +
+      `calls per run: ${r.b.callsPerRun.map((c) => `\`${c}\``).join(', ')}.`,
+  );
+  out.push('');
+  out.push(mdTable([
+    ['docker command on tsnet', 'n', 'median wall ms', 'median Σ plugin-call ms', 'median rest (dockerd + CLI) ms', 'plugin calls, in order'],
+    ...Object.entries(r.f.commands).map(([k, c]) => [k, String(c.wall.n), f(c.wall.median), f(c.pluginCalls.median), f(c.rest.median), c.calls.join(' → ')]),
+  ]));
+  out.push('');
+  out.push('Per plugin call ("exec" = child processes: ip, nft, iptables; "store" = SQLite commits; "other" = the rest: HTTP parsing, zod, logic, logging):');
+  out.push('');
+  out.push(mdTable(callRows(r.f)));
+  out.push('');
+  out.push(mdTable(statsRows('step (setup pipeline)', r.f.steps)));
+  out.push('');
+  out.push(mdTable(statsRows('exec (call: command)', r.f.exec)));
+  out.push('');
+  out.push(mdTable(statsRows('store commit (call)', r.f.storeCommit)));
+  out.push('');
+  out.push(mdTable(statsRows('firewall change (call: first line)', r.f.firewallChange)));
+  out.push('');
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const t0 = performance.now();
+  const loadStart = os.loadavg();
+  linkHarnessRoot();
+  await ensureBuilt();
+  let dockerd: Dockerd | undefined;
+  let tsnet: TsnetProcess | undefined;
+  let unregisterSocket: (() => void) | undefined;
+  const env: Partial<Env> = { tsnetNetworks: new Set(), netIds: new Map() };
+  let results: Results | undefined;
+  let failure: unknown;
+  try {
+    progress('starting a private dockerd (--iptables=true)');
+    dockerd = await startDockerd({ iptables: true });
+    ownDockerdPid = dockerd.pid;
+    const docker = dockerd.docker;
+    await ensureBusyboxImage(docker);
+    const name = uniquePluginName();
+    const logFile = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
+    tsnet = new TsnetProcess({ name, stateDir: path.join(dockerd.dir, 'tsnet', 'state'), logFile });
+    const socket = tsnet.socket;
+    unregisterSocket = onProcessExit(() => fs.rmSync(socket, { force: true }));
+    progress(`starting tsnet as legacy plugin "${name}" (--log-level debug)`);
+    await tsnet.start();
+    Object.assign(env, { dockerd, docker, tsnet, name, log: new TsnetLog(logFile) });
+    const e = env as Env;
+    const mach = await machine(docker);
+
+    // (d) idle: right after start and the first network.
+    await createNet(e, 'bench-b-tsnet', 'tsnet', NET.bTsnet);
+    await sleep(500);
+    const rss: Record<string, number> = { idle: readRssKiB(tsnet.pid!) };
+    await createNet(e, 'bench-b-docker', 'docker', NET.bDocker);
+    await createNet(e, 'bench-c-tsnet', 'tsnet', NET.cTsnet);
+    await createNet(e, 'bench-c-docker', 'docker', NET.cDocker);
+    await createNet(e, 'bench-c-home', 'docker', NET.cHome);
+
+    progress(`(a) network create + rm, N=${N}`);
+    const a = (await benchNetworks(e)) as Results['a'];
+    progress(`(b) docker run --rm, N=${N}`);
+    const b = (await benchRun(e)) as Results['b'];
+    progress(`(c) network connect + disconnect, N=${N}`);
+    const c = (await benchConnect(e)) as Results['c'];
+    rss.afterABC = readRssKiB(tsnet.pid!);
+    const fLines = e.log.windowsOf(['a', 'b', 'c']).flatMap((w) => e.log.linesOf(w));
+    const fb = { ...breakdown(fLines), commands: commandShares(e.log, ['a', 'b', 'c']) };
+    progress(`(e) endpoint latency at ${E_LIVE_LOW} and ${E_LIVE_HIGH} live endpoints`);
+    const eRes = (await benchEndpoints(e, rss)) as Results['e'];
+    results = {
+      date: started.toISOString(),
+      machine: mach,
+      durationS: 0,
+      loadavg: { start: loadStart, end: os.loadavg() },
+      otherDockerdSeen: 0,
+      a,
+      b,
+      c,
+      d: { rssKiB: rss },
+      e: eRes,
+      f: fb,
+    };
+  } catch (err) {
+    failure = err;
+  } finally {
+    progress('tearing down');
+    const errors = await teardown(env, dockerd, tsnet);
+    unregisterSocket?.();
+    if (errors.length > 0) {
+      console.error(`teardown problems:\n  ${errors.join('\n  ')}`);
+      failure ??= new Error('teardown failed');
+    }
+  }
+  if (failure !== undefined || !results) {
+    console.error(`bench failed: ${failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}`);
+    process.exitCode = 1;
+    return;
+  }
+  results.durationS = (performance.now() - t0) / 1000;
+  results.otherDockerdSeen = otherDockerdSeen;
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  const host = (os.hostname().replace(/[^A-Za-z0-9_.-]/g, '') || 'node').slice(0, 40);
+  const base = path.join(RESULTS_DIR, `${started.toISOString().slice(0, 10)}-${host}`);
+  const md = renderMarkdown(results);
+  fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
+  fs.writeFileSync(`${base}.md`, md);
+  fs.writeFileSync(path.join(RESULTS_DIR, 'latest.md'), md);
+
+  const rss = results.d.rssKiB;
+  console.log('');
+  console.log(textTable(summaryRows(results)));
+  console.log('');
+  console.log(textTable(latencyRows(results)));
+  console.log('');
+  console.log(
+    `(d) tsnet RSS: idle ${(rss.idle! / 1024).toFixed(1)} MiB, ${E_LIVE_HIGH} live endpoints ${((rss[`live${E_LIVE_HIGH}`] ?? NaN) / 1024).toFixed(1)} MiB`,
+  );
+  console.log(
+    `(f) docker network create: wall ${f(results.a.createSplit.wall.median)} ms = tsnet plugin calls ${f(results.a.createSplit.tsnetPluginCalls.median)} ms + dockerd/CLI ${f(results.a.createSplit.dockerdAndCli.median)} ms`,
+  );
+  console.log('');
+  console.log(textTable(callRows(results.f)));
+  console.log('');
+  if (otherDockerdSeen > 0) console.log(`warning: ${otherDockerdSeen} other dockerd process(es) ran during the bench; numbers may be disturbed`);
+  console.log(`results: ${path.relative(REPO, base)}.{json,md}, bench/results/latest.md (${results.durationS.toFixed(0)} s)`);
+}
+
+void main();

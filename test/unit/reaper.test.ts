@@ -1,0 +1,51 @@
+import { LinkReaper } from '../../src/driver/reaper';
+import type { KernelChange } from '../../src/kernel/contract';
+import { FakeKernel } from '../../src/kernel/fake';
+import { SqliteStore } from '../../src/store/sqlite';
+
+/** A fake kernel whose changes take real time, like netdev unregistration. */
+class SlowKernel extends FakeKernel {
+  override async apply(changes: KernelChange[]): Promise<void> {
+    await new Promise((r) => setTimeout(r, 5));
+    return super.apply(changes);
+  }
+}
+
+async function setup(n: number) {
+  const store = new SqliteStore(':memory:');
+  const kernel = new SlowKernel();
+  const names = Array.from({ length: n }, (_, i) => `tsv${String(i).padStart(12, '0')}`);
+  for (let i = 0; i < n; i++) await kernel.apply([{ op: 'bridge.add', name: names[i]! }]);
+  await store.commit(LinkReaper.tombstones(names));
+  return { store, kernel, reaper: new LinkReaper(kernel, store), names };
+}
+
+test('scheduled links are deleted in chunks and their tombstones dropped', async () => {
+  const { store, kernel, reaper, names } = await setup(70);
+  reaper.schedule(names);
+  await reaper.flush();
+  expect(kernel.linkMap.size).toBe(0);
+  expect(await store.all('tombstone')).toEqual([]);
+});
+
+test('stop finishes the chunk in progress and leaves the rest to the tombstones', async () => {
+  const { store, kernel, reaper, names } = await setup(100);
+  reaper.schedule(names);
+  await reaper.stop();
+  expect(kernel.linkMap.size).toBe(100 - 32);
+  expect(await store.all('tombstone')).toHaveLength(100 - 32);
+  reaper.schedule(['tsvx']);
+  await reaper.flush();
+  expect(kernel.linkMap.size).toBe(100 - 32);
+});
+
+test('a job runs after the links pending when it was scheduled', async () => {
+  const { reaper, kernel, names } = await setup(3);
+  const order: string[] = [];
+  reaper.schedule(names);
+  reaper.scheduleJob('after', async () => {
+    order.push(`job saw ${kernel.linkMap.size} links`);
+  });
+  await reaper.flush();
+  expect(order).toEqual(['job saw 0 links']);
+});
