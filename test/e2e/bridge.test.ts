@@ -219,6 +219,23 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     await eventually(() => expect(storeRows(env)).toEqual({}));
   });
 
+  test('dockerd restarted with a restart-policy container: it comes back on the same network, no deadlock', async () => {
+    const d = env.docker;
+    await d.docker(['network', 'create', '-d', env.name, '--ipam-driver', env.name, '--subnet', '172.28.0.0/16', 'boot']);
+    await d.docker(['run', '-d', '--name', 'always', '--restart', 'always', '--network', 'boot', BUSYBOX_IMAGE, 'sleep', '3600']);
+    await runDetached(env, 'peer', ['--network', 'boot']);
+    // dockerd re-attaches 'always' during its own start, before its API answers: tsnet must not need that API.
+    await env.dockerd.stop();
+    await env.dockerd.start();
+    await eventually(async () => expect(await d.docker(['inspect', '-f', '{{.State.Running}}', 'always'])).toBe('true'), 30_000, 200);
+    await d.docker(['start', 'peer']);
+    expect(await ping(env, 'peer', 'always')).toBe(true);
+    await d.docker(['rm', '-f', 'always', 'peer']);
+    await d.docker(['network', 'rm', 'boot']);
+    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
+    await eventually(() => expect(storeRows(env)).toEqual({}));
+  });
+
   test('a bridge deleted behind tsnet\'s back comes back on restart', async () => {
     const d = env.docker;
     await d.docker(['network', 'create', '-d', env.name, '--ipam-driver', env.name, '--subnet', '172.28.0.0/16', '-o', 'com.docker.network.bridge.name=tsbr-lost', 'lost']);

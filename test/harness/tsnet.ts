@@ -130,7 +130,7 @@ export class TsnetProcess {
     return this.child && isRunning(this.child) ? this.child.pid : undefined;
   }
 
-  /** Spawns `node dist/main.js …` and waits until the socket exists and Plugin.Activate returns 200. */
+  /** Spawns `node dist/main.js …` and waits until it answers the handshake and has reconciled the kernel. */
   async start(): Promise<void> {
     if (this.pid !== undefined) throw new Error(`tsnet ${this.name} already running (pid ${this.pid})`);
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
@@ -144,7 +144,11 @@ export class TsnetProcess {
           if (!isRunning(child)) throw new Error(`tsnet exited (code ${child.exitCode}, signal ${child.signalCode}) during start`);
           if (!fs.existsSync(this.socket)) return false;
           try {
-            return (await pluginCall(this.socket, 'Plugin.Activate', {}, 2_000)).status === 200;
+            if ((await pluginCall(this.socket, 'Plugin.Activate', {}, 2_000)).status !== 200) return false;
+            // The handshake answers at once; calls needing state wait until the kernel is reconciled. An
+            // EndpointOperInfo for an unknown endpoint is such a call with no effect: its answer means ready.
+            const probe = { NetworkID: '0'.repeat(64), EndpointID: '0'.repeat(64) };
+            return (await pluginCall(this.socket, 'NetworkDriver.EndpointOperInfo', probe, timeoutMs)).status === 200;
           } catch {
             return false;
           }
