@@ -214,12 +214,11 @@ export class TsnetDriver implements NetworkDriver {
     const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
     const fw = this.kernel.firewall;
     const wanted = new Set<string>();
-    if (this.networks.size > 0) await fw.ensureBase();
     for (const net of this.networks.values()) {
       await withLogContext({ networkId: net.id }, async () => {
         const mode = this.modeOf(net);
         for (const l of mode.networkLinks(net)) wanted.add(l);
-        const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]!), this.kernel);
+        const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]!));
         if (steps.length === 0) return;
         log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });
         await runSteps(this.kernel, `reconcile network ${net.id.slice(0, 12)}`, steps).catch((err: unknown) =>
@@ -257,9 +256,8 @@ export class TsnetDriver implements NetworkDriver {
       log.info('reconcile: deleting orphan links', { links: orphans });
       await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
     }
-    for (const b of await fw.intraBridges()) {
-      if (![...this.networks.values()].some((n) => n.bridge === b)) await fw.revokeIntraBridge(b);
-    }
+    // One transaction makes the table exactly what the store implies: lost rules come back, stale ones go.
     if (this.networks.size === 0) await fw.removeBase();
+    else await fw.sync([...this.networks.values()].map((n) => this.modeOf(n).firewallView(n)), []);
   }
 }

@@ -1,4 +1,4 @@
-import type { Kernel, KernelChange, LinkInfo } from '../kernel/contract';
+import type { FwNetwork, Kernel, KernelChange, LinkInfo } from '../kernel/contract';
 import type { EndpointRecord, NetworkRecord } from '../store/records';
 import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse } from './contract';
 import type { Step } from './steps';
@@ -13,8 +13,10 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
   /** Links the network's record claims (for conflict checks and reconciliation). */
   networkLinks(net: N): string[];
   setupSteps(net: N, kernel: Kernel): Step[];
-  /** Steps bringing an existing network back to its record after a restart (`link` = its main link, if present). */
-  repairSteps(net: N, link: LinkInfo | undefined, kernel: Kernel): Step[];
+  /** Kernel steps bringing an existing network back to its record after a restart (`link` = its main link, if present). */
+  repairSteps(net: N, link: LinkInfo | undefined): Step[];
+  /** What the firewall enforces for the network. */
+  firewallView(net: N): FwNetwork;
   /**
    * Idempotently undoes what setupSteps made that must go at once (firewall, addresses on adopted links) and
    * returns the links to delete, which the driver deletes in the background.

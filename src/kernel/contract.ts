@@ -46,18 +46,41 @@ export class KernelChangeError extends Error {
   }
 }
 
-/** The firewall part of the kernel interface; tsnet's rules live only in its own nftables table. */
+/** What the firewall needs to know of a network. */
+export interface FwNetwork {
+  bridge: string;
+  internal: boolean;
+  /** Members may talk to each other (`enable_icc`). */
+  icc: boolean;
+  /** Outbound NAT for the subnets (`enable_ip_masquerade`). */
+  masquerade: boolean;
+  /** CIDRs, IPv4 and IPv6. */
+  subnets: string[];
+}
+
+/** One published port (a host port range is already resolved to one port). */
+export interface FwPort {
+  proto: 'tcp' | 'udp' | 'sctp';
+  /** Host address it is bound to; undefined for every local address of the container's family. */
+  hostIp?: string;
+  hostPort: number;
+  containerIp: string;
+  containerPort: number;
+}
+
+/**
+ * The firewall part of the kernel interface: tsnet's rules live only in its own nftables table, changed per network
+ * and per port as single transactions. Removals are idempotent.
+ */
 export interface Firewall {
-  /** Creates tsnet's table and base chains if missing and hooks dockerd's DOCKER-USER chain when present. */
-  ensureBase(): Promise<void>;
+  /** Makes the table exactly what the state implies (base plus every element), in one transaction; hooks DOCKER-USER. */
+  sync(networks: FwNetwork[], ports: FwPort[]): Promise<void>;
   /** Removes tsnet's table and its DOCKER-USER rule (when tsnet has no network left); a no-op when absent. */
   removeBase(): Promise<void>;
-  /** Allows forwarding among members of one bridge (dockerd's FORWARD policy DROP would drop it). */
-  allowIntraBridge(bridge: string): Promise<void>;
-  /** Removes what {@link allowIntraBridge} added; a no-op when absent. */
-  revokeIntraBridge(bridge: string): Promise<void>;
-  /** Bridges currently allowed (for reconciliation). */
-  intraBridges(): Promise<string[]>;
+  addNetwork(n: FwNetwork): Promise<void>;
+  removeNetwork(n: FwNetwork): Promise<void>;
+  addPorts(ports: FwPort[]): Promise<void>;
+  removePorts(ports: FwPort[]): Promise<void>;
 }
 
 export interface Kernel {

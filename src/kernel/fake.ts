@@ -1,34 +1,57 @@
-import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
+import { type Firewall, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 
-/** In-memory firewall state for {@link FakeKernel}. */
+/** In-memory firewall state for {@link FakeKernel}: networks by bridge and ports by their map key. */
 export class FakeFirewall implements Firewall {
   base = false;
-  readonly intra = new Set<string>();
+  readonly networks = new Map<string, FwNetwork>();
+  readonly ports = new Map<string, FwPort>();
   readonly calls: string[] = [];
 
-  ensureBase(): Promise<void> {
-    this.calls.push('ensureBase');
+  static portKey(p: FwPort): string {
+    return `${p.hostIp ?? '*'}/${p.proto}/${p.hostPort}/${p.containerIp.includes(':') ? 6 : 4}`;
+  }
+
+  sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
+    this.calls.push('sync');
     this.base = true;
+    this.networks.clear();
+    this.ports.clear();
+    for (const n of networks) this.networks.set(n.bridge, n);
+    for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
     return Promise.resolve();
   }
   removeBase(): Promise<void> {
     this.calls.push('removeBase');
     this.base = false;
-    this.intra.clear();
+    this.networks.clear();
+    this.ports.clear();
     return Promise.resolve();
   }
-  allowIntraBridge(bridge: string): Promise<void> {
-    this.calls.push(`allow ${bridge}`);
-    this.intra.add(bridge);
+  addNetwork(n: FwNetwork): Promise<void> {
+    this.calls.push(`addNetwork ${n.bridge}`);
+    this.base = true;
+    this.networks.set(n.bridge, n);
     return Promise.resolve();
   }
-  revokeIntraBridge(bridge: string): Promise<void> {
-    this.calls.push(`revoke ${bridge}`);
-    this.intra.delete(bridge);
+  removeNetwork(n: FwNetwork): Promise<void> {
+    this.calls.push(`removeNetwork ${n.bridge}`);
+    this.networks.delete(n.bridge);
     return Promise.resolve();
   }
-  intraBridges(): Promise<string[]> {
-    return Promise.resolve([...this.intra]);
+  addPorts(ports: FwPort[]): Promise<void> {
+    this.calls.push(`addPorts ${ports.length}`);
+    this.base = true;
+    for (const p of ports) {
+      // nft refuses a second element with the same key and another value.
+      if (this.ports.has(FakeFirewall.portKey(p))) return Promise.reject(new Error(`nft: File exists (${FakeFirewall.portKey(p)})`));
+    }
+    for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
+    return Promise.resolve();
+  }
+  removePorts(ports: FwPort[]): Promise<void> {
+    this.calls.push(`removePorts ${ports.length}`);
+    for (const p of ports) this.ports.delete(FakeFirewall.portKey(p));
+    return Promise.resolve();
   }
 }
 

@@ -1,15 +1,16 @@
 import { tsnetError } from '../errors';
 import { log, since } from '../log';
-import type { Firewall } from './contract';
+import type { Firewall, FwNetwork, FwPort } from './contract';
 import { execFileInput } from './exec';
+import { renderBase, renderFull, renderNetwork, renderPorts, TABLE } from './firewall-render';
 
-export const NFT_TABLE = 'tsnet';
 const NFT = 'nft';
 const IPTABLES = ['iptables', 'ip6tables'] as const;
+const GONE = /No such file or directory/;
 
 /**
- * tsnet's firewall: one nftables table (`inet tsnet`) whose chains are static and whose per-network state lives in
- * sets, so adding or removing a network is one element change in one atomic `nft -f` transaction, never a rewrite.
+ * tsnet's firewall: the table rendered by firewall-render.ts, changed by element adds and deletes in atomic
+ * `nft -f` transactions.
  *
  * In nftables an accept is final only within its own base chain: dockerd's `ip filter FORWARD` (policy DROP when
  * dockerd enabled forwarding itself) still sees the packet. So tsnet marks what it accepts, and keeps exactly one
@@ -25,60 +26,62 @@ export class NftFirewall implements Firewall {
     return `0x${this.mark.toString(16).padStart(8, '0')}`;
   }
 
-  /** The static part of the ruleset; idempotent because the chain is flushed and refilled in the same transaction. */
-  renderBase(): string {
-    return [
-      `add table inet ${NFT_TABLE}`,
-      `add set inet ${NFT_TABLE} intra { type ifname . ifname; }`,
-      // priority filter - 1: runs before dockerd's iptables-nft filter chains on the same hook.
-      `add chain inet ${NFT_TABLE} forward { type filter hook forward priority filter - 1; policy accept; }`,
-      `flush chain inet ${NFT_TABLE} forward`,
-      `add rule inet ${NFT_TABLE} forward iifname . oifname @intra meta mark set meta mark or ${this.markHex}`,
-    ].join('\n');
-  }
-
-  async ensureBase(): Promise<void> {
-    await this.nft(this.renderBase());
+  async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
+    await this.nft(renderFull(this.mark, networks, ports));
     await this.ensureDockerUserHook();
     this.baseReady = true;
   }
 
   async removeBase(): Promise<void> {
     this.baseReady = false;
-    await this.nft(`delete table inet ${NFT_TABLE}`, /No such file or directory/);
+    await this.nft(`delete table ${TABLE}`, GONE);
     for (const bin of IPTABLES) {
       const del = await execFileInput(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
       if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule().join(' ')}` });
     }
   }
 
-  async allowIntraBridge(bridge: string): Promise<void> {
-    const element = `add element inet ${NFT_TABLE} intra { "${bridge}" . "${bridge}" }`;
-    if (this.baseReady) return this.nft(element);
-    // First network since start or since the table was removed: base and element in one transaction.
-    await this.nft(`${this.renderBase()}\n${element}`);
+  async addNetwork(n: FwNetwork): Promise<void> {
+    await this.add(renderNetwork('add', n));
+  }
+
+  removeNetwork(n: FwNetwork): Promise<void> {
+    return this.remove(renderNetwork('delete', n));
+  }
+
+  addPorts(ports: FwPort[]): Promise<void> {
+    return this.add(renderPorts('add', ports));
+  }
+
+  removePorts(ports: FwPort[]): Promise<void> {
+    return this.remove(renderPorts('delete', ports));
+  }
+
+  /** Adds elements; the first change since start (or since the table went) brings the base in the same transaction. */
+  private async add(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    if (this.baseReady) return this.nft(lines.join('\n'));
+    await this.nft([renderBase(this.mark), ...lines].join('\n'));
     await this.ensureDockerUserHook();
     this.baseReady = true;
   }
 
-  async revokeIntraBridge(bridge: string): Promise<void> {
-    // One nft call instead of list-then-delete: an element (or table) already gone counts as removed.
-    await this.nft(`delete element inet ${NFT_TABLE} intra { "${bridge}" . "${bridge}" }`, /No such file or directory/);
-  }
-
-  async intraBridges(): Promise<string[]> {
-    const res = await execFileInput(NFT, ['-j', 'list', 'set', 'inet', NFT_TABLE, 'intra']);
-    if (res.code !== 0) return [];
-    const doc = JSON.parse(res.stdout) as { nftables: Array<{ set?: { elem?: Array<{ concat: string[] }> } }> };
-    const set = doc.nftables.find((o) => o.set)?.set;
-    return (set?.elem ?? []).map((e) => e.concat[0]!);
+  /** Deletes elements as one transaction; if some are already gone, the rest one by one (idempotent removal). */
+  private async remove(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    try {
+      await this.nft(lines.join('\n'));
+    } catch (err) {
+      if (!GONE.test(String((err as Error).message))) throw err;
+      for (const line of lines) await this.nft(line, GONE);
+    }
   }
 
   private async nft(script: string, tolerate?: RegExp): Promise<void> {
     const start = performance.now();
     const res = await execFileInput(NFT, ['-f', '-'], script + '\n');
     if (res.code !== 0 && tolerate?.test(res.stderr)) return;
-    if (res.code !== 0) throw tsnetError('TSN_KERNEL', `nft: ${res.stderr.trim()} (script: ${script.replace(/\n/g, '; ')})`);
+    if (res.code !== 0) throw tsnetError('TSN_KERNEL', `nft: ${res.stderr.trim().split('\n')[0]} (${script.split('\n').length} line script)`, new Error(res.stderr));
     log.debug('firewall change', { script, ms: since(start) });
   }
 

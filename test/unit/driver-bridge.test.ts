@@ -46,7 +46,7 @@ describe('bridge network lifecycle', () => {
     expect(br).toMatchObject({ kind: 'bridge', up: true, addresses: ['172.28.5.254/16'] });
     expect(br!.mac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
     expect(kernel.sysctls.get('net/ipv6/conf/tsbr-aaaaaaaaaa/disable_ipv6')).toBe('1');
-    expect(kernel.firewall.intra.has('tsbr-aaaaaaaaaa')).toBe(true);
+    expect(kernel.firewall.networks.has('tsbr-aaaaaaaaaa')).toBe(true);
     const nets = await store.all('network');
     expect(nets).toHaveLength(1);
     expect(nets[0]).toMatchObject({ id: NID, bridge: 'tsbr-aaaaaaaaaa', ownsBridge: true, bridgeAddresses: ['172.28.5.254/16'] });
@@ -123,7 +123,7 @@ describe('bridge network lifecycle', () => {
     const err = await expectCode(driver.createNetwork(netReq()), 'TSN_KERNEL');
     expect(err.message).toMatch(/step "bridge up"/);
     expect(kernel.linkMap.size).toBe(0);
-    expect(kernel.firewall.intra.size).toBe(0);
+    expect(kernel.firewall.networks.size).toBe(0);
     expect(await store.all('network')).toEqual([]);
   });
 
@@ -247,7 +247,7 @@ describe('reconcile after a restart', () => {
     expect(kernel.linkMap.get('tsvbbbbbbbbbbbb')).toMatchObject({ master: 'tsbr-aaaaaaaaaa', up: true });
     expect(kernel.linkMap.has('tsv000000000000')).toBe(false);
     expect(kernel.linkMap.has('tsvpn0')).toBe(true);
-    expect(kernel.firewall.intra.has('tsbr-aaaaaaaaaa')).toBe(true);
+    expect(kernel.firewall.networks.has('tsbr-aaaaaaaaaa')).toBe(true);
   });
 
   test('restores a lost gateway address on an existing bridge without re-creating it', async () => {

@@ -2,14 +2,15 @@ import type { BridgeNetworkRecord } from '../../store/records';
 import type { NetworkMode } from '../mode';
 import { endpointLinks, endpointSetupChanges, planBridgeEndpoint } from './endpoint';
 import { bridgeJoinResponse } from './joinleave';
-import { bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, releaseBridgeNetwork } from './network';
+import { bridgeFirewallView, bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, releaseBridgeNetwork } from './network';
 
 /** Linux bridge + veth pairs, docker0's model. */
 export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
   planNetwork: planBridgeNetwork,
   networkLinks: (net) => [net.bridge],
   setupSteps: (net, kernel) => bridgeSetupSteps(net, kernel.firewall),
-  repairSteps: (net, link, kernel) => bridgeRepairSteps(net, link, kernel.firewall),
+  repairSteps: bridgeRepairSteps,
+  firewallView: bridgeFirewallView,
   releaseNetwork: releaseBridgeNetwork,
   planEndpoint: planBridgeEndpoint,
   endpointSetupChanges,

@@ -1,5 +1,5 @@
 import type { BridgeNetworkRecord, SubnetRecord } from '../../store/records';
-import type { Firewall, Kernel, KernelChange, LinkInfo } from '../../kernel/contract';
+import type { Firewall, FwNetwork, Kernel, KernelChange, LinkInfo } from '../../kernel/contract';
 import { bridgeNameFor } from '../../kernel/names';
 import { tsnetError } from '../../errors';
 import { randomMac } from '../../netaddr';
@@ -55,9 +55,30 @@ export async function planBridgeNetwork(
   };
 }
 
-/** The bridge's setup pipeline, in the order the kernel needs it. */
-export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): Step[] {
-  const sysctl = (name: string, value: string): KernelChange => ({ op: 'sysctl.set', key: `net/ipv6/conf/${net.bridge}/${name}`, value });
+/** What the firewall enforces for the network. */
+export function bridgeFirewallView(net: BridgeNetworkRecord): FwNetwork {
+  const opts = parseBridgeOptions(net.options);
+  return {
+    bridge: net.bridge,
+    internal: net.internal,
+    icc: opts.enableIcc,
+    masquerade: opts.enableMasquerade,
+    subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool),
+  };
+}
+
+/** Host-wide forwarding a non-internal network needs (dockerd turns it on only with its own firewall enabled). */
+function forwardingChanges(net: BridgeNetworkRecord): KernelChange[] {
+  if (net.internal) return [];
+  return [
+    { op: 'sysctl.set', key: 'net/ipv4/ip_forward', value: '1' },
+    ...(net.enableIPv6 ? [{ op: 'sysctl.set' as const, key: 'net/ipv6/conf/all/forwarding', value: '1' }] : []),
+  ];
+}
+
+/** The bridge's kernel pipeline (links, addresses, sysctls), in the order the kernel needs it. */
+function bridgeKernelSteps(net: BridgeNetworkRecord): Step[] {
+  const sysctl6 = (name: string, value: string): KernelChange => ({ op: 'sysctl.set', key: `net/ipv6/conf/${net.bridge}/${name}`, value });
   const v6 = (cidr: string) => cidr.includes(':');
   const addrs = (pred: (cidr: string) => boolean): KernelChange[] =>
     net.bridgeAddresses.filter(pred).map((cidr) => ({ op: 'addr.add', dev: net.bridge, cidr }));
@@ -70,37 +91,50 @@ export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): 
   steps.push({ name: 'bridge up', changes: [{ op: 'link.up', name: net.bridge }] });
   if (net.ownsBridge) {
     // IPv6 off on IPv4-only networks (no link-local, no RAs: CVE-2024-32473); on IPv6 ones, never accept RAs.
-    // disable_ipv6=0 must precede the IPv6 addresses on hosts whose default is 1.
-    steps.push({ name: 'bridge ipv6 sysctls', changes: net.enableIPv6 ? [sysctl('disable_ipv6', '0'), sysctl('accept_ra', '0')] : [sysctl('disable_ipv6', '1')] });
+    // disable_ipv6=0 must precede the IPv6 addresses on hosts whose default is 1. route_localnet lets ports
+    // published on 127.0.0.1 reach the bridge (the firewall drops 127/8 arriving from containers).
+    steps.push({
+      name: 'bridge sysctls',
+      changes: [
+        ...(net.enableIPv6 ? [sysctl6('disable_ipv6', '0'), sysctl6('accept_ra', '0')] : [sysctl6('disable_ipv6', '1')]),
+        { op: 'sysctl.set', key: `net/ipv4/conf/${net.bridge}/route_localnet`, value: '1' },
+      ],
+    });
   }
   steps.push({ name: 'ipv6 gateways', changes: addrs(v6) });
-  steps.push({
-    name: 'firewall: allow intra-network',
-    run: () => firewall.allowIntraBridge(net.bridge),
-    undo: () => firewall.revokeIntraBridge(net.bridge),
-  });
+  steps.push({ name: 'forwarding', changes: forwardingChanges(net) });
   return steps;
 }
 
+/** The whole setup pipeline: kernel steps, then the network's firewall elements. */
+export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): Step[] {
+  const view = bridgeFirewallView(net);
+  return [
+    ...bridgeKernelSteps(net),
+    { name: 'firewall: network elements', run: () => firewall.addNetwork(view), undo: () => firewall.removeNetwork(view) },
+  ];
+}
+
 /**
- * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses,
- * its up state and its firewall element. An adopted bridge that vanished is the operator's to restore.
+ * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses
+ * and its up state. An adopted bridge that vanished is the operator's to restore. (The firewall is synced whole by
+ * the driver.)
  */
-export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | undefined, firewall: Firewall): Step[] {
+export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | undefined): Step[] {
   if (!link) {
-    if (net.ownsBridge) return bridgeSetupSteps(net, firewall);
+    if (net.ownsBridge) return bridgeKernelSteps(net);
     log.error('adopted bridge is missing; recreate it to restore the network', { bridge: net.bridge });
     return [];
   }
   const lost = net.bridgeAddresses.filter((c) => !link.addresses.includes(c));
-  return bridgeSetupSteps({ ...net, bridgeAddresses: lost, ownsBridge: false }, firewall).filter(
-    (s) => !('changes' in s) || (s.name === 'bridge up' ? !link.up : s.changes.length > 0),
+  return bridgeKernelSteps({ ...net, bridgeAddresses: lost, ownsBridge: false }).filter((s) =>
+    'changes' in s && (s.name === 'bridge up' ? !link.up : s.name === 'forwarding' ? false : s.changes.length > 0),
   );
 }
 
 /** Firewall and adopted-bridge addresses go now; an owned bridge is returned for background deletion. */
 export async function releaseBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<string[]> {
-  await kernel.firewall.revokeIntraBridge(net.bridge);
+  await kernel.firewall.removeNetwork(bridgeFirewallView(net));
   if (net.ownsBridge) return [net.bridge];
   await applyRemovals(kernel, net.bridgeAddresses.map((cidr) => ({ op: 'addr.del', dev: net.bridge, cidr })));
   return [];

@@ -1,0 +1,145 @@
+import type { FwNetwork, FwPort } from './contract';
+
+/**
+ * tsnet's nftables ruleset, rendered from data. The chains are static and refer only to sets and maps; a network or
+ * a published port is a few elements added or deleted in one transaction. Nothing is ever rewritten per port (the
+ * cost that makes Docker's nft backend O(ports × rules), moby#53466).
+ */
+
+export const TABLE = 'inet tsnet';
+
+type Op = 'add' | 'delete';
+
+/** Sets and maps of the table; the element types are what the chains look up. */
+const SETS: Array<[name: string, spec: string]> = [
+  ['bridges', 'type ifname;'],
+  ['pairs', 'type ifname . ifname;'],
+  ['noicc', 'type ifname;'],
+  ['internal', 'type ifname;'],
+  ['masq4', 'type ipv4_addr; flags interval;'],
+  ['masq6', 'type ipv6_addr; flags interval;'],
+];
+const MAPS: Array<[name: string, spec: string]> = [
+  ['dnat4', 'type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;'],
+  ['dnat4any', 'type inet_proto . inet_service : ipv4_addr . inet_service;'],
+  ['dnat6', 'type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service;'],
+  ['dnat6any', 'type inet_proto . inet_service : ipv6_addr . inet_service;'],
+];
+
+
+function markHex(mark: number): string {
+  return `0x${mark.toString(16).padStart(8, '0')}`;
+}
+
+const DNAT_RULES = [
+  'meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @dnat4',
+  'meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @dnat4any',
+  'meta nfproto ipv6 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @dnat6',
+  'meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @dnat6any',
+];
+
+/**
+ * The static part. Idempotent: objects are added if missing and each chain is flushed and refilled in the same
+ * transaction, so applying it again (restart, lost ruleset) converges without a window where rules are missing.
+ */
+export function renderBase(mark: number): string {
+  const accept = `meta mark set meta mark or ${markHex(mark)} accept`;
+  const chains: Array<[name: string, hook: string, rules: string[]]> = [
+    [
+      'prerouting',
+      'type nat hook prerouting priority dstnat; policy accept;',
+      // Published ports: traffic to a host address (or the one bound) on a published port goes to the container.
+      DNAT_RULES,
+    ],
+    ['output', 'type nat hook output priority -100; policy accept;', DNAT_RULES],
+    [
+      'postrouting',
+      'type nat hook postrouting priority srcnat; policy accept;',
+      [
+        // Outbound NAT: a network's subnets leave the host with the host's address.
+        'ip saddr @masq4 oifname != @bridges masquerade',
+        'ip6 saddr @masq6 oifname != @bridges masquerade',
+        // Hairpin: a container reaching a published port of its own network through a host address must see the
+        // reply come back from that address, so the connection is masqueraded behind the gateway.
+        'ct status dnat iifname . oifname @pairs masquerade',
+        // Published on 127.0.0.1 (route_localnet on the bridge): a loopback source cannot be routed to a container.
+        'ip saddr 127.0.0.0/8 oifname @bridges masquerade',
+      ],
+    ],
+    [
+      'localnet',
+      'type filter hook prerouting priority raw; policy accept;',
+      // route_localnet makes the bridge accept 127/8 destinations; only the host itself may use that.
+      ['iifname @bridges ip daddr 127.0.0.0/8 drop'],
+    ],
+    [
+      'forward',
+      // filter - 1: before dockerd's iptables-nft filter chains on the same hook; accepts carry the mark that
+      // tsnet's one DOCKER-USER rule turns into a final accept there.
+      'type filter hook forward priority filter - 1; policy accept;',
+      [
+        `oifname @bridges ct state established,related ${accept}`,
+        'iifname . oifname @pairs iifname @noicc drop',
+        `iifname . oifname @pairs ${accept}`,
+        'iifname @internal drop',
+        'oifname @internal drop',
+        `oifname @bridges ct status dnat ${accept}`,
+        // Nothing else enters a tsnet network: not another network, not the LAN by direct routing.
+        'oifname @bridges drop',
+        // Docker's own bridge networks are off limits too (their names: docker0, br-<id>).
+        'iifname @bridges oifname "docker0" drop',
+        'iifname @bridges oifname "br-*" drop',
+        `iifname @bridges ${accept}`,
+      ],
+    ],
+  ];
+  return [
+    `add table ${TABLE}`,
+    ...SETS.map(([n, spec]) => `add set ${TABLE} ${n} { ${spec} }`),
+    ...MAPS.map(([n, spec]) => `add map ${TABLE} ${n} { ${spec} }`),
+    ...chains.flatMap(([n, hook, rules]) => [`add chain ${TABLE} ${n} { ${hook} }`, `flush chain ${TABLE} ${n}`, ...rules.map((r) => `add rule ${TABLE} ${n} ${r}`)]),
+  ].join('\n');
+}
+
+function element(op: Op, set: string, items: string[]): string[] {
+  return items.length === 0 ? [] : [`${op} element ${TABLE} ${set} { ${items.join(', ')} }`];
+}
+
+/** Elements describing one network. */
+export function renderNetwork(op: Op, n: FwNetwork): string[] {
+  const br = `"${n.bridge}"`;
+  const nat = n.masquerade && !n.internal;
+  return [
+    ...element(op, 'bridges', [br]),
+    ...element(op, 'pairs', [`${br} . ${br}`]),
+    ...element(op, 'noicc', n.icc ? [] : [br]),
+    ...element(op, 'internal', n.internal ? [br] : []),
+    ...element(op, 'masq4', nat ? n.subnets.filter((s) => !s.includes(':')) : []),
+    ...element(op, 'masq6', nat ? n.subnets.filter((s) => s.includes(':')) : []),
+  ];
+}
+
+/** Map elements of published ports (ranges are already expanded to single ports). */
+export function renderPorts(op: Op, ports: FwPort[]): string[] {
+  return ports.flatMap((p) => {
+    const v6 = p.containerIp.includes(':');
+    const target = op === 'add' ? ` : ${p.containerIp} . ${p.containerPort}` : '';
+    return p.hostIp === undefined
+      ? element(op, v6 ? 'dnat6any' : 'dnat4any', [`${p.proto} . ${p.hostPort}${target}`])
+      : element(op, v6 ? 'dnat6' : 'dnat4', [`${p.hostIp} . ${p.proto} . ${p.hostPort}${target}`]);
+  });
+}
+
+/**
+ * Everything the given state implies, in one transaction: base, then every set emptied and refilled. Used at start
+ * so a ruleset lost or changed behind tsnet's back converges to exactly the store's view.
+ */
+export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[]): string {
+  return [
+    renderBase(mark),
+    ...SETS.map(([n]) => `flush set ${TABLE} ${n}`),
+    ...MAPS.map(([n]) => `flush map ${TABLE} ${n}`),
+    ...networks.flatMap((n) => renderNetwork('add', n)),
+    ...renderPorts('add', ports),
+  ].join('\n');
+}
