@@ -23,6 +23,7 @@ export const catalogue = {
   TSN_ENDPOINT_EXISTS: { category: 'conflict', summary: 'an endpoint with that id exists' },
   TSN_POOL_OVERLAP: { category: 'conflict', summary: 'the pool overlaps another pool in the address space' },
   TSN_ADDRESS_IN_USE: { category: 'conflict', summary: 'the address is already allocated' },
+  TSN_PORT_IN_USE: { category: 'conflict', summary: 'a host port to publish on is taken' },
   TSN_NO_AVAILABLE_IPS: { category: 'unavailable', summary: 'no free address left in the range' },
   TSN_NO_AVAILABLE_POOL: { category: 'unavailable', summary: 'no default pool is free' },
   TSN_KERNEL: { category: 'kernel', summary: 'a kernel operation failed' },

@@ -65,6 +65,25 @@ export interface JoinResponse {
   disableGatewayService: boolean;
 }
 
+/** One entry of dockerd's port map (com.docker.network.portmap). */
+export interface PortBinding {
+  proto: 'tcp' | 'udp' | 'sctp';
+  /** Container port. */
+  port: number;
+  /** '' or absent: the network's default binding. */
+  hostIp?: string;
+  /** 0: any free port. */
+  hostPort: number;
+  /** > hostPort: any free port in hostPort..hostPortEnd. */
+  hostPortEnd: number;
+}
+
+export interface ExternalConnectivityRequest {
+  networkId: string;
+  endpointId: string;
+  portBindings: PortBinding[];
+}
+
 export interface Capabilities {
   scope: 'local' | 'global';
   connectivityScope: 'local' | 'global';
@@ -87,4 +106,11 @@ export interface NetworkDriver {
   join(req: JoinRequest): Promise<JoinResponse>;
   /** The link is already gone with the sandbox or moved back; unknown ids succeed. */
   leave(networkId: string, endpointId: string): Promise<void>;
+  /**
+   * Publishes the endpoint's ports (called after Join, only for the container's gateway endpoint). All or nothing:
+   * a port in use or a bad binding leaves nothing behind.
+   */
+  programExternalConnectivity(req: ExternalConnectivityRequest): Promise<void>;
+  /** Unpublishes; comes before Leave on stop, disconnect or rm, or when another network takes over the gateway. */
+  revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
 }

@@ -10,6 +10,7 @@ import type {
   CreateEndpointRequest,
   CreateNetworkRequest,
   EndpointInterface,
+  ExternalConnectivityRequest,
   JoinRequest,
   JoinResponse,
   NetworkDriver,
@@ -17,6 +18,7 @@ import type {
 import type { NetworkMode } from './mode';
 import { KeyedMutex } from '../mutex';
 import { runSteps, undoChanges } from './steps';
+import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals } from './teardown';
 
@@ -31,6 +33,7 @@ export class TsnetDriver implements NetworkDriver {
   private readonly endpoints = new Map<string, EndpointRecord>();
   private readonly locks = new KeyedMutex();
   private readonly reaper: LinkReaper;
+  private readonly ports = new PortAllocator();
 
   private constructor(
     private readonly store: Store,
@@ -91,6 +94,7 @@ export class TsnetDriver implements NetworkDriver {
       if (!net) return;
       const mode = this.modeOf(net);
       // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
+      for (const e of [...this.endpoints.values()]) if (e.networkId === networkId && e.ports) await this.unpublish(e);
       const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
       const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...(await mode.releaseNetwork(net, this.kernel))];
       await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
@@ -126,8 +130,11 @@ export class TsnetDriver implements NetworkDriver {
 
   deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const ep = this.endpoints.get(endpointId);
-      if (!ep) return;
+      const found = this.endpoints.get(endpointId);
+      if (!found) return;
+      // dockerd revokes first; after a crash of dockerd it may not have.
+      if (found.ports) await this.unpublish(found);
+      const ep = this.endpoints.get(endpointId)!;
       const net = this.networks.get(ep.networkId);
       const links = net ? this.modeOf(net).endpointLinks(ep) : [];
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
@@ -143,8 +150,9 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   /** Shutdown: stops background deletion after the chunk in progress; tombstones keep the rest for the next start. */
-  stop(): Promise<void> {
-    return this.reaper.stop();
+  async stop(): Promise<void> {
+    await this.reaper.stop();
+    this.ports.closeAll();
   }
 
   endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
@@ -156,6 +164,7 @@ export class TsnetDriver implements NetworkDriver {
       bridge: net.bridge,
       macAddress: ep.mac,
       ...(ep.sandboxKey ? { sandboxKey: ep.sandboxKey } : {}),
+      ...(ep.ports ? { publishedPorts: ep.ports } : {}),
     });
   }
 
@@ -182,6 +191,57 @@ export class TsnetDriver implements NetworkDriver {
       await this.store.commit([put('endpoint', ep.id, rest)]);
       this.endpoints.set(ep.id, rest);
     });
+  }
+
+  programExternalConnectivity(req: ExternalConnectivityRequest): Promise<void> {
+    return this.locks.run(req.networkId, async () => {
+      const net = this.requireNetwork(req.networkId);
+      const ep = this.endpoints.get(req.endpointId);
+      if (!ep || ep.networkId !== net.id) {
+        throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${req.endpointId}" does not exist on network ${req.networkId}`);
+      }
+      const mode = this.modeOf(net);
+      // Docker publishes nothing on internal networks: nothing may enter them from outside.
+      const wants = net.internal || !mode.portWants ? [] : mode.portWants(net, ep, req.portBindings);
+      if (ep.ports) await this.unpublish(ep);
+      if (wants.length === 0) return;
+      const current = this.endpoints.get(ep.id)!;
+      const ports = await this.ports.reserve(ep.id, wants);
+      const published = { ...current, ports };
+      try {
+        await this.store.commit([put('endpoint', ep.id, published)]);
+      } catch (err) {
+        this.ports.release(ep.id);
+        throw err;
+      }
+      this.endpoints.set(ep.id, published);
+      try {
+        await this.kernel.firewall.addPorts(ports);
+      } catch (err) {
+        await this.store.commit([put('endpoint', ep.id, current)]);
+        this.endpoints.set(ep.id, current);
+        this.ports.release(ep.id);
+        throw tsnetError('TSN_KERNEL', 'publishing ports failed', err);
+      }
+      log.info('ports published', { ports: ports.map((p) => `${p.hostIp ?? '*'}:${p.hostPort}/${p.proto}->${p.containerIp}:${p.containerPort}`) });
+    });
+  }
+
+  revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void> {
+    return this.locks.run(networkId, async () => {
+      const ep = this.endpoints.get(endpointId);
+      if (ep?.ports) await this.unpublish(ep);
+    });
+  }
+
+  /** Firewall first, then the record, then the host ports: a crash in between leaves the store as the superset. */
+  private async unpublish(ep: EndpointRecord): Promise<void> {
+    await this.kernel.firewall.removePorts(ep.ports ?? []);
+    const { ports: _gone, ...rest } = ep;
+    await this.store.commit([put('endpoint', ep.id, rest)]);
+    this.endpoints.set(ep.id, rest);
+    this.ports.release(ep.id);
+    log.info('ports unpublished');
   }
 
   private requireNetwork(networkId: string): NetworkRecord {
@@ -258,6 +318,13 @@ export class TsnetDriver implements NetworkDriver {
     }
     // One transaction makes the table exactly what the store implies: lost rules come back, stale ones go.
     if (this.networks.size === 0) await fw.removeBase();
-    else await fw.sync([...this.networks.values()].map((n) => this.modeOf(n).firewallView(n)), []);
+    else {
+      const eps = [...this.endpoints.values()];
+      await fw.sync(
+        [...this.networks.values()].map((n) => this.modeOf(n).firewallView(n)),
+        eps.flatMap((e) => e.ports ?? []),
+      );
+      for (const e of eps) if (e.ports) await this.ports.restore(e.id, e.ports);
+    }
   }
 }

@@ -1,6 +1,7 @@
 import type { FwNetwork, Kernel, KernelChange, LinkInfo } from '../kernel/contract';
 import type { EndpointRecord, NetworkRecord } from '../store/records';
-import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse } from './contract';
+import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, PortBinding } from './contract';
+import type { PortWant } from './port-allocator';
 import type { Step } from './steps';
 
 /**
@@ -27,4 +28,6 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
   /** Links to delete when the endpoint goes. */
   endpointLinks(ep: EndpointRecord): string[];
   joinResponse(net: N, ep: EndpointRecord): JoinResponse;
+  /** Ports to publish for the endpoint; undefined when the mode publishes none (the host reaches it directly). */
+  portWants?(net: N, ep: EndpointRecord, bindings: PortBinding[]): PortWant[];
 }

@@ -52,10 +52,8 @@ export interface FwNetwork {
   internal: boolean;
   /** Members may talk to each other (`enable_icc`). */
   icc: boolean;
-  /** Outbound NAT for the subnets (`enable_ip_masquerade`). */
+  /** Outbound NAT for what leaves the network (`enable_ip_masquerade`). */
   masquerade: boolean;
-  /** CIDRs, IPv4 and IPv6. */
-  subnets: string[];
 }
 
 /** One published port (a host port range is already resolved to one port). */

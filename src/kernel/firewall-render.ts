@@ -16,8 +16,7 @@ const SETS: Array<[name: string, spec: string]> = [
   ['pairs', 'type ifname . ifname;'],
   ['noicc', 'type ifname;'],
   ['internal', 'type ifname;'],
-  ['masq4', 'type ipv4_addr; flags interval;'],
-  ['masq6', 'type ipv6_addr; flags interval;'],
+  ['masq', 'type ifname;'],
 ];
 const MAPS: Array<[name: string, spec: string]> = [
   ['dnat4', 'type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;'],
@@ -56,9 +55,9 @@ export function renderBase(mark: number): string {
       'postrouting',
       'type nat hook postrouting priority srcnat; policy accept;',
       [
-        // Outbound NAT: a network's subnets leave the host with the host's address.
-        'ip saddr @masq4 oifname != @bridges masquerade',
-        'ip6 saddr @masq6 oifname != @bridges masquerade',
+        // Outbound NAT: what a network sends out of the host leaves with the host's address. Keyed by bridge, not
+        // by subnet, so networks with equal or overlapping subnets (other IPAMs) never collide in a set.
+        'iifname @masq oifname != @bridges masquerade',
         // Hairpin: a container reaching a published port of its own network through a host address must see the
         // reply come back from that address, so the connection is masqueraded behind the gateway.
         'ct status dnat iifname . oifname @pairs masquerade',
@@ -114,8 +113,7 @@ export function renderNetwork(op: Op, n: FwNetwork): string[] {
     ...element(op, 'pairs', [`${br} . ${br}`]),
     ...element(op, 'noicc', n.icc ? [] : [br]),
     ...element(op, 'internal', n.internal ? [br] : []),
-    ...element(op, 'masq4', nat ? n.subnets.filter((s) => !s.includes(':')) : []),
-    ...element(op, 'masq6', nat ? n.subnets.filter((s) => s.includes(':')) : []),
+    ...element(op, 'masq', nat ? [br] : []),
   ];
 }
 

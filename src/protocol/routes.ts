@@ -28,8 +28,8 @@ const EMPTY = {};
 
 /**
  * The method table: the only place that knows the remote API's method names. Methods not listed get 404, which
- * dockerd reads as "not implemented" (remote-api.md §3.12): ProgramExternalConnectivity, RevokeExternalConnectivity,
- * AllocateNetwork/FreeNetwork (global scope only) and GwAllocCheck (not advertised).
+ * dockerd reads as "not implemented" (remote-api.md §3.12): AllocateNetwork/FreeNetwork (global scope only) and
+ * GwAllocCheck (not advertised).
  */
 export function routes(): Record<string, Route> {
   return {
@@ -128,6 +128,23 @@ export function routes(): Record<string, Route> {
       ids: epIds,
       handle: async (r, b) => {
         await b.driver.leave(r.NetworkID, r.EndpointID);
+        return EMPTY;
+      },
+    }),
+    'NetworkDriver.ProgramExternalConnectivity': route({
+      schema: S.ProgramExternalConnectivitySchema,
+      ids: epIds,
+      handle: async (r, b) => {
+        const portBindings = r.Options?.['com.docker.network.portmap'] ?? [];
+        await b.driver.programExternalConnectivity({ networkId: r.NetworkID, endpointId: r.EndpointID, portBindings });
+        return EMPTY;
+      },
+    }),
+    'NetworkDriver.RevokeExternalConnectivity': route({
+      schema: S.EndpointIdSchema,
+      ids: epIds,
+      handle: async (r, b) => {
+        await b.driver.revokeExternalConnectivity(r.NetworkID, r.EndpointID);
         return EMPTY;
       },
     }),

@@ -1,3 +1,5 @@
+import type { FwPort } from '../kernel/contract';
+
 /**
  * Persisted shapes: what tsnet must remember across restarts because dockerd never replays CreateNetwork or
  * IPAM calls (remote-api.md §6). Changing a shape means a new schema version in migrations.ts.
@@ -74,6 +76,8 @@ export interface EndpointRecord {
   addressIPv6?: string;
   /** Sandbox key once joined. */
   sandboxKey?: string;
+  /** Published ports with the host ports chosen, while external connectivity is programmed. */
+  ports?: FwPort[];
   createdAt: string;
 }
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,13 +20,14 @@ let socket: string;
 let server: Server;
 let store: SqliteStore;
 let kernel: FakeKernel;
+let driver: TsnetDriver;
 
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-proto-'));
   socket = path.join(dir, 'p.sock');
   store = new SqliteStore(':memory:');
   kernel = new FakeKernel();
-  const driver = await TsnetDriver.load(store, kernel);
+  driver = await TsnetDriver.load(store, kernel);
   const ipam = await TsnetIpam.load(store, {
     defaultPoolsV4: [{ base: '10.50.0.0/16', size: 24 }],
     defaultPoolsV6: [{ base: 'fd99::/48', size: 64 }],
@@ -36,6 +38,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await new Promise((r) => server.close(r));
+  await driver.stop(); // closes the sockets holding published host ports
   await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -45,6 +48,13 @@ const call = (method: string, body: unknown = ''): Promise<PluginResponse> => pl
 async function snapshot(): Promise<string> {
   const all = await Promise.all((['network', 'endpoint', 'pool', 'address'] as const).map((c) => store.all(c)));
   return JSON.stringify({ all, links: [...kernel.linkMap.keys()].sort() });
+}
+
+/** A network with one joined endpoint, ready for ProgramExternalConnectivity. */
+async function publishTarget(): Promise<void> {
+  await createNet();
+  await call('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: '172.28.5.2/16' } });
+  await call('NetworkDriver.Join', { NetworkID: NID, EndpointID: EID, SandboxKey: '/var/run/docker/netns/x' });
 }
 
 async function createNet(): Promise<string> {
@@ -86,7 +96,7 @@ describe('handshake (empty bodies, no Content-Type)', () => {
 });
 
 describe('not implemented → 404 (dockerd treats it as a no-op for optional calls)', () => {
-  test.each(['NetworkDriver.ProgramExternalConnectivity', 'NetworkDriver.RevokeExternalConnectivity', 'NetworkDriver.AllocateNetwork', 'NetworkDriver.FreeNetwork', 'NetworkDriver.GwAllocCheck', 'Foo.Bar'])(
+  test.each(['NetworkDriver.AllocateNetwork', 'NetworkDriver.FreeNetwork', 'NetworkDriver.GwAllocCheck', 'Foo.Bar'])(
     '%s',
     async (method) => {
       const res = await call(method, { NetworkID: NID, EndpointID: EID });
@@ -116,6 +126,26 @@ describe('full sequence: network create, run, stop, rm', () => {
     });
     const info = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });
     expect(info).toMatchObject({ status: 200, body: { Value: { hostInterface: 'tsv222222222222', bridge: 'tsbr-1111111111' } } });
+
+    // Publish an ephemeral port on 127.0.0.1 (tcp) and a fixed udp one on all addresses; then take them back.
+    const portmap = [
+      { Proto: 6, IP: '', Port: 80, HostIP: '127.0.0.1', HostPort: 0, HostPortEnd: 0 },
+      { Proto: 17, IP: '', Port: 53, HostIP: '', HostPort: 0, HostPortEnd: 0 },
+    ];
+    const prog = await call('NetworkDriver.ProgramExternalConnectivity', { NetworkID: NID, EndpointID: EID, Options: { 'com.docker.network.portmap': portmap } });
+    expect(prog).toMatchObject({ status: 200, body: {} });
+    const published = [...kernel.firewall.ports.values()];
+    expect(published).toHaveLength(2);
+    expect(published).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ proto: 'tcp', hostIp: '127.0.0.1', containerIp: address.split('/')[0], containerPort: 80 }),
+        expect.objectContaining({ proto: 'udp', containerPort: 53 }),
+      ]),
+    );
+    expect(((await store.all('endpoint'))[0]!.ports ?? []).map((p) => p.hostPort).sort()).toEqual(published.map((p) => p.hostPort).sort());
+    for (let i = 0; i < 2; i++) expect((await call('NetworkDriver.RevokeExternalConnectivity', { NetworkID: NID, EndpointID: EID })).status).toBe(200);
+    expect(kernel.firewall.ports.size).toBe(0);
+    expect((await store.all('endpoint'))[0]!.ports).toBeUndefined();
 
     for (const m of ['NetworkDriver.DiscoverNew', 'NetworkDriver.DiscoverDelete']) {
       expect((await call(m, { DiscoveryType: 1, DiscoveryData: { Address: '10.0.0.7', self: false } })).status).toBe(200);
@@ -181,6 +211,49 @@ describe('bad input → error status with {"Err"} naming field and value; nothin
     expect(res.status).not.toBe(404);
     expect((res.body as { Err: string }).Err).toMatch(re);
     expect(await snapshot()).toBe(before);
+  });
+
+  test.each<[string, unknown, RegExp]>([
+    ['unknown protocol', { Proto: 99, Port: 80, HostPort: 8080 }, /Proto.*got 99/],
+    ['container port 0', { Proto: 6, Port: 0, HostPort: 8080 }, /Port.*got 0/],
+    ['port above 65535', { Proto: 6, Port: 80, HostPort: 70000 }, /HostPort.*got 70000/],
+    ['range end below start', { Proto: 6, Port: 80, HostPort: 8080, HostPortEnd: 8000 }, /HostPortEnd.*below/],
+    ['host IP not an address', { Proto: 6, Port: 80, HostIP: '1.2.3', HostPort: 8080 }, /HostIP "1\.2\.3"/],
+    ['host IP not on this host', { Proto: 6, Port: 80, HostIP: '203.0.113.9', HostPort: 38080 }, /203\.0\.113\.9/],
+    ['host IP with a zone', { Proto: 6, Port: 80, HostIP: 'fe80::1%eth0', HostPort: 38080 }, /fe80::1%eth0/],
+    ['IPv6 loopback', { Proto: 6, Port: 80, HostIP: '::1', HostPort: 38080 }, /IPv6 loopback/],
+  ])('bad port map (%s) is refused naming it; nothing published', async (_what, binding, re) => {
+    await publishTarget();
+    const before = await snapshot();
+    const res = await call('NetworkDriver.ProgramExternalConnectivity', { NetworkID: NID, EndpointID: EID, Options: { 'com.docker.network.portmap': [binding] } });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect((res.body as { Err: string }).Err).toMatch(re);
+    expect(kernel.firewall.ports.size).toBe(0);
+    expect(await snapshot()).toBe(before);
+  });
+
+  test('a host port something else holds is refused with 409; the other ports of the call are not kept', async () => {
+    await publishTarget();
+    const busy = net.createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+    const port = (busy.address() as net.AddressInfo).port;
+    try {
+      const before = await snapshot();
+      const res = await call('NetworkDriver.ProgramExternalConnectivity', {
+        NetworkID: NID,
+        EndpointID: EID,
+        Options: { 'com.docker.network.portmap': [{ Proto: 17, Port: 53, HostIP: '127.0.0.1', HostPort: port }, { Proto: 6, Port: 80, HostIP: '127.0.0.1', HostPort: port }] },
+      });
+      expect(res.status).toBe(409);
+      expect((res.body as { Err: string }).Err).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}/tcp`));
+      expect(kernel.firewall.ports.size).toBe(0);
+      expect(await snapshot()).toBe(before);
+      // The udp port the failed call had taken first was given back.
+      const again = await call('NetworkDriver.ProgramExternalConnectivity', { NetworkID: NID, EndpointID: EID, Options: { 'com.docker.network.portmap': [{ Proto: 17, Port: 53, HostIP: '127.0.0.1', HostPort: port }] } });
+      expect(again.status).toBe(200);
+    } finally {
+      busy.close();
+    }
   });
 
   test('an address outside the pool is refused with its value', async () => {

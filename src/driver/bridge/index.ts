@@ -2,6 +2,7 @@ import type { BridgeNetworkRecord } from '../../store/records';
 import type { NetworkMode } from '../mode';
 import { endpointLinks, endpointSetupChanges, planBridgeEndpoint } from './endpoint';
 import { bridgeJoinResponse } from './joinleave';
+import { bridgePortWants } from './ports';
 import { bridgeFirewallView, bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, releaseBridgeNetwork } from './network';
 
 /** Linux bridge + veth pairs, docker0's model. */
@@ -16,4 +17,5 @@ export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
   endpointSetupChanges,
   endpointLinks,
   joinResponse: bridgeJoinResponse,
+  portWants: bridgePortWants,
 };

@@ -63,7 +63,6 @@ export function bridgeFirewallView(net: BridgeNetworkRecord): FwNetwork {
     internal: net.internal,
     icc: opts.enableIcc,
     masquerade: opts.enableMasquerade,
-    subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool),
   };
 }
 
