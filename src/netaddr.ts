@@ -12,3 +12,12 @@ export function addressOf(cidr: string): string {
   const slash = cidr.indexOf('/');
   return slash < 0 ? cidr : cidr.slice(0, slash);
 }
+
+/**
+ * Docker's MAC for an IPv4 endpoint: 02:42 followed by the address. The same address always gets the same MAC, so a
+ * container that takes over an address (restart, redeploy) is not cut off by neighbours' stale ARP entries.
+ */
+export function macForIPv4(cidrOrAddr: string): string {
+  const octets = addressOf(cidrOrAddr).split('.').map(Number);
+  return ['02', '42', ...octets.map((o) => o.toString(16).padStart(2, '0'))].join(':');
+}

@@ -146,7 +146,8 @@ describe('bridge endpoints', () => {
     const { store, kernel, driver } = await setup();
     await driver.createNetwork(netReq({ driverOptions: { 'com.docker.network.driver.mtu': '1450' } }));
     const reply = await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
-    expect(Object.keys(reply)).toEqual(['macAddress']);
+    // Derived from the address like Docker's, so a successor on the same address keeps neighbours' ARP entries valid.
+    expect(reply).toEqual({ macAddress: '02:42:ac:1c:05:02' });
     expect(kernel.linkMap.get('tsvbbbbbbbbbbbb')).toMatchObject({ master: 'tsbr-aaaaaaaaaa', up: true, mtu: 1450 });
     expect(kernel.linkMap.get('tscbbbbbbbbbbbb')).toMatchObject({ mac: reply.macAddress, up: false });
     expect(await store.all('endpoint')).toHaveLength(1);

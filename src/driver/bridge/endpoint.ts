@@ -1,7 +1,7 @@
 import { tsnetError } from '../../errors';
 import type { KernelChange } from '../../kernel/contract';
 import { vethNamesFor } from '../../kernel/names';
-import { randomMac } from '../../netaddr';
+import { macForIPv4, randomMac } from '../../netaddr';
 import { subnetOf } from '../../ipam/pools';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
@@ -34,7 +34,7 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
     throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress "${macAddress}": expected six hex pairs like 02:42:ac:11:00:02`);
   }
   const names = vethNamesFor(req.endpointId);
-  const mac = (macAddress ?? randomMac()).toLowerCase();
+  const mac = (macAddress ?? (address !== undefined ? macForIPv4(address) : randomMac())).toLowerCase();
   const ep: EndpointRecord = {
     id: req.endpointId,
     networkId: net.id,

@@ -1,0 +1,47 @@
+import { runOk } from './exec';
+import { delNetns, makeNetns } from './host';
+
+/**
+ * A namespace standing in for another machine, wired to the host by a veth: `hostIp` on the host side, `peerIp`
+ * inside. Test traffic stays between the host and namespaces the test made.
+ */
+export interface Peer {
+  ns: string;
+  hostIf: string;
+  hostIp: string;
+  peerIp: string;
+  /** Runs a command inside the namespace. */
+  exec(cmd: string, args: string[], timeoutMs?: number): Promise<string>;
+}
+
+export async function makePeer(name: string, hostIf: string, subnet24: string, opts: { defaultRoute?: boolean } = {}): Promise<Peer> {
+  const hostIp = `${subnet24}.1`;
+  const peerIp = `${subnet24}.2`;
+  const ns = `${name}-${process.pid}`;
+  await makeNetns(ns);
+  try {
+    await runOk('ip', ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await runOk('ip', ['addr', 'add', `${hostIp}/24`, 'dev', hostIf]);
+    await runOk('ip', ['link', 'set', hostIf, 'up']);
+    await runOk('ip', ['-n', ns, 'addr', 'add', `${peerIp}/24`, 'dev', 'eth0']);
+    await runOk('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    await runOk('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    if (opts.defaultRoute) await runOk('ip', ['-n', ns, 'route', 'add', 'default', 'via', hostIp]);
+  } catch (err) {
+    await removePeer({ ns, hostIf });
+    throw err;
+  }
+  return {
+    ns,
+    hostIf,
+    hostIp,
+    peerIp,
+    exec: async (cmd, args, timeoutMs = 15_000) => (await runOk('ip', ['netns', 'exec', ns, cmd, ...args], { timeoutMs })).stdout,
+  };
+}
+
+/** Removes the namespace (which takes its veth end, and so the pair) and the host end if it is still there. */
+export async function removePeer(p: { ns: string; hostIf: string }): Promise<void> {
+  await delNetns(p.ns);
+  await runOk('ip', ['link', 'del', p.hostIf]).catch(() => undefined);
+}
