@@ -869,8 +869,8 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
     if ((await run('ip', ['-o', 'link', 'show', 'type', 'bridge'])).stdout.includes(': tsbr-')) {
       errors.push('left behind: nft table inet tsnet and the DOCKER-USER hook (another tsnet has bridges on this host)');
     } else {
-      await step('nft delete table inet tsnet', () => run('nft', ['delete', 'table', 'inet', 'tsnet']));
-      const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', 'tsnet', '-j', 'ACCEPT'];
+      await step(`nft delete table inet ${tsnet?.name}`, () => run('nft', ['delete', 'table', 'inet', tsnet?.name ?? 'tsnet']));
+      const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', tsnet?.name ?? 'tsnet', '-j', 'ACCEPT'];
       for (const bin of ['iptables', 'ip6tables']) await step(`${bin} -D DOCKER-USER`, () => run(bin, ['-w', '-t', 'filter', '-D', ...hook]));
     }
   }

@@ -14,6 +14,8 @@ export interface Config {
   defaultPoolsV6: DefaultPoolSpec[];
   /** Packet mark bit tsnet sets on traffic it accepts, matched by its one rule in dockerd's DOCKER-USER chain. */
   fwMark: number;
+  /** Name of tsnet's nftables table (family inet). */
+  nftTable: string;
 }
 
 export interface DefaultPoolSpec {
@@ -45,6 +47,7 @@ export const usage = `usage: tsnet [options]
                                (env TSNET_DEFAULT_ADDRESS_POOLS, ';'-separated)
   --default-address-pool-v6 SPEC  the same for --ipv6 networks (env TSNET_DEFAULT_ADDRESS_POOLS_V6)
   --fw-mark HEX                mark bit for accepted forwarded traffic (default 0x${DEFAULT_FW_MARK.toString(16)})
+  --nft-table NAME             tsnet's nftables table, family inet (default tsnet; env TSNET_NFT_TABLE)
   --help`;
 
 /** Parses `base=CIDR,size=N` (the syntax of dockerd's --default-address-pool). */
@@ -78,6 +81,7 @@ export function loadConfig(argv: string[]): Config | 'help' {
       'default-address-pool': { type: 'string', multiple: true },
       'default-address-pool-v6': { type: 'string', multiple: true },
       'fw-mark': { type: 'string' },
+      'nft-table': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -90,6 +94,10 @@ export function loadConfig(argv: string[]): Config | 'help' {
   if (!Number.isInteger(fwMark) || fwMark <= 0 || fwMark > 0xffffffff || (fwMark & (fwMark - 1)) !== 0) {
     throw tsnetError('TSN_INVALID_OPTION', `fw-mark "${markText}": expected a single bit, e.g. 0x2000000`);
   }
+  const nftTable = values['nft-table'] ?? process.env.TSNET_NFT_TABLE ?? 'tsnet';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(nftTable)) {
+    throw tsnetError('TSN_INVALID_OPTION', `nft-table "${nftTable}": expected a letter then up to 31 letters, digits or '_'`);
+  }
   return {
     socket: path.resolve(values.socket ?? process.env.TSNET_SOCKET ?? DEFAULT_SOCKET),
     stateDir: path.resolve(values['state-dir'] ?? process.env.TSNET_STATE_DIR ?? DEFAULT_STATE_DIR),
@@ -97,5 +105,6 @@ export function loadConfig(argv: string[]): Config | 'help' {
     defaultPoolsV4: pools4.length ? pools4.map(parseDefaultPool) : DEFAULT_POOLS_V4,
     defaultPoolsV6: pools6.length ? pools6.map(parseDefaultPool) : DEFAULT_POOLS_V6,
     fwMark,
+    nftTable,
   };
 }

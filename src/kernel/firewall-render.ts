@@ -6,7 +6,8 @@ import type { FwNetwork, FwPort } from './contract';
  * cost that makes Docker's nft backend O(ports × rules), moby#53466).
  */
 
-export const TABLE = 'inet tsnet';
+/** Default table name (`inet tsnet`); `--nft-table` gives a second tsnet on one host (tests, benches) its own. */
+export const DEFAULT_TABLE = 'tsnet';
 
 type Op = 'add' | 'delete';
 
@@ -41,7 +42,8 @@ const DNAT_RULES = [
  * The static part. Idempotent: objects are added if missing and each chain is flushed and refilled in the same
  * transaction, so applying it again (restart, lost ruleset) converges without a window where rules are missing.
  */
-export function renderBase(mark: number): string {
+export function renderBase(mark: number, table = DEFAULT_TABLE): string {
+  const T = `inet ${table}`;
   const accept = `meta mark set meta mark or ${markHex(mark)} accept`;
   const chains: Array<[name: string, hook: string, rules: string[]]> = [
     [
@@ -93,38 +95,38 @@ export function renderBase(mark: number): string {
     ],
   ];
   return [
-    `add table ${TABLE}`,
-    ...SETS.map(([n, spec]) => `add set ${TABLE} ${n} { ${spec} }`),
-    ...MAPS.map(([n, spec]) => `add map ${TABLE} ${n} { ${spec} }`),
-    ...chains.flatMap(([n, hook, rules]) => [`add chain ${TABLE} ${n} { ${hook} }`, `flush chain ${TABLE} ${n}`, ...rules.map((r) => `add rule ${TABLE} ${n} ${r}`)]),
+    `add table ${T}`,
+    ...SETS.map(([n, spec]) => `add set ${T} ${n} { ${spec} }`),
+    ...MAPS.map(([n, spec]) => `add map ${T} ${n} { ${spec} }`),
+    ...chains.flatMap(([n, hook, rules]) => [`add chain ${T} ${n} { ${hook} }`, `flush chain ${T} ${n}`, ...rules.map((r) => `add rule ${T} ${n} ${r}`)]),
   ].join('\n');
 }
 
-function element(op: Op, set: string, items: string[]): string[] {
-  return items.length === 0 ? [] : [`${op} element ${TABLE} ${set} { ${items.join(', ')} }`];
+function element(table: string, op: Op, set: string, items: string[]): string[] {
+  return items.length === 0 ? [] : [`${op} element inet ${table} ${set} { ${items.join(', ')} }`];
 }
 
 /** Elements describing one network. */
-export function renderNetwork(op: Op, n: FwNetwork): string[] {
+export function renderNetwork(op: Op, n: FwNetwork, table = DEFAULT_TABLE): string[] {
   const br = `"${n.bridge}"`;
   const nat = n.masquerade && !n.internal;
   return [
-    ...element(op, 'bridges', [br]),
-    ...element(op, 'pairs', [`${br} . ${br}`]),
-    ...element(op, 'noicc', n.icc ? [] : [br]),
-    ...element(op, 'internal', n.internal ? [br] : []),
-    ...element(op, 'masq', nat ? [br] : []),
+    ...element(table, op, 'bridges', [br]),
+    ...element(table, op, 'pairs', [`${br} . ${br}`]),
+    ...element(table, op, 'noicc', n.icc ? [] : [br]),
+    ...element(table, op, 'internal', n.internal ? [br] : []),
+    ...element(table, op, 'masq', nat ? [br] : []),
   ];
 }
 
 /** Map elements of published ports (ranges are already expanded to single ports). */
-export function renderPorts(op: Op, ports: FwPort[]): string[] {
+export function renderPorts(op: Op, ports: FwPort[], table = DEFAULT_TABLE): string[] {
   return ports.flatMap((p) => {
     const v6 = p.containerIp.includes(':');
     const target = op === 'add' ? ` : ${p.containerIp} . ${p.containerPort}` : '';
     return p.hostIp === undefined
-      ? element(op, v6 ? 'dnat6any' : 'dnat4any', [`${p.proto} . ${p.hostPort}${target}`])
-      : element(op, v6 ? 'dnat6' : 'dnat4', [`${p.hostIp} . ${p.proto} . ${p.hostPort}${target}`]);
+      ? element(table, op, v6 ? 'dnat6any' : 'dnat4any', [`${p.proto} . ${p.hostPort}${target}`])
+      : element(table, op, v6 ? 'dnat6' : 'dnat4', [`${p.hostIp} . ${p.proto} . ${p.hostPort}${target}`]);
   });
 }
 
@@ -132,12 +134,12 @@ export function renderPorts(op: Op, ports: FwPort[]): string[] {
  * Everything the given state implies, in one transaction: base, then every set emptied and refilled. Used at start
  * so a ruleset lost or changed behind tsnet's back converges to exactly the store's view.
  */
-export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[]): string {
+export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE): string {
   return [
-    renderBase(mark),
-    ...SETS.map(([n]) => `flush set ${TABLE} ${n}`),
-    ...MAPS.map(([n]) => `flush map ${TABLE} ${n}`),
-    ...networks.flatMap((n) => renderNetwork('add', n)),
-    ...renderPorts('add', ports),
+    renderBase(mark, table),
+    ...SETS.map(([n]) => `flush set inet ${table} ${n}`),
+    ...MAPS.map(([n]) => `flush map inet ${table} ${n}`),
+    ...networks.flatMap((n) => renderNetwork('add', n, table)),
+    ...renderPorts('add', ports, table),
   ].join('\n');
 }

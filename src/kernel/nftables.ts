@@ -2,7 +2,7 @@ import { tsnetError } from '../errors';
 import { log, since } from '../log';
 import type { Firewall, FwNetwork, FwPort } from './contract';
 import { execFileInput } from './exec';
-import { renderBase, renderFull, renderNetwork, renderPorts, TABLE } from './firewall-render';
+import { DEFAULT_TABLE, renderBase, renderFull, renderNetwork, renderPorts } from './firewall-render';
 
 const NFT = 'nft';
 const IPTABLES = ['iptables', 'ip6tables'] as const;
@@ -20,21 +20,24 @@ export class NftFirewall implements Firewall {
   /** The base ruleset and hook are known to be in place (set by this process; reset by removeBase). */
   private baseReady = false;
 
-  constructor(private readonly mark: number) {}
+  constructor(
+    private readonly mark: number,
+    private readonly table = DEFAULT_TABLE,
+  ) {}
 
   private get markHex(): string {
     return `0x${this.mark.toString(16).padStart(8, '0')}`;
   }
 
   async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
-    await this.nft(renderFull(this.mark, networks, ports));
+    await this.nft(renderFull(this.mark, networks, ports, this.table));
     await this.ensureDockerUserHook();
     this.baseReady = true;
   }
 
   async removeBase(): Promise<void> {
     this.baseReady = false;
-    await this.nft(`delete table ${TABLE}`, GONE);
+    await this.nft(`delete table inet ${this.table}`, GONE);
     for (const bin of IPTABLES) {
       const del = await execFileInput(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
       if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule().join(' ')}` });
@@ -42,26 +45,26 @@ export class NftFirewall implements Firewall {
   }
 
   async addNetwork(n: FwNetwork): Promise<void> {
-    await this.add(renderNetwork('add', n));
+    await this.add(renderNetwork('add', n, this.table));
   }
 
   removeNetwork(n: FwNetwork): Promise<void> {
-    return this.remove(renderNetwork('delete', n));
+    return this.remove(renderNetwork('delete', n, this.table));
   }
 
   addPorts(ports: FwPort[]): Promise<void> {
-    return this.add(renderPorts('add', ports));
+    return this.add(renderPorts('add', ports, this.table));
   }
 
   removePorts(ports: FwPort[]): Promise<void> {
-    return this.remove(renderPorts('delete', ports));
+    return this.remove(renderPorts('delete', ports, this.table));
   }
 
   /** Adds elements; the first change since start (or since the table went) brings the base in the same transaction. */
   private async add(lines: string[]): Promise<void> {
     if (lines.length === 0) return;
     if (this.baseReady) return this.nft(lines.join('\n'));
-    await this.nft([renderBase(this.mark), ...lines].join('\n'));
+    await this.nft([renderBase(this.mark, this.table), ...lines].join('\n'));
     await this.ensureDockerUserHook();
     this.baseReady = true;
   }
@@ -87,7 +90,8 @@ export class NftFirewall implements Firewall {
 
   private hookRule(): string[] {
     const m = `${this.markHex}/${this.markHex}`;
-    return ['DOCKER-USER', '-m', 'mark', '--mark', m, '-m', 'comment', '--comment', 'tsnet', '-j', 'ACCEPT'];
+    // The comment names the table, so two tsnets on one host (each with its own table) own distinct rules.
+    return ['DOCKER-USER', '-m', 'mark', '--mark', m, '-m', 'comment', '--comment', this.table, '-j', 'ACCEPT'];
   }
 
   /**

@@ -66,7 +66,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
 
     // br_netfilter on + FORWARD DROP: the traffic below crosses dockerd's FORWARD chain.
     expect((await runOk('cat', ['/proc/sys/net/bridge/bridge-nf-call-iptables'])).stdout.trim()).toBe('1');
-    expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).toMatch(/--comment tsnet -j ACCEPT/);
+    expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).toContain(`--comment ${env.name} -j ACCEPT`);
 
     await runDetached(env, 'ca', ['--network', 'net1']);
     await runDetached(env, 'cb', ['--network', 'net1', '--ip', '172.28.5.10']);
@@ -78,7 +78,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'cb', 'ca')).toBe(true); // by name, through Docker's embedded DNS
     expect(await ping(env, 'ca', '172.28.5.254')).toBe(true); // the gateway on the bridge
     // Without tsnet's one DOCKER-USER rule, dockerd's FORWARD DROP policy would cut the two containers apart.
-    const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', 'tsnet', '-j', 'ACCEPT'];
+    const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
     await runOk('iptables', ['-w', '-D', ...hook]);
     try {
       expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
@@ -97,8 +97,8 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     // Links, the nft table and the hook go in the background, right after the answer.
     await eventually(async () => {
       expect(await linksWithPrefix(['ts'])).toEqual(before);
-      expect(await nftTableExists('inet', 'tsnet')).toBe(false);
-      expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toMatch(/tsnet/);
+      expect(await nftTableExists('inet', env.name)).toBe(false);
+      expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toContain(env.name);
     });
   });
 

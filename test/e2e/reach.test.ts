@@ -209,7 +209,7 @@ function suite(iptables: boolean): void {
     const before = await ruleset();
     await net('rules', '172.28.0.0/16', '--ipv6', '--subnet', 'fd00:7473:28::/64');
     await runC('r1', ['--network', 'rules', '-p', '8086:80', '-p', '127.0.0.1:8087:80/udp'], HTTPD);
-    expect(await nftTableExists('inet', 'tsnet')).toBe(true);
+    expect(await nftTableExists('inet', env.name)).toBe(true);
     await env.docker.docker(['rm', '-f', 'r1']);
     await env.docker.docker(['network', 'rm', 'rules']);
     await eventually(async () => expect(await ruleset()).toBe(before));

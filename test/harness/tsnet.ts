@@ -134,7 +134,8 @@ export class TsnetProcess {
   async start(): Promise<void> {
     if (this.pid !== undefined) throw new Error(`tsnet ${this.name} already running (pid ${this.pid})`);
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
-    const args = [MAIN_JS, '--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', ...(this.opts.extraArgs ?? [])];
+    // Its own nftables table (named like the plugin), so a test's tsnet never touches another tsnet's rules.
+    const args = [MAIN_JS, '--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, ...(this.opts.extraArgs ?? [])];
     const child = spawnDaemon(process.execPath, args, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
     const timeoutMs = this.opts.readyTimeoutMs ?? 15_000;

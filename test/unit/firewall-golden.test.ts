@@ -3,7 +3,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'os';
 import path from 'path';
 import type { FwNetwork, FwPort } from '../../src/kernel/contract';
-import { renderBase, renderFull, renderNetwork, renderPorts, TABLE } from '../../src/kernel/firewall-render';
+import { DEFAULT_TABLE, renderBase, renderFull, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
+
+const TABLE = `inet ${DEFAULT_TABLE}`;
 
 /**
  * Golden files of tsnet's nftables ruleset, one pair per option combination (like moby's
@@ -199,6 +201,14 @@ describe('firewall golden files', () => {
     const orphans = readdirSync(GOLDEN_DIR).filter((f) => !expected.has(f));
     expect(orphans).toEqual([]);
   });
+});
+
+test('another table name renders the same ruleset in that table (a second tsnet on one host)', () => {
+  const n = { bridge: 'tsbr-x', internal: false, icc: true, masquerade: true };
+  const p = [{ proto: 'tcp' as const, hostPort: 80, containerIp: '10.0.0.2', containerPort: 80 }];
+  const other = renderFull(0x2000000, [n], p, 'tsnet_b');
+  expect(other).toBe(renderFull(0x2000000, [n], p).split('inet tsnet ').join('inet tsnet_b ').replace(/inet tsnet$/m, 'inet tsnet_b'));
+  expect(other).not.toMatch(/inet tsnet /);
 });
 
 describe('firewall ruleset invariants', () => {
