@@ -71,22 +71,28 @@ function suite(iptables: boolean): void {
   let lan: Peer;
   let out: Peer;
   let server: ChildProcess | undefined;
+  let server6: ChildProcess | undefined;
   const net = (name: string, subnet: string, ...opts: string[]) =>
     env.docker.docker(['network', 'create', '-d', env.name, '--ipam-driver', env.name, '--subnet', subnet, ...opts, name]);
   const runC = (name: string, args: string[], cmd: string[] = ['sleep', '3600']) =>
     env.docker.docker(['run', '-d', '--name', name, ...NODE_MOUNTS, ...args, BUSYBOX_IMAGE, ...cmd]);
 
   beforeAll(async () => {
-    lan = await makePeer('tsnet-lan', 'lanh0', '10.213.0', { defaultRoute: true });
-    out = await makePeer('tsnet-out', 'outh0', '10.214.0');
+    lan = await makePeer('tsnet-lan', 'lanh0', '10.213.0', { defaultRoute: true, prefix64: 'fd00:213::' });
+    out = await makePeer('tsnet-out', 'outh0', '10.214.0', { prefix64: 'fd00:214::' });
     // The outside server answers with the address it sees the client as.
     server = spawnDaemon('ip', ['netns', 'exec', out.ns, process.execPath, '-e', "require('http').createServer((q,s)=>s.end(q.socket.remoteAddress)).listen(8000,'10.214.0.2')"], {
       logFile: path.join(env.dockerd.dir, 'outside-server.log'),
     });
+    server6 = spawnDaemon('ip', ['netns', 'exec', out.ns, process.execPath, '-e', "require('http').createServer((q,s)=>s.end(q.socket.remoteAddress)).listen(8001,'fd00:214::2')"], {
+      logFile: path.join(env.dockerd.dir, 'outside-server6.log'),
+    });
     await eventually(async () => expect(await wget('http://10.214.0.2:8000/', out)).toBe('10.214.0.2'), 10_000, 100);
+    await eventually(async () => expect(await wget('http://[fd00:214::2]:8001/', out)).toBe('fd00:214::2'), 10_000, 100);
   });
   afterAll(async () => {
     if (server) await terminate(server, 2_000);
+    if (server6) await terminate(server6, 2_000);
     if (out) await removePeer(out);
     if (lan) await removePeer(lan);
   });
@@ -202,6 +208,25 @@ function suite(iptables: boolean): void {
     const d1 = await containerIp(env, 'd1', 'dockers');
     expect(await canPing(env, 'l1', d1)).toBe(false);
     expect(await canPing(env, 'd1', l1)).toBe(false);
+  });
+
+  test('IPv6: a port published on an --ipv6 network answers over IPv6 and IPv4; IPv6 leaves NATed', async () => {
+    await net('six', '172.28.0.0/16', '--ipv6', '--subnet', 'fd00:7473:28::/64');
+    await runC('web6', ['--network', 'six', '-p', '8088:80'], HTTPD);
+    await eventually(async () => expect(await wget(`http://[${lan.hostIp6}]:8088/`, lan)).toMatch(/^hello/), 10_000, 200);
+    expect(await wget(`http://${lan.hostIp}:8088/`, lan)).toMatch(/^hello/);
+    expect(await cget(env, 'web6', 'http://[fd00:214::2]:8001/')).toBe('fd00:214::1');
+  });
+
+  test('a ruleset lost behind tsnet\'s back comes back when tsnet restarts', async () => {
+    await net('lost', '172.28.0.0/16');
+    await runC('kept', ['--network', 'lost', '-p', '8089:80'], HTTPD);
+    await eventually(async () => expect(await wget(`http://${lan.hostIp}:8089/`, lan)).toMatch(/^hello/), 10_000, 200);
+    await runOk('nft', ['delete', 'table', 'inet', env.name]);
+    expect(await wget(`http://${lan.hostIp}:8089/`, lan)).toBeUndefined();
+    await env.tsnet.restart();
+    await eventually(async () => expect(await wget(`http://${lan.hostIp}:8089/`, lan)).toMatch(/^hello/), 10_000, 200);
+    expect(await cget(env, 'kept', 'http://10.214.0.2:8000/')).toBe('10.214.0.1');
   });
 
   test('after docker rm and docker network rm the ruleset is exactly as before', async () => {

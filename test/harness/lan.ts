@@ -10,13 +10,17 @@ export interface Peer {
   hostIf: string;
   hostIp: string;
   peerIp: string;
+  /** IPv6 addresses when the peer was made with a /64 prefix. */
+  hostIp6?: string;
+  peerIp6?: string;
   /** Runs a command inside the namespace. */
   exec(cmd: string, args: string[], timeoutMs?: number): Promise<string>;
 }
 
-export async function makePeer(name: string, hostIf: string, subnet24: string, opts: { defaultRoute?: boolean } = {}): Promise<Peer> {
+export async function makePeer(name: string, hostIf: string, subnet24: string, opts: { defaultRoute?: boolean; prefix64?: string } = {}): Promise<Peer> {
   const hostIp = `${subnet24}.1`;
   const peerIp = `${subnet24}.2`;
+  const six = opts.prefix64 ? { hostIp6: `${opts.prefix64}1`, peerIp6: `${opts.prefix64}2` } : {};
   const ns = `${name}-${process.pid}`;
   await makeNetns(ns);
   try {
@@ -27,6 +31,12 @@ export async function makePeer(name: string, hostIf: string, subnet24: string, o
     await runOk('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
     await runOk('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     if (opts.defaultRoute) await runOk('ip', ['-n', ns, 'route', 'add', 'default', 'via', hostIp]);
+    if (six.hostIp6 && six.peerIp6) {
+      // nodad: usable at once instead of after duplicate address detection.
+      await runOk('ip', ['addr', 'add', `${six.hostIp6}/64`, 'dev', hostIf, 'nodad']);
+      await runOk('ip', ['-n', ns, 'addr', 'add', `${six.peerIp6}/64`, 'dev', 'eth0', 'nodad']);
+      if (opts.defaultRoute) await runOk('ip', ['-n', ns, '-6', 'route', 'add', 'default', 'via', six.hostIp6]);
+    }
   } catch (err) {
     await removePeer({ ns, hostIf });
     throw err;
@@ -36,6 +46,7 @@ export async function makePeer(name: string, hostIf: string, subnet24: string, o
     hostIf,
     hostIp,
     peerIp,
+    ...six,
     exec: async (cmd, args, timeoutMs = 15_000) => (await runOk('ip', ['netns', 'exec', ns, cmd, ...args], { timeoutMs })).stdout,
   };
 }
