@@ -171,14 +171,9 @@ export class TsnetDriver implements NetworkDriver {
   join(req: JoinRequest): Promise<JoinResponse> {
     return this.locks.run(req.networkId, async () => {
       const net = this.requireNetwork(req.networkId);
-      const ep = this.endpoints.get(req.endpointId);
-      if (!ep || ep.networkId !== net.id) {
-        throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${req.endpointId}" does not exist on network ${req.networkId}`);
-      }
+      const ep = this.requireEndpoint(net, req.endpointId);
       const response = this.modeOf(net).joinResponse(net, ep);
-      const joined = { ...ep, sandboxKey: req.sandboxKey };
-      await this.store.commit([put('endpoint', ep.id, joined)]);
-      this.endpoints.set(ep.id, joined);
+      await this.saveEndpoint({ ...ep, sandboxKey: req.sandboxKey });
       return response;
     });
   }
@@ -188,18 +183,14 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.endpoints.get(endpointId);
       if (!ep?.sandboxKey) return;
       const { sandboxKey: _left, ...rest } = ep;
-      await this.store.commit([put('endpoint', ep.id, rest)]);
-      this.endpoints.set(ep.id, rest);
+      await this.saveEndpoint(rest);
     });
   }
 
   programExternalConnectivity(req: ExternalConnectivityRequest): Promise<void> {
     return this.locks.run(req.networkId, async () => {
       const net = this.requireNetwork(req.networkId);
-      const ep = this.endpoints.get(req.endpointId);
-      if (!ep || ep.networkId !== net.id) {
-        throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${req.endpointId}" does not exist on network ${req.networkId}`);
-      }
+      const ep = this.requireEndpoint(net, req.endpointId);
       const mode = this.modeOf(net);
       // Docker publishes nothing on internal networks: nothing may enter them from outside.
       const wants = net.internal || !mode.portWants ? [] : mode.portWants(net, ep, req.portBindings);
@@ -207,19 +198,16 @@ export class TsnetDriver implements NetworkDriver {
       if (wants.length === 0) return;
       const current = this.endpoints.get(ep.id)!;
       const ports = await this.ports.reserve(ep.id, wants);
-      const published = { ...current, ports };
       try {
-        await this.store.commit([put('endpoint', ep.id, published)]);
+        await this.saveEndpoint({ ...current, ports });
       } catch (err) {
         this.ports.release(ep.id);
         throw err;
       }
-      this.endpoints.set(ep.id, published);
       try {
         await this.kernel.firewall.addPorts(ports);
       } catch (err) {
-        await this.store.commit([put('endpoint', ep.id, current)]);
-        this.endpoints.set(ep.id, current);
+        await this.saveEndpoint(current);
         this.ports.release(ep.id);
         throw tsnetError('TSN_KERNEL', 'publishing ports failed', err);
       }
@@ -238,10 +226,23 @@ export class TsnetDriver implements NetworkDriver {
   private async unpublish(ep: EndpointRecord): Promise<void> {
     await this.kernel.firewall.removePorts(ep.ports ?? []);
     const { ports: _gone, ...rest } = ep;
-    await this.store.commit([put('endpoint', ep.id, rest)]);
-    this.endpoints.set(ep.id, rest);
+    await this.saveEndpoint(rest);
     this.ports.release(ep.id);
     log.info('ports unpublished');
+  }
+
+  private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
+    const ep = this.endpoints.get(endpointId);
+    if (!ep || ep.networkId !== net.id) {
+      throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on network ${net.id}`);
+    }
+    return ep;
+  }
+
+  /** Commits a changed endpoint, then adopts it in memory. */
+  private async saveEndpoint(ep: EndpointRecord): Promise<void> {
+    await this.store.commit([put('endpoint', ep.id, ep)]);
+    this.endpoints.set(ep.id, ep);
   }
 
   private requireNetwork(networkId: string): NetworkRecord {

@@ -26,6 +26,18 @@ function route<T extends z.ZodType>(r: Route<T>): Route {
 const epIds = (r: { NetworkID: string; EndpointID: string }): LogContext => ({ networkId: r.NetworkID, endpointId: r.EndpointID });
 const EMPTY = {};
 
+/** A call that names an endpoint and answers `{}`. */
+function endpointCall(fn: (d: NetworkDriver, networkId: string, endpointId: string) => Promise<void>): Route {
+  return route({
+    schema: S.EndpointIdSchema,
+    ids: epIds,
+    handle: async (r, b) => {
+      await fn(b.driver, r.NetworkID, r.EndpointID);
+      return EMPTY;
+    },
+  });
+}
+
 /**
  * The method table: the only place that knows the remote API's method names. Methods not listed get 404, which
  * dockerd reads as "not implemented" (remote-api.md §3.12): AllocateNetwork/FreeNetwork (global scope only) and
@@ -96,14 +108,7 @@ export function routes(): Record<string, Route> {
         return Object.keys(out).length > 0 ? { Interface: out } : EMPTY;
       },
     }),
-    'NetworkDriver.DeleteEndpoint': route({
-      schema: S.EndpointIdSchema,
-      ids: epIds,
-      handle: async (r, b) => {
-        await b.driver.deleteEndpoint(r.NetworkID, r.EndpointID);
-        return EMPTY;
-      },
-    }),
+    'NetworkDriver.DeleteEndpoint': endpointCall((d, n, e) => d.deleteEndpoint(n, e)),
     'NetworkDriver.EndpointOperInfo': route({
       schema: S.EndpointIdSchema,
       ids: epIds,
@@ -123,14 +128,7 @@ export function routes(): Record<string, Route> {
         };
       },
     }),
-    'NetworkDriver.Leave': route({
-      schema: S.EndpointIdSchema,
-      ids: epIds,
-      handle: async (r, b) => {
-        await b.driver.leave(r.NetworkID, r.EndpointID);
-        return EMPTY;
-      },
-    }),
+    'NetworkDriver.Leave': endpointCall((d, n, e) => d.leave(n, e)),
     'NetworkDriver.ProgramExternalConnectivity': route({
       schema: S.ProgramExternalConnectivitySchema,
       ids: epIds,
@@ -140,14 +138,7 @@ export function routes(): Record<string, Route> {
         return EMPTY;
       },
     }),
-    'NetworkDriver.RevokeExternalConnectivity': route({
-      schema: S.EndpointIdSchema,
-      ids: epIds,
-      handle: async (r, b) => {
-        await b.driver.revokeExternalConnectivity(r.NetworkID, r.EndpointID);
-        return EMPTY;
-      },
-    }),
+    'NetworkDriver.RevokeExternalConnectivity': endpointCall((d, n, e) => d.revokeExternalConnectivity(n, e)),
     // Node discovery only matters to global-connectivity drivers; tsnet's bridge networks are host-local.
     'NetworkDriver.DiscoverNew': route({ schema: S.DiscoverySchema, static: true, handle: () => EMPTY }),
     'NetworkDriver.DiscoverDelete': route({ schema: S.DiscoverySchema, static: true, handle: () => EMPTY }),
