@@ -21,7 +21,7 @@ async function main(): Promise<void> {
     return;
   }
   setLogLevel(config.logLevel);
-  const kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable));
+  const kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable), `tsnet:${config.nftTable}`);
   const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
   const driver = await TsnetDriver.load(store, kernel);
   const ipam = await TsnetIpam.load(store, {

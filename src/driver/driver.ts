@@ -263,7 +263,7 @@ export class TsnetDriver implements NetworkDriver {
 
   /**
    * Makes the kernel match the store after a start: re-creates missing bridges and not-yet-joined veths, restores
-   * firewall state, and deletes tsnet-named links that no record owns (left by a crash between two steps).
+   * firewall state, and deletes links this instance created that no record owns (a failed rollback, a crash).
    */
   async reconcile(): Promise<void> {
     const tombstones = (await this.store.all('tombstone')).map((t) => t.link);
@@ -312,7 +312,8 @@ export class TsnetDriver implements NetworkDriver {
         });
       });
     }
-    const orphans = [...links.values()].filter((l) => isGeneratedLink(l) && !wanted.has(l.name)).map((l) => l.name);
+    // Only links carrying this instance's owner tag: another tsnet's links look the same by name.
+    const orphans = [...links.values()].filter((l) => l.owner === this.kernel.owner && isGeneratedLink(l) && !wanted.has(l.name)).map((l) => l.name);
     if (orphans.length > 0) {
       log.info('reconcile: deleting orphan links', { links: orphans });
       await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));

@@ -21,6 +21,8 @@ export interface LinkInfo {
   /** 'bridge', 'veth', 'macvlan', ... or '' for a plain device. */
   kind: string;
   master?: string;
+  /** The link's alias; tsnet sets it to its owner tag on links it creates. */
+  owner?: string;
   mtu: number;
   mac: string;
   up: boolean;
@@ -91,6 +93,8 @@ export interface Kernel {
   link(name: string): Promise<LinkInfo | undefined>;
   routes(v6: boolean): Promise<RouteInfo[]>;
   readonly firewall: Firewall;
+  /** Tag every link this kernel creates carries (LinkInfo.owner), naming this tsnet instance. */
+  readonly owner: string;
   /**
    * The same kernel on its own lane for slow background work (link deletion), so a plugin call's changes never
    * queue behind it.

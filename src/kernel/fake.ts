@@ -61,6 +61,7 @@ export class FakeFirewall implements Firewall {
  */
 export class FakeKernel implements Kernel {
   readonly firewall = new FakeFirewall();
+  readonly owner = 'tsnet:test';
   get background(): FakeKernel {
     return this;
   }
@@ -99,7 +100,7 @@ export class FakeKernel implements Kernel {
   private step(c: KernelChange): string | undefined {
     const need = (n: string) => (this.linkMap.has(n) ? undefined : `Cannot find device "${n}"`);
     const fresh = (n: string, kind: string, mtu?: number, mac?: string, peer?: string) => {
-      this.linkMap.set(n, { name: n, kind, mtu: mtu ?? 1500, mac: mac ?? '02:00:00:00:00:00', up: false, addresses: [], ...(peer ? { peer } : {}) });
+      this.linkMap.set(n, { name: n, kind, owner: this.owner, mtu: mtu ?? 1500, mac: mac ?? '02:00:00:00:00:00', up: false, addresses: [], ...(peer ? { peer } : {}) });
     };
     switch (c.op) {
       case 'bridge.add':

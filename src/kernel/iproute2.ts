@@ -7,26 +7,35 @@ import { IpBatchSession } from './ip-session';
 
 const IP = 'ip';
 
-/** One `ip -batch` line (tokens joined by spaces: names are validated to contain no whitespace). */
-function batchLine(c: Exclude<KernelChange, { op: 'sysctl.set' }>): string {
+/**
+ * The `ip -batch` lines of one change (tokens joined by spaces: names are validated to contain no whitespace). Every
+ * link tsnet creates is stamped with its owner tag as the link alias, so reconciliation can tell its own links from
+ * another tsnet's (or anyone's) even when the names look alike.
+ */
+function batchLines(c: Exclude<KernelChange, { op: 'sysctl.set' }>, owner: string): string[] {
   const mtu = (m?: number) => (m === undefined ? [] : ['mtu', String(m)]);
   const mac = (a?: string) => (a === undefined ? [] : ['address', a]);
+  const stamp = (name: string) => `link set dev ${name} alias ${owner}`;
   switch (c.op) {
     case 'bridge.add':
-      return ['link', 'add', 'name', c.name, ...mtu(c.mtu), ...mac(c.mac), 'type', 'bridge'].join(' ');
+      return [['link', 'add', 'name', c.name, ...mtu(c.mtu), ...mac(c.mac), 'type', 'bridge'].join(' '), stamp(c.name)];
     case 'veth.add':
-      return ['link', 'add', 'name', c.name, ...mtu(c.mtu), 'type', 'veth', 'peer', 'name', c.peer, ...mtu(c.mtu), ...mac(c.peerMac)].join(' ');
+      return [
+        ['link', 'add', 'name', c.name, ...mtu(c.mtu), 'type', 'veth', 'peer', 'name', c.peer, ...mtu(c.mtu), ...mac(c.peerMac)].join(' '),
+        stamp(c.name),
+        stamp(c.peer),
+      ];
     case 'link.master':
-      return `link set dev ${c.name} master ${c.master}`;
+      return [`link set dev ${c.name} master ${c.master}`];
     case 'link.up':
-      return `link set dev ${c.name} up`;
+      return [`link set dev ${c.name} up`];
     case 'link.del':
-      return `link del dev ${c.name}`;
+      return [`link del dev ${c.name}`];
     case 'addr.add':
       // nodad: the gateway address must answer at once, not after IPv6 duplicate address detection (~1 s).
-      return `addr add ${c.cidr} dev ${c.dev}${c.cidr.includes(':') ? ' nodad' : ''}`;
+      return [`addr add ${c.cidr} dev ${c.dev}${c.cidr.includes(':') ? ' nodad' : ''}`];
     case 'addr.del':
-      return `addr del ${c.cidr} dev ${c.dev}`;
+      return [`addr del ${c.cidr} dev ${c.dev}`];
   }
 }
 
@@ -37,6 +46,7 @@ interface IpAddrJson {
   address?: string;
   master?: string;
   linkinfo?: { info_kind?: string };
+  ifalias?: string;
   addr_info?: Array<{ local: string; prefixlen: number }>;
 }
 
@@ -46,14 +56,18 @@ export class Iproute2Kernel implements Kernel {
   /** A second ip process for the background lane; created on first use. */
   private lane: Iproute2Kernel | undefined;
 
+  /**
+   * @param owner tag set as the alias of every link this kernel creates (e.g. `tsnet:tsnet`); see {@link batchLines}.
+   */
   constructor(
     readonly firewall: Firewall,
+    readonly owner: string,
     private readonly isBackground = false,
   ) {}
 
   get background(): Kernel {
     if (this.isBackground) return this;
-    this.lane ??= new Iproute2Kernel(this.firewall, true);
+    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, true);
     return this.lane;
   }
 
@@ -80,7 +94,14 @@ export class Iproute2Kernel implements Kernel {
   }
 
   private async batch(changes: Array<Exclude<KernelChange, { op: 'sysctl.set' }>>, offset: number): Promise<void> {
-    const lines = changes.map(batchLine);
+    const lines: string[] = [];
+    const changeOfLine: number[] = [];
+    changes.forEach((c, i) => {
+      for (const l of batchLines(c, this.owner)) {
+        lines.push(l);
+        changeOfLine.push(i);
+      }
+    });
     const start = performance.now();
     const failure = await this.session.run(lines);
     const ms = since(start);
@@ -88,9 +109,10 @@ export class Iproute2Kernel implements Kernel {
       log.debug('kernel change', { changes: lines, ms });
       return;
     }
-    const i = Math.min(Math.max(failure.index, 0), lines.length - 1);
-    log.debug('kernel change failed', { changes: lines, failed: lines[i], reason: failure.reason, ms });
-    throw new KernelChangeError(changes[i]!, offset + i, `ip ${lines[i]}: ${failure.reason}`);
+    const line = Math.min(Math.max(failure.index, 0), lines.length - 1);
+    const i = changeOfLine[line]!;
+    log.debug('kernel change failed', { changes: lines, failed: lines[line], reason: failure.reason, ms });
+    throw new KernelChangeError(changes[i]!, offset + i, `ip ${lines[line]}: ${failure.reason}`);
   }
 
   private async sysctl(c: Extract<KernelChange, { op: 'sysctl.set' }>, index: number): Promise<void> {
@@ -125,6 +147,7 @@ export class Iproute2Kernel implements Kernel {
       name: r.ifname,
       kind: r.linkinfo?.info_kind ?? '',
       ...(r.master ? { master: r.master } : {}),
+      ...(r.ifalias ? { owner: r.ifalias } : {}),
       mtu: r.mtu,
       mac: r.address ?? '',
       up: (r.flags ?? []).includes('UP'),

@@ -2,7 +2,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BUSYBOX_IMAGE } from '../harness/busybox';
 import { eventually, run, runOk } from '../harness/exec';
-import { addrsOn, describeE2E, links, linksWithPrefix, nftTableExists } from '../harness/host';
+import { addrsOn, describeE2E, links, linksOwnedBy, nftTableExists } from '../harness/host';
 import { type E2EEnv, setupE2E } from '../harness/tsnet';
 
 /**
@@ -19,6 +19,11 @@ function storeRows(env: E2EEnv): Record<string, number> {
   } finally {
     db.close();
   }
+}
+
+/** Links this test's tsnet made (other tsnets on the host, e.g. a bench, have their own). */
+function ownLinks(env: E2EEnv, prefix = ''): Promise<string[]> {
+  return linksOwnedBy(`tsnet:${env.name}`, prefix);
 }
 
 async function ip(env: E2EEnv, container: string, network: string): Promise<string> {
@@ -56,7 +61,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
 
   test('the operator flow: create, inspect, ping by IP and name, --ip honoured, rm leaves nothing', async () => {
     const d = env.docker;
-    const before = await linksWithPrefix(['ts']);
+    const before = await ownLinks(env);
     await d.docker(['network', 'create', '-d', env.name, '--ipam-driver', env.name, '--subnet', '172.28.0.0/16', '--ip-range', '172.28.5.0/24', '--gateway', '172.28.5.254', '--aux-address', 'r=172.28.5.1', 'net1']);
     const ipam = JSON.parse(await d.docker(['network', 'inspect', 'net1', '-f', '{{json .IPAM.Config}}'])) as unknown;
     expect(ipam).toEqual([{ Subnet: '172.28.0.0/16', IPRange: '172.28.5.0/24', Gateway: '172.28.5.254', AuxiliaryAddresses: { r: '172.28.5.1' } }]);
@@ -78,7 +83,8 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'cb', 'ca')).toBe(true); // by name, through Docker's embedded DNS
     expect(await ping(env, 'ca', '172.28.5.254')).toBe(true); // the gateway on the bridge
     // Without tsnet's one DOCKER-USER rule, dockerd's FORWARD DROP policy would cut the two containers apart.
-    const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
+    const mark = `0x${env.tsnet.fwMark.toString(16)}`;
+    const hook = ['DOCKER-USER', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
     await runOk('iptables', ['-w', '-D', ...hook]);
     try {
       expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
@@ -96,7 +102,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     await eventually(() => expect(storeRows(env)).toEqual({}));
     // Links, the nft table and the hook go in the background, right after the answer.
     await eventually(async () => {
-      expect(await linksWithPrefix(['ts'])).toEqual(before);
+      expect(await ownLinks(env)).toEqual(before);
       expect(await nftTableExists('inet', env.name)).toBe(false);
       expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toContain(env.name);
     });
@@ -120,15 +126,15 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await d.docker(['exec', 'cx', 'ip', '-o', 'addr', 'show', 'eth1'])).toContain(ipXn2);
     expect(await ping(env, 'cy', ipXn2)).toBe(true);
     expect(await ping(env, 'cx', 'cy')).toBe(true);
-    const hostLinks = (await linksWithPrefix(['tsv'])).length;
+    const hostLinks = (await ownLinks(env, 'tsv')).length;
 
     await d.docker(['network', 'disconnect', 'n2', 'cx']);
     expect((await d.dockerTry(['exec', 'cx', 'ip', 'link', 'show', 'eth1'])).code).not.toBe(0);
-    await eventually(async () => expect((await linksWithPrefix(['tsv'])).length).toBe(hostLinks - 1));
+    await eventually(async () => expect((await ownLinks(env, 'tsv')).length).toBe(hostLinks - 1));
     expect(await ping(env, 'cy', ipXn2)).toBe(false);
     await d.docker(['rm', '-f', 'cx', 'cy']);
     await d.docker(['network', 'rm', 'n1', 'n2']);
-    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
+    await eventually(async () => expect(await ownLinks(env)).toEqual([]));
   });
 
   test('IPv6, several subnets, MTU and MAC options reach the kernel', async () => {
@@ -215,7 +221,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     await d.docker(['stop', '-t', '1', 'r1', 'r2', 'r3']);
     await d.docker(['rm', 'r1', 'r2', 'r3']);
     await d.docker(['network', 'rm', 'rs']);
-    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
+    await eventually(async () => expect(await ownLinks(env)).toEqual([]));
     await eventually(() => expect(storeRows(env)).toEqual({}));
   });
 
@@ -232,7 +238,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'peer', 'always')).toBe(true);
     await d.docker(['rm', '-f', 'always', 'peer']);
     await d.docker(['network', 'rm', 'boot']);
-    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
+    await eventually(async () => expect(await ownLinks(env)).toEqual([]));
     await eventually(() => expect(storeRows(env)).toEqual({}));
   });
 
@@ -262,6 +268,6 @@ describeE2E('bridge networks under dockerd --iptables=false', () => {
     expect(await ping(env, 'ca', 'cb')).toBe(true);
     await d.docker(['rm', '-f', 'ca', 'cb']);
     await d.docker(['network', 'rm', 'plain']);
-    await eventually(async () => expect(await linksWithPrefix(['ts'])).toEqual([]));
+    await eventually(async () => expect(await ownLinks(env)).toEqual([]));
   });
 });

@@ -16,6 +16,8 @@ export interface LinkInfo {
   link_type: string;
   master?: string;
   address?: string;
+  /** The link alias; tsnet sets it to `tsnet:<table>` on every link it creates. */
+  ifalias?: string;
 }
 
 /** One address of `ip -json addr show` (`addr_info` entry). */
@@ -46,6 +48,14 @@ export async function linksWithPrefix(prefixes: readonly string[], netns?: strin
   return (await links(netns))
     .map((l) => l.ifname)
     .filter((n) => prefixes.some((p) => n.startsWith(p)))
+    .sort();
+}
+
+/** Sorted names of the links a tsnet instance created (its owner tag, `tsnet:<table>`, is their alias). */
+export async function linksOwnedBy(owner: string, prefix = ''): Promise<string[]> {
+  return (await links())
+    .filter((l) => l.ifalias === owner && l.ifname.startsWith(prefix))
+    .map((l) => l.ifname)
     .sort();
 }
 

@@ -120,9 +120,13 @@ export class TsnetProcess {
   readonly socket: string;
   private child: ChildProcess | undefined;
 
+  /** One mark bit from 0x100-0x8000, chosen by the name. */
+  readonly fwMark: number;
+
   constructor(private readonly opts: TsnetOptions) {
     this.name = opts.name;
     this.socket = pluginSocketPath(opts.name);
+    this.fwMark = 1 << (8 + ([...opts.name].reduce((h, c) => h + c.charCodeAt(0), 0) % 8));
   }
 
   /** Pid while running, undefined otherwise. */
@@ -134,8 +138,9 @@ export class TsnetProcess {
   async start(): Promise<void> {
     if (this.pid !== undefined) throw new Error(`tsnet ${this.name} already running (pid ${this.pid})`);
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
-    // Its own nftables table (named like the plugin), so a test's tsnet never touches another tsnet's rules.
-    const args = [MAIN_JS, '--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, ...(this.opts.extraArgs ?? [])];
+    // Its own nftables table (named like the plugin) and mark bit, so a test's tsnet and its DOCKER-USER rule never
+    // stand in for another tsnet's on the same host.
+    const args = [MAIN_JS, '--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, '--fw-mark', `0x${this.fwMark.toString(16)}`, ...(this.opts.extraArgs ?? [])];
     const child = spawnDaemon(process.execPath, args, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
     const timeoutMs = this.opts.readyTimeoutMs ?? 15_000;

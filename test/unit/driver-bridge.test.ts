@@ -242,12 +242,15 @@ describe('reconcile after a restart', () => {
     const kernel = new FakeKernel();
     await kernel.apply([{ op: 'veth.add', name: 'tsv000000000000', peer: 'tsc000000000000' }]);
     kernel.addForeignLink('tsvpn0', 'tun');
+    // Same name shape and kind, but another tsnet's (its owner tag differs): never touched.
+    kernel.addForeignLink('tsv111111111111', 'veth');
     const d2 = await TsnetDriver.load(store, kernel);
     await d2.reconcile();
     expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')).toMatchObject({ up: true, addresses: ['172.28.5.254/16'] });
     expect(kernel.linkMap.get('tsvbbbbbbbbbbbb')).toMatchObject({ master: 'tsbr-aaaaaaaaaa', up: true });
     expect(kernel.linkMap.has('tsv000000000000')).toBe(false);
     expect(kernel.linkMap.has('tsvpn0')).toBe(true);
+    expect(kernel.linkMap.has('tsv111111111111')).toBe(true);
     expect(kernel.firewall.networks.has('tsbr-aaaaaaaaaa')).toBe(true);
   });
 
