@@ -8,18 +8,24 @@
  *   (d) tsnet RSS idle and with 1,000 live endpoints
  *   (e) CreateEndpoint / Join latency (plugin socket, client side) with 10 vs 1,000 live endpoints
  *   (f) where the time goes: tsnet's debug log per plugin call and per kernel step
+ *   (g) iperf3 single-stream TCP throughput: container ↔ container, container → host, vs the host's loopback
+ *   (h) `docker run -d` publishing 100 ports (Docker: its default userland proxy), and tsnet's ProgramExternalConnectivity
  *
  * Results: bench/results/<date>-<host>.{json,md} and bench/results/latest.md. Knobs (env): BENCH_N (iterations,
- * default 30), BENCH_WARMUP (3), BENCH_E_SAMPLES (100), BENCH_E_LIVE (1000), BENCH_TSNET_ROOT / BENCH_TSNET_LABEL (measure
- * another tsnet tree). See bench/README.md.
+ * default 30), BENCH_WARMUP (3), BENCH_E_SAMPLES (100), BENCH_E_LIVE (1000), BENCH_IPERF_SECONDS (5),
+ * BENCH_IPERF_REPS (3), BENCH_PORTS_N (10), BENCH_TSNET_ROOT / BENCH_TSNET_LABEL (measure another tsnet tree).
+ * See bench/README.md.
  */
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../test/harness/busybox';
 import { type Docker, type Dockerd, startDockerd } from '../test/harness/dockerd';
-import { onProcessExit, run, sleep, waitFor } from '../test/harness/exec';
+import { onProcessExit, run, type RunResult, sleep, spawnDaemon, terminate, waitFor } from '../test/harness/exec';
+import { pidsInCgroupsNamed } from '../test/harness/host';
 import { ensureBuilt, pluginCall, REPO_ROOT as HARNESS_ROOT, TsnetProcess, uniquePluginName } from '../test/harness/tsnet';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -40,6 +46,12 @@ const E_LIVE_LOW = 10;
 /** Unmeasured create/remove cycles before the samples at the low count. */
 const E_WARMUP = 10 * WARMUP;
 const E_LIVE_HIGH = envInt('BENCH_E_LIVE', 1000, E_LIVE_LOW + 1);
+/** (g): seconds per iperf3 measurement (after one omitted second of slow start) and repetitions per path. */
+const IPERF_SECONDS = envInt('BENCH_IPERF_SECONDS', 5, 1);
+const IPERF_REPS = envInt('BENCH_IPERF_REPS', 3, 1);
+/** (h): measured `docker run -d` per driver and port count, after H_WARMUP unmeasured ones (where publication is verified). */
+const PORTS_N = envInt('BENCH_PORTS_N', 10, 1);
+const H_WARMUP = 1;
 
 /** Private ranges only (10.210-10.219.x); the host's LAN is never touched and no traffic leaves the machine. */
 const NET = {
@@ -52,9 +64,12 @@ const NET = {
   /** The (c) container lives here: dockerd refuses to connect a `--network none` container to anything. */
   cHome: '10.210.6.0/24',
   eTsnet: '10.211.0.0/16',
+  /** (g) and (h): one network per driver; the host's iperf3 servers for container → host listen on the gateways. */
+  ghTsnet: '10.216.0.0/24',
+  ghDocker: '10.217.0.0/24',
 } as const;
 
-const TARGETS = { createRmRatio: 1.0, connectRatio: 1.0, shareRatio: 0.8, p99Growth: 1.2 } as const;
+const TARGETS = { createRmRatio: 1.0, connectRatio: 1.0, shareRatio: 0.8, p99Growth: 1.2, iperfRatioMin: 0.98, portsRatio: 0.5 } as const;
 
 /** The bench's own repository root (the one holding package.json), whatever directory it was compiled into. */
 function findRepoRoot(): string {
@@ -265,9 +280,9 @@ function callInstances(lines: LogLine[]): CallInstance[] {
   return out;
 }
 
-/** Generated link names (per network/endpoint) → their shape, so one command is one row. */
+/** Generated link names (per network/endpoint) and the run's nft table name → their shape, so one command is one row. */
 function anonymize(text: string): string {
-  return text.replace(/\b(tsbr-|tsv|tsc)[0-9a-z]{10,12}\b/g, '$1…');
+  return text.replace(/\b(tsbr-|tsv|tsc)[0-9a-z]{10,12}\b/g, '$1…').replace(/\binet tsnete2e[0-9a-f]{6}\b/g, 'inet <table>');
 }
 
 /** `network 0123456789ab` / `endpoint …` → `network` / `endpoint`. */
@@ -501,6 +516,10 @@ async function machine(docker: Docker): Promise<Record<string, unknown>> {
     warmup: WARMUP,
     eSamples: E_SAMPLES,
     eLive: [E_LIVE_LOW, E_LIVE_HIGH],
+    iperf3: await cmdOut('iperf3', ['--version']),
+    iperfSeconds: IPERF_SECONDS,
+    iperfReps: IPERF_REPS,
+    portsN: PORTS_N,
   };
 }
 
@@ -797,6 +816,325 @@ async function benchEndpoints(env: Env, rss: Record<string, number>): Promise<Re
   };
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// (g) iperf3 throughput
+
+/** The host's iperf3 and its libraries, read-only into busybox containers (the image has no iperf3). */
+const IPERF_MOUNTS = ['-v', '/usr/bin/iperf3:/iperf3:ro', '-v', '/usr/lib:/lib:ro', '-v', '/usr/lib64:/lib64:ro'];
+/** Server ports: in the server containers, and of the host's servers (gateway of each network, loopback). */
+const IPERF_PORT = { container: 5201, hostTsnet: 5211, hostDocker: 5212, loopback: 5213 } as const;
+
+interface IperfRun {
+  gbps: number;
+  retransmits: number;
+  /** iperf3's own CPU figures (percent of one CPU, user + system): sender, receiver. */
+  cpuSender: number;
+  cpuReceiver: number;
+}
+
+interface IperfJson {
+  error?: string;
+  end?: {
+    sum_sent?: { retransmits?: number };
+    sum_received?: { bits_per_second?: number };
+    cpu_utilization_percent?: { host_total?: number; remote_total?: number };
+  };
+}
+
+/**
+ * One iperf3 client run (`-J`), retried a few times while the server is not (yet, or again) accepting: a server
+ * serves one test at a time and needs a moment after the previous one.
+ */
+async function iperfClient(what: string, exec: () => Promise<RunResult>): Promise<IperfRun> {
+  let last = '';
+  for (let attempt = 0; attempt < 8; attempt++) {
+    checkAborted();
+    const r = await exec();
+    let j: IperfJson | undefined;
+    try {
+      j = JSON.parse(r.stdout) as IperfJson;
+    } catch {
+      j = undefined;
+    }
+    const bps = j?.end?.sum_received?.bits_per_second;
+    if (r.code === 0 && j && !j.error && typeof bps === 'number' && bps > 0) {
+      return {
+        gbps: bps / 1e9,
+        retransmits: j.end?.sum_sent?.retransmits ?? NaN,
+        cpuSender: j.end?.cpu_utilization_percent?.host_total ?? NaN,
+        cpuReceiver: j.end?.cpu_utilization_percent?.remote_total ?? NaN,
+      };
+    }
+    last = j?.error ?? (r.stderr.trim() || r.stdout.trim()).slice(0, 300);
+    await sleep(500);
+  }
+  throw new Error(`iperf3 ${what}: ${last}`);
+}
+
+const iperfArgs = (server: string, port: number, seconds: number): string[] => [
+  '-c', server, '-p', String(port), '-t', String(seconds), '-O', '1', '-J',
+];
+const iperfTimeoutMs = (seconds: number) => (seconds + 1) * 1000 + 30_000;
+
+/** The host's iperf3 servers started by the bench (stopped at the end of (g) and, whatever happened, in teardown). */
+const hostIperf: ChildProcess[] = [];
+/** Every pid of those, and the ids of the (g) containers (iperf3 servers, clients): what teardown checks is gone. */
+const iperfPids: number[] = [];
+const iperfContainers: string[] = [];
+
+async function startHostIperf(dir: string, address: string, port: number): Promise<void> {
+  const child = spawnDaemon('iperf3', ['-s', '-B', address, '-p', String(port)], { logFile: path.join(dir, `iperf3-${port}.log`) });
+  hostIperf.push(child);
+  if (child.pid !== undefined) iperfPids.push(child.pid);
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`iperf3 -s -B ${address} -p ${port} exited: ${fs.readFileSync(path.join(dir, `iperf3-${port}.log`), 'utf8').trim()}`);
+      return (await run('ss', ['-ltnH', `sport = :${port}`])).stdout.includes(address);
+    },
+    10_000,
+    () => `iperf3 -s on ${address}:${port} not listening after 10 s`,
+  );
+}
+
+async function stopHostIperf(): Promise<void> {
+  while (hostIperf.length > 0) await terminate(hostIperf.pop()!, 3_000);
+}
+
+/** Live iperf3 processes this run started: the host's servers, and any in the (g) containers' cgroups. */
+function benchIperfPids(): number[] {
+  const isIperf = (pid: number) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'iperf3';
+    } catch {
+      return false; // exited
+    }
+  };
+  return [...new Set([...iperfPids, ...pidsInCgroupsNamed(iperfContainers)])].filter(isIperf);
+}
+
+async function containerIp(env: Env, container: string, network: string): Promise<string> {
+  return env.docker.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
+}
+
+/** First address of a subnet: the gateway dockerd asks both drivers for (tsnet puts it on its bridge). */
+const gatewayOf = (subnet: string) => subnet.replace(/\.0\/\d+$/, '.1');
+
+type GPath = 'c2c' | 'c2h';
+
+/**
+ * (g) single-stream TCP throughput with iperf3, tsnet vs Docker's bridge, interleaved per repetition after one
+ * unmeasured second per path: container → container on one network, container → host (the host's server on the
+ * network's gateway address), and the host's loopback as the ceiling. Networks stay for (h).
+ */
+async function benchIperf(env: Env): Promise<Record<string, unknown>> {
+  const drivers = ['tsnet', 'docker'] as const;
+  const subnet = { tsnet: NET.ghTsnet, docker: NET.ghDocker };
+  const hostPort = { tsnet: IPERF_PORT.hostTsnet, docker: IPERF_PORT.hostDocker };
+  const server: Record<string, string> = {};
+  for (const d of drivers) {
+    const net = `bench-gh-${d}`;
+    await createNet(env, net, d, subnet[d]);
+    iperfContainers.push(
+      await env.docker.docker(['run', '-d', '--name', `bench-g-srv-${d}`, '--network', net, ...IPERF_MOUNTS, BUSYBOX_IMAGE, '/iperf3', '-s', '-p', String(IPERF_PORT.container)]),
+      await env.docker.docker(['run', '-d', '--name', `bench-g-cli-${d}`, '--network', net, ...IPERF_MOUNTS, BUSYBOX_IMAGE, 'sleep', '86400']),
+    );
+    server[d] = await containerIp(env, `bench-g-srv-${d}`, net);
+    await startHostIperf(env.dockerd.dir, gatewayOf(subnet[d]), hostPort[d]);
+  }
+  await startHostIperf(env.dockerd.dir, '127.0.0.1', IPERF_PORT.loopback);
+  const measure = (which: GPath | 'loopback', d: 'tsnet' | 'docker' | undefined, seconds: number): Promise<IperfRun> => {
+    if (which === 'loopback') {
+      return iperfClient('loopback', () => run('iperf3', iperfArgs('127.0.0.1', IPERF_PORT.loopback, seconds), { timeoutMs: iperfTimeoutMs(seconds) }));
+    }
+    const [addr, port] = which === 'c2c' ? [server[d!]!, IPERF_PORT.container] : [gatewayOf(subnet[d!]), hostPort[d!]];
+    return iperfClient(`${d} ${which} (bench-g-cli-${d} → ${addr}:${port})`, () =>
+      env.docker.dockerTry(['exec', `bench-g-cli-${d}`, '/iperf3', ...iperfArgs(addr, port, seconds)], { timeoutMs: iperfTimeoutMs(seconds) }),
+    ).catch(async (err: unknown) => {
+      // What the client saw: its links, addresses and routes. (A tsnet container without eth0 has lost its veth, e.g.
+      // to a tsnet older than 598be43 starting on this host, which deleted every tsnet-named link; see bench/README.md.)
+      const seen = await env.docker.dockerTry(['exec', `bench-g-cli-${d}`, 'sh', '-c', 'ip -o link; ip -o addr; ip route']);
+      throw new Error(`${(err as Error).message}\n--- in bench-g-cli-${d} ---\n${seen.stdout.trim()}${seen.stderr.trim()}`);
+    });
+  };
+  // Warm-up: ARP, conntrack, page cache of the binaries; not reported.
+  await measure('loopback', undefined, 1);
+  for (const p of ['c2c', 'c2h'] as const) for (const d of drivers) await measure(p, d, 1);
+  const runs: Record<string, IperfRun[]> = {};
+  const push = (k: string, r: IperfRun) => (runs[k] ??= []).push(r);
+  for (let i = 0; i < IPERF_REPS; i++) {
+    push('loopback', await measure('loopback', undefined, IPERF_SECONDS));
+    // Alternating order (tsnet first, then Docker first, ...), so neither driver always follows the other.
+    const order = i % 2 === 0 ? drivers : ([...drivers].reverse() as Array<(typeof drivers)[number]>);
+    for (const p of ['c2c', 'c2h'] as const) for (const d of order) push(`${p}.${d}`, await measure(p, d, IPERF_SECONDS));
+    progress(`(g) iperf3 repetition ${i + 1}/${IPERF_REPS}: ${Object.entries(runs).map(([k, v]) => `${k} ${v[v.length - 1]!.gbps.toFixed(2)}`).join(', ')} Gbit/s`);
+  }
+  await stopHostIperf();
+  for (const d of drivers) await env.docker.docker(['rm', '-f', `bench-g-srv-${d}`, `bench-g-cli-${d}`]);
+  const gbps = (k: string) => stats(runs[k]!.map((r) => r.gbps));
+  const loop = gbps('loopback');
+  const paths = Object.fromEntries(
+    (['c2c', 'c2h'] as const).map((p) => {
+      const t = gbps(`${p}.tsnet`);
+      const d = gbps(`${p}.docker`);
+      return [p, { tsnet: t, docker: d, ratio: ratio(t.median, d.median), tsnetOfLoopback: ratio(t.median, loop.median), dockerOfLoopback: ratio(d.median, loop.median) }];
+    }),
+  );
+  return { loopback: loop, paths, runs, seconds: IPERF_SECONDS, reps: IPERF_REPS };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (h) 100 published ports
+
+const H_PORTS = 100;
+/** Host port blocks (tsnet, Docker: never the same) → container ports CPORT_BASE…+99; httpd answers on the first. */
+const H_HOST_BASE = { tsnet: 20000, docker: 20200 } as const;
+const H_CPORT_BASE = 10000;
+const H_CMD = ['sh', '-c', `echo tsnet-bench > /var/www/index.html && exec httpd -f -p ${H_CPORT_BASE} -h /var/www`];
+
+function publishArgs(hostBase: number, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => ['-p', `${hostBase + i}:${H_CPORT_BASE + i}`]).flat();
+}
+
+/** One HTTP GET from the host (Node's client); the body, or undefined on any error. */
+function httpGet(url: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { timeout: 2_000, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve(res.statusCode === 200 ? body.trim() : undefined));
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve(undefined));
+  });
+}
+
+/** Polls `url` until httpd answers (it starts right after `docker run -d` returns); ms until then. */
+async function verifyPublished(url: string): Promise<number> {
+  const t0 = performance.now();
+  await waitFor(async () => (await httpGet(url)) === 'tsnet-bench', 15_000, () => `published port ${url} did not answer within 15 s`, 100);
+  return r2(performance.now() - t0);
+}
+
+/** Processes named `comm` whose parent is `ppid` (dockerd's docker-proxy children). */
+function childrenNamed(ppid: number, comm: string): number {
+  let n = 0;
+  for (const pid of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(stat);
+      if (m && m[1] === comm && Number(m[2]) === ppid) n++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return n;
+}
+
+/** Listening TCP sockets on host ports lo…hi (anyone's). */
+async function listenersIn(lo: number, hi: number): Promise<number> {
+  const out = (await run('ss', ['-ltnH', `( sport >= :${lo} and sport <= :${hi} )`])).stdout;
+  return out.split('\n').filter((l) => l.trim() !== '').length;
+}
+
+/**
+ * (h) `docker run -d` with 100 `-p HOST:CPORT` on the (g) networks, tsnet vs Docker's bridge (default userland
+ * proxy), and the same run without ports, interleaved; every container is removed (timed too) before the next.
+ * The first (unmeasured) run per driver checks that a published port answers from the host.
+ */
+async function benchPorts(env: Env): Promise<Record<string, unknown>> {
+  const drivers = ['tsnet', 'docker'] as const;
+  const subnet = { tsnet: NET.ghTsnet, docker: NET.ghDocker };
+  const bridge = tsnetBridge(env, 'bench-gh-tsnet');
+  const xs: Record<string, number[]> = {};
+  const push = (k: string, v: number) => (xs[k] ??= []).push(v);
+  const verified: Record<string, Record<string, number>> = {};
+  const proxies: Record<string, number> = {};
+  const iptablesRules: Record<string, number> = {};
+  const background: number[] = [];
+  for (const d of drivers) {
+    const busy = await listenersIn(H_HOST_BASE[d], H_HOST_BASE[d] + H_PORTS - 1);
+    if (busy > 0) throw new Error(`(h): ${busy} host ports in ${H_HOST_BASE[d]}-${H_HOST_BASE[d] + H_PORTS - 1} are already in use`);
+  }
+  for (let i = 0; i < H_WARMUP + PORTS_N; i++) {
+    const measured = i >= H_WARMUP;
+    const phase = measured ? 'h' : 'h-warmup';
+    for (const n of [H_PORTS, 0]) {
+      for (const d of drivers) {
+        const name = `bench-h-${d}`;
+        const label = `run -d, ${n} ports`;
+        const r = await env.log.measure(phase, `${d} ${label}`, () =>
+          env.docker.docker(['run', '-d', '--name', name, '--network', `bench-gh-${d}`, ...publishArgs(H_HOST_BASE[d], n), BUSYBOX_IMAGE, ...H_CMD]),
+        );
+        if (measured) push(`${d}.${label}`, r.ms);
+        if (i === 0 && n === H_PORTS) {
+          // Working publications: from the host to 127.0.0.1 and to the gateway address (a host address).
+          verified[d] = {};
+          for (const host of ['127.0.0.1', gatewayOf(subnet[d])]) {
+            verified[d][`http://${host}:${H_HOST_BASE[d]}/`] = await verifyPublished(`http://${host}:${H_HOST_BASE[d]}/`);
+          }
+          proxies[d] = childrenNamed(env.dockerd.pid!, 'docker-proxy');
+          // Docker's iptables rules for the container (host-wide tables; its address is in each of them).
+          const ip = await containerIp(env, name, `bench-gh-${d}`);
+          const saved = (await run('iptables-save', [])).stdout.split('\n');
+          iptablesRules[d] = saved.filter((l) => l.startsWith('-A ') && (l.includes(` ${ip}/32 `) || l.includes(` ${ip}:`) || l.includes(`--to-destination ${ip}`))).length;
+          progress(
+            `(h) ${d}: published port answers (${Object.entries(verified[d]).map(([u, ms]) => `${u} after ${ms} ms`).join(', ')}); ` +
+              `${proxies[d]} docker-proxy processes, ${iptablesRules[d]} iptables rules naming ${ip}`,
+          );
+        }
+        const rm = await env.log.measure(phase, `${d} rm -f, ${n} ports`, () => env.docker.docker(['rm', '-f', name]));
+        if (measured) push(`${d}.rm -f, ${n} ports`, rm.ms);
+        if (d === 'tsnet') {
+          const bg = await quiesce(`veth deletion on ${bridge}`, () => noPorts(bridge), performance.now());
+          if (measured && n === H_PORTS) background.push(bg);
+        }
+        if (n > 0) {
+          const lo = H_HOST_BASE[d];
+          await waitFor(async () => (await listenersIn(lo, lo + n - 1)) === 0, 10_000, () => `${d}: host ports ${lo}-${lo + n - 1} still held 10 s after docker rm -f`, 20);
+        }
+      }
+    }
+    progress(`(h) run -d with ${H_PORTS} ports ${i + 1}/${H_WARMUP + PORTS_N}`);
+  }
+  await env.log.settle();
+  // tsnet's side, from its log: the calls dockerd made while `docker run -d` (100 ports) ran.
+  const runs = env.log.windowsOf(['h']).filter((w) => w.label === `tsnet run -d, ${H_PORTS} ports`);
+  const pec = runs.flatMap((w) => callInstances(env.log.linesOf(w)).filter((c) => c.call === 'NetworkDriver.ProgramExternalConnectivity' && !c.failed));
+  const rms = env.log.windowsOf(['h']).filter((w) => w.label === `tsnet rm -f, ${H_PORTS} ports`);
+  const revoke = rms.flatMap((w) => callInstances(env.log.linesOf(w)).filter((c) => c.call === 'NetworkDriver.RevokeExternalConnectivity' && !c.failed));
+  const med = (k: string) => median(xs[k]!);
+  const shareT = med(`tsnet.run -d, ${H_PORTS} ports`) - med('tsnet.run -d, 0 ports');
+  const shareD = med(`docker.run -d, ${H_PORTS} ports`) - med('docker.run -d, 0 ports');
+  const hLines = env.log.windowsOf(['h']).flatMap((w) => env.log.linesOf(w));
+  return {
+    run100: pair(xs[`tsnet.run -d, ${H_PORTS} ports`]!, xs[`docker.run -d, ${H_PORTS} ports`]!),
+    run0: pair(xs['tsnet.run -d, 0 ports']!, xs['docker.run -d, 0 ports']!),
+    rm100: pair(xs[`tsnet.rm -f, ${H_PORTS} ports`]!, xs[`docker.rm -f, ${H_PORTS} ports`]!),
+    rm0: pair(xs['tsnet.rm -f, 0 ports']!, xs['docker.rm -f, 0 ports']!),
+    publishShareTsnetMs: r2(shareT),
+    publishShareDockerMs: r2(shareD),
+    publishShareRatio: ratio(shareT, shareD),
+    programExternalConnectivity: {
+      total: stats(pec.map((c) => c.ms)),
+      exec: stats(pec.map((c) => c.execMs)),
+      store: stats(pec.map((c) => c.storeMs)),
+      other: stats(pec.map((c) => c.ms - c.execMs - c.storeMs)),
+    },
+    revokeExternalConnectivity: stats(revoke.map((c) => c.ms)),
+    commands: commandShares(env.log, ['h']),
+    breakdown: breakdown(hLines),
+    verified,
+    dockerProxies: proxies,
+    iptablesRules,
+    tsnetBackgroundMs: stats(background),
+    ports: H_PORTS,
+    hostPorts: Object.fromEntries(drivers.map((d) => [d, `${H_HOST_BASE[d]}-${H_HOST_BASE[d] + H_PORTS - 1}`])),
+    containerPorts: `${H_CPORT_BASE}-${H_CPORT_BASE + H_PORTS - 1}`,
+  };
+}
+
 /** Every step runs even if an earlier one failed; errors are collected. */
 async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: TsnetProcess | undefined): Promise<string[]> {
   const errors: string[] = [];
@@ -814,6 +1152,8 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
     if (tsnet) await step('stop tsnet after abort', () => tsnet.stop());
     if (dockerd) await step('stop dockerd after abort', () => dockerd.stop());
   }
+  // (g)'s iperf3 servers on the host (those in containers go with the containers).
+  await step('stop the host\'s iperf3 servers', () => stopHostIperf());
   // A dead tsnet or dockerd is started again (same state dir / data-root): tsnet's reconciliation and dockerd's
   // deletes then remove what was made.
   // Alive means answering: a process killed a moment ago may not have been reaped yet.
@@ -870,7 +1210,9 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
       errors.push('left behind: nft table inet tsnet and the DOCKER-USER hook (another tsnet has bridges on this host)');
     } else {
       await step(`nft delete table inet ${tsnet?.name}`, () => run('nft', ['delete', 'table', 'inet', tsnet?.name ?? 'tsnet']));
-      const hook = ['DOCKER-USER', '-m', 'mark', '--mark', '0x2000000/0x2000000', '-m', 'comment', '--comment', tsnet?.name ?? 'tsnet', '-j', 'ACCEPT'];
+      // The harness may give each tsnet its own mark bit (TsnetProcess.fwMark); tsnet's default otherwise.
+      const markBit = `0x${((tsnet as { fwMark?: number } | undefined)?.fwMark ?? 0x2000000).toString(16)}`;
+      const hook = ['DOCKER-USER', '-m', 'mark', '--mark', `${markBit}/${markBit}`, '-m', 'comment', '--comment', tsnet?.name ?? 'tsnet', '-j', 'ACCEPT'];
       for (const bin of ['iptables', 'ip6tables']) await step(`${bin} -D DOCKER-USER`, () => run(bin, ['-w', '-t', 'filter', '-D', ...hook]));
     }
   }
@@ -883,6 +1225,11 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
     }
     await step('destroy dockerd', () => dockerd.destroy());
   }
+  const strays = benchIperfPids();
+  if (strays.length > 0) {
+    errors.push(`left behind: iperf3 processes ${strays.join(', ')} (killed)`);
+    for (const pid of strays) await step(`kill iperf3 ${pid}`, () => process.kill(pid, 'SIGKILL'));
+  }
   return errors;
 }
 
@@ -891,6 +1238,8 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
 
 const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2));
 const ok = (v: number, target: number) => (Number.isFinite(v) ? (v <= target ? 'yes' : '**no**') : '—');
+const okMin = (v: number, target: number) => (Number.isFinite(v) ? (v >= target ? 'yes' : '**no**') : '—');
+const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(0)} %` : '—');
 
 interface Results {
   date: string;
@@ -913,6 +1262,30 @@ interface Results {
     vethsOnBridgeAtHigh: number;
   };
   f: Breakdown & { commands: Record<string, CommandShare> };
+  g: {
+    loopback: Stats;
+    paths: Record<'c2c' | 'c2h', { tsnet: Stats; docker: Stats; ratio: number; tsnetOfLoopback: number; dockerOfLoopback: number }>;
+    runs: Record<string, IperfRun[]>;
+    seconds: number;
+    reps: number;
+  };
+  h: Record<string, unknown> & {
+    run100: Pair;
+    run0: Pair;
+    rm100: Pair;
+    rm0: Pair;
+    publishShareTsnetMs: number;
+    publishShareDockerMs: number;
+    publishShareRatio: number;
+    programExternalConnectivity: { total: Stats; exec: Stats; store: Stats; other: Stats };
+    revokeExternalConnectivity: Stats;
+    commands: Record<string, CommandShare>;
+    breakdown: Breakdown;
+    verified: Record<string, Record<string, number>>;
+    dockerProxies: Record<string, number>;
+    iptablesRules: Record<string, number>;
+    tsnetBackgroundMs: Stats;
+  };
 }
 
 function summaryRows(r: Results): string[][] {
@@ -929,6 +1302,19 @@ function summaryRows(r: Results): string[][] {
   p('(c) network connect (ms)', r.c.connect);
   p('(c) network disconnect (ms)', r.c.disconnect);
   p('(c) connect + disconnect (ms)', r.c.connectDisconnect, TARGETS.connectRatio);
+  const g = r.g;
+  const gb = (x: Stats) => x.median.toFixed(2);
+  rows.push(['(g) iperf3 loopback 127.0.0.1, the ceiling (Gbit/s)', gb(g.loopback), '', gb(g.loopback), '', '', '', '']);
+  for (const [k, label] of [['c2c', 'container → container'], ['c2h', 'container → host']] as const) {
+    const x = g.paths[k];
+    rows.push([`(g) iperf3 ${label} (Gbit/s; of loopback: tsnet ${pct(x.tsnetOfLoopback)}, Docker ${pct(x.dockerOfLoopback)})`, gb(x.tsnet), '', gb(x.docker), '', x.ratio.toFixed(3), `≥ ${TARGETS.iperfRatioMin.toFixed(2)}`, okMin(x.ratio, TARGETS.iperfRatioMin)]);
+  }
+  const h = r.h;
+  p(`(h) run -d with ${H_PORTS} published ports (ms)`, h.run100, TARGETS.portsRatio);
+  p('(h) run -d, same, no ports (ms)', h.run0);
+  rows.push([`(h) publishing share: ${H_PORTS} ports − none (ms)`, f(h.publishShareTsnetMs), '', f(h.publishShareDockerMs), '', h.publishShareRatio.toFixed(3), '', '']);
+  rows.push([`(h) tsnet ProgramExternalConnectivity, ${H_PORTS} ports (ms, tsnet's log)`, f(h.programExternalConnectivity.total.median), f(h.programExternalConnectivity.total.p95), '', '', '', '', '']);
+  p(`(h) rm -f of it, ${H_PORTS} ports (ms)`, h.rm100);
   return rows;
 }
 
@@ -983,7 +1369,7 @@ function renderMarkdown(r: Results): string {
   out.push(
     `Machine: ${m.nproc} CPUs (${m.cpu}), ${m.memoryGiB} GiB RAM, kernel ${m.kernel}; dockerd ${m.dockerd} (CLI ${m.dockerCli}), ${m.iptables}; ` +
       `Node.js ${m.node}; tsnet ${m.tsnetCommit}. N = ${m.N} measured iterations per case after ${m.warmup} warm-ups, interleaved ` +
-      `(tsnet, Docker, ...); (e) ${m.eSamples} samples per live count. Load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, ` +
+      `(tsnet, Docker, ...); (e) ${m.eSamples} samples per live count; (g) ${m.iperfReps} × ${m.iperfSeconds} s per path (${String(m.iperf3).replace(/ \(.*$/, '')}); (h) N = ${m.portsN}. Load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, ` +
       `at end ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ')}. Run took ${r.durationS.toFixed(0)} s.`,
   );
   if (r.otherDockerdSeen > 0) {
@@ -1025,6 +1411,7 @@ function renderMarkdown(r: Results): string {
     [`${E_LIVE_LOW} live endpoints`, mib(rss[lo])],
     [`${E_LIVE_HIGH} live endpoints`, mib(rss[hi])],
     [`${E_LIVE_HIGH} live endpoints, after the samples`, mib(rss[`${hi}AfterSamples`])],
+    ['after (g), (h): every endpoint gone again', mib(rss.afterGH)],
   ]));
   out.push('');
   out.push(`## (e) endpoint latency, ${E_LIVE_LOW} vs ${E_LIVE_HIGH} live endpoints`);
@@ -1083,7 +1470,96 @@ function renderMarkdown(r: Results): string {
   out.push('');
   out.push(mdTable(statsRows('firewall change (call: first line)', r.f.firewallChange)));
   out.push('');
+  renderIperf(r, out);
+  renderPorts(r, out);
   return out.join('\n');
+}
+
+function renderIperf(r: Results, out: string[]): void {
+  const g = r.g;
+  const gb = (x: number) => x.toFixed(2);
+  out.push('## (g) Throughput: iperf3, one TCP stream');
+  out.push('');
+  out.push(
+    `\`iperf3 -c … -t ${g.seconds} -O 1 -J\` (the first second, slow start, is omitted), ${g.reps} repetitions per path after an unmeasured ` +
+      `1-second run each, interleaved (loopback, then per path tsnet and Docker, which goes first alternating). The busybox containers run the host's iperf3 (binary and ` +
+      `libraries bind-mounted read-only). Container → container: server and client containers on one network (tsnet ${NET.ghTsnet}, ` +
+      `Docker bridge ${NET.ghDocker}). Container → host: the host's \`iperf3 -s -B <gateway>\` (${gatewayOf(NET.ghTsnet)}, ` +
+      `${gatewayOf(NET.ghDocker)}), client in the container. Loopback: \`iperf3 -s -B 127.0.0.1\` and \`-c 127.0.0.1\` on the host, ` +
+      'the ceiling of one stream on this machine. Gbit/s at the receiver.',
+  );
+  out.push('');
+  const rows: string[][] = [['path', 'tsnet median', 'Docker median', 'ratio', 'target', 'met', 'tsnet / loopback', 'Docker / loopback', 'tsnet min–max', 'Docker min–max']];
+  rows.push(['loopback 127.0.0.1 (host)', gb(g.loopback.median), gb(g.loopback.median), '', '', '', '1.000', '1.000', `${gb(g.loopback.min)}–${gb(g.loopback.max)}`, '']);
+  for (const [k, label] of [['c2c', 'container → container'], ['c2h', 'container → host (gateway)']] as const) {
+    const x = g.paths[k];
+    rows.push([label, gb(x.tsnet.median), gb(x.docker.median), x.ratio.toFixed(3), `≥ ${TARGETS.iperfRatioMin.toFixed(2)}`, okMin(x.ratio, TARGETS.iperfRatioMin), x.tsnetOfLoopback.toFixed(3), x.dockerOfLoopback.toFixed(3), `${gb(x.tsnet.min)}–${gb(x.tsnet.max)}`, `${gb(x.docker.min)}–${gb(x.docker.max)}`]);
+  }
+  out.push(mdTable(rows));
+  out.push('');
+  out.push(
+    'Every run (Gbit/s, TCP retransmits, iperf3\'s CPU % of one core: sender / receiver). One stream is CPU-bound here: a sender ' +
+      'below 80 % of a core (†) was short of CPU (other load on the machine), and its number says more about that load than about the path.',
+  );
+  out.push('');
+  const names: Record<string, string> = { loopback: 'loopback', 'c2c.tsnet': 'tsnet container → container', 'c2c.docker': 'Docker container → container', 'c2h.tsnet': 'tsnet container → host', 'c2h.docker': 'Docker container → host' };
+  out.push(mdTable([
+    ['path', ...Array.from({ length: g.reps }, (_, i) => `run ${i + 1}`)],
+    ...Object.keys(names).filter((k) => g.runs[k]).map((k) => [names[k]!, ...g.runs[k]!.map((x) => `${gb(x.gbps)}${x.cpuSender < 80 ? ' †' : ''} (${x.retransmits} retr, ${x.cpuSender.toFixed(0)} / ${x.cpuReceiver.toFixed(0)} %)`)]),
+  ]));
+  out.push('');
+}
+
+function renderPorts(r: Results, out: string[]): void {
+  const h = r.h;
+  const pec = h.programExternalConnectivity;
+  const hp = h.hostPorts as Record<string, string>;
+  out.push(`## (h) Starting a container that publishes ${H_PORTS} ports`);
+  out.push('');
+  out.push(
+    `\`docker run -d --network <net> -p HOST:CPORT ×${H_PORTS} busybox sh -c '… exec httpd -f -p ${H_CPORT_BASE} …'\` on the (g) networks, host ports ` +
+      `${hp.tsnet} (tsnet) and ${hp.docker} (Docker) → container ports ${String(h.containerPorts)}; wall time of the CLI until it returns, ` +
+      `N = ${r.machine.portsN} per driver after ${H_WARMUP} unmeasured, interleaved with the same run without \`-p\`; each container is removed ` +
+      '(`docker rm -f`, timed separately) and its host ports are seen free again before the next run. **Docker\'s bridge runs with its default ' +
+      `userland proxy**: ${h.dockerProxies.docker ?? '?'} \`docker-proxy\` processes (IPv4 and IPv6 wildcard per port) and ` +
+      `${h.iptablesRules.docker ?? '?'} iptables rules naming the container for one such container (tsnet: ${h.dockerProxies.tsnet ?? '?'} and ` +
+      `${h.iptablesRules.tsnet ?? '?'}; it holds the host ports with sockets of its own and DNATs with ${H_PORTS} elements of one nftables map). ` +
+      'That is what an operator gets from Docker without changing its defaults.',
+  );
+  out.push('');
+  out.push(
+    'Working publications, checked once per driver (first, unmeasured run): an HTTP GET from the host with Node\'s client answered by ' +
+      'the container\'s httpd; ms from `docker run -d` returning until the first answer (httpd\'s start included): ' +
+      Object.entries(h.verified).flatMap(([d, v]) => Object.entries(v).map(([u, ms]) => `${d} \`${u}\` ${f(ms)} ms`)).join(', ') + '.',
+  );
+  out.push('');
+  out.push(mdTable([
+    ['command (ms)', 'tsnet median', 'tsnet p95', 'Docker median', 'Docker p95', 'ratio', 'target', 'met'],
+    [`run -d, ${H_PORTS} ports`, f(h.run100.tsnet.median), f(h.run100.tsnet.p95), f(h.run100.docker.median), f(h.run100.docker.p95), h.run100.ratio.toFixed(3), `≤ ${TARGETS.portsRatio.toFixed(2)}`, ok(h.run100.ratio, TARGETS.portsRatio)],
+    ['run -d, no ports', f(h.run0.tsnet.median), f(h.run0.tsnet.p95), f(h.run0.docker.median), f(h.run0.docker.p95), h.run0.ratio.toFixed(3), '', ''],
+    [`publishing share (${H_PORTS} − none, medians)`, f(h.publishShareTsnetMs), '', f(h.publishShareDockerMs), '', h.publishShareRatio.toFixed(3), '', ''],
+    [`rm -f, ${H_PORTS} ports`, f(h.rm100.tsnet.median), f(h.rm100.tsnet.p95), f(h.rm100.docker.median), f(h.rm100.docker.p95), h.rm100.ratio.toFixed(3), '', ''],
+    ['rm -f, no ports', f(h.rm0.tsnet.median), f(h.rm0.tsnet.p95), f(h.rm0.docker.median), f(h.rm0.docker.p95), h.rm0.ratio.toFixed(3), '', ''],
+  ]));
+  out.push('');
+  out.push(
+    `tsnet's \`ProgramExternalConnectivity\` for ${H_PORTS} ports (its debug log, server side): median ${f(pec.total.median)} ms, p95 ${f(pec.total.p95)} ms, ` +
+      `max ${f(pec.total.max)} ms; of the median: child processes (nft) ${f(pec.exec.median)} ms, SQLite ${f(pec.store.median)} ms, the rest ` +
+      `(${H_PORTS} host-port sockets bound, HTTP, zod, logic, logging) ${f(pec.other.median)} ms. \`RevokeExternalConnectivity\` on \`docker rm -f\`: median ` +
+      `${f(h.revokeExternalConnectivity.median)} ms. Links of a removed tsnet container gone ${f(h.tsnetBackgroundMs.median)} ms (median) after \`rm -f\` returned.`,
+  );
+  out.push('');
+  out.push(mdTable([
+    ['docker command on tsnet', 'n', 'median wall ms', 'median Σ plugin-call ms', 'median rest (dockerd + CLI) ms', 'plugin calls, in order'],
+    ...Object.entries(h.commands).map(([k, c]) => [k, String(c.wall.n), f(c.wall.median), f(c.pluginCalls.median), f(c.rest.median), c.calls.join(' → ')]),
+  ]));
+  out.push('');
+  out.push(mdTable(callRows(h.breakdown)));
+  out.push('');
+  out.push(mdTable(statsRows('exec during (h) (call: command)', h.breakdown.exec)));
+  out.push('');
+  out.push(mdTable(statsRows('firewall change during (h) (call: first line)', h.breakdown.firewallChange)));
+  out.push('');
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1137,6 +1613,13 @@ async function main(): Promise<void> {
     const fb = { ...breakdown(fLines), commands: commandShares(e.log, ['a', 'b', 'c']) };
     progress(`(e) endpoint latency at ${E_LIVE_LOW} and ${E_LIVE_HIGH} live endpoints`);
     const eRes = (await benchEndpoints(e, rss)) as Results['e'];
+    progress(`(g) iperf3 throughput, ${IPERF_REPS} × ${IPERF_SECONDS} s per path`);
+    const g = (await benchIperf(e)) as Results['g'];
+    progress(`(h) docker run -d with ${H_PORTS} published ports, N=${PORTS_N}`);
+    const h = (await benchPorts(e)) as Results['h'];
+    for (const d of ['tsnet', 'docker'] as const) await rmNet(e, `bench-gh-${d}`, e.netIds.get(`bench-gh-${d}`));
+    await sleep(500);
+    rss.afterGH = readRssKiB(tsnet.pid!);
     results = {
       date: started.toISOString(),
       machine: mach,
@@ -1149,6 +1632,8 @@ async function main(): Promise<void> {
       d: { rssKiB: rss },
       e: eRes,
       f: fb,
+      g,
+      h,
     };
   } catch (err) {
     failure = err;
@@ -1187,6 +1672,12 @@ async function main(): Promise<void> {
   );
   console.log(
     `(f) docker network create: wall ${f(results.a.createSplit.wall.median)} ms = tsnet plugin calls ${f(results.a.createSplit.tsnetPluginCalls.median)} ms + dockerd/CLI ${f(results.a.createSplit.dockerdAndCli.median)} ms`,
+  );
+  const hc = results.h.commands[`(h) docker run -d, ${H_PORTS} ports`];
+  console.log(
+    `(h) docker run -d with ${H_PORTS} ports on tsnet: wall ${f(hc?.wall.median)} ms = tsnet plugin calls ${f(hc?.pluginCalls.median)} ms ` +
+      `(ProgramExternalConnectivity ${f(results.h.programExternalConnectivity.total.median)} ms) + dockerd/CLI ${f(hc?.rest.median)} ms; ` +
+      `Docker: ${results.h.dockerProxies.docker} docker-proxy processes per container`,
   );
   console.log('');
   console.log(textTable(callRows(results.f)));
