@@ -71,7 +71,8 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
       'localnet',
       'type filter hook prerouting priority raw; policy accept;',
       // route_localnet makes the bridge accept 127/8 destinations; only the host itself may use that.
-      ['iifname @bridges ip daddr 127.0.0.0/8 drop'],
+      // Destination first: the common packet fails the cheap compare before any set lookup.
+      ['ip daddr 127.0.0.0/8 iifname @bridges drop'],
     ],
     [
       'forward',
