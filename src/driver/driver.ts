@@ -3,7 +3,7 @@ import type { Kernel } from '../kernel/contract';
 import { isGeneratedLink } from '../kernel/names';
 import { log, withLogContext } from '../log';
 import { del, put, type Store } from '../store/contract';
-import type { EndpointRecord, NetworkRecord } from '../store/records';
+import type { Collections, EndpointRecord, NetworkRecord } from '../store/records';
 import { bridgeMode } from './bridge';
 import type {
   Capabilities,
@@ -17,7 +17,7 @@ import type {
 } from './contract';
 import type { NetworkMode } from './mode';
 import { KeyedMutex } from '../mutex';
-import { runSteps, undoChanges } from './steps';
+import { runSteps, type Step, undoChanges } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals } from './teardown';
@@ -75,15 +75,7 @@ export class TsnetDriver implements NetworkDriver {
       const mode = bridgeMode as NetworkMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
       const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
-      this.networks.set(net.id, net);
-      await this.commitOrForget([put('network', net.id, net)], () => this.networks.delete(net.id));
-      try {
-        await runSteps(this.kernel, `network ${net.id.slice(0, 12)}`, mode.setupSteps(net, this.kernel));
-      } catch (err) {
-        this.networks.delete(net.id);
-        await this.store.commit([del('network', net.id)]);
-        throw err;
-      }
+      await this.recordThenBuild('network', this.networks, net, mode.setupSteps(net, this.kernel));
       log.info('network created', { bridge: 'bridge' in net ? net.bridge : undefined, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
     });
   }
@@ -114,15 +106,7 @@ export class TsnetDriver implements NetworkDriver {
       }
       const mode = this.modeOf(net);
       const { ep, reply } = mode.planEndpoint(net, req);
-      this.endpoints.set(ep.id, ep);
-      await this.commitOrForget([put('endpoint', ep.id, ep)], () => this.endpoints.delete(ep.id));
-      try {
-        await runSteps(this.kernel, `endpoint ${ep.id.slice(0, 12)}`, [{ name: 'veth pair', changes: mode.endpointSetupChanges(net, ep) }]);
-      } catch (err) {
-        this.endpoints.delete(ep.id);
-        await this.store.commit([del('endpoint', ep.id)]);
-        throw err;
-      }
+      await this.recordThenBuild('endpoint', this.endpoints, ep, [{ name: 'veth pair', changes: mode.endpointSetupChanges(net, ep) }]);
       log.info('endpoint created', { hostIf: ep.hostIf, address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
       return reply;
     });
@@ -251,12 +235,18 @@ export class TsnetDriver implements NetworkDriver {
     return net;
   }
 
-  /** Commits; if the commit fails, `forget` reverts the in-memory change so memory never runs ahead of disk. */
-  private async commitOrForget(ops: Parameters<Store['commit']>[0], forget: () => void): Promise<void> {
+  /**
+   * The creation order that keeps crashes harmless: the record is committed first, then the kernel steps run; if
+   * they fail (and were rolled back) the record goes again. Memory never runs ahead of disk.
+   */
+  private async recordThenBuild<C extends 'network' | 'endpoint'>(collection: C, map: Map<string, Collections[C]>, rec: Collections[C], steps: Step[]): Promise<void> {
+    await this.store.commit([put(collection, rec.id, rec)]);
+    map.set(rec.id, rec);
     try {
-      await this.store.commit(ops);
+      await runSteps(this.kernel, `${collection} ${rec.id.slice(0, 12)}`, steps);
     } catch (err) {
-      forget();
+      map.delete(rec.id);
+      await this.store.commit([del(collection, rec.id)]);
       throw err;
     }
   }
