@@ -52,8 +52,8 @@ export class LinkReaper {
   }
 
   /**
-   * For shutdown: finishes the chunk in progress and leaves the rest to the tombstones (the next start deletes
-   * them), so stopping never waits for thousands of netdev unregistrations.
+   * For shutdown: finishes the chunk in progress and the pending jobs, and leaves the remaining links to their
+   * tombstones (the next start deletes them), so stopping never waits for thousands of netdev unregistrations.
    */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -62,8 +62,9 @@ export class LinkReaper {
 
   private async loop(): Promise<void> {
     try {
-      while (!this.stopped && (this.pending.size > 0 || this.jobs.length > 0)) {
-        if (this.pending.size === 0) {
+      while ((!this.stopped && this.pending.size > 0) || this.jobs.length > 0) {
+        // Jobs are short (restoring the ruleset) and have no tombstone: they run even when stopping.
+        if (this.stopped || this.pending.size === 0) {
           const job = this.jobs.shift()!;
           await job.run().catch((err: unknown) => log.error('background job failed', { job: job.name, error: describeChain(err) }));
           continue;

@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { ensureBusyboxImage } from './busybox';
 import { Docker, Dockerd, DockerdOptions, startDockerd } from './dockerd';
-import { fileTail, isRunning, kill9, onProcessExit, runOk, spawnDaemon, terminate, waitFor } from './exec';
+import { fileTail, isRunning, kill9, onProcessExit, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
 import { PLUGIN_DIR } from './host';
 
 /** Root of the tsnet repository (holds src/, dist/, tsconfig.json). */
@@ -292,6 +292,8 @@ class E2EContext implements E2EEnv {
     if (t) {
       await step('stop tsnet', () => t.stop());
       await step('remove plugin socket', () => fs.rmSync(t.socket, { force: true }));
+      // With every network removed, a stopped tsnet must have taken its table and DOCKER-USER rule along.
+      await step('tsnet left no firewall state', () => removeLeftFirewall(t));
     }
     if (d) {
       await step('keep logs', () => keepLogs(d.dir, this.name));
@@ -302,6 +304,23 @@ class E2EContext implements E2EEnv {
     this.dockerdValue = undefined;
     if (errors.length > 0) throw new AggregateError(errors, `e2e teardown failed:\n${errors.map((e) => e.message).join('\n')}`);
   }
+}
+
+/** Fails (after cleaning up) if the stopped tsnet's nftables table or DOCKER-USER rule is still there. */
+async function removeLeftFirewall(t: TsnetProcess): Promise<void> {
+  const left: string[] = [];
+  if ((await run('nft', ['list', 'table', 'inet', t.name])).code === 0) {
+    left.push(`nft table inet ${t.name}`);
+    await run('nft', ['delete', 'table', 'inet', t.name]);
+  }
+  for (const bin of ['iptables', 'ip6tables']) {
+    const rules = (await run(bin, ['-w', '-S', 'DOCKER-USER'])).stdout.split('\n').filter((r) => r.includes(`--comment ${t.name} `));
+    for (const r of rules) {
+      left.push(`${bin} ${r}`);
+      await run(bin, ['-w', ...r.replace(/^-A /, '-D ').split(' ')]);
+    }
+  }
+  if (left.length > 0) throw new Error(`left behind: ${left.join('; ')}`);
 }
 
 /** If TSNET_E2E_LOG_DIR is set, copies dockerd.log and tsnet.log there (under the run's name) before the temp dir goes. */

@@ -49,3 +49,14 @@ test('a job runs after the links pending when it was scheduled', async () => {
   await reaper.flush();
   expect(order).toEqual(['job saw 0 links']);
 });
+
+test('stop still runs pending jobs (they restore the ruleset and have no tombstone)', async () => {
+  const { reaper, names } = await setup(40);
+  let ran = false;
+  reaper.schedule(names);
+  reaper.scheduleJob('remove firewall base', async () => {
+    ran = true;
+  });
+  await reaper.stop();
+  expect(ran).toBe(true);
+});
