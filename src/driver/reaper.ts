@@ -15,7 +15,8 @@ const CHUNK = 32;
 
 export class LinkReaper {
   private readonly pending = new Set<string>();
-  private stopped = false;
+  /** After stop(): the time after which no new chunk starts. */
+  private deadline = Infinity;
   private readonly jobs: Array<{ name: string; run: () => Promise<void> }> = [];
   private running: Promise<void> | undefined;
 
@@ -52,12 +53,17 @@ export class LinkReaper {
   }
 
   /**
-   * For shutdown: finishes the chunk in progress and the pending jobs, and leaves the remaining links to their
-   * tombstones (the next start deletes them), so stopping never waits for thousands of netdev unregistrations.
+   * For shutdown: keeps deleting for up to `graceMs`, runs the pending jobs, and leaves what is left to the
+   * tombstones (the next start deletes them): a stop after `docker network rm` leaves nothing behind, yet never waits
+   * for thousands of netdev unregistrations.
    */
-  async stop(): Promise<void> {
-    this.stopped = true;
+  async stop(graceMs = 5_000): Promise<void> {
+    this.deadline = performance.now() + graceMs;
     await this.flush();
+  }
+
+  private get stopped(): boolean {
+    return performance.now() > this.deadline;
   }
 
   private async loop(): Promise<void> {

@@ -81,11 +81,13 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
       'type filter hook forward priority filter - 1; policy accept;',
       [
         `oifname @bridges ct state established,related ${accept}`,
+        // Published ports are reachable from wherever the host is, a member of an icc=false network included (as
+        // through Docker's proxy); internal networks neither publish nor reach out.
+        `iifname != @internal oifname != @internal oifname @bridges ct status dnat ${accept}`,
         'iifname . oifname @pairs iifname @noicc drop',
         `iifname . oifname @pairs ${accept}`,
         'iifname @internal drop',
         'oifname @internal drop',
-        `oifname @bridges ct status dnat ${accept}`,
         // Nothing else enters a tsnet network: not another network, not the LAN by direct routing.
         'oifname @bridges drop',
         // Docker's own bridge networks are off limits too (their names: docker0, br-<id>).

@@ -185,9 +185,13 @@ function suite(iptables: boolean): void {
     expect(await wget(`http://${lan.hostIp}:8085/`, lan)).toBeUndefined();
 
     await net('noicc', '172.29.0.0/16', '-o', 'com.docker.network.bridge.enable_icc=false');
-    await runC('q1', ['--network', 'noicc']);
+    await runC('q1', ['--network', 'noicc', '-p', '8084:80'], HTTPD);
     await runC('q2', ['--network', 'noicc']);
-    expect(await canPing(env, 'q2', await containerIp(env, 'q1', 'noicc'))).toBe(false);
+    const q1 = await containerIp(env, 'q1', 'noicc');
+    expect(await canPing(env, 'q2', q1)).toBe(false);
+    expect(await cget(env, 'q2', `http://${q1}:80/`)).toBeUndefined();
+    // Like Docker's: a published port stays reachable through the host, for a neighbour too.
+    await eventually(async () => expect(await cget(env, 'q2', `http://${lan.hostIp}:8084/`)).toMatch(/^hello/), 10_000, 200);
     expect(await cget(env, 'q1', 'http://10.214.0.2:8000/')).toBe('10.214.0.1');
 
     await net('left', '172.30.0.0/16');

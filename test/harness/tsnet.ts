@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ensureBusyboxImage } from './busybox';
 import { Docker, Dockerd, DockerdOptions, startDockerd } from './dockerd';
 import { fileTail, isRunning, kill9, onProcessExit, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
-import { PLUGIN_DIR } from './host';
+import { linksOwnedBy, PLUGIN_DIR } from './host';
 
 /** Root of the tsnet repository (holds src/, dist/, tsconfig.json). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -292,8 +292,8 @@ class E2EContext implements E2EEnv {
     if (t) {
       await step('stop tsnet', () => t.stop());
       await step('remove plugin socket', () => fs.rmSync(t.socket, { force: true }));
-      // With every network removed, a stopped tsnet must have taken its table and DOCKER-USER rule along.
-      await step('tsnet left no firewall state', () => removeLeftFirewall(t));
+      // With every network removed, a stopped tsnet must have taken its links, table and DOCKER-USER rule along.
+      await step('tsnet left nothing behind', () => removeLeftovers(t));
     }
     if (d) {
       await step('keep logs', () => keepLogs(d.dir, this.name));
@@ -306,9 +306,13 @@ class E2EContext implements E2EEnv {
   }
 }
 
-/** Fails (after cleaning up) if the stopped tsnet's nftables table or DOCKER-USER rule is still there. */
-async function removeLeftFirewall(t: TsnetProcess): Promise<void> {
+/** Fails (after cleaning up) if the stopped tsnet's links, nftables table or DOCKER-USER rule are still there. */
+async function removeLeftovers(t: TsnetProcess): Promise<void> {
   const left: string[] = [];
+  for (const link of await linksOwnedBy(`tsnet:${t.name}`)) {
+    left.push(`link ${link}`);
+    await run('ip', ['link', 'del', link]);
+  }
   if ((await run('nft', ['list', 'table', 'inet', t.name])).code === 0) {
     left.push(`nft table inet ${t.name}`);
     await run('nft', ['delete', 'table', 'inet', t.name]);

@@ -28,10 +28,18 @@ test('scheduled links are deleted in chunks and their tombstones dropped', async
   expect(await store.all('tombstone')).toEqual([]);
 });
 
-test('stop finishes the chunk in progress and leaves the rest to the tombstones', async () => {
+test('stop within its grace time finishes every pending deletion', async () => {
   const { store, kernel, reaper, names } = await setup(100);
   reaper.schedule(names);
   await reaper.stop();
+  expect(kernel.linkMap.size).toBe(0);
+  expect(await store.all('tombstone')).toEqual([]);
+});
+
+test('stop past its grace time finishes the chunk in progress and leaves the rest to the tombstones', async () => {
+  const { store, kernel, reaper, names } = await setup(100);
+  reaper.schedule(names);
+  await reaper.stop(0);
   expect(kernel.linkMap.size).toBe(100 - 32);
   expect(await store.all('tombstone')).toHaveLength(100 - 32);
   reaper.schedule(['tsvx']);
@@ -57,6 +65,6 @@ test('stop still runs pending jobs (they restore the ruleset and have no tombsto
   reaper.scheduleJob('remove firewall base', async () => {
     ran = true;
   });
-  await reaper.stop();
+  await reaper.stop(0);
   expect(ran).toBe(true);
 });
