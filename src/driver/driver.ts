@@ -17,7 +17,7 @@ import type {
 } from './contract';
 import type { NetworkMode } from './mode';
 import { KeyedMutex } from '../mutex';
-import { runSteps, type Step, undoChanges } from './steps';
+import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals } from './teardown';
@@ -104,9 +104,8 @@ export class TsnetDriver implements NetworkDriver {
       if (this.endpoints.has(req.endpointId)) {
         throw tsnetError('TSN_ENDPOINT_EXISTS', `EndpointID "${req.endpointId}" already exists`);
       }
-      const mode = this.modeOf(net);
-      const { ep, reply } = mode.planEndpoint(net, req);
-      await this.recordThenBuild('endpoint', this.endpoints, ep, [{ name: 'veth pair', changes: mode.endpointSetupChanges(net, ep) }]);
+      const { ep, reply } = this.modeOf(net).planEndpoint(net, req);
+      await this.recordThenBuild('endpoint', this.endpoints, ep, this.endpointSteps(net, ep));
       log.info('endpoint created', { hostIf: ep.hostIf, address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
       return reply;
     });
@@ -215,6 +214,10 @@ export class TsnetDriver implements NetworkDriver {
     log.info('ports unpublished');
   }
 
+  private endpointSteps(net: NetworkRecord, ep: EndpointRecord): Step[] {
+    return [{ name: 'veth pair', changes: this.modeOf(net).endpointSetupChanges(net, ep) }];
+  }
+
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
     const ep = this.endpoints.get(endpointId);
     if (!ep || ep.networkId !== net.id) {
@@ -294,12 +297,11 @@ export class TsnetDriver implements NetworkDriver {
           log.warn('reconcile: joined endpoint lost its veth', { hostIf: ep.hostIf });
           return;
         }
-        const changes = this.modeOf(net).endpointSetupChanges(net, ep);
         log.info('reconcile: re-creating endpoint veth', { hostIf: ep.hostIf });
-        await this.kernel.apply(changes).catch(async (err: unknown) => {
-          log.error('reconcile: endpoint restore failed', { error: describeChain(err) });
-          await undoChanges(this.kernel, changes.slice(0, 1));
-        });
+        // The same pipeline as CreateEndpoint: a failure rolls back only what this attempt applied.
+        await runSteps(this.kernel, `reconcile endpoint ${ep.id.slice(0, 12)}`, this.endpointSteps(net, ep)).catch((err: unknown) =>
+          log.error('reconcile: endpoint restore failed', { error: describeChain(err) }),
+        );
       });
     }
     // Only links carrying this instance's owner tag: another tsnet's links look the same by name.

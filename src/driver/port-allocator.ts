@@ -27,7 +27,7 @@ interface Reservation {
   holder?: Holder;
 }
 
-const describe = (w: { proto: string; hostIp?: string; family: number }, port: number) =>
+const portText = (w: { proto: string; hostIp?: string; family: number }, port: number) =>
   `${w.hostIp ?? (w.family === 6 ? '[::]' : '0.0.0.0')}:${port}/${w.proto}`;
 
 /**
@@ -60,7 +60,7 @@ export class PortAllocator {
       const fail = (err: NodeJS.ErrnoException) => {
         if (err.code === 'EADDRINUSE' || err.code === 'EACCES') resolve(undefined);
         else if (err.code === 'EADDRNOTAVAIL') reject(tsnetError('TSN_INVALID_OPTION', `HostIP "${address}" is not an address of this host`));
-        else reject(tsnetError('TSN_KERNEL', `cannot reserve ${describe(w, port)}`, err));
+        else reject(tsnetError('TSN_KERNEL', `cannot reserve ${portText(w, port)}`, err));
       };
       if (w.proto === 'udp') {
         const s = dgram.createSocket({ type: w.family === 6 ? 'udp6' : 'udp4', ipv6Only: w.family === 6 });
@@ -116,7 +116,7 @@ export class PortAllocator {
       const r = await this.take(w, p, endpointId);
       if (r) return r;
     }
-    const what = lo === hi ? describe(w, lo) : `${describe(w, lo)}-${hi}`;
+    const what = lo === hi ? portText(w, lo) : `${portText(w, lo)}-${hi}`;
     throw tsnetError('TSN_PORT_IN_USE', `host port ${what} is already in use`);
   }
 
@@ -138,7 +138,7 @@ export class PortAllocator {
       const family = p.containerIp.includes(':') ? 6 : 4;
       const w: PortWant = { ...p, family, hostPorts: [p.hostPort, p.hostPort] };
       if (!(await this.take(w, p.hostPort, endpointId))) {
-        log.error('published port taken by another process while tsnet was down', { endpointId, port: describe(w, p.hostPort) });
+        log.error('published port taken by another process while tsnet was down', { endpointId, port: portText(w, p.hostPort) });
       }
     }
   }
