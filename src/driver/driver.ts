@@ -113,12 +113,12 @@ export class TsnetDriver implements NetworkDriver {
 
   deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const found = this.endpoints.get(endpointId);
+      const found = this.endpointOf(networkId, endpointId);
       if (!found) return;
       // dockerd revokes first; after a crash of dockerd it may not have.
       if (found.ports) await this.unpublish(found);
       const ep = this.endpoints.get(endpointId)!;
-      const net = this.networks.get(ep.networkId);
+      const net = this.networks.get(networkId);
       const links = net ? this.modeOf(net).endpointLinks(ep) : [];
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
@@ -138,17 +138,17 @@ export class TsnetDriver implements NetworkDriver {
     this.ports.closeAll();
   }
 
-  endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
-    const ep = this.endpoints.get(endpointId);
+  async endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
+    const ep = this.endpointOf(networkId, endpointId);
     const net = this.networks.get(networkId);
-    if (!ep || !net) return Promise.resolve({});
-    return Promise.resolve({
+    if (!ep || !net) return {};
+    return {
       hostInterface: ep.hostIf,
       bridge: net.bridge,
       macAddress: ep.mac,
       ...(ep.sandboxKey ? { sandboxKey: ep.sandboxKey } : {}),
       ...(ep.ports ? { publishedPorts: ep.ports } : {}),
-    });
+    };
   }
 
   join(req: JoinRequest): Promise<JoinResponse> {
@@ -163,7 +163,7 @@ export class TsnetDriver implements NetworkDriver {
 
   leave(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const ep = this.endpoints.get(endpointId);
+      const ep = this.endpointOf(networkId, endpointId);
       if (!ep?.sandboxKey) return;
       const { sandboxKey: _left, ...rest } = ep;
       await this.saveEndpoint(rest);
@@ -200,7 +200,7 @@ export class TsnetDriver implements NetworkDriver {
 
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const ep = this.endpoints.get(endpointId);
+      const ep = this.endpointOf(networkId, endpointId);
       if (ep?.ports) await this.unpublish(ep);
     });
   }
@@ -219,9 +219,19 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
+    const ep = this.endpointOf(net.id, endpointId);
+    if (!ep) throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on NetworkID "${net.id}"`);
+    return ep;
+  }
+
+  /**
+   * The endpoint if it is on `networkId`; undefined if tsnet has no such endpoint (deletes and Leave replayed at boot
+   * succeed on that). One of another network is refused: acting on it would change a network dockerd did not name.
+   */
+  private endpointOf(networkId: string, endpointId: string): EndpointRecord | undefined {
     const ep = this.endpoints.get(endpointId);
-    if (!ep || ep.networkId !== net.id) {
-      throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on network ${net.id}`);
+    if (ep && ep.networkId !== networkId) {
+      throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on NetworkID "${networkId}" (it belongs to another network)`);
     }
     return ep;
   }

@@ -181,6 +181,55 @@ describe('bridge endpoints', () => {
   });
 });
 
+describe('endpoint calls check the endpoint belongs to the NetworkID named', () => {
+  const SCTP = [{ proto: 'sctp' as const, port: 9, hostPort: 40009, hostPortEnd: 40009 }];
+
+  /** Two networks; the endpoint lives on the first, joined and with a published port. */
+  async function twoNetworks() {
+    const t = await setup();
+    await t.driver.createNetwork(netReq());
+    await t.driver.createNetwork(netReq({ networkId: NID2, ipv4: [{ addressSpace: 'tsnet-local', pool: '10.77.0.0/24', gateway: '10.77.0.1/24', auxAddresses: {} }] }));
+    await t.driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
+    await t.driver.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/abc', options: {} });
+    await t.driver.programExternalConnectivity({ networkId: NID, endpointId: EID, portBindings: SCTP });
+    return t;
+  }
+
+  test.each([
+    ['DeleteEndpoint', (d: TsnetDriver) => d.deleteEndpoint(NID2, EID)],
+    ['Leave', (d: TsnetDriver) => d.leave(NID2, EID)],
+    ['Join', (d: TsnetDriver) => d.join({ networkId: NID2, endpointId: EID, sandboxKey: '/var/run/docker/netns/def', options: {} })],
+    ['EndpointOperInfo', (d: TsnetDriver) => d.endpointOperInfo(NID2, EID)],
+    ['ProgramExternalConnectivity', (d: TsnetDriver) => d.programExternalConnectivity({ networkId: NID2, endpointId: EID, portBindings: [] })],
+    ['RevokeExternalConnectivity', (d: TsnetDriver) => d.revokeExternalConnectivity(NID2, EID)],
+  ])('%s with the endpoint of another network is refused naming both ids and changes nothing', async (_call, call) => {
+    const { store, kernel, driver } = await twoNetworks();
+    const applied = kernel.applied.length;
+    const fwCalls = kernel.firewall.calls.length;
+    const before = await store.all('endpoint');
+    const err = await expectCode(call(driver), 'TSN_UNKNOWN_ENDPOINT');
+    expect(err.message).toContain(EID);
+    expect(err.message).toContain(NID2);
+    await driver.drain();
+    expect(await store.all('endpoint')).toEqual(before);
+    expect(before[0]).toMatchObject({ networkId: NID, sandboxKey: '/var/run/docker/netns/abc', ports: [{ proto: 'sctp', hostPort: 40009 }] });
+    expect(kernel.applied.length).toBe(applied);
+    expect(kernel.firewall.calls.length).toBe(fwCalls);
+    expect(kernel.linkMap.has('tsvbbbbbbbbbbbb')).toBe(true);
+    await driver.stop();
+  });
+
+  test('an unknown endpoint of a known network stays idempotent for the calls dockerd replays', async () => {
+    const { store, driver } = await twoNetworks();
+    await driver.revokeExternalConnectivity(NID2, EID2);
+    await driver.leave(NID2, EID2);
+    await driver.deleteEndpoint(NID2, EID2);
+    expect(await driver.endpointOperInfo(NID2, EID2)).toEqual({});
+    expect(await store.all('endpoint')).toHaveLength(1);
+    await driver.stop();
+  });
+});
+
 describe('reconcile after a restart', () => {
   test('a link whose background deletion did not happen (crash, failure) is deleted from its tombstone at start', async () => {
     const { store, kernel, driver } = await setup();
