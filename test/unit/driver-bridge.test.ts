@@ -276,7 +276,43 @@ describe('reconcile after a restart', () => {
     await kernel.apply([{ op: 'addr.del', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' }]);
     const applied = kernel.applied.length;
     await (await TsnetDriver.load(store, kernel)).reconcile();
-    expect(kernel.applied.slice(applied)).toEqual([{ op: 'addr.add', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' }]);
+    const changes = kernel.applied.slice(applied);
+    expect(changes).toContainEqual({ op: 'addr.add', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' });
+    expect(changes.filter((c) => c.op !== 'sysctl.set' && c.op !== 'addr.add')).toEqual([]);
+    expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')!.addresses).toEqual(['172.28.5.254/16']);
+  });
+
+  test.each([
+    ['IPv4-only', netReq(), { 'net/ipv6/conf/tsbr-aaaaaaaaaa/disable_ipv6': '1', 'net/ipv4/conf/tsbr-aaaaaaaaaa/route_localnet': '1', 'net/ipv4/ip_forward': '1' }],
+    [
+      'dual-stack',
+      netReq({ enableIPv6: true, ipv6: [{ addressSpace: 'tsnet-local', pool: 'fd00:1::/64', gateway: 'fd00:1::1/64', auxAddresses: {} }] }),
+      {
+        'net/ipv6/conf/tsbr-aaaaaaaaaa/disable_ipv6': '0',
+        'net/ipv6/conf/tsbr-aaaaaaaaaa/accept_ra': '0',
+        'net/ipv4/conf/tsbr-aaaaaaaaaa/route_localnet': '1',
+        'net/ipv4/ip_forward': '1',
+        'net/ipv6/conf/all/forwarding': '1',
+      },
+    ],
+  ])('%s: an existing owned bridge whose sysctls were never written (kill -9 after "bridge up") gets them back', async (_kind, req, want) => {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    await (await TsnetDriver.load(store, kernel)).createNetwork(req);
+    // The bridge is up with its addresses, but the process died before the sysctl writes (or the host reset them).
+    kernel.sysctls.clear();
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(Object.fromEntries(kernel.sysctls)).toEqual(want);
+  });
+
+  test('an adopted bridge gets forwarding back but none of the per-bridge sysctls (they are the operator\'s)', async () => {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    kernel.addForeignLink('br-user');
+    await (await TsnetDriver.load(store, kernel)).createNetwork(netReq({ driverOptions: { 'com.docker.network.bridge.name': 'br-user' } }));
+    kernel.sysctls.clear();
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(Object.fromEntries(kernel.sysctls)).toEqual({ 'net/ipv4/ip_forward': '1' });
   });
 
   test('with no networks left it removes a stale firewall table', async () => {

@@ -115,9 +115,10 @@ export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): 
 }
 
 /**
- * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses
- * and its up state. An adopted bridge that vanished is the operator's to restore. (The firewall is synced whole by
- * the driver.)
+ * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses,
+ * its up state, and always its sysctls and forwarding: they cannot be read back cheaply, a crash may have come
+ * before they were written (an IPv4-only bridge left with IPv6 and RAs on), and writing them again is idempotent.
+ * An adopted bridge that vanished is the operator's to restore. (The firewall is synced whole by the driver.)
  */
 export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | undefined): Step[] {
   if (!link) {
@@ -126,8 +127,8 @@ export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | und
     return [];
   }
   const lost = net.bridgeAddresses.filter((c) => !link.addresses.includes(c));
-  return bridgeKernelSteps({ ...net, bridgeAddresses: lost, ownsBridge: false }).filter((s) =>
-    'changes' in s && (s.name === 'bridge up' ? !link.up : s.name === 'forwarding' ? false : s.changes.length > 0),
+  return bridgeKernelSteps({ ...net, bridgeAddresses: lost }).filter(
+    (s) => 'changes' in s && s.name !== 'create bridge' && (s.name === 'bridge up' ? !link.up : s.changes.length > 0),
   );
 }
 
