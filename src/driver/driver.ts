@@ -16,7 +16,7 @@ import type {
   NetworkDriver,
 } from './contract';
 import type { NetworkMode } from './mode';
-import { KeyedMutex } from '../mutex';
+import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
@@ -26,11 +26,21 @@ import { applyRemovals } from './teardown';
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
  * mode's kernel steps. Ordering rule for crash safety: a record is committed before the kernel objects it
  * describes are made, and removed only after they are gone, so after a crash the store is never missing
- * something that exists in the kernel (reconcile.ts re-creates or removes the rest).
+ * something that exists in the kernel (reconcile() re-creates or removes the rest).
+ *
+ * Locking, always taken in this order (so no cycle can form):
+ * 1. `topology`, driver-wide: CreateNetwork and DeleteNetwork, i.e. everything that decides state shared between
+ *    networks (the set of claimed link names such as bridges, later shared parents and VLAN links; whether the
+ *    firewall base is needed). Checks on that state run inside it.
+ * 2. `locks`, per network id: every call on one network, so a network's kernel steps never interleave.
+ * Background jobs that act on shared state (removing the firewall base) run in the reaper's lane and re-check the
+ * state when they run; they take no lock. They are scheduled only under `topology`, and CreateNetwork flushes the
+ * reaper under `topology` before it builds, so such a job never runs while a network is being built.
  */
 export class TsnetDriver implements NetworkDriver {
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly topology = new Mutex();
   private readonly locks = new KeyedMutex();
   private readonly reaper: LinkReaper;
   private readonly ports = new PortAllocator();
@@ -66,11 +76,12 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<void> {
-    return this.locks.run(req.networkId, async () => {
+    return this.networkWide(req.networkId, async () => {
       if (this.networks.has(req.networkId)) {
         throw tsnetError('TSN_NETWORK_EXISTS', `NetworkID "${req.networkId}" already exists`);
       }
-      // Links of deleted networks may still be on their way out (same bridge name, firewall table removal).
+      // Links of deleted networks may still be on their way out (same bridge name), and a queued firewall base
+      // removal must run before this network's elements go in.
       await this.reaper.flush();
       const mode = bridgeMode as NetworkMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
@@ -81,7 +92,7 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   deleteNetwork(networkId: string): Promise<void> {
-    return this.locks.run(networkId, async () => {
+    return this.networkWide(networkId, async () => {
       const net = this.networks.get(networkId);
       if (!net) return;
       const mode = this.modeOf(net);
@@ -93,7 +104,7 @@ export class TsnetDriver implements NetworkDriver {
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
       this.reaper.schedule(links);
-      if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.kernel.firewall.removeBase());
+      if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
     });
   }
@@ -125,6 +136,17 @@ export class TsnetDriver implements NetworkDriver {
       this.reaper.schedule(links);
       log.info('endpoint deleted');
     });
+  }
+
+  /** Runs network-level work: under the driver-wide lock, then the network's own (the lock order above). */
+  private networkWide<T>(networkId: string, fn: () => Promise<T>): Promise<T> {
+    return this.topology.run(() => this.locks.run(networkId, fn));
+  }
+
+  /** The queued job re-checks: a network created since it was queued needs the base. */
+  private async removeFirewallBaseIfUnused(): Promise<void> {
+    if (this.networks.size > 0) return;
+    await this.kernel.firewall.removeBase();
   }
 
   /** Waits for background deletions (tests). */

@@ -1,0 +1,80 @@
+import type { FakeCall } from '../../src/kernel/fake';
+import { NID, NID2, expectCode, netReq, setup } from './driver-fixtures';
+
+/**
+ * Concurrent calls and crash windows. Interleavings are forced with the fake kernel's pauses; `settle` lets every
+ * call that is not held run as far as it can (the fake kernel and the in-memory store do no I/O, so one macrotask
+ * turn drains all their promise chains).
+ */
+const settle = () => new Promise<void>((r) => setImmediate(r));
+const lookupOf = (name: string) => (c: FakeCall) => c.call === 'link' && c.name === name;
+const linkDeletion = (c: FakeCall) => c.call === 'apply' && c.change.op === 'link.del';
+const SUBNET2 = [{ addressSpace: 'tsnet-local', pool: '10.77.0.0/24', gateway: '10.77.0.1/24', auxAddresses: {} }];
+
+describe('firewall base against network creation', () => {
+  test('DeleteNetwork of the last network racing a CreateNetwork leaves the new network with its firewall', async () => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(netReq());
+    // CreateNetwork is held before its record exists; the old bridge's background deletion is held too.
+    const lookup = kernel.pauseAt(lookupOf('tsbr-cccccccccc'));
+    const reaped = kernel.pauseAt(linkDeletion);
+    const created = driver.createNetwork(netReq({ networkId: NID2, ipv4: SUBNET2 }));
+    await lookup.reached;
+    const deleted = driver.deleteNetwork(NID);
+    await settle();
+    lookup.release();
+    await created;
+    reaped.release();
+    await deleted;
+    await driver.drain();
+    expect((await store.all('network')).map((n) => n.id)).toEqual([NID2]);
+    expect(kernel.linkMap.has('tsbr-aaaaaaaaaa')).toBe(false);
+    expect(kernel.linkMap.get('tsbr-cccccccccc')).toMatchObject({ up: true });
+    expect(kernel.firewall.base).toBe(true);
+    expect([...kernel.firewall.networks.keys()]).toEqual(['tsbr-cccccccccc']);
+  });
+
+  test('a CreateNetwork arriving while the base removal is still queued ends with the base in place', async () => {
+    const { kernel, driver } = await setup();
+    await driver.createNetwork(netReq());
+    const reaped = kernel.pauseAt(linkDeletion);
+    const deleted = driver.deleteNetwork(NID);
+    const created = driver.createNetwork(netReq({ networkId: NID2, ipv4: SUBNET2 }));
+    await deleted;
+    await settle();
+    reaped.release();
+    await created;
+    await driver.drain();
+    expect(kernel.firewall.base).toBe(true);
+    expect([...kernel.firewall.networks.keys()]).toEqual(['tsbr-cccccccccc']);
+  });
+});
+
+describe('bridge names across networks', () => {
+  test('two concurrent CreateNetwork with one bridge name: one wins, the other is TSN_NETWORK_EXISTS naming it', async () => {
+    const { store, kernel, driver } = await setup();
+    const opts = { 'com.docker.network.bridge.name': 'br-same' };
+    // The first call is held at its look-up of the name, before anything is recorded or built.
+    const lookup = kernel.pauseAt(lookupOf('br-same'));
+    const first = driver.createNetwork(netReq({ driverOptions: opts }));
+    await lookup.reached;
+    const second = driver.createNetwork(netReq({ networkId: NID2, driverOptions: opts, ipv4: SUBNET2 }));
+    await settle();
+    lookup.release();
+    const results = await Promise.allSettled([first, second]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const loser = results.findIndex((r) => r.status === 'rejected');
+    const err = await expectCode(loser === 0 ? first : second, 'TSN_NETWORK_EXISTS');
+    expect(err.message).toContain('br-same');
+    const winner = loser === 0 ? NID2 : NID;
+    expect((await store.all('network')).map((n) => n.id)).toEqual([winner]);
+    expect(kernel.linkMap.get('br-same')).toMatchObject({ owner: kernel.owner, addresses: [loser === 0 ? '10.77.0.1/24' : '172.28.5.254/16'] });
+
+    // Deleting the winner takes the bridge with it; no other network claims it.
+    await driver.deleteNetwork(winner);
+    await driver.drain();
+    expect(kernel.linkMap.has('br-same')).toBe(false);
+    expect(await store.all('network')).toEqual([]);
+    expect(kernel.firewall.base).toBe(false);
+  });
+});
