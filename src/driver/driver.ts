@@ -20,7 +20,12 @@ import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
-import { applyRemovals } from './teardown';
+import { applyRemovals, tearDown } from './teardown';
+
+/** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
+function logLeftover(err: unknown): void {
+  log.error('network teardown incomplete after its removal was committed', { error: describeChain(err) });
+}
 
 /**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
@@ -97,12 +102,18 @@ export class TsnetDriver implements NetworkDriver {
       if (!net) return;
       const mode = this.modeOf(net);
       // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
-      for (const e of [...this.endpoints.values()]) if (e.networkId === networkId && e.ports) await this.unpublish(e);
       const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
-      const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...(await mode.releaseNetwork(net, this.kernel))];
+      const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...mode.ownedLinks(net)];
+      // The removal is committed first: dockerd forgets the network whatever this call answers, so no failure below
+      // may leave a live record behind. What a failure leaves belongs to no record: the links are tombstoned and the
+      // next start's firewall sync drops stale elements; addresses left on an adopted bridge are logged.
       await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
+      const ports = stale.flatMap((e) => e.ports ?? []);
+      if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
+      for (const e of stale) this.ports.release(e.id);
+      await tearDown('releasing the network', () => mode.releaseNetwork(net, this.kernel)).catch(logLeftover);
       this.reaper.schedule(links);
       if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
@@ -229,7 +240,7 @@ export class TsnetDriver implements NetworkDriver {
 
   /** Firewall first, then the record, then the host ports: a crash in between leaves the store as the superset. */
   private async unpublish(ep: EndpointRecord): Promise<void> {
-    await this.kernel.firewall.removePorts(ep.ports ?? []);
+    await tearDown('unpublishing ports', () => this.kernel.firewall.removePorts(ep.ports ?? []));
     const { ports: _gone, ...rest } = ep;
     await this.saveEndpoint(rest);
     this.ports.release(ep.id);

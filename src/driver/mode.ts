@@ -18,11 +18,13 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
   repairSteps(net: N, link: LinkInfo | undefined): Step[];
   /** What the firewall enforces for the network. */
   firewallView(net: N): FwNetwork;
+  /** Links tsnet created for the network; the driver deletes them in the background when the network goes. */
+  ownedLinks(net: N): string[];
   /**
-   * Idempotently undoes what setupSteps made that must go at once (firewall, addresses on adopted links) and
-   * returns the links to delete, which the driver deletes in the background.
+   * Idempotently undoes the rest of what setupSteps made (firewall elements, addresses on adopted links). Runs after
+   * the network's removal is committed.
    */
-  releaseNetwork(net: N, kernel: Kernel): Promise<string[]>;
+  releaseNetwork(net: N, kernel: Kernel): Promise<void>;
   planEndpoint(net: N, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
   endpointSetupChanges(net: N, ep: EndpointRecord): KernelChange[];
   /** Links to delete when the endpoint goes. */

@@ -1,5 +1,7 @@
+import { TsnetDriver } from '../../src/driver/driver';
+import { describeChain } from '../../src/errors';
 import type { FakeCall } from '../../src/kernel/fake';
-import { NID, NID2, expectCode, netReq, setup } from './driver-fixtures';
+import { EID, NID, NID2, expectCode, netReq, setup } from './driver-fixtures';
 
 /**
  * Concurrent calls and crash windows. Interleavings are forced with the fake kernel's pauses; `settle` lets every
@@ -76,5 +78,69 @@ describe('bridge names across networks', () => {
     expect(kernel.linkMap.has('br-same')).toBe(false);
     expect(await store.all('network')).toEqual([]);
     expect(kernel.firewall.base).toBe(false);
+  });
+});
+
+describe('DeleteNetwork and teardown failures', () => {
+  test('a kernel failure while releasing an adopted bridge never leaves a live record without its firewall', async () => {
+    const { store, kernel, driver } = await setup();
+    kernel.addForeignLink('br-user');
+    await driver.createNetwork(netReq({ driverOptions: { 'com.docker.network.bridge.name': 'br-user' } }));
+    kernel.failOn((c) => c.op === 'addr.del', 'RTNETLINK answers: Operation not permitted');
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect(await store.all('network')).toEqual([]);
+    expect(kernel.firewall.networks.size).toBe(0);
+    expect(kernel.linkMap.has('br-user')).toBe(true);
+  });
+
+  test('a firewall failure while releasing leaves stale elements of a deleted network only, which the next start removes', async () => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(netReq());
+    await driver.createNetwork(netReq({ networkId: NID2, ipv4: SUBNET2 }));
+    kernel.firewall.failOn('removeNetwork');
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect((await store.all('network')).map((n) => n.id)).toEqual([NID2]);
+    expect(kernel.linkMap.has('tsbr-aaaaaaaaaa')).toBe(false);
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect([...kernel.firewall.networks.keys()]).toEqual(['tsbr-cccccccccc']);
+  });
+
+  test('DeleteNetwork with a stale endpoint whose ports cannot be unpublished still removes both records', async () => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(netReq());
+    await driver.createNetwork(netReq({ networkId: NID2, ipv4: SUBNET2 }));
+    await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
+    await driver.programExternalConnectivity({ networkId: NID, endpointId: EID, portBindings: [{ proto: 'sctp', port: 9, hostPort: 40011, hostPortEnd: 40011 }] });
+    kernel.firewall.failOn('removePorts');
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect((await store.all('network')).map((n) => n.id)).toEqual([NID2]);
+    expect(await store.all('endpoint')).toEqual([]);
+    expect(kernel.linkMap.has('tsvbbbbbbbbbbbb')).toBe(false);
+    // The stale DNAT element belongs to no record; the next start's sync drops it.
+    expect(kernel.firewall.ports.size).toBe(1);
+    await driver.stop();
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(kernel.firewall.ports.size).toBe(0);
+    expect([...kernel.firewall.networks.keys()]).toEqual(['tsbr-cccccccccc']);
+  });
+
+  test.each([
+    ['DeleteEndpoint', (d: TsnetDriver) => d.deleteEndpoint(NID, EID)],
+    ['RevokeExternalConnectivity', (d: TsnetDriver) => d.revokeExternalConnectivity(NID, EID)],
+  ])('%s: a firewall failure unpublishing ports is TSN_KERNEL with its cause, and changes nothing', async (_call, call) => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(netReq());
+    await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
+    await driver.programExternalConnectivity({ networkId: NID, endpointId: EID, portBindings: [{ proto: 'sctp', port: 9, hostPort: 40010, hostPortEnd: 40010 }] });
+    kernel.firewall.failOn('removePorts', 'nft: Operation not permitted');
+    const err = await expectCode(call(driver), 'TSN_KERNEL');
+    expect(describeChain(err)).toMatch(/nft: Operation not permitted/);
+    expect((await store.all('network')).map((n) => n.id)).toEqual([NID]);
+    expect((await store.all('endpoint'))[0]).toMatchObject({ id: EID, ports: [{ hostPort: 40010 }] });
+    expect(kernel.firewall.ports.size).toBe(1);
+    await driver.stop();
   });
 });

@@ -132,10 +132,9 @@ export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | und
   );
 }
 
-/** Firewall and adopted-bridge addresses go now; an owned bridge is returned for background deletion. */
-export async function releaseBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<string[]> {
+/** The firewall elements, and on an adopted bridge the addresses tsnet added (an owned bridge goes whole). */
+export async function releaseBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<void> {
   await kernel.firewall.removeNetwork(bridgeFirewallView(net));
-  if (net.ownsBridge) return [net.bridge];
+  if (net.ownsBridge) return;
   await applyRemovals(kernel, net.bridgeAddresses.map((cidr) => ({ op: 'addr.del', dev: net.bridge, cidr })));
-  return [];
 }
