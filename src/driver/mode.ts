@@ -14,7 +14,10 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
   /** Links the network's record claims (for conflict checks and reconciliation). */
   networkLinks(net: N): string[];
   setupSteps(net: N, kernel: Kernel): Step[];
-  /** Kernel steps bringing an existing network back to its record after a restart (`link` = its main link, if present); idempotent writes (sysctls) are always among them. */
+  /**
+   * Kernel steps bringing an existing network back to its record after a restart (`link` = its main link, if
+   * present). Idempotent writes (sysctls) are always among them: a crash may have come before they were made.
+   */
   repairSteps(net: N, link: LinkInfo | undefined): Step[];
   /** What the firewall enforces for the network. */
   firewallView(net: N): FwNetwork;
