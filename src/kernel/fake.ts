@@ -11,7 +11,7 @@ export class FakeFirewall implements Firewall {
     return `${p.hostIp ?? '*'}/${p.proto}/${p.hostPort}/${p.containerIp.includes(':') ? 6 : 4}`;
   }
 
-  private failures = new Map<string, string>();
+  private readonly failures = new Map<keyof Firewall, string>();
 
   /** The next call of firewall method `method` (e.g. 'removePorts') fails with `message` (once). */
   failOn(method: keyof Firewall, message = 'nft: injected failure'): void {
