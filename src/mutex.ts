@@ -13,3 +13,12 @@ export class KeyedMutex {
     return next;
   }
 }
+
+/** Serialises async work in one lane (a driver-wide lock). */
+export class Mutex {
+  private readonly lane = new KeyedMutex();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lane.run('', fn);
+  }
+}
