@@ -36,7 +36,11 @@ export function ensureBuilt(): Promise<void> {
       !fs.existsSync(MAIN_JS) ||
       fs.statSync(MAIN_JS).mtimeMs < Math.max(newestMtimeMs(path.join(REPO_ROOT, 'src')), fs.statSync(path.join(REPO_ROOT, 'tsconfig.json')).mtimeMs);
     if (stale) {
-      await runOk(path.join(REPO_ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'], { cwd: REPO_ROOT, timeoutMs: 180_000 });
+      // tsc under the node running the tests, not whichever `node` its #! line finds on PATH.
+      await runOk(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+        cwd: REPO_ROOT,
+        timeoutMs: 180_000,
+      });
     }
   })();
   return built;
