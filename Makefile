@@ -55,8 +55,16 @@ MODULES := node_modules/.tsnet-$(NODE_ID)
 SOURCES := $(shell find src -type d -o -name '*.ts')
 TSC := $(NODE) node_modules/typescript/bin/tsc
 JEST := $(NODE) node_modules/jest/bin/jest.js
+ESLINT := $(NODE) node_modules/eslint/bin/eslint.js
+PRETTIER := $(NODE) node_modules/prettier/bin/prettier.cjs
+# LINT_MODE=report lists lint findings without failing the build (exit 2, eslint itself failing, still does);
+# LINT_MODE=strict fails on any finding.
+LINT_MODE ?= report
+ifeq ($(filter strict report,$(LINT_MODE)),)
+$(error LINT_MODE must be strict or report, not "$(LINT_MODE)")
+endif
 
-.PHONY: all build run test test-unit bench clean deps-run deps-test node-info
+.PHONY: all build run test test-unit lint fmt bench clean deps-run deps-test node-info
 
 all: build
 
@@ -91,8 +99,18 @@ build: dist/main.js
 run: deps-run build
 	$(NODE) dist/main.js --socket $(SOCKET) --state-dir $(STATE_DIR) --log-level $(LOG_LEVEL)
 
+# Type-aware lint of src/, test/ and bench/ (eslint.config.mjs).
+lint: $(MODULES)
+	$(ESLINT) $(if $(filter strict,$(LINT_MODE)),--max-warnings 0) src test bench $(if $(filter report,$(LINT_MODE)),\
+	  || { rc=$$?; [ $$rc -eq 1 ] && echo "lint: the findings above do not fail the build (LINT_MODE=report)"; })
+
+# Formats the files changed since main (FILES=... for others); the whole tree is not reformatted at once.
+FILES ?= $(shell git diff --name-only --diff-filter=d main -- '*.ts' '*.mjs' '*.json' 2>/dev/null)
+fmt: $(MODULES)
+	$(if $(FILES),$(PRETTIER) --write $(FILES),@echo "fmt: no changed files")
+
 # The whole suite: unit tests everywhere; e2e tests against a private dockerd (skipped, with the reason, without root).
-test: deps-test build
+test: deps-test build lint
 	$(TSC) -p tsconfig.test.json --noEmit
 	@mkdir -p .tmp
 	$(JEST) --runInBand --json --outputFile=.tmp/jest-results.json; rc=$$?; \
@@ -100,7 +118,7 @@ test: deps-test build
 	exit $$rc
 
 # What the suite runs without root, dockerd or the kernel: type checks and unit tests.
-test-unit: build
+test-unit: build lint
 	$(TSC) -p tsconfig.test.json --noEmit
 	$(JEST) --runInBand test/unit
 

@@ -129,7 +129,7 @@ function quantile(sorted: number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
 function r2(x: number): number {
@@ -372,7 +372,7 @@ function breakdown(lines: LogLine[]): Breakdown {
     ),
     firewallChange: groupStats(
       lines.filter((l) => l.message === 'firewall change' && typeof l.ms === 'number'),
-      (l) => `${callTag(l)}: ${anonymize(String(l.script ?? l.cmd ?? '').split('\n')[0]!)}`,
+      (l) => `${callTag(l)}: ${anonymize(String(l.script ?? l.cmd ?? '').split('\n')[0])}`,
       (l) => l.ms,
     ),
   };
@@ -671,7 +671,7 @@ async function benchRun(env: Env): Promise<Record<string, unknown>> {
       const r = await env.log.measure(measured ? 'b' : 'b-warmup', `${k.key} run`, () =>
         env.docker.docker(['run', '--rm', '--network', k.net, BUSYBOX_IMAGE, 'true']),
       );
-      if (measured) xs[k.key]!.push(r.ms);
+      if (measured) xs[k.key].push(r.ms);
       if (k.key === 'tsnet') {
         const bg = await quiesce(`veth deletion on ${bridge}`, () => noPorts(bridge), performance.now());
         if (measured) background.push(bg);
@@ -680,16 +680,16 @@ async function benchRun(env: Env): Promise<Record<string, unknown>> {
     if (i === WARMUP - 1 || i === WARMUP + N - 1 || (i - WARMUP + 1) % 10 === 0) progress(`(b) docker run ${i + 1}/${WARMUP + N}`);
   }
   await env.log.settle();
-  const none = median(xs.none!);
-  const tShare = median(xs.tsnet!) - none;
-  const dShare = median(xs.docker!) - none;
+  const none = median(xs.none);
+  const tShare = median(xs.tsnet) - none;
+  const dShare = median(xs.docker) - none;
   const runs = env.log.windowsOf(['b']).filter((w) => w.label === 'tsnet run');
   const pluginMs = runs.map((w) => callInstances(env.log.linesOf(w)).reduce((s, c) => s + c.ms, 0));
   return {
-    tsnet: stats(xs.tsnet!),
-    docker: stats(xs.docker!),
-    none: stats(xs.none!),
-    runRatio: ratio(median(xs.tsnet!), median(xs.docker!)),
+    tsnet: stats(xs.tsnet),
+    docker: stats(xs.docker),
+    none: stats(xs.none),
+    runRatio: ratio(median(xs.tsnet), median(xs.docker)),
     shareTsnetMs: r2(tShare),
     shareDockerMs: r2(dShare),
     shareRatio: ratio(tShare, dShare),
@@ -946,7 +946,7 @@ async function benchIperf(env: Env): Promise<Record<string, unknown>> {
     if (which === 'loopback') {
       return iperfClient('loopback', () => run('iperf3', iperfArgs('127.0.0.1', IPERF_PORT.loopback, seconds), { timeoutMs: iperfTimeoutMs(seconds) }));
     }
-    const [addr, port] = which === 'c2c' ? [server[d!]!, IPERF_PORT.container] : [gatewayOf(subnet[d!]), hostPort[d!]];
+    const [addr, port] = which === 'c2c' ? [server[d!], IPERF_PORT.container] : [gatewayOf(subnet[d!]), hostPort[d!]];
     return iperfClient(`${d} ${which} (bench-g-cli-${d} → ${addr}:${port})`, () =>
       env.docker.dockerTry(['exec', `bench-g-cli-${d}`, '/iperf3', ...iperfArgs(addr, port, seconds)], { timeoutMs: iperfTimeoutMs(seconds) }),
     ).catch(async (err: unknown) => {
@@ -964,13 +964,13 @@ async function benchIperf(env: Env): Promise<Record<string, unknown>> {
   for (let i = 0; i < IPERF_REPS; i++) {
     push('loopback', await measure('loopback', undefined, IPERF_SECONDS));
     // Alternating order (tsnet first, then Docker first, ...), so neither driver always follows the other.
-    const order = i % 2 === 0 ? drivers : ([...drivers].reverse() as Array<(typeof drivers)[number]>);
+    const order = i % 2 === 0 ? drivers : ([...drivers].reverse());
     for (const p of ['c2c', 'c2h'] as const) for (const d of order) push(`${p}.${d}`, await measure(p, d, IPERF_SECONDS));
-    progress(`(g) iperf3 repetition ${i + 1}/${IPERF_REPS}: ${Object.entries(runs).map(([k, v]) => `${k} ${v[v.length - 1]!.gbps.toFixed(2)}`).join(', ')} Gbit/s`);
+    progress(`(g) iperf3 repetition ${i + 1}/${IPERF_REPS}: ${Object.entries(runs).map(([k, v]) => `${k} ${v[v.length - 1].gbps.toFixed(2)}`).join(', ')} Gbit/s`);
   }
   await stopHostIperf();
   for (const d of drivers) await env.docker.docker(['rm', '-f', `bench-g-srv-${d}`, `bench-g-cli-${d}`]);
-  const gbps = (k: string) => stats(runs[k]!.map((r) => r.gbps));
+  const gbps = (k: string) => stats(runs[k].map((r) => r.gbps));
   const loop = gbps('loopback');
   const paths = Object.fromEntries(
     (['c2c', 'c2h'] as const).map((p) => {
@@ -1104,15 +1104,15 @@ async function benchPorts(env: Env): Promise<Record<string, unknown>> {
   const pec = runs.flatMap((w) => callInstances(env.log.linesOf(w)).filter((c) => c.call === 'NetworkDriver.ProgramExternalConnectivity' && !c.failed));
   const rms = env.log.windowsOf(['h']).filter((w) => w.label === `tsnet rm -f, ${H_PORTS} ports`);
   const revoke = rms.flatMap((w) => callInstances(env.log.linesOf(w)).filter((c) => c.call === 'NetworkDriver.RevokeExternalConnectivity' && !c.failed));
-  const med = (k: string) => median(xs[k]!);
+  const med = (k: string) => median(xs[k]);
   const shareT = med(`tsnet.run -d, ${H_PORTS} ports`) - med('tsnet.run -d, 0 ports');
   const shareD = med(`docker.run -d, ${H_PORTS} ports`) - med('docker.run -d, 0 ports');
   const hLines = env.log.windowsOf(['h']).flatMap((w) => env.log.linesOf(w));
   return {
-    run100: pair(xs[`tsnet.run -d, ${H_PORTS} ports`]!, xs[`docker.run -d, ${H_PORTS} ports`]!),
-    run0: pair(xs['tsnet.run -d, 0 ports']!, xs['docker.run -d, 0 ports']!),
-    rm100: pair(xs[`tsnet.rm -f, ${H_PORTS} ports`]!, xs[`docker.rm -f, ${H_PORTS} ports`]!),
-    rm0: pair(xs['tsnet.rm -f, 0 ports']!, xs['docker.rm -f, 0 ports']!),
+    run100: pair(xs[`tsnet.run -d, ${H_PORTS} ports`], xs[`docker.run -d, ${H_PORTS} ports`]),
+    run0: pair(xs['tsnet.run -d, 0 ports'], xs['docker.run -d, 0 ports']),
+    rm100: pair(xs[`tsnet.rm -f, ${H_PORTS} ports`], xs[`docker.rm -f, ${H_PORTS} ports`]),
+    rm0: pair(xs['tsnet.rm -f, 0 ports'], xs['docker.rm -f, 0 ports']),
     publishShareTsnetMs: r2(shareT),
     publishShareDockerMs: r2(shareD),
     publishShareRatio: ratio(shareT, shareD),
@@ -1337,12 +1337,12 @@ function latencyRows(r: Results): string[][] {
 
 function mdTable(rows: string[][]): string {
   const [head, ...body] = rows;
-  return [`| ${head!.join(' | ')} |`, `|${head!.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
 function textTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')).join('\n');
 }
 
 function statsRows(title: string, groups: Record<string, Stats>): string[][] {
@@ -1431,14 +1431,14 @@ function renderMarkdown(r: Results): string {
   const srv = r.e.serverSide;
   out.push(mdTable([
     ['plugin call (server side, ms)', `p50 @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `p50 @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`],
-    ...Object.keys(srv[lo] ?? {}).map((k) => [`\`${k}\``, f(srv[lo]![k]!.median), f(srv[lo]![k]!.p99), f(srv[hi]?.[k]?.median), f(srv[hi]?.[k]?.p99)]),
+    ...Object.keys(srv[lo] ?? {}).map((k) => [`\`${k}\``, f(srv[lo][k].median), f(srv[lo][k].p99), f(srv[hi]?.[k]?.median), f(srv[hi]?.[k]?.p99)]),
   ]));
   out.push('');
   const eb = r.e.breakdown;
   out.push(mdTable([
     [`kernel / store during (e) (ms)`, `median @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `median @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`],
-    ...Object.keys(eb[lo]?.exec ?? {}).map((k) => [`exec \`${k}\``, f(eb[lo]!.exec[k]!.median), f(eb[lo]!.exec[k]!.p99), f(eb[hi]?.exec[k]?.median), f(eb[hi]?.exec[k]?.p99)]),
-    ...Object.keys(eb[lo]?.storeCommit ?? {}).map((k) => [`store commit \`${k}\``, f(eb[lo]!.storeCommit[k]!.median), f(eb[lo]!.storeCommit[k]!.p99), f(eb[hi]?.storeCommit[k]?.median), f(eb[hi]?.storeCommit[k]?.p99)]),
+    ...Object.keys(eb[lo]?.exec ?? {}).map((k) => [`exec \`${k}\``, f(eb[lo].exec[k].median), f(eb[lo].exec[k].p99), f(eb[hi]?.exec[k]?.median), f(eb[hi]?.exec[k]?.p99)]),
+    ...Object.keys(eb[lo]?.storeCommit ?? {}).map((k) => [`store commit \`${k}\``, f(eb[lo].storeCommit[k].median), f(eb[lo].storeCommit[k].p99), f(eb[hi]?.storeCommit[k]?.median), f(eb[hi]?.storeCommit[k]?.p99)]),
   ]));
   out.push('');
   out.push('## (f) Where the time goes (tsnet debug log during the measured iterations of (a), (b), (c))');
@@ -1505,7 +1505,7 @@ function renderIperf(r: Results, out: string[]): void {
   const names: Record<string, string> = { loopback: 'loopback', 'c2c.tsnet': 'tsnet container → container', 'c2c.docker': 'Docker container → container', 'c2h.tsnet': 'tsnet container → host', 'c2h.docker': 'Docker container → host' };
   out.push(mdTable([
     ['path', ...Array.from({ length: g.reps }, (_, i) => `run ${i + 1}`)],
-    ...Object.keys(names).filter((k) => g.runs[k]).map((k) => [names[k]!, ...g.runs[k]!.map((x) => `${gb(x.gbps)}${x.cpuSender < 80 ? ' †' : ''} (${x.retransmits} retr, ${x.cpuSender.toFixed(0)} / ${x.cpuReceiver.toFixed(0)} %)`)]),
+    ...Object.keys(names).filter((k) => g.runs[k]).map((k) => [names[k], ...g.runs[k].map((x) => `${gb(x.gbps)}${x.cpuSender < 80 ? ' †' : ''} (${x.retransmits} retr, ${x.cpuSender.toFixed(0)} / ${x.cpuReceiver.toFixed(0)} %)`)]),
   ]));
   out.push('');
 }
@@ -1668,7 +1668,7 @@ async function main(): Promise<void> {
   console.log(textTable(latencyRows(results)));
   console.log('');
   console.log(
-    `(d) tsnet RSS: idle ${(rss.idle! / 1024).toFixed(1)} MiB, ${E_LIVE_HIGH} live endpoints ${((rss[`live${E_LIVE_HIGH}`] ?? NaN) / 1024).toFixed(1)} MiB`,
+    `(d) tsnet RSS: idle ${(rss.idle / 1024).toFixed(1)} MiB, ${E_LIVE_HIGH} live endpoints ${((rss[`live${E_LIVE_HIGH}`] ?? NaN) / 1024).toFixed(1)} MiB`,
   );
   console.log(
     `(f) docker network create: wall ${f(results.a.createSplit.wall.median)} ms = tsnet plugin calls ${f(results.a.createSplit.tsnetPluginCalls.median)} ms + dockerd/CLI ${f(results.a.createSplit.dockerdAndCli.median)} ms`,
