@@ -37,14 +37,20 @@ NODE := $(NODE_DIR)/bin/node
 NPM := $(NODE_DIR)/bin/npm
 NODE_ID := v$(NODE_VERSION)
 RUNTIME_FILE := $(NODE)
-# Children (npm scripts, node-gyp, the test harness) find this node first; node-gyp takes its headers from it.
+# Children (npm scripts, node-gyp, the test harness) find this node first.
 export PATH := $(NODE_DIR)/bin:$(PATH)
-export npm_config_nodedir := $(NODE_DIR)
+NODE_HEADERS := $(NODE_DIR)
 else ifeq ($(RUNTIME_KIND),system)
 NODE := $(SYSTEM_NODE)
 NPM := $(dir $(SYSTEM_NODE))npm
 NODE_ID := $(shell $(NODE) --version)
+ifneq ($(shell [ "$(word 1,$(subst ., ,$(NODE_ID:v%=%)))" -ge $(NODE_MAJOR) ] 2>/dev/null && echo ok),ok)
+$(error NODE_RUNTIME=system: node on PATH is "$(NODE_ID)", tsnet needs >= $(NODE_MAJOR); leave NODE_RUNTIME unset for the pinned one)
+endif
 RUNTIME_FILE :=
+# Installed next to the binary by NodeSource and the official tarballs; without them node-gyp downloads headers.
+NODE_HEADERS := $(patsubst %/bin/,%,$(dir $(realpath $(NODE))))
+NODE_HEADERS := $(if $(wildcard $(NODE_HEADERS)/include/node/common.gypi),$(NODE_HEADERS))
 else
 $(error NODE_RUNTIME must be auto, pinned or system, not "$(NODE_RUNTIME)")
 endif
@@ -85,8 +91,9 @@ deps-test:
 	@missing=$$(for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
+# node-gyp builds better-sqlite3 against the runtime's own headers (npm_config_nodedir), so it downloads none.
 $(MODULES): package.json package-lock.json | $(RUNTIME_FILE)
-	$(NPM) ci --no-audit --no-fund
+	$(if $(NODE_HEADERS),npm_config_nodedir=$(NODE_HEADERS) )$(NPM) ci --no-audit --no-fund
 	@touch $@
 
 dist/main.js: $(SOURCES) tsconfig.json $(MODULES)

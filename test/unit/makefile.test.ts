@@ -82,6 +82,12 @@ test('a node >= 24 without npm on PATH also gets the pinned runtime', () => {
   expect(sb.make(['-n', 'build'])).toContain('scripts/node-runtime.sh');
 });
 
+test('NODE_RUNTIME=system with an older node stops before doing anything, naming the version', () => {
+  const sb = sandbox('v18.19.0');
+  expect(() => sb.make(['-n', 'build', 'NODE_RUNTIME=system'])).toThrow(/node on PATH is "v18\.19\.0", tsnet needs >= 24/);
+  expect(sb.calls()).toEqual([]);
+});
+
 test('a node >= 24 with npm on PATH is used as it is', () => {
   const sb = sandbox('v24.1.0');
   sb.make(['build']);
