@@ -111,8 +111,8 @@ lint: $(MODULES)
 	$(ESLINT) $(if $(filter strict,$(LINT_MODE)),--max-warnings 0) src test bench $(if $(filter report,$(LINT_MODE)),\
 	  || { rc=$$?; [ $$rc -eq 1 ] && echo "lint: the findings above do not fail the build (LINT_MODE=report)"; })
 
-# Formats the files changed since main (FILES=... for others); the whole tree is not reformatted at once.
-FILES ?= $(shell git diff --name-only --diff-filter=d main -- '*.ts' '*.mjs' '*.json' 2>/dev/null)
+# Formats the files this branch changed since it left main (FILES=... for others): no whole-tree reformat.
+FILES ?= $(shell git diff --name-only --diff-filter=d $$(git merge-base main HEAD) -- '*.ts' '*.mjs' '*.json' 2>/dev/null)
 fmt: $(MODULES)
 	$(if $(FILES),$(PRETTIER) --write $(FILES),@echo "fmt: no changed files")
 

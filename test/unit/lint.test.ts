@@ -56,7 +56,11 @@ const REJECTED: Array<[what: string, code: string, rule: string]> = [
     `import { execFile } from 'node:child_process';\nexport function f(): void { execFile('ls', [], { shell: true }); }`,
     'no-restricted-syntax',
   ],
-  ['an unchecked cast of parsed input', `export function f(s: string): { a: number } { return JSON.parse(s) as { a: number }; }`, '@typescript-eslint/no-unsafe-type-assertion'],
+  [
+    'an unchecked cast of parsed input',
+    `export function f(s: string): { a: number } { return JSON.parse(s) as { a: number }; }`,
+    '@typescript-eslint/no-unsafe-type-assertion',
+  ],
 ];
 
 const GOOD = `import { spawn } from 'node:child_process';

@@ -50,6 +50,7 @@ function sandbox(nodeVersion: string, npm = true): Sandbox {
       execFileSync('make', ['--no-print-directory', ...args], {
         cwd: dir,
         encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'], // make's complaints go into the thrown error, not the test log
         env: { ...env, PATH: `${bin}:${process.env.PATH ?? ''}` },
       }),
     calls: () => {
