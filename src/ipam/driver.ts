@@ -17,22 +17,8 @@ import {
   REQUEST_ADDRESS_TYPE,
   SERIAL_OPTION,
 } from './contract';
-import {
-  addressAt,
-  type Cidr,
-  contains,
-  type DefaultPool,
-  dynamicRange,
-  offsetOf,
-  overlaps,
-  parseDefaultPools,
-  parseIp,
-  parsePool,
-  pickDefaultPool,
-  reservedRole,
-  routeObstacles,
-  tryParseIp,
-} from './pools';
+import { addressAt, type Cidr, contains, offsetOf, overlaps, parseIp, tryParseIp } from '../netaddr';
+import { type DefaultPool, dynamicRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from './pools';
 
 /** What {@link TsnetIpam.load} needs besides the store. */
 export interface TsnetIpamOptions {

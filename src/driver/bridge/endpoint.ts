@@ -1,8 +1,7 @@
 import { tsnetError } from '../../errors';
 import type { KernelChange } from '../../kernel/contract';
 import { vethNamesFor } from '../../kernel/names';
-import { macForIPv4, randomMac } from '../../netaddr';
-import { subnetOf } from '../../ipam/pools';
+import { macForIPv4, randomMac, subnetOf } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
 
