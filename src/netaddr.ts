@@ -25,6 +25,14 @@ export interface Ip {
   readonly text: string;
 }
 
+/** An interface address: an address with the prefix length of its subnet (`172.28.5.254/16`), host bits kept. */
+export interface IfAddr {
+  readonly ip: Ip;
+  readonly prefix: number;
+  /** Canonical text, e.g. `172.28.5.254/16`. */
+  readonly text: string;
+}
+
 const PREFIX_RE = /^(0|[1-9][0-9]{0,2})$/;
 const V4_MASK = 0xffffffffn;
 
@@ -80,16 +88,32 @@ export function parseIp(field: string, text: string, code: ErrorCode = 'TSN_INVA
   return ip;
 }
 
-/** Parses a CIDR, or undefined when malformed. Host bits are cleared (lenient like dockerd). */
-export function tryParseCidr(text: string): Cidr | undefined {
+/**
+ * Parses `address/prefix` exactly as written: no folding of IPv4-mapped IPv6 (callers refuse it where a family is
+ * expected, see {@link isIPv4Mapped}), host bits kept. Undefined when malformed or the prefix is too long.
+ */
+export function tryParseIfAddr(text: string): IfAddr | undefined {
   const slash = text.indexOf('/');
   const prefixText = text.slice(slash + 1);
   const raw = slash < 0 ? undefined : parseRaw(text.slice(0, slash));
   if (!raw || !PREFIX_RE.test(prefixText)) return undefined;
   const prefix = Number(prefixText);
   if (prefix > bitsOf(raw.v6)) return undefined;
-  if (isMapped(raw.v6, raw.value) && prefix >= 96) return makeCidr(false, raw.value & V4_MASK, prefix - 96);
-  return makeCidr(raw.v6, raw.value, prefix);
+  const ip = makeIp(raw.v6, raw.value);
+  return { ip, prefix, text: `${ip.text}/${prefix}` };
+}
+
+/** Whether an exactly parsed address is IPv6 in form but IPv4 in meaning (`::ffff:a.b.c.d`). */
+export function isIPv4Mapped(ip: Ip): boolean {
+  return isMapped(ip.v6, ip.value);
+}
+
+/** Parses a CIDR, or undefined when malformed. Host bits are cleared (lenient like dockerd). */
+export function tryParseCidr(text: string): Cidr | undefined {
+  const a = tryParseIfAddr(text);
+  if (!a) return undefined;
+  if (isMapped(a.ip.v6, a.ip.value) && a.prefix >= 96) return makeCidr(false, a.ip.value & V4_MASK, a.prefix - 96);
+  return makeCidr(a.ip.v6, a.ip.value, a.prefix);
 }
 
 /** Parses a CIDR, clearing host bits; throws `code` (TSN_INVALID_ADDRESS) naming `field` and the text. */
@@ -125,6 +149,11 @@ export function offsetOf(c: Cidr, ip: Ip): bigint | undefined {
   return ip.value - c.network;
 }
 
+/** Whether `a` is an address of `pool` written with the pool's own prefix length (an address on that subnet). */
+export function onSubnet(pool: Cidr, a: IfAddr): boolean {
+  return a.prefix === pool.prefix && offsetOf(pool, a.ip) !== undefined;
+}
+
 /** Canonical text of the address at `offset` in `c`. */
 export function addressAt(c: Cidr, offset: bigint): string {
   return formatIp(c.v6, c.network + offset);
@@ -138,6 +167,28 @@ export function subnetOf(cidrOrAddr: string, pools: string[]): string | undefine
     const c = tryParseCidr(p);
     return c !== undefined && offsetOf(c, ip) !== undefined;
   });
+}
+
+/**
+ * Special-use ranges (RFC 6890) no subnet may overlap: their addresses mean something to every host (this host,
+ * loopback, link-local, multicast, broadcast; for IPv6 also the IPv4-mapped range tsnet treats as IPv4), so a
+ * bridge carrying them would capture or break the host's own traffic. Default routes (/0) overlap them too.
+ */
+const SPECIAL_USE: ReadonlyArray<{ range: Cidr; what: string }> = [
+  ['0.0.0.0/8', 'IPv4 "this network"'],
+  ['127.0.0.0/8', 'IPv4 loopback'],
+  ['169.254.0.0/16', 'IPv4 link-local'],
+  ['224.0.0.0/4', 'IPv4 multicast'],
+  ['255.255.255.255/32', 'IPv4 limited broadcast'],
+  ['::/8', 'IPv6 unspecified, loopback and IPv4-mapped'],
+  ['fe80::/10', 'IPv6 link-local'],
+  ['ff00::/8', 'IPv6 multicast'],
+].map(([text, what]) => ({ range: parseCidr('special-use range', text!), what: what! }));
+
+/** Why `c` cannot be a subnet (`overlaps 127.0.0.0/8, IPv4 loopback`), or undefined when it can. */
+export function specialUseOverlap(c: Cidr): string | undefined {
+  const hit = SPECIAL_USE.find((s) => overlaps(s.range, c));
+  return hit && `overlaps ${hit.range.text}, the ${hit.what} range`;
 }
 
 /** A random locally administered unicast MAC (02:xx:...), as the kernel would pick for a new link. */

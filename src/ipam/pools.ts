@@ -1,7 +1,7 @@
 import type { DefaultPoolSpec } from '../config';
 import { type ErrorCode, tsnetError } from '../errors';
 import { log } from '../log';
-import { bitsOf, type Cidr, cidrLast, cidrSize, makeCidr, overlaps, parseCidr, tryParseCidr, tryParseIp } from '../netaddr';
+import { bitsOf, type Cidr, cidrLast, cidrSize, makeCidr, overlaps, parseCidr, specialUseOverlap, tryParseCidr, tryParseIp } from '../netaddr';
 
 /** Offsets (relative to a pool's network address) of a closed range. */
 export interface OffsetRange {
@@ -15,17 +15,14 @@ export interface DefaultPool {
   readonly size: number;
 }
 
-const MAPPED_RANGE = makeCidr(true, 0xffffn << 32n, 96);
-
 /**
- * Parses a CIDR usable as an IPAM pool: {@link parseCidr}, and an IPv6 pool must not overlap ::ffff:0:0/96, whose
- * addresses tsnet always treats as IPv4.
+ * Parses a CIDR usable as an IPAM pool: {@link parseCidr}, and no special-use range (loopback, link-local,
+ * multicast, the IPv4-mapped range tsnet treats as IPv4, ...; see specialUseOverlap) may overlap it.
  */
 export function parsePool(field: string, text: string, code: ErrorCode = 'TSN_INVALID_ADDRESS'): Cidr {
   const cidr = parseCidr(field, text, code);
-  if (overlaps(cidr, MAPPED_RANGE)) {
-    throw tsnetError(code, `${field} "${text}": overlaps the IPv4-mapped range ${MAPPED_RANGE.text}, use IPv4 instead`);
-  }
+  const special = specialUseOverlap(cidr);
+  if (special) throw tsnetError(code, `${field} "${text}": ${special}, which cannot be a pool`);
   return cidr;
 }
 

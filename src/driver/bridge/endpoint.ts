@@ -1,7 +1,7 @@
 import { tsnetError } from '../../errors';
 import type { KernelChange } from '../../kernel/contract';
 import { vethNamesFor } from '../../kernel/names';
-import { macForIPv4, randomMac, subnetOf } from '../../netaddr';
+import { macForIPv4, onSubnet, parseCidr, randomMac, tryParseIfAddr } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
 
@@ -16,10 +16,19 @@ function checkEndpointOptions(options: Record<string, unknown>): void {
   }
 }
 
-function checkInSubnets(field: string, cidr: string | undefined, subnets: BridgeNetworkRecord['ipv4']): void {
+/**
+ * The address must be an address of one of the network's subnets with that subnet's prefix length: the kernel
+ * derives the container's on-link route from it. Compared as parsed values, never as text.
+ */
+function checkOnSubnet(field: string, cidr: string | undefined, subnets: BridgeNetworkRecord['ipv4']): void {
   if (cidr === undefined) return;
-  if (!subnetOf(cidr, subnets.map((s) => s.pool))) {
-    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.${field} "${cidr}" is in no subnet of the network (${subnets.map((s) => s.pool).join(', ') || 'none'})`);
+  const a = tryParseIfAddr(cidr);
+  const pools = subnets.map((s) => s.pool);
+  if (!a || !pools.some((p) => onSubnet(parseCidr('stored pool', p, 'TSN_STORE'), a))) {
+    throw tsnetError(
+      'TSN_INVALID_ADDRESS',
+      `Interface.${field} ${JSON.stringify(cidr)} is not an address of a subnet of the network with its prefix length (${pools.join(', ') || 'none'})`,
+    );
   }
 }
 
@@ -27,10 +36,10 @@ function checkInSubnets(field: string, cidr: string | undefined, subnets: Bridge
 export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface } {
   checkEndpointOptions(req.options);
   const { address, addressIPv6, macAddress } = req.iface;
-  checkInSubnets('Address', address, net.ipv4);
-  checkInSubnets('AddressIPv6', addressIPv6, net.ipv6);
+  checkOnSubnet('Address', address, net.ipv4);
+  checkOnSubnet('AddressIPv6', addressIPv6, net.ipv6);
   if (macAddress !== undefined && !MAC_RE.test(macAddress)) {
-    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress "${macAddress}": expected six hex pairs like 02:42:ac:11:00:02`);
+    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress ${JSON.stringify(macAddress)}: expected six hex pairs like 02:42:ac:11:00:02`);
   }
   const names = vethNamesFor(req.endpointId);
   const mac = (macAddress ?? (address !== undefined ? macForIPv4(address) : randomMac())).toLowerCase();
