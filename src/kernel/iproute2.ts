@@ -137,8 +137,10 @@ export class Iproute2Kernel implements Kernel {
     }
     const line = Math.min(Math.max(failure.index, 0), lines.length - 1);
     const i = changeOfLine[line]!;
+    // Past the change's first line the link exists: it must count as applied to be undone (it is not tagged yet).
+    const partly = line > changeOfLine.indexOf(i);
     log.debug('kernel change failed', { changes: lines, failed: lines[line], reason: failure.reason, ms });
-    throw new KernelChangeError(items[i]!.change, offset + i, `ip ${lines[line]}: ${failure.reason}`);
+    throw new KernelChangeError(items[i]!.change, offset + i, `ip ${lines[line]}: ${failure.reason}`, partly);
   }
 
   private async sysctl(r: SysctlRendered, index: number): Promise<void> {

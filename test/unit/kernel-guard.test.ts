@@ -1,5 +1,6 @@
+import { runSteps } from '../../src/driver/steps';
 import { TsnetError } from '../../src/errors';
-import type { KernelChange } from '../../src/kernel/contract';
+import { type KernelChange, KernelChangeError } from '../../src/kernel/contract';
 import { FakeFirewall } from '../../src/kernel/fake';
 import { renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
 import type { BatchFailure } from '../../src/kernel/ip-session';
@@ -93,6 +94,42 @@ describe('ip -batch lines are built from checked tokens', () => {
       await internalError(kernel.apply([{ op: 'sysctl.set', key, value: '1' }]));
     },
   );
+});
+
+describe('a change whose first line applied counts as applied (item 18)', () => {
+  test('veth.add failing at its alias line: KernelChangeError counts it, so it is undone', async () => {
+    const { kernel, session } = kernelWithStub();
+    session.failures.push({ index: 2, reason: 'RTNETLINK answers: Operation not permitted' });
+    const veth: KernelChange = { op: 'veth.add', name: 'tsv1', peer: 'tsc1' };
+    const err = await kernel.apply([{ op: 'link.up', name: 'tsbr-1' }, veth, { op: 'link.up', name: 'tsv1' }]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(KernelChangeError);
+    expect((err as KernelChangeError).change).toEqual(veth);
+    expect((err as KernelChangeError).index).toBe(1);
+    expect((err as KernelChangeError).applied).toBe(2);
+  });
+
+  test('a change failing at its first line is not counted', async () => {
+    const { kernel, session } = kernelWithStub();
+    session.failures.push({ index: 1, reason: 'RTNETLINK answers: File exists' });
+    const err = (await kernel.apply([{ op: 'link.up', name: 'tsbr-1' }, { op: 'bridge.add', name: 'tsbr-2' }]).catch((e: unknown) => e)) as KernelChangeError;
+    expect(err).toBeInstanceOf(KernelChangeError);
+    expect(err.applied).toBe(1);
+  });
+
+  test('runSteps rolls back a bridge whose alias line failed', async () => {
+    const { kernel, session } = kernelWithStub();
+    session.failures.push({ index: 1, reason: 'RTNETLINK answers: Operation not permitted' });
+    await expect(
+      runSteps(kernel, 'network x', [
+        { name: 'create bridge', changes: [{ op: 'bridge.add', name: 'tsbr-1' }] },
+        { name: 'bridge up', changes: [{ op: 'link.up', name: 'tsbr-1' }] },
+      ]),
+    ).rejects.toThrow(expect.objectContaining({ code: 'TSN_KERNEL', message: expect.stringContaining('create bridge') }));
+    expect(session.batches[1]).toEqual(['link del dev tsbr-1']);
+  });
 });
 
 describe('nft element strings are built from checked values', () => {
