@@ -1,14 +1,8 @@
-import fs from 'node:fs';
-import type { Server } from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { TsnetDriver } from '../../src/driver/driver';
 import { TsnetIpam } from '../../src/ipam/driver';
-import { FakeKernel } from '../../src/kernel/fake';
-import { routes } from '../../src/protocol/routes';
-import { createApp, listenUnix } from '../../src/protocol/server';
+import type { FakeKernel } from '../../src/kernel/fake';
 import { SqliteStore } from '../../src/store/sqlite';
-import { pluginCall, type PluginResponse } from '../harness/tsnet';
+import type { PluginResponse } from '../harness/tsnet';
+import { type PluginFixture, startPlugin } from './plugin-fixture';
 
 /**
  * Nothing a caller sends reaches the kernel unparsed: every address and CIDR of CreateNetwork and CreateEndpoint is
@@ -18,35 +12,18 @@ const NID = '1'.repeat(64);
 const NID2 = '3'.repeat(64);
 const EID = '2'.repeat(64);
 
-let dir: string;
-let socket: string;
-let server: Server;
+let fx: PluginFixture;
 let store: SqliteStore;
 let kernel: FakeKernel;
-let driver: TsnetDriver;
 
 beforeEach(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-valid-'));
-  socket = path.join(dir, 'p.sock');
-  store = new SqliteStore(':memory:');
-  kernel = new FakeKernel();
-  driver = await TsnetDriver.load(store, kernel);
-  const ipam = await TsnetIpam.load(store, {
-    defaultPoolsV4: [{ base: '10.50.0.0/16', size: 24 }],
-    defaultPoolsV6: [{ base: 'fd99::/48', size: 64 }],
-    hostRoutes: () => Promise.resolve([]),
-  });
-  server = await listenUnix(createApp(routes(), { driver, ipam }, Promise.resolve()), socket);
+  fx = await startPlugin();
+  ({ store, kernel } = fx);
 });
 
-afterEach(async () => {
-  await new Promise((r) => server.close(r));
-  await driver.stop();
-  await store.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+afterEach(() => fx.close());
 
-const call = (method: string, body: unknown): Promise<PluginResponse> => pluginCall(socket, method, body);
+const call = (method: string, body: unknown = ''): Promise<PluginResponse> => fx.call(method, body);
 
 /** Store, links, every kernel change and firewall call so far. */
 async function snapshot(): Promise<string> {
