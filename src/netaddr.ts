@@ -175,15 +175,15 @@ export function subnetOf(cidrOrAddr: string, pools: string[]): string | undefine
  * bridge carrying them would capture or break the host's own traffic. Default routes (/0) overlap them too.
  */
 const SPECIAL_USE: ReadonlyArray<{ range: Cidr; what: string }> = [
-  ['0.0.0.0/8', 'IPv4 "this network"'],
-  ['127.0.0.0/8', 'IPv4 loopback'],
-  ['169.254.0.0/16', 'IPv4 link-local'],
-  ['224.0.0.0/4', 'IPv4 multicast'],
-  ['255.255.255.255/32', 'IPv4 limited broadcast'],
-  ['::/8', 'IPv6 unspecified, loopback and IPv4-mapped'],
-  ['fe80::/10', 'IPv6 link-local'],
-  ['ff00::/8', 'IPv6 multicast'],
-].map(([text, what]) => ({ range: parseCidr('special-use range', text!), what: what! }));
+  { text: '0.0.0.0/8', what: 'IPv4 "this network"' },
+  { text: '127.0.0.0/8', what: 'IPv4 loopback' },
+  { text: '169.254.0.0/16', what: 'IPv4 link-local' },
+  { text: '224.0.0.0/4', what: 'IPv4 multicast' },
+  { text: '255.255.255.255/32', what: 'IPv4 limited broadcast' },
+  { text: '::/8', what: 'IPv6 unspecified, loopback and IPv4-mapped' },
+  { text: 'fe80::/10', what: 'IPv6 link-local' },
+  { text: 'ff00::/8', what: 'IPv6 multicast' },
+].map(({ text, what }) => ({ range: parseCidr('special-use range', text), what }));
 
 /** Why `c` cannot be a subnet (`overlaps 127.0.0.0/8, IPv4 loopback`), or undefined when it can. */
 export function specialUseOverlap(c: Cidr): string | undefined {
@@ -194,7 +194,7 @@ export function specialUseOverlap(c: Cidr): string | undefined {
 /** A random locally administered unicast MAC (02:xx:...), as the kernel would pick for a new link. */
 export function randomMac(): string {
   const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfc) | 0x02;
+  b[0] = (b.readUInt8(0) & 0xfc) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 

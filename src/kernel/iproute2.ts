@@ -104,20 +104,23 @@ export class Iproute2Kernel implements Kernel {
   async apply(changes: KernelChange[]): Promise<void> {
     // Rendered up front: a refused token fails the whole list before anything is written.
     const rendered = changes.map((c) => this.render(c));
-    let done = 0;
-    while (done < rendered.length) {
-      const first = rendered[done]!;
-      if ('file' in first) {
-        await this.sysctl(first, done);
-        done++;
+    // Consecutive ip changes go out as one batch: one round trip to the ip process instead of one per change.
+    let batch: IpRendered[] = [];
+    let batchStart = 0;
+    const flush = async () => {
+      if (batch.length > 0) await this.batch(batch, batchStart);
+      batch = [];
+    };
+    for (const [i, r] of rendered.entries()) {
+      if ('lines' in r) {
+        if (batch.length === 0) batchStart = i;
+        batch.push(r);
         continue;
       }
-      // Consecutive ip changes go out as one batch: one round trip to the ip process instead of one per change.
-      let end = done;
-      while (end < rendered.length && 'lines' in rendered[end]!) end++;
-      await this.batch(rendered.slice(done, end) as IpRendered[], done);
-      done = end;
+      await flush();
+      await this.sysctl(r, i);
     }
+    await flush();
   }
 
   private render(c: KernelChange): Rendered {
@@ -136,11 +139,11 @@ export class Iproute2Kernel implements Kernel {
       return;
     }
     const line = Math.min(Math.max(failure.index, 0), lines.length - 1);
-    const i = changeOfLine[line]!;
+    const i = changeOfLine[line];
     // Past the change's first line the link exists: it must count as applied to be undone (it is not tagged yet).
     const partly = line > changeOfLine.indexOf(i);
     log.debug('kernel change failed', { changes: lines, failed: lines[line], reason: failure.reason, ms });
-    throw new KernelChangeError(items[i]!.change, offset + i, `ip ${lines[line]}: ${failure.reason}`, partly);
+    throw new KernelChangeError(items[i].change, offset + i, `ip ${lines[line]}: ${failure.reason}`, partly);
   }
 
   private async sysctl(r: SysctlRendered, index: number): Promise<void> {

@@ -64,7 +64,10 @@ describe('ip -batch lines are built from checked tokens', () => {
   });
 
   test.each<[string, KernelChange]>([
-    ['newline and extra commands in an address', { op: 'addr.add', dev: 'tsbr-1', cidr: '172.28.5.254/16 dev lo\nnetns add x\nnetns exec x /bin/sh -c id' }],
+    [
+      'newline and extra commands in an address',
+      { op: 'addr.add', dev: 'tsbr-1', cidr: '172.28.5.254/16 dev lo\nnetns add x\nnetns exec x /bin/sh -c id' },
+    ],
     ['a space in a link name', { op: 'link.up', name: 'tsbr-1 down' }],
     ['a comment sign', { op: 'link.del', name: 'tsbr#1' }],
     ['a double quote', { op: 'link.master', name: 'tsv1', master: 'br"0' }],
@@ -114,7 +117,12 @@ describe('a change whose first line applied counts as applied (item 18)', () => 
   test('a change failing at its first line is not counted', async () => {
     const { kernel, session } = kernelWithStub();
     session.failures.push({ index: 1, reason: 'RTNETLINK answers: File exists' });
-    const err = (await kernel.apply([{ op: 'link.up', name: 'tsbr-1' }, { op: 'bridge.add', name: 'tsbr-2' }]).catch((e: unknown) => e)) as KernelChangeError;
+    const err = (await kernel
+      .apply([
+        { op: 'link.up', name: 'tsbr-1' },
+        { op: 'bridge.add', name: 'tsbr-2' },
+      ])
+      .catch((e: unknown) => e)) as KernelChangeError;
     expect(err).toBeInstanceOf(KernelChangeError);
     expect(err.applied).toBe(1);
   });

@@ -142,13 +142,23 @@ describe('CreateEndpoint: interface addresses are parsed and must sit on a subne
     ['extra ip -batch commands', { Address: '172.28.5.2/16\nlink del dev eth0' }, 'Interface.Address', '172.28.5.2/16\nlink del dev eth0'],
     ['no prefix', { Address: '172.28.5.2' }, 'Interface.Address', '172.28.5.2'],
     ['IPv4-mapped IPv6 as Address', { Address: '::ffff:172.28.5.2/112' }, 'Interface.Address', '::ffff:172.28.5.2/112'],
-    ['IPv4-mapped IPv6 as AddressIPv6', { Address: '172.28.5.2/16', AddressIPv6: '::ffff:172.28.5.2/64' }, 'Interface.AddressIPv6', '::ffff:172.28.5.2/64'],
+    [
+      'IPv4-mapped IPv6 as AddressIPv6',
+      { Address: '172.28.5.2/16', AddressIPv6: '::ffff:172.28.5.2/64' },
+      'Interface.AddressIPv6',
+      '::ffff:172.28.5.2/64',
+    ],
     ['IPv4 address as AddressIPv6', { AddressIPv6: '172.28.5.3/16' }, 'Interface.AddressIPv6', '172.28.5.3/16'],
     ['IPv6 address as Address', { Address: 'fd00:1::3/64' }, 'Interface.Address', 'fd00:1::3/64'],
     ['address outside every subnet', { Address: '10.9.0.2/16' }, 'Interface.Address', '10.9.0.2/16'],
     ['address in the subnet with another prefix', { Address: '172.28.5.2/24' }, 'Interface.Address', '172.28.5.2/24'],
     ['IPv6 address with another prefix', { AddressIPv6: 'fd00:1::2/80' }, 'Interface.AddressIPv6', 'fd00:1::2/80'],
-    ['MAC carrying extra commands', { Address: '172.28.5.2/16', MacAddress: '02:42:ac:1c:05:02\nlink del dev lo' }, 'Interface.MacAddress', '02:42:ac:1c:05:02\nlink del dev lo'],
+    [
+      'MAC carrying extra commands',
+      { Address: '172.28.5.2/16', MacAddress: '02:42:ac:1c:05:02\nlink del dev lo' },
+      'Interface.MacAddress',
+      '02:42:ac:1c:05:02\nlink del dev lo',
+    ],
   ])('%s', async (_what, iface, field, value) => {
     await expectRefused('NetworkDriver.CreateEndpoint', ep(iface), field, value);
   });
@@ -170,7 +180,12 @@ describe('IPAM refuses special-use pools, naming the pool', () => {
   });
 
   test('a SubPool is inside its pool, so a special-use pool is refused before it', async () => {
-    await expectRefused('IpamDriver.RequestPool', { AddressSpace: 'tsnet-local', Pool: '127.0.0.0/8', SubPool: '127.0.0.0/24', V6: false }, 'Pool', '127.0.0.0/8');
+    await expectRefused(
+      'IpamDriver.RequestPool',
+      { AddressSpace: 'tsnet-local', Pool: '127.0.0.0/8', SubPool: '127.0.0.0/24', V6: false },
+      'Pool',
+      '127.0.0.0/8',
+    );
   });
 
   test.each<[string, { base: string; size: number }, boolean]>([
