@@ -170,6 +170,24 @@ describe('CreateEndpoint: interface addresses are parsed and must sit on a subne
   });
 });
 
+describe('records from before the edge parsed pools', () => {
+  test('a network whose stored pool does not parse refuses endpoint addresses as on no subnet (400, not a store error)', async () => {
+    // Straight to the driver, as a network created by an older tsnet would have been stored.
+    await fx.driver.createNetwork({
+      networkId: NID,
+      driverOptions: {},
+      enableIPv6: false,
+      internal: false,
+      ipv4: [{ addressSpace: 'tsnet-local', pool: 'not-a-cidr', auxAddresses: {} }],
+      ipv6: [],
+    });
+    const before = await snapshot();
+    const res = await call('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: '172.28.5.2/16' } });
+    expect(res).toMatchObject({ status: 400, body: { Err: expect.stringContaining('Interface.Address "172.28.5.2/16"') } });
+    expect(await snapshot()).toBe(before);
+  });
+});
+
 describe('IPAM refuses special-use pools, naming the pool', () => {
   test.each(['127.0.0.0/8', '0.0.0.0/0', '169.254.1.0/24', '224.0.0.0/4', '255.255.255.255/32'])('RequestPool %s', async (pool) => {
     await expectRefused('IpamDriver.RequestPool', { AddressSpace: 'tsnet-local', Pool: pool, V6: false }, 'Pool', pool);

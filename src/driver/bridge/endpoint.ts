@@ -1,7 +1,7 @@
 import { tsnetError } from '../../errors';
 import type { KernelChange } from '../../kernel/contract';
 import { vethNamesFor } from '../../kernel/names';
-import { macForIPv4, onSubnet, parseCidr, randomMac, tryParseIfAddr } from '../../netaddr';
+import { macForIPv4, onSubnet, randomMac, tryParseCidr, tryParseIfAddr } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
 
@@ -23,8 +23,13 @@ function checkEndpointOptions(options: Record<string, unknown>): void {
 function checkOnSubnet(field: string, cidr: string | undefined, subnets: BridgeNetworkRecord['ipv4']): void {
   if (cidr === undefined) return;
   const a = tryParseIfAddr(cidr);
+  // tryParseCidr: a record from before pools were parsed at the edge may hold anything.
+  const onPool = (text: string) => {
+    const pool = tryParseCidr(text);
+    return a !== undefined && pool !== undefined && onSubnet(pool, a);
+  };
   const pools = subnets.map((s) => s.pool);
-  if (!a || !pools.some((p) => onSubnet(parseCidr('stored pool', p, 'TSN_STORE'), a))) {
+  if (!pools.some(onPool)) {
     throw tsnetError(
       'TSN_INVALID_ADDRESS',
       `Interface.${field} ${JSON.stringify(cidr)} is not an address of a subnet of the network with its prefix length (${pools.join(', ') || 'none'})`,
