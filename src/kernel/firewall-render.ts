@@ -1,4 +1,5 @@
 import type { FwNetwork, FwPort } from './contract';
+import { safeToken } from './tokens';
 
 /**
  * tsnet's nftables ruleset, rendered from data. The chains are static and refer only to sets and maps; a network or
@@ -105,13 +106,17 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
   ].join('\n');
 }
 
+/** Every value interpolated into an element goes through the one token guard (names also quoted as nft strings). */
+const nftValue = (v: string | number): string => safeToken(v, 'nft');
+const nftName = (name: string): string => `"${nftValue(name)}"`;
+
 function element(table: string, op: Op, set: string, items: string[]): string[] {
-  return items.length === 0 ? [] : [`${op} element inet ${table} ${set} { ${items.join(', ')} }`];
+  return items.length === 0 ? [] : [`${op} element inet ${nftValue(table)} ${set} { ${items.join(', ')} }`];
 }
 
 /** Elements describing one network. */
 export function renderNetwork(op: Op, n: FwNetwork, table = DEFAULT_TABLE): string[] {
-  const br = `"${n.bridge}"`;
+  const br = nftName(n.bridge);
   const nat = n.masquerade && !n.internal;
   return [
     ...element(table, op, 'bridges', [br]),
@@ -126,10 +131,11 @@ export function renderNetwork(op: Op, n: FwNetwork, table = DEFAULT_TABLE): stri
 export function renderPorts(op: Op, ports: FwPort[], table = DEFAULT_TABLE): string[] {
   return ports.flatMap((p) => {
     const v6 = p.containerIp.includes(':');
-    const target = op === 'add' ? ` : ${p.containerIp} . ${p.containerPort}` : '';
+    const target = op === 'add' ? ` : ${nftValue(p.containerIp)} . ${nftValue(p.containerPort)}` : '';
+    const key = `${nftValue(p.proto)} . ${nftValue(p.hostPort)}${target}`;
     return p.hostIp === undefined
-      ? element(table, op, v6 ? 'dnat6any' : 'dnat4any', [`${p.proto} . ${p.hostPort}${target}`])
-      : element(table, op, v6 ? 'dnat6' : 'dnat4', [`${p.hostIp} . ${p.proto} . ${p.hostPort}${target}`]);
+      ? element(table, op, v6 ? 'dnat6any' : 'dnat4any', [key])
+      : element(table, op, v6 ? 'dnat6' : 'dnat4', [`${nftValue(p.hostIp)} . ${key}`]);
   });
 }
 

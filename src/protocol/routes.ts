@@ -60,11 +60,11 @@ export function routes(): Record<string, Route> {
       ids: (r) => ({ networkId: r.NetworkID }),
       handle: async (r, b) => {
         const o = r.Options ?? {};
-        const data = (d: z.output<typeof S.IpamDataSchema>) => ({
+        const data = (d: S.IpamDataOutput) => ({
           addressSpace: d.AddressSpace,
           pool: d.Pool,
           ...(d.Gateway ? { gateway: d.Gateway } : {}),
-          auxAddresses: d.AuxAddresses ?? {},
+          auxAddresses: d.AuxAddresses,
         });
         await b.driver.createNetwork({
           networkId: r.NetworkID,
@@ -89,14 +89,14 @@ export function routes(): Record<string, Route> {
       schema: S.CreateEndpointSchema,
       ids: epIds,
       handle: async (r, b) => {
-        const i = r.Interface ?? {};
+        const i = r.Interface;
         const reply = await b.driver.createEndpoint({
           networkId: r.NetworkID,
           endpointId: r.EndpointID,
           iface: {
-            ...(i.Address ? { address: i.Address } : {}),
-            ...(i.AddressIPv6 ? { addressIPv6: i.AddressIPv6 } : {}),
-            ...(i.MacAddress ? { macAddress: i.MacAddress } : {}),
+            ...(i?.Address ? { address: i.Address } : {}),
+            ...(i?.AddressIPv6 ? { addressIPv6: i.AddressIPv6 } : {}),
+            ...(i?.MacAddress ? { macAddress: i.MacAddress } : {}),
           },
           options: r.Options ?? {},
         });

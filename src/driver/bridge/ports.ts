@@ -1,6 +1,5 @@
 import { tsnetError } from '../../errors';
-import { tryParseIp } from '../../ipam/pools';
-import { addressOf } from '../../netaddr';
+import { addressOf, tryParseIp } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { PortBinding } from '../contract';
 import type { PortWant } from '../port-allocator';
