@@ -169,7 +169,7 @@ export class TsnetIpam implements Ipam {
     if (state.record.refs > 1) {
       state.record = withRefs(state.record, -1);
       await this.persist([put('pool', poolId, state.record)], () => {
-        state.record = withRefs(state.record, +1);
+        state.record = withRefs(state.record, 1);
       });
       return;
     }
@@ -259,7 +259,7 @@ export class TsnetIpam implements Ipam {
   }
 
   private async addReference(state: PoolState): Promise<AllocatedPool> {
-    state.record = withRefs(state.record, +1);
+    state.record = withRefs(state.record, 1);
     await this.persist([put('pool', state.record.id, state.record)], () => this.undoReference(state));
     return allocatedPool(state);
   }

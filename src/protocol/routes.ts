@@ -16,11 +16,11 @@ export interface Route<T extends z.ZodType = z.ZodType> {
   /** Answered without waiting for reconciliation (handshake and capability calls). */
   static?: boolean;
   ids?: (req: z.output<T>) => LogContext;
-  handle: (req: z.output<T>, backend: Backend) => Promise<unknown> | unknown;
+  handle: (req: z.output<T>, backend: Backend) => unknown;
 }
 
 function route<T extends z.ZodType>(r: Route<T>): Route {
-  return r as unknown as Route;
+  return r;
 }
 
 const epIds = (r: { NetworkID: string; EndpointID: string }): LogContext => ({ networkId: r.NetworkID, endpointId: r.EndpointID });

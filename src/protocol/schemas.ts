@@ -129,14 +129,14 @@ const Port = (min: number) => z.number().int().min(min).max(65535);
 /** One entry of com.docker.network.portmap (Go's types.PortBinding). */
 export const PortBindingSchema = z
   .object({
-    Proto: z.union([z.literal(6), z.literal(17), z.literal(132)], { message: 'expected an IP protocol number: 6 (tcp), 17 (udp) or 132 (sctp)' }),
+    Proto: z.union([z.literal(6), z.literal(17), z.literal(132)], { error: 'expected an IP protocol number: 6 (tcp), 17 (udp) or 132 (sctp)' }),
     IP: z.string().optional(),
     Port: Port(1),
     HostIP: z.string().optional(),
     HostPort: Port(0).default(0),
     HostPortEnd: Port(0).default(0),
   })
-  .refine((b) => b.HostPortEnd === 0 || b.HostPortEnd >= b.HostPort, { message: 'HostPortEnd is below HostPort', path: ['HostPortEnd'] })
+  .refine((b) => b.HostPortEnd === 0 || b.HostPortEnd >= b.HostPort, { error: 'HostPortEnd is below HostPort', path: ['HostPortEnd'] })
   .transform((b) => ({ proto: PROTOCOLS[b.Proto], port: b.Port, hostIp: b.HostIP ?? '', hostPort: b.HostPort, hostPortEnd: b.HostPortEnd }));
 
 export const ProgramExternalConnectivitySchema = z.object({

@@ -119,10 +119,10 @@ describe('full sequence: network create, run, stop, rm', () => {
         expect.objectContaining({ proto: 'udp', containerPort: 53 }),
       ]),
     );
-    expect(((await store.all('endpoint'))[0]!.ports ?? []).map((p) => p.hostPort).sort()).toEqual(published.map((p) => p.hostPort).sort());
+    expect(((await store.all('endpoint'))[0].ports ?? []).map((p) => p.hostPort).sort()).toEqual(published.map((p) => p.hostPort).sort());
     for (let i = 0; i < 2; i++) expect((await call('NetworkDriver.RevokeExternalConnectivity', { NetworkID: NID, EndpointID: EID })).status).toBe(200);
     expect(kernel.firewall.ports.size).toBe(0);
-    expect((await store.all('endpoint'))[0]!.ports).toBeUndefined();
+    expect((await store.all('endpoint'))[0].ports).toBeUndefined();
 
     for (const m of ['NetworkDriver.DiscoverNew', 'NetworkDriver.DiscoverDelete']) {
       expect((await call(m, { DiscoveryType: 1, DiscoveryData: { Address: '10.0.0.7', self: false } })).status).toBe(200);
