@@ -2,6 +2,7 @@ import path from 'node:path';
 import { loadConfig, usage } from './config';
 import { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
+import { installProcessGuard } from './guard';
 import { TsnetIpam } from './ipam/driver';
 import { Iproute2Kernel } from './kernel/iproute2';
 import { NftFirewall } from './kernel/nftables';
@@ -58,6 +59,7 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => shutdown('SIGINT'));
 }
 
+installProcessGuard();
 main().catch((err: unknown) => {
   log.error('tsnet failed to start', { error: describeChain(err) });
   process.exit(1);
