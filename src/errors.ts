@@ -26,6 +26,7 @@ export const catalogue = {
   TSN_POOL_OVERLAP: { category: 'conflict', summary: 'the pool overlaps another pool in the address space' },
   TSN_ADDRESS_IN_USE: { category: 'conflict', summary: 'the address is already allocated' },
   TSN_PORT_IN_USE: { category: 'conflict', summary: 'a host port to publish on is taken' },
+  TSN_STATE_LOCKED: { category: 'conflict', summary: 'another tsnet uses the state directory or the socket' },
   TSN_NO_AVAILABLE_IPS: { category: 'unavailable', summary: 'no free address left in the range' },
   TSN_NO_AVAILABLE_POOL: { category: 'unavailable', summary: 'no default pool is free' },
   TSN_KERNEL: { category: 'kernel', summary: 'a kernel operation failed' },

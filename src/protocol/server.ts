@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import type { Server } from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { z } from 'zod';
@@ -114,21 +115,44 @@ export function createApp(table: Record<string, Route>, backend: Backend, ready:
   return app;
 }
 
-/** Listens on the unix socket, replacing a stale socket file left by a crash (but never a regular file). */
+/** Whether something accepts connections on the unix socket `socket`. */
+function served(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socket, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * Listens on the unix socket with mode 0660 from the moment it exists. The umask is narrowed only around the bind,
+ * which Node does synchronously inside listen(), so no other file of this process is created under it and no
+ * connection can come in before the mode is right (a chmod after listen leaves that window). A stale socket file
+ * left by a crash is replaced; a socket another process is serving, or a path that is not a socket, is refused.
+ */
 export async function listenUnix(app: express.Express, socket: string): Promise<Server> {
   fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
+  let st: fs.Stats | undefined;
   try {
-    const st = fs.lstatSync(socket);
-    if (!st.isSocket()) throw tsnetError('TSN_INVALID_OPTION', `socket path ${socket} exists and is not a socket`);
-    fs.unlinkSync(socket);
+    st = fs.lstatSync(socket);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+  if (st) {
+    if (!st.isSocket()) throw tsnetError('TSN_INVALID_OPTION', `socket path ${socket} exists and is not a socket`);
+    if (await served(socket)) throw tsnetError('TSN_STATE_LOCKED', `socket ${socket} is in use by another process (another tsnet?)`);
+    fs.unlinkSync(socket);
+  }
   return new Promise((resolve, reject) => {
-    const server = app.listen(socket, () => {
-      fs.chmodSync(socket, 0o660);
-      resolve(server);
-    });
+    const old = process.umask(0o117);
+    let server: Server;
+    try {
+      server = app.listen(socket, () => resolve(server));
+    } finally {
+      process.umask(old);
+    }
     server.on('error', reject);
   });
 }
