@@ -1,0 +1,136 @@
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { TsnetDriver } from '../../src/driver/driver';
+import { TsnetIpam } from '../../src/ipam/driver';
+import { FakeKernel } from '../../src/kernel/fake';
+import { routes } from '../../src/protocol/routes';
+import { createApp, listenUnix } from '../../src/protocol/server';
+import type { CollectionName } from '../../src/store/records';
+import { SqliteStore } from '../../src/store/sqlite';
+
+/** Every store collection; a Record so that a new collection is a compile error here until it is snapshotted. */
+const COLLECTIONS: Record<CollectionName, true> = { tombstone: true, network: true, endpoint: true, pool: true, address: true };
+
+export interface Reply {
+  status: number;
+  /** The raw body; `body` is its JSON, or undefined when it is not JSON. */
+  raw: string;
+  body: unknown;
+}
+
+/** Ids of the state every fuzzed method starts from: a pool, a network, a joined endpoint (see {@link FuzzApp.seed}). */
+export const BASE = {
+  networkId: 'f'.repeat(64),
+  endpointId: 'e'.repeat(64),
+  pool: '172.29.0.0/16',
+  subPool: '172.29.5.0/24',
+  gateway: '172.29.5.254',
+  endpointAddress: '172.29.5.2/16',
+  sandboxKey: '/var/run/docker/netns/fuzz',
+};
+
+/**
+ * The whole plugin (routes, driver, IPAM) over SqliteStore(':memory:') and the recording FakeKernel on a real unix
+ * socket in a temp dir: what dockerd talks to, minus the kernel. One keep-alive connection keeps per-call cost low.
+ */
+export class FuzzApp {
+  poolId = '';
+  private constructor(
+    private readonly dir: string,
+    readonly socket: string,
+    private readonly server: http.Server,
+    private readonly store: SqliteStore,
+    private readonly kernel: FakeKernel,
+    private readonly driver: TsnetDriver,
+    private readonly agent: http.Agent,
+  ) {}
+
+  static async start(): Promise<FuzzApp> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-fuzz-'));
+    const socket = path.join(dir, 'fuzz.sock');
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    const driver = await TsnetDriver.load(store, kernel);
+    const ipam = await TsnetIpam.load(store, {
+      defaultPoolsV4: [{ base: '10.77.0.0/16', size: 24 }],
+      defaultPoolsV6: [{ base: 'fd77::/48', size: 64 }],
+      hostRoutes: () => Promise.resolve([]),
+    });
+    const server = await listenUnix(createApp(routes(), { driver, ipam }, Promise.resolve()), socket);
+    const app = new FuzzApp(dir, socket, server, store, kernel, driver, new http.Agent({ keepAlive: true, maxSockets: 1 }));
+    await app.seed();
+    return app;
+  }
+
+  /** POSTs the raw body text; rejects only if the server does not answer (a socket error or a dead server). */
+  call(method: string, body: string): Promise<Reply> {
+    const payload = Buffer.from(body, 'utf8');
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        { socketPath: this.socket, method: 'POST', path: `/${method}`, agent: this.agent, headers: { 'Content-Length': payload.length } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const raw = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(raw);
+            } catch {
+              parsed = undefined;
+            }
+            resolve({ status: res.statusCode ?? 0, raw, body: parsed });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  /** A pool with a gateway, a network on it with ports published on loopback only, and a joined endpoint. */
+  private async seed(): Promise<void> {
+    const ok = async (method: string, body: unknown): Promise<unknown> => {
+      const r = await this.call(method, JSON.stringify(body));
+      if (r.status !== 200) throw new Error(`fuzz seed: ${method} answered ${r.status} ${r.raw}`);
+      return r.body;
+    };
+    const pool = (await ok('IpamDriver.RequestPool', { AddressSpace: 'tsnet-local', Pool: BASE.pool, SubPool: BASE.subPool, Options: {}, V6: false })) as { PoolID: string };
+    this.poolId = pool.PoolID;
+    await ok('IpamDriver.RequestAddress', { PoolID: this.poolId, Address: BASE.gateway, Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await ok('NetworkDriver.CreateNetwork', {
+      NetworkID: BASE.networkId,
+      // Published ports without a HostIP bind loopback only: the fuzz never opens a port to the LAN.
+      Options: { 'com.docker.network.generic': { 'com.docker.network.bridge.host_binding_ipv4': '127.0.0.1' }, 'com.docker.network.enable_ipv6': false },
+      IPv4Data: [{ AddressSpace: 'tsnet-local', Pool: BASE.pool, Gateway: `${BASE.gateway}/16`, AuxAddresses: null }],
+      IPv6Data: null,
+    });
+    await ok('NetworkDriver.CreateEndpoint', { NetworkID: BASE.networkId, EndpointID: BASE.endpointId, Interface: { Address: BASE.endpointAddress } });
+    await ok('NetworkDriver.Join', { NetworkID: BASE.networkId, EndpointID: BASE.endpointId, SandboxKey: BASE.sandboxKey });
+  }
+
+  /** Everything a call could change: every store collection, the driver's memory, the fake kernel's links, sysctls and firewall. */
+  async snapshot(): Promise<string> {
+    const collections = await Promise.all((Object.keys(COLLECTIONS) as CollectionName[]).map((c) => this.store.all(c)));
+    const fw = this.kernel.firewall;
+    const sorted = <V>(m: Map<string, V>) => [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return JSON.stringify({
+      collections,
+      driver: this.driver.state(),
+      links: sorted(this.kernel.linkMap),
+      sysctls: sorted(this.kernel.sysctls),
+      firewall: { base: fw.base, networks: sorted(fw.networks), ports: sorted(fw.ports) },
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.agent.destroy();
+    await new Promise((r) => this.server.close(r));
+    await this.driver.stop();
+    await this.store.close();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
