@@ -9,16 +9,10 @@ import { routes } from '../../src/protocol/routes';
 import { createApp, listenUnix } from '../../src/protocol/server';
 import type { CollectionName } from '../../src/store/records';
 import { SqliteStore } from '../../src/store/sqlite';
+import { pluginCall, type PluginResponse } from '../harness/tsnet';
 
 /** Every store collection; a Record so that a new collection is a compile error here until it is snapshotted. */
 const COLLECTIONS: Record<CollectionName, true> = { tombstone: true, network: true, endpoint: true, pool: true, address: true };
-
-export interface Reply {
-  status: number;
-  /** The raw body; `body` is its JSON, or undefined when it is not JSON. */
-  raw: string;
-  body: unknown;
-}
 
 /** Ids of the state every fuzzed method starts from: a pool, a network, a joined endpoint (see {@link FuzzApp.seed}). */
 export const BASE = {
@@ -65,30 +59,8 @@ export class FuzzApp {
   }
 
   /** POSTs the raw body text; rejects only if the server does not answer (a socket error or a dead server). */
-  call(method: string, body: string): Promise<Reply> {
-    const payload = Buffer.from(body, 'utf8');
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        { socketPath: this.socket, method: 'POST', path: `/${method}`, agent: this.agent, headers: { 'Content-Length': payload.length } },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', reject);
-          res.on('end', () => {
-            const raw = Buffer.concat(chunks).toString('utf8');
-            let parsed: unknown;
-            try {
-              parsed = JSON.parse(raw);
-            } catch {
-              parsed = undefined;
-            }
-            resolve({ status: res.statusCode ?? 0, raw, body: parsed });
-          });
-        },
-      );
-      req.on('error', reject);
-      req.end(payload);
-    });
+  call(method: string, body: string): Promise<PluginResponse> {
+    return pluginCall(this.socket, method, body, 10_000, this.agent);
   }
 
   /** A pool with a gateway, a network on it with ports published on loopback only, and a joined endpoint. */

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { z } from 'zod';
-import { type FuzzApp, type Reply } from './app';
+import type { PluginResponse as Reply } from '../harness/tsnet';
+import type { FuzzApp } from './app';
 import { bodies, METHODS } from './bodies';
 
 /** Shapes of successful replies (remote-api.md §3, §4); anything else with status 200 is a failure. */
