@@ -136,9 +136,9 @@ bench: deps-test build
 
 # Fuzz soak: the unit fuzz's properties with FUZZ_TOTAL (default 100,000) bodies; writes bench/results/fuzz-<date>.md.
 .PHONY: fuzz-soak
-fuzz-soak: node_modules/.package-lock.json
-	npx tsc -p bench/tsconfig.json
-	node .tmp/bench/bench/fuzz.js
+fuzz-soak: $(MODULES)
+	$(TSC) -p bench/tsconfig.json
+	$(NODE) .tmp/bench/bench/fuzz.js
 
 clean:
 	rm -rf dist .tmp coverage
