@@ -86,6 +86,12 @@ export function asTsnetError(err: unknown): TsnetError {
   return new TsnetError('TSN_INTERNAL', msg, { cause: err });
 }
 
+/** The errno code (`ENOENT`, ...) of a thrown value, if it has one (not `instanceof Error`: Node's may come from another realm). */
+export function errnoCode(err: unknown): string | undefined {
+  const code: unknown = typeof err === 'object' && err !== null ? Reflect.get(err, 'code') : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /** The message with its cause chain, for the `{"Err"}` reply and logs: "outer: inner: innermost". */
 export function describeChain(err: unknown): string {
   const parts: string[] = [];

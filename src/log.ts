@@ -71,7 +71,7 @@ function render(v: unknown, depth: number): string {
   if (typeof v === 'string') return JSON.stringify(v.length > EXCERPT_STRING ? v.slice(0, EXCERPT_STRING) + '...' : v);
   if (v === null || typeof v !== 'object') return typeof v === 'bigint' ? `${v}n` : String(v);
   if (depth === 0) return Array.isArray(v) ? '[...]' : '{...}';
-  const entries = Array.isArray(v) ? v.slice(0, EXCERPT_ENTRIES).map((x) => render(x, depth - 1)) : Object.keys(v).slice(0, EXCERPT_ENTRIES).map((k) => `${render(k, 0)}:${render((v as Record<string, unknown>)[k], depth - 1)}`);
+  const entries = Array.isArray(v) ? v.slice(0, EXCERPT_ENTRIES).map((x) => render(x, depth - 1)) : Object.keys(v).slice(0, EXCERPT_ENTRIES).map((k) => `${render(k, 0)}:${render(Reflect.get(v, k), depth - 1)}`);
   const total = Array.isArray(v) ? v.length : Object.keys(v).length;
   if (total > EXCERPT_ENTRIES) entries.push(`...${total - EXCERPT_ENTRIES} more`);
   return Array.isArray(v) ? `[${entries.join(',')}]` : `{${entries.join(',')}}`;

@@ -57,7 +57,7 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
     log.info('tsnet stopping', { signal });
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
-      void driver
+      driver
         .stop()
         .then(() => {
           kernel.close();
@@ -66,6 +66,11 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
         .then(() => {
           lock.release();
           process.exit(0);
+        })
+        .catch((err: unknown) => {
+          log.error('tsnet failed to stop cleanly', { error: describeChain(err) });
+          lock.release();
+          process.exit(1);
         });
     });
     server.closeAllConnections();

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { tsnetError } from './errors';
+import { errnoCode, tsnetError } from './errors';
 
 /**
  * One tsnet per state directory: `<dir>/tsnet.lock` holds "<pid> <start time>" of the holder. Node has no flock, so
@@ -38,7 +38,7 @@ function readHolder(file: string): Holder | 'garbage' | undefined {
   try {
     content = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
   }
   const m = /^(\d+) (\d+)\n$/.exec(content);
@@ -55,7 +55,7 @@ function create(file: string, me: Holder): boolean {
     fs.linkSync(tmp, file);
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    if (errnoCode(err) === 'EEXIST') return false;
     throw err;
   } finally {
     fs.unlinkSync(tmp);
@@ -71,7 +71,7 @@ function removeStale(file: string, stale: Holder, me: Holder): void {
   try {
     fs.renameSync(file, aside);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // another contender removed it
+    if (errnoCode(err) === 'ENOENT') return; // another contender removed it
     throw err;
   }
   const moved = readHolder(aside);
@@ -82,7 +82,7 @@ function removeStale(file: string, stale: Holder, me: Holder): void {
   try {
     fs.linkSync(aside, file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (errnoCode(err) !== 'EEXIST') throw err;
   } finally {
     fs.unlinkSync(aside);
   }

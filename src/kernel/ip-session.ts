@@ -44,7 +44,7 @@ export class IpBatchSession {
 
   private start(): ChildProcessWithoutNullStreams {
     const [bin, ...args] = this.command;
-    const proc = spawn(bin!, [...args, '-batch', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spawn(bin, [...args, '-batch', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const forget = () => {
       if (this.proc === proc) this.proc = undefined;
     };

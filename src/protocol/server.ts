@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { z } from 'zod';
-import { asTsnetError, describeChain, httpStatus, tsnetError } from '../errors';
+import { asTsnetError, describeChain, errnoCode, httpStatus, tsnetError } from '../errors';
 import { excerpt, logSafely, since, withLogContext } from '../log';
 import { parseBody } from './body';
 import type { Backend, Route } from './routes';
@@ -138,7 +138,7 @@ export async function listenUnix(app: express.Express, socket: string): Promise<
   try {
     st = fs.lstatSync(socket);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (errnoCode(err) !== 'ENOENT') throw err;
   }
   if (st) {
     if (!st.isSocket()) throw tsnetError('TSN_INVALID_OPTION', `socket path ${socket} exists and is not a socket`);
