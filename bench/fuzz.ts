@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     `# Fuzz soak ${date}`,
     '',
     `Bodies: ${count} (${perMethod} per method, ${METHODS.length} methods), seed ${seed}, duration ${seconds.toFixed(1)} s, node ${process.version}.`,
-    `Result: ${failures.length === 0 ? 'no failures' : `${failures.length} failures`} (properties: an answer to every request; 200 with a valid reply or 4xx with {"Err"} quoting the field or value; a rejected call changes neither store nor fake kernel).`,
+    `Result: ${failures.length === 0 ? 'no failures' : `${failures.length} failures`} (properties: an answer to every request; 200 with a valid reply or an error status other than 500 with {"Err"} (400s quoting the field or value); a rejected call changes neither store nor fake kernel).`,
     '',
     '| method | bodies | accepted (200) | failures |',
     '|---|---:|---:|---:|',
