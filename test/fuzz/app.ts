@@ -1,15 +1,7 @@
-import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { TsnetDriver } from '../../src/driver/driver';
-import { TsnetIpam } from '../../src/ipam/driver';
-import { FakeKernel } from '../../src/kernel/fake';
-import { routes } from '../../src/protocol/routes';
-import { createApp, listenUnix } from '../../src/protocol/server';
 import type { CollectionName } from '../../src/store/records';
-import { SqliteStore } from '../../src/store/sqlite';
 import { pluginCall, type PluginResponse } from '../harness/tsnet';
+import { type PluginFixture, startPlugin } from '../unit/plugin-fixture';
 
 /** Every store collection; a Record so that a new collection is a compile error here until it is snapshotted. */
 const COLLECTIONS: Record<CollectionName, true> = { tombstone: true, network: true, endpoint: true, pool: true, address: true };
@@ -27,40 +19,23 @@ export const BASE = {
 
 /**
  * The whole plugin (routes, driver, IPAM) over SqliteStore(':memory:') and the recording FakeKernel on a real unix
- * socket in a temp dir: what dockerd talks to, minus the kernel. One keep-alive connection keeps per-call cost low.
+ * socket in a temp dir (test/unit/plugin-fixture.ts): what dockerd talks to, minus the kernel. One keep-alive
+ * connection keeps per-call cost low.
  */
 export class FuzzApp {
   poolId = '';
-  private constructor(
-    private readonly dir: string,
-    readonly socket: string,
-    private readonly server: http.Server,
-    private readonly store: SqliteStore,
-    private readonly kernel: FakeKernel,
-    private readonly driver: TsnetDriver,
-    private readonly agent: http.Agent,
-  ) {}
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  private constructor(private readonly plugin: PluginFixture) {}
 
   static async start(): Promise<FuzzApp> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-fuzz-'));
-    const socket = path.join(dir, 'fuzz.sock');
-    const store = new SqliteStore(':memory:');
-    const kernel = new FakeKernel();
-    const driver = await TsnetDriver.load(store, kernel);
-    const ipam = await TsnetIpam.load(store, {
-      defaultPoolsV4: [{ base: '10.77.0.0/16', size: 24 }],
-      defaultPoolsV6: [{ base: 'fd77::/48', size: 64 }],
-      hostRoutes: () => Promise.resolve([]),
-    });
-    const server = await listenUnix(createApp(routes(), { driver, ipam }, Promise.resolve()), socket);
-    const app = new FuzzApp(dir, socket, server, store, kernel, driver, new http.Agent({ keepAlive: true, maxSockets: 1 }));
+    const app = new FuzzApp(await startPlugin());
     await app.seed();
     return app;
   }
 
   /** POSTs the raw body text; rejects only if the server does not answer (a socket error or a dead server). */
   call(method: string, body: string): Promise<PluginResponse> {
-    return pluginCall(this.socket, method, body, 10_000, this.agent);
+    return pluginCall(this.plugin.socket, method, body, 10_000, this.agent);
   }
 
   /** A pool with a gateway, a network on it with ports published on loopback only, and a joined endpoint. */
@@ -86,23 +61,21 @@ export class FuzzApp {
 
   /** Everything a call could change: every store collection, the driver's memory, the fake kernel's links, sysctls and firewall. */
   async snapshot(): Promise<string> {
-    const collections = await Promise.all((Object.keys(COLLECTIONS) as CollectionName[]).map((c) => this.store.all(c)));
-    const fw = this.kernel.firewall;
+    const collections = await Promise.all((Object.keys(COLLECTIONS) as CollectionName[]).map((c) => this.plugin.store.all(c)));
+    const { kernel, driver } = this.plugin;
+    const fw = kernel.firewall;
     const sorted = <V>(m: Map<string, V>) => [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return JSON.stringify({
       collections,
-      driver: this.driver.state(),
-      links: sorted(this.kernel.linkMap),
-      sysctls: sorted(this.kernel.sysctls),
+      driver: driver.state(),
+      links: sorted(kernel.linkMap),
+      sysctls: sorted(kernel.sysctls),
       firewall: { base: fw.base, networks: sorted(fw.networks), ports: sorted(fw.ports) },
     });
   }
 
   async stop(): Promise<void> {
     this.agent.destroy();
-    await new Promise((r) => this.server.close(r));
-    await this.driver.stop();
-    await this.store.close();
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    await this.plugin.close();
   }
 }
