@@ -134,5 +134,11 @@ bench: deps-test build
 	$(TSC) -p bench/tsconfig.json
 	$(NODE) .tmp/bench/bench/run.js
 
+# Fuzz soak: the unit fuzz's properties with FUZZ_TOTAL (default 100,000) bodies; writes bench/results/fuzz-<date>.md.
+.PHONY: fuzz-soak
+fuzz-soak: $(MODULES)
+	$(TSC) -p bench/tsconfig.json
+	$(NODE) .tmp/bench/bench/fuzz.js
+
 clean:
 	rm -rf dist .tmp coverage

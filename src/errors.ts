@@ -26,6 +26,7 @@ export const catalogue = {
   TSN_POOL_OVERLAP: { category: 'conflict', summary: 'the pool overlaps another pool in the address space' },
   TSN_ADDRESS_IN_USE: { category: 'conflict', summary: 'the address is already allocated' },
   TSN_PORT_IN_USE: { category: 'conflict', summary: 'a host port to publish on is taken' },
+  TSN_STATE_LOCKED: { category: 'conflict', summary: 'another tsnet uses the state directory or the socket' },
   TSN_NO_AVAILABLE_IPS: { category: 'unavailable', summary: 'no free address left in the range' },
   TSN_NO_AVAILABLE_POOL: { category: 'unavailable', summary: 'no default pool is free' },
   TSN_KERNEL: { category: 'kernel', summary: 'a kernel operation failed' },
@@ -83,6 +84,12 @@ export function asTsnetError(err: unknown): TsnetError {
   if (err instanceof TsnetError) return err;
   const msg = err instanceof Error ? err.message : describeThrown(err);
   return new TsnetError('TSN_INTERNAL', msg, { cause: err });
+}
+
+/** The errno code (`ENOENT`, ...) of a thrown value, if it has one (not `instanceof Error`: Node's may come from another realm). */
+export function errnoCode(err: unknown): string | undefined {
+  const code: unknown = typeof err === 'object' && err !== null ? Reflect.get(err, 'code') : undefined;
+  return typeof code === 'string' ? code : undefined;
 }
 
 /** The message with its cause chain, for the `{"Err"}` reply and logs: "outer: inner: innermost". */

@@ -31,6 +31,52 @@ export const log = winston.createLogger({
   transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'verbose', 'silly'] })],
 });
 
+/**
+ * Logs without ever throwing: a line whose fields cannot be formatted is replaced by one naming the failure, and if
+ * even that fails the line is dropped (a reply to dockerd matters more than a log line).
+ */
+export function logSafely(level: string, message: string, meta: Record<string, unknown>): void {
+  try {
+    log.log(level, message, meta);
+  } catch (err) {
+    try {
+      log.log(level, message, { logError: excerpt(err instanceof Error ? err.message : err) });
+    } catch {
+      // nothing left to report it through
+    }
+  }
+}
+
+const EXCERPT_DEPTH = 3;
+const EXCERPT_ENTRIES = 8;
+const EXCERPT_STRING = 40;
+const EXCERPT_LENGTH = 300;
+
+/**
+ * A bounded, JSON-like rendering of any value for logs: at most 3 levels, 8 entries per level, 40 characters per
+ * string and 300 in all. Never throws (getters and proxies that throw render as `<unprintable>`), never recurses
+ * deeper than the cap, so request bodies of any shape and size can be logged.
+ */
+export function excerpt(value: unknown): string {
+  let text: string;
+  try {
+    text = render(value, EXCERPT_DEPTH);
+  } catch {
+    text = '<unprintable>';
+  }
+  return text.length > EXCERPT_LENGTH ? text.slice(0, EXCERPT_LENGTH - 3) + '...' : text;
+}
+
+function render(v: unknown, depth: number): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > EXCERPT_STRING ? v.slice(0, EXCERPT_STRING) + '...' : v);
+  if (v === null || typeof v !== 'object') return typeof v === 'bigint' ? `${v}n` : String(v);
+  if (depth === 0) return Array.isArray(v) ? '[...]' : '{...}';
+  const entries = Array.isArray(v) ? v.slice(0, EXCERPT_ENTRIES).map((x) => render(x, depth - 1)) : Object.keys(v).slice(0, EXCERPT_ENTRIES).map((k) => `${render(k, 0)}:${render(Reflect.get(v, k), depth - 1)}`);
+  const total = Array.isArray(v) ? v.length : Object.keys(v).length;
+  if (total > EXCERPT_ENTRIES) entries.push(`...${total - EXCERPT_ENTRIES} more`);
+  return Array.isArray(v) ? `[${entries.join(',')}]` : `{${entries.join(',')}}`;
+}
+
 export function setLogLevel(level: string): void {
   log.level = level;
 }

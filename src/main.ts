@@ -1,19 +1,17 @@
 import path from 'node:path';
-import { loadConfig, usage } from './config';
+import { type Config, loadConfig, usage } from './config';
 import { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
+import { installProcessGuard } from './guard';
 import { TsnetIpam } from './ipam/driver';
 import { Iproute2Kernel } from './kernel/iproute2';
 import { NftFirewall } from './kernel/nftables';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
 import { createApp, listenUnix } from './protocol/server';
+import { type StateLock, lockStateDir } from './state-lock';
 import { SqliteStore } from './store/sqlite';
 
-/**
- * Start order matters to dockerd: state is loaded (fast, local), the socket listens, then the kernel is reconciled.
- * Calls that need state wait for reconciliation; the handshake never waits (dockerd gives a plugin ~10 s).
- */
 async function main(): Promise<void> {
   const config = loadConfig(process.argv.slice(2));
   if (config === 'help') {
@@ -21,6 +19,21 @@ async function main(): Promise<void> {
     return;
   }
   setLogLevel(config.logLevel);
+  // Before the store or the socket is touched: a second tsnet on this state dir stops here, naming the holder.
+  const lock = lockStateDir(config.stateDir);
+  try {
+    await serve(config, lock);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+/**
+ * Start order matters to dockerd: state is loaded (fast, local), the socket listens, then the kernel is reconciled.
+ * Calls that need state wait for reconciliation; the handshake never waits (dockerd gives a plugin ~10 s).
+ */
+async function serve(config: Config, lock: StateLock): Promise<void> {
   const kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable), `tsnet:${config.nftTable}`);
   const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
   const driver = await TsnetDriver.load(store, kernel);
@@ -44,13 +57,21 @@ async function main(): Promise<void> {
     log.info('tsnet stopping', { signal });
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
-      void driver
+      driver
         .stop()
         .then(() => {
           kernel.close();
           return store.close();
         })
-        .then(() => process.exit(0));
+        .then(() => {
+          lock.release();
+          process.exit(0);
+        })
+        .catch((err: unknown) => {
+          log.error('tsnet failed to stop cleanly', { error: describeChain(err) });
+          lock.release();
+          process.exit(1);
+        });
     });
     server.closeAllConnections();
   };
@@ -58,6 +79,7 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => shutdown('SIGINT'));
 }
 
+installProcessGuard();
 main().catch((err: unknown) => {
   log.error('tsnet failed to start', { error: describeChain(err) });
   process.exit(1);

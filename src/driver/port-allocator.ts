@@ -62,14 +62,22 @@ export class PortAllocator {
         else if (err.code === 'EADDRNOTAVAIL') reject(tsnetError('TSN_INVALID_OPTION', `HostIP "${address}" is not an address of this host`));
         else reject(tsnetError('TSN_KERNEL', `cannot reserve ${portText(w, port)}`, err));
       };
+      // Once bound, an error (e.g. EMFILE on accept) is logged: an unhandled 'error' event would end the process.
+      const held = <S extends Holder>(s: S): S => {
+        s.off('error', fail);
+        s.on('error', (err: Error) => log.warn('socket holding a published port failed', { port: portText(w, port), error: err.message }));
+        return s;
+      };
       if (w.proto === 'udp') {
         const s = dgram.createSocket({ type: w.family === 6 ? 'udp6' : 'udp4', ipv6Only: w.family === 6 });
         s.once('error', fail);
-        s.bind({ address, port, exclusive: true }, () => resolve(s));
+        s.bind({ address, port, exclusive: true }, () => resolve(held(s)));
       } else {
-        const s = net.createServer();
+        // Only the bound port matters. A connection reaches the socket only when DNAT is missing (e.g. after
+        // `nft flush ruleset`): it is destroyed unread at once, so fds never pile up.
+        const s = net.createServer({ pauseOnConnect: true }, (c) => c.destroy());
         s.once('error', fail);
-        s.listen({ host: address, port, ipv6Only: w.family === 6, exclusive: true }, () => resolve(s));
+        s.listen({ host: address, port, ipv6Only: w.family === 6, exclusive: true }, () => resolve(held(s)));
       }
     });
   }

@@ -1,10 +1,12 @@
 import fs from 'node:fs';
 import type { Server } from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { z } from 'zod';
-import { asTsnetError, describeChain, httpStatus, tsnetError } from '../errors';
-import { log, since, withLogContext } from '../log';
+import { asTsnetError, describeChain, errnoCode, httpStatus, tsnetError } from '../errors';
+import { excerpt, logSafely, since, withLogContext } from '../log';
+import { parseBody } from './body';
 import type { Backend, Route } from './routes';
 
 const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
@@ -24,82 +26,133 @@ function send(res: Response, status: number, body: unknown): void {
   res.status(status).type(CONTENT_TYPE).send(JSON.stringify(body));
 }
 
+interface Failure {
+  status: number;
+  code: string;
+  text: string;
+}
+
+/** Status, code and message for anything thrown; a value that cannot even be described still gets an answer. */
+function failure(err: unknown): Failure {
+  try {
+    const e = asTsnetError(err);
+    return { status: httpStatus(e), code: e.code, text: describeChain(e) };
+  } catch {
+    return { status: 500, code: 'TSN_INTERNAL', text: 'unexpected internal error (the thrown value cannot be described)' };
+  }
+}
+
+/** What a log line says about a request: never the raw body, only its size and a capped excerpt. */
+function summary(text: string, input: unknown): { bytes: number; request: string } {
+  return { bytes: Buffer.byteLength(text), request: excerpt(input) };
+}
+
 /**
  * The HTTP side of the plugin: parses any body as JSON (dockerd sends no Content-Type, and empty bodies for
- * argument-less calls), validates it against the route's schema, runs the handler with the call's ids in the log
- * context, and answers `{"Err"}` with the catalogue's status on failure. Non-static calls wait for `ready`
- * (kernel reconciled with the store); the handshake is answered at once.
+ * argument-less calls) with a nesting cap, validates it against the route's schema, runs the handler with the call's
+ * ids in the log context, and answers `{"Err"}` with the catalogue's status on failure. Non-static calls wait for
+ * `ready` (kernel reconciled with the store); the handshake is answered at once. Every request ends in exactly one
+ * reply, whatever the handler throws and even if logging it throws.
  */
 export function createApp(table: Record<string, Route>, backend: Backend, ready: Promise<void>): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.use(express.text({ type: () => true, limit: '4mb' }));
 
-  app.post('/:method', (req: Request, res: Response) => {
+  app.post('/:method', async (req: Request, res: Response) => {
     const method = req.params.method as string;
-    const r = Object.hasOwn(table, method) ? table[method] : undefined;
-    if (!r) {
-      log.debug('plugin call not implemented', { call: method });
-      send(res, 404, { Err: `${method} is not implemented by tsnet` });
-      return;
-    }
-    const start = performance.now();
-    const text = typeof req.body === 'string' ? req.body.trim() : '';
-    let input: unknown;
     try {
-      input = text === '' ? {} : JSON.parse(text);
-    } catch {
-      const msg = `invalid request: body of ${method} is not JSON (got ${JSON.stringify(text.slice(0, 60))})`;
-      log.warn('plugin call rejected', { call: method, error: msg });
-      send(res, 400, { Err: msg });
-      return;
-    }
-    const parsed = r.schema.safeParse(input);
-    if (!parsed.success) {
-      const msg = describeIssues(parsed.error, input);
-      log.warn('plugin call rejected', { call: method, error: msg });
-      send(res, 400, { Err: msg });
-      return;
-    }
-    const ctx = { call: method, ...(r.ids ? r.ids(parsed.data) : {}) };
-    void withLogContext(ctx, async () => {
-      try {
-        if (!r.static) await ready;
-        const reply = await r.handle(parsed.data, backend);
-        log.debug('plugin call', { ms: since(start), request: input, reply });
-        send(res, 200, reply);
-      } catch (err) {
-        const e = asTsnetError(err);
-        const status = httpStatus(e);
-        log.log(status >= 500 ? 'error' : 'warn', 'plugin call failed', { code: e.code, error: describeChain(e), ms: since(start), request: input });
-        send(res, status, { Err: describeChain(e) });
+      const r = Object.hasOwn(table, method) ? table[method] : undefined;
+      if (!r) {
+        logSafely('debug', 'plugin call not implemented', { call: excerpt(method) });
+        send(res, 404, { Err: `${method} is not implemented by tsnet` });
+        return;
       }
-    });
+      const start = performance.now();
+      const text = typeof req.body === 'string' ? req.body : '';
+      const body = parseBody(text);
+      if (!body.ok) {
+        const msg = `invalid request: field "body" of ${method}: ${body.reason}`;
+        logSafely('warn', 'plugin call rejected', { call: method, error: msg, bytes: Buffer.byteLength(text) });
+        send(res, 400, { Err: msg });
+        return;
+      }
+      const input = body.value;
+      const parsed = r.schema.safeParse(input);
+      if (!parsed.success) {
+        const msg = describeIssues(parsed.error, input);
+        logSafely('warn', 'plugin call rejected', { call: method, error: msg, ...summary(text, input) });
+        send(res, 400, { Err: msg });
+        return;
+      }
+      const ctx = { call: method, ...(r.ids ? r.ids(parsed.data) : {}) };
+      await withLogContext(ctx, async () => {
+        try {
+          if (!r.static) await ready;
+          const reply = await r.handle(parsed.data, backend);
+          const payload = JSON.stringify(reply);
+          logSafely('debug', 'plugin call', { ms: since(start), ...summary(text, input), reply: excerpt(reply) });
+          res.status(200).type(CONTENT_TYPE).send(payload);
+        } catch (err) {
+          const f = failure(err);
+          logSafely(f.status >= 500 ? 'error' : 'warn', 'plugin call failed', { code: f.code, error: f.text, ms: since(start), ...summary(text, input) });
+          send(res, f.status, { Err: f.text });
+        }
+      });
+    } catch (err) {
+      // Last resort (e.g. the reply itself failed): one answer, never an unhandled rejection.
+      const f = failure(err);
+      logSafely('error', 'plugin call failed unexpectedly', { call: excerpt(method), code: f.code, error: f.text });
+      if (!res.headersSent) send(res, 500, { Err: f.text });
+    }
   });
 
   app.use((_req: Request, res: Response) => send(res, 404, { Err: 'not found' }));
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const e = asTsnetError(err);
-    send(res, httpStatus(e) === 500 ? 400 : httpStatus(e), { Err: `invalid request: ${describeChain(e)}` });
+    const f = failure(err);
+    send(res, f.status === 500 ? 400 : f.status, { Err: `invalid request: ${f.text}` });
   });
   return app;
 }
 
-/** Listens on the unix socket, replacing a stale socket file left by a crash (but never a regular file). */
+/** Whether something accepts connections on the unix socket `socket`. */
+function served(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socket, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * Listens on the unix socket with mode 0660 from the moment it exists. The umask is narrowed only around the bind,
+ * which Node does synchronously inside listen(), so no other file of this process is created under it and no
+ * connection can come in before the mode is right (a chmod after listen leaves that window). A stale socket file
+ * left by a crash is replaced; a socket another process is serving, or a path that is not a socket, is refused.
+ */
 export async function listenUnix(app: express.Express, socket: string): Promise<Server> {
   fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
+  let st: fs.Stats | undefined;
   try {
-    const st = fs.lstatSync(socket);
-    if (!st.isSocket()) throw tsnetError('TSN_INVALID_OPTION', `socket path ${socket} exists and is not a socket`);
-    fs.unlinkSync(socket);
+    st = fs.lstatSync(socket);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+  if (st) {
+    if (!st.isSocket()) throw tsnetError('TSN_INVALID_OPTION', `socket path ${socket} exists and is not a socket`);
+    if (await served(socket)) throw tsnetError('TSN_STATE_LOCKED', `socket ${socket} is in use by another process (another tsnet?)`);
+    fs.unlinkSync(socket);
   }
   return new Promise((resolve, reject) => {
-    const server = app.listen(socket, () => {
-      fs.chmodSync(socket, 0o660);
-      resolve(server);
-    });
+    const old = process.umask(0o117);
+    let server: Server;
+    try {
+      server = app.listen(socket, () => resolve(server));
+    } finally {
+      process.umask(old);
+    }
     server.on('error', reject);
   });
 }

@@ -65,9 +65,10 @@ export interface PluginResponse {
 
 /**
  * POSTs to `/<method>` (e.g. `NetworkDriver.CreateNetwork`) on a plugin's unix socket the way dockerd does:
- * no Content-Type, dockerd's Accept header. A string `body` is sent verbatim, anything else as JSON.
+ * no Content-Type, dockerd's Accept header. A string `body` is sent verbatim, anything else as JSON. `agent` (a
+ * keep-alive one) saves a connection per call where many calls are made.
  */
-export function pluginCall(socketPath: string, method: string, body: unknown, timeoutMs = 10_000): Promise<PluginResponse> {
+export function pluginCall(socketPath: string, method: string, body: unknown, timeoutMs = 10_000, agent: http.Agent | false = false): Promise<PluginResponse> {
   const payload = Buffer.from(typeof body === 'string' ? body : JSON.stringify(body), 'utf8');
   return new Promise<PluginResponse>((resolve, reject) => {
     const req = http.request(
@@ -75,7 +76,7 @@ export function pluginCall(socketPath: string, method: string, body: unknown, ti
         socketPath,
         method: 'POST',
         path: `/${method.replace(/^\//, '')}`,
-        agent: false,
+        agent,
         timeout: timeoutMs,
         headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': payload.length },
       },
