@@ -58,6 +58,17 @@ export interface FwNetwork {
   masquerade: boolean;
 }
 
+/** An address family as nftables names it (`meta nfproto`). */
+export type FwFamily = 'ipv4' | 'ipv6';
+
+/** Host facts the ruleset depends on beyond tsnet's own networks. */
+export interface FwHost {
+  /** Docker's own bridges present on the host (docker0, br-<12 hex>). */
+  dockerBridges: string[];
+  /** Families whose forwarding tsnet turned on (see the forward guard in firewall-render.ts). */
+  forwardGuard: FwFamily[];
+}
+
 /** One published port (a host port range is already resolved to one port). */
 export interface FwPort {
   proto: 'tcp' | 'udp' | 'sctp';

@@ -1,4 +1,4 @@
-import type { FwNetwork, FwPort } from './contract';
+import type { FwFamily, FwHost, FwNetwork, FwPort } from './contract';
 
 /**
  * tsnet's nftables ruleset, rendered from data. The chains are static and refer only to sets and maps; a network or
@@ -18,6 +18,11 @@ const SETS: Array<[name: string, spec: string]> = [
   ['noicc', 'type ifname;'],
   ['internal', 'type ifname;'],
   ['masq', 'type ifname;'],
+  // Docker's own bridges (docker0, br-<12 hex>) as read from the host's links: nft cannot match a name pattern
+  // exactly, and a glob like "br-*" would also cut non-Docker uplinks such as br-lan.
+  ['dockerbr', 'type ifname;'],
+  // Families whose forwarding tsnet turned on: forwarding that involves no tsnet or Docker bridge is dropped there.
+  ['fwdguard', 'type nf_proto;'],
 ];
 const MAPS: Array<[name: string, spec: string]> = [
   ['dnat4', 'type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;'],
@@ -70,9 +75,12 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
     [
       'localnet',
       'type filter hook prerouting priority raw; policy accept;',
-      // route_localnet makes the bridge accept 127/8 destinations; only the host itself may use that.
-      // Destination first: the common packet fails the cheap compare before any set lookup.
-      ['ip daddr 127.0.0.0/8 iifname @bridges drop'],
+      // Before DNAT (raw): loopback addresses are the host's own. From anywhere but lo, a 127/8 or ::1 destination
+      // is a neighbour aiming at ports published on 127.0.0.1 through the host's MAC (prerouting's `fib daddr type
+      // local` would DNAT it), or a container using its bridge's route_localnet. Destination first: the common
+      // packet fails the cheap compare before any other match.
+      // A 127/8 source from a container is accepted by the kernel because of route_localnet: spoofed loopback.
+      ['ip daddr 127.0.0.0/8 iifname != "lo" drop', 'ip6 daddr ::1 iifname != "lo" drop', 'ip saddr 127.0.0.0/8 iifname @bridges drop'],
     ],
     [
       'forward',
@@ -90,10 +98,12 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
         'oifname @internal drop',
         // Nothing else enters a tsnet network: not another network, not the LAN by direct routing.
         'oifname @bridges drop',
-        // Docker's own bridge networks are off limits too (their names: docker0, br-<id>).
-        'iifname @bridges oifname "docker0" drop',
-        'iifname @bridges oifname "br-*" drop',
+        // Docker's own bridge networks are off limits too.
+        'iifname @bridges oifname @dockerbr drop',
         `iifname @bridges ${accept}`,
+        // Where tsnet turned forwarding on, the host must not become a router between its other interfaces (dockerd
+        // sets FORWARD to DROP when it is the one enabling forwarding; Docker's bridges are left to its rules).
+        'meta nfproto @fwdguard iifname != @dockerbr oifname != @dockerbr drop',
       ],
     ],
   ];
@@ -133,15 +143,29 @@ export function renderPorts(op: Op, ports: FwPort[], table = DEFAULT_TABLE): str
   });
 }
 
+/** Replaces the set of Docker's bridges (one transaction with whatever it is sent with). */
+export function renderDockerBridges(names: readonly string[], table = DEFAULT_TABLE): string[] {
+  return [`flush set inet ${table} dockerbr`, ...element(table, 'add', 'dockerbr', names.map((n) => `"${n}"`))];
+}
+
+/** Turns on the forward guard of a family (tsnet enabled its forwarding). */
+export function renderForwardGuard(family: FwFamily, table = DEFAULT_TABLE): string[] {
+  return element(table, 'add', 'fwdguard', [family]);
+}
+
+export const NO_HOST: FwHost = { dockerBridges: [], forwardGuard: [] };
+
 /**
  * Everything the given state implies, in one transaction: base, then every set emptied and refilled. Used at start
  * so a ruleset lost or changed behind tsnet's back converges to exactly the store's view.
  */
-export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE): string {
+export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE, host: FwHost = NO_HOST): string {
   return [
     renderBase(mark, table),
     ...SETS.map(([n]) => `flush set inet ${table} ${n}`),
     ...MAPS.map(([n]) => `flush map inet ${table} ${n}`),
+    ...element(table, 'add', 'dockerbr', host.dockerBridges.map((n) => `"${n}"`)),
+    ...host.forwardGuard.flatMap((f) => renderForwardGuard(f, table)),
     ...networks.flatMap((n) => renderNetwork('add', n, table)),
     ...renderPorts('add', ports, table),
   ].join('\n');

@@ -2,8 +2,8 @@ import { spawnSync } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import path from 'path';
-import type { FwNetwork, FwPort } from '../../src/kernel/contract';
-import { DEFAULT_TABLE, renderBase, renderFull, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
+import type { FwHost, FwNetwork, FwPort } from '../../src/kernel/contract';
+import { DEFAULT_TABLE, NO_HOST, renderBase, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
 
 const TABLE = `inet ${DEFAULT_TABLE}`;
 /** The published-port accept, guarded on both sides against internal networks. */
@@ -29,6 +29,8 @@ interface Scenario {
   name: string;
   networks: FwNetwork[];
   ports: FwPort[];
+  /** Docker bridges on the host and forward guards (none when absent). */
+  host?: FwHost;
 }
 
 const BR1 = 'tsbr-0123456789';
@@ -107,7 +109,17 @@ const SCENARIOS: Scenario[] = [
     networks: [net(), net({ bridge: BR2, internal: true })],
     ports: [port()],
   },
+  {
+    name: 'host-docker-bridges-guard',
+    networks: [net()],
+    ports: [port()],
+    host: { dockerBridges: ['docker0', 'br-0123456789ab'], forwardGuard: ['ipv4', 'ipv6'] },
+  },
 ];
+
+function full(s: Scenario): string {
+  return renderFull(MARK, s.networks, s.ports, DEFAULT_TABLE, s.host ?? NO_HOST);
+}
 
 /** Network create, port publish, port unpublish, network delete: each section one `nft -f` transaction. */
 function renderSteps(s: Scenario): string {
@@ -192,7 +204,7 @@ describe('firewall golden files', () => {
 
   for (const s of SCENARIOS) {
     describe(s.name, () => {
-      test('full ruleset', () => expectGolden(`${s.name}.full.nft`, renderFull(MARK, s.networks, s.ports)));
+      test('full ruleset', () => expectGolden(`${s.name}.full.nft`, full(s)));
       test('incremental steps', () => expectGolden(`${s.name}.steps.nft`, renderSteps(s)));
     });
   }
@@ -236,6 +248,32 @@ describe('firewall ruleset invariants', () => {
     }
   });
 
+  test('loopback destinations from anywhere but lo, and loopback sources from containers, drop before DNAT', () => {
+    const rules = rulesByChain(base);
+    expect(rules.get('localnet')).toEqual([
+      'ip daddr 127.0.0.0/8 iifname != "lo" drop',
+      'ip6 daddr ::1 iifname != "lo" drop',
+      'ip saddr 127.0.0.0/8 iifname @bridges drop',
+    ]);
+    // raw (-300) runs before conntrack and before the dstnat (-100) DNAT of published ports.
+    expect(base).toContain(`add chain ${TABLE} localnet { type filter hook prerouting priority raw; policy accept; }`);
+    expect(base).toContain(`add chain ${TABLE} prerouting { type nat hook prerouting priority dstnat; policy accept; }`);
+  });
+
+  test('no interface name glob anywhere: Docker bridges are an exact set, a br-lan uplink is not cut', () => {
+    expect(base).not.toMatch(/"[^"]*\*"/);
+    expect(renderDockerBridges(['docker0', 'br-0123456789ab'])).toEqual([
+      `flush set ${TABLE} dockerbr`,
+      `add element ${TABLE} dockerbr { "docker0", "br-0123456789ab" }`,
+    ]);
+    expect(renderDockerBridges([])).toEqual([`flush set ${TABLE} dockerbr`]);
+  });
+
+  test('the forward guard is per family and off unless the host state turns it on', () => {
+    expect(renderForwardGuard('ipv6')).toEqual([`add element ${TABLE} fwdguard { ipv6 }`]);
+    for (const s of SCENARIOS) if (!s.host) expect(full(s)).not.toContain('element inet tsnet fwdguard');
+  });
+
   test('the mark is rendered as a 32-bit hex constant', () => {
     expect(renderBase(0x1)).toContain('meta mark or 0x00000001 accept');
     expect(renderBase(0x80000000)).toContain('meta mark or 0x80000000 accept');
@@ -252,9 +290,12 @@ describe('firewall ruleset invariants', () => {
     const sameNet = idx('iifname . oifname @pairs meta mark');
     const outbound = idx('iifname @bridges meta mark');
     expect(noicc).toBeLessThan(sameNet);
-    for (const drop of ['iifname @internal drop', 'oifname @internal drop', 'oifname @bridges drop', 'iifname @bridges oifname "docker0" drop', 'iifname @bridges oifname "br-*" drop']) {
+    for (const drop of ['iifname @internal drop', 'oifname @internal drop', 'oifname @bridges drop', 'iifname @bridges oifname @dockerbr drop']) {
       expect(idx(drop)).toBeLessThan(outbound);
     }
+    // The forward guard is the last word: everything involving a tsnet bridge was decided before it.
+    expect(fwd[fwd.length - 1]).toBe('meta nfproto @fwdguard iifname != @dockerbr oifname != @dockerbr drop');
+    expect(idx('oifname @bridges drop')).toBeLessThan(fwd.length - 1);
     // Published ports stay reachable from members of an icc=false network (as through Docker's proxy), but the
     // accept can never carry traffic into or out of an internal network.
     expect(idx(DNAT_ACCEPT)).toBeLessThan(noicc);
@@ -280,7 +321,7 @@ describe('firewall ruleset invariants', () => {
       const m = /^add (set|map) inet tsnet (\S+) /.exec(l);
       return m ? [[m[1]!, m[2]!] as const] : [];
     });
-    expect(declared.map(([, n]) => n).sort()).toEqual(['bridges', 'dnat4', 'dnat4any', 'dnat6', 'dnat6any', 'internal', 'masq', 'noicc', 'pairs']);
+    expect(declared.map(([, n]) => n).sort()).toEqual(['bridges', 'dnat4', 'dnat4any', 'dnat6', 'dnat6any', 'dockerbr', 'fwdguard', 'internal', 'masq', 'noicc', 'pairs']);
     const firstElement = full.findIndex((l) => l.includes(' element '));
     expect(firstElement).toBeGreaterThan(0);
     for (const [kind, n] of declared) {
@@ -292,10 +333,16 @@ describe('firewall ruleset invariants', () => {
 
   test('the full ruleset is the base followed by exactly the incremental adds', () => {
     for (const s of SCENARIOS) {
-      const full = renderFull(MARK, s.networks, s.ports);
-      expect(full.startsWith(`${base}\n`)).toBe(true);
-      const elements = full.split('\n').filter((l) => l.includes(' element '));
-      expect(elements).toEqual([...s.networks.flatMap((n) => renderNetwork('add', n)), ...renderPorts('add', s.ports)]);
+      const script = full(s);
+      expect(script.startsWith(`${base}\n`)).toBe(true);
+      const elements = script.split('\n').filter((l) => l.includes(' element '));
+      const host = s.host ?? NO_HOST;
+      expect(elements).toEqual([
+        ...renderDockerBridges(host.dockerBridges).filter((l) => l.includes(' element ')),
+        ...host.forwardGuard.flatMap((f) => renderForwardGuard(f)),
+        ...s.networks.flatMap((n) => renderNetwork('add', n)),
+        ...renderPorts('add', s.ports),
+      ]);
     }
   });
 
@@ -367,7 +414,7 @@ describe('firewall ruleset invariants', () => {
     expect(renderPorts('add', [])).toEqual([]);
     expect(renderPorts('delete', [])).toEqual([]);
     for (const s of SCENARIOS) {
-      for (const l of [...renderFull(MARK, s.networks, s.ports).split('\n'), ...renderSteps(s).split('\n')]) expect(l).not.toMatch(/\{\s*\}/);
+      for (const l of [...full(s).split('\n'), ...renderSteps(s).split('\n')]) expect(l).not.toMatch(/\{\s*\}/);
     }
   });
 
@@ -464,7 +511,7 @@ describeNft('firewall scripts pass nft -c (parsed and checked by the kernel, nev
 
   for (const s of SCENARIOS) {
     test(`${s.name}: full ruleset`, () => {
-      expect(nftCheck(`${s.name}.full`, renderFull(MARK, s.networks, s.ports))).toEqual({ status: 0, stderr: '' });
+      expect(nftCheck(`${s.name}.full`, full(s))).toEqual({ status: 0, stderr: '' });
     });
     test(`${s.name}: base + every incremental step in one batch`, () => {
       // Adds, then deletes of what was just added: the deletes only pass when their keys match the elements.
