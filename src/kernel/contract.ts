@@ -92,6 +92,10 @@ export interface Firewall {
   removeNetwork(n: FwNetwork): Promise<void>;
   addPorts(ports: FwPort[]): Promise<void>;
   removePorts(ports: FwPort[]): Promise<void>;
+  /** Drops forwarding of the family that involves no tsnet or Docker bridge, from now on (tsnet enabled it). */
+  setForwardGuard(family: FwFamily): Promise<void>;
+  /** Re-reads Docker's bridges from the host links and updates the table when they changed. */
+  refreshDockerBridges(): Promise<void>;
 }
 
 export interface Kernel {

@@ -1,10 +1,11 @@
-import { type Firewall, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
+import { type Firewall, type FwFamily, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 
 /** In-memory firewall state for {@link FakeKernel}: networks by bridge and ports by their map key. */
 export class FakeFirewall implements Firewall {
   base = false;
   readonly networks = new Map<string, FwNetwork>();
   readonly ports = new Map<string, FwPort>();
+  readonly guard = new Set<FwFamily>();
   readonly calls: string[] = [];
 
   static portKey(p: FwPort): string {
@@ -51,6 +52,16 @@ export class FakeFirewall implements Firewall {
   removePorts(ports: FwPort[]): Promise<void> {
     this.calls.push(`removePorts ${ports.length}`);
     for (const p of ports) this.ports.delete(FakeFirewall.portKey(p));
+    return Promise.resolve();
+  }
+  setForwardGuard(family: FwFamily): Promise<void> {
+    this.calls.push(`setForwardGuard ${family}`);
+    this.base = true;
+    this.guard.add(family);
+    return Promise.resolve();
+  }
+  refreshDockerBridges(): Promise<void> {
+    this.calls.push('refreshDockerBridges');
     return Promise.resolve();
   }
 }
