@@ -10,6 +10,8 @@ export type KernelChange =
   | { op: 'veth.add'; name: string; peer: string; mtu?: number; peerMac?: string }
   | { op: 'link.master'; name: string; master: string }
   | { op: 'link.up'; name: string }
+  /** Makes a bridge port isolated: it exchanges frames only with non-isolated ports (the bridge itself, uplinks). */
+  | { op: 'link.isolate'; name: string }
   | { op: 'link.del'; name: string }
   | { op: 'addr.add'; dev: string; cidr: string }
   | { op: 'addr.del'; dev: string; cidr: string }

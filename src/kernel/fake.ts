@@ -78,7 +78,7 @@ export class FakeKernel implements Kernel {
   }
   /** Every change applied, in order (failed ones excluded). */
   readonly applied: KernelChange[] = [];
-  readonly linkMap = new Map<string, LinkInfo & { peer?: string }>();
+  readonly linkMap = new Map<string, LinkInfo & { peer?: string; isolated?: boolean }>();
   readonly sysctls = new Map<string, string>();
   routeTable: RouteInfo[] = [];
   private failures: Array<{ match: (c: KernelChange) => boolean; message: string }> = [];
@@ -127,6 +127,14 @@ export class FakeKernel implements Kernel {
         return need(c.name) ?? need(c.master) ?? void (this.linkMap.get(c.name)!.master = c.master);
       case 'link.up':
         return need(c.name) ?? void (this.linkMap.get(c.name)!.up = true);
+      case 'link.isolate': {
+        const l = this.linkMap.get(c.name);
+        if (!l) return need(c.name);
+        // The kernel refuses bridge_slave options on a link that is no bridge port.
+        if (!l.master) return 'Operation not supported';
+        l.isolated = true;
+        return undefined;
+      }
       case 'link.del': {
         const l = this.linkMap.get(c.name);
         if (!l) return need(c.name);
