@@ -21,6 +21,7 @@ import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals } from './teardown';
+import { ForwardingOwner } from './forwarding';
 
 /**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
@@ -38,12 +39,13 @@ export class TsnetDriver implements NetworkDriver {
   private constructor(
     private readonly store: Store,
     readonly kernel: Kernel,
+    private readonly forwarding: ForwardingOwner,
   ) {
     this.reaper = new LinkReaper(kernel.background, store);
   }
 
   static async load(store: Store, kernel: Kernel): Promise<TsnetDriver> {
-    const d = new TsnetDriver(store, kernel);
+    const d = new TsnetDriver(store, kernel, await ForwardingOwner.load(store, kernel));
     for (const n of await store.all('network')) d.networks.set(n.id, n);
     for (const e of await store.all('endpoint')) d.endpoints.set(e.id, e);
     return d;
@@ -75,7 +77,9 @@ export class TsnetDriver implements NetworkDriver {
       const mode = bridgeMode as NetworkMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
       const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
-      await this.recordThenBuild('network', this.networks, net, mode.setupSteps(net, this.kernel));
+      const steps = mode.setupSteps(net, this.kernel);
+      await this.forwarding.claim(steps);
+      await this.recordThenBuild('network', this.networks, net, steps);
       log.info('network created', { bridge: 'bridge' in net ? net.bridge : undefined, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
     });
   }
@@ -93,7 +97,8 @@ export class TsnetDriver implements NetworkDriver {
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
       this.reaper.schedule(links);
-      if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.kernel.firewall.removeBase());
+      // A forward guard keeps the table (with empty sets) after the last network: see forwarding.ts.
+      if (this.networks.size === 0 && !this.forwarding.guarded) this.reaper.scheduleJob('remove firewall base', () => this.kernel.firewall.removeBase());
       log.info('network deleted', { staleEndpoints: stale.length });
     });
   }
@@ -267,6 +272,7 @@ export class TsnetDriver implements NetworkDriver {
     }
     const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
     const fw = this.kernel.firewall;
+    await this.forwarding.restore();
     const wanted = new Set<string>();
     for (const net of this.networks.values()) {
       await withLogContext({ networkId: net.id }, async () => {
@@ -274,6 +280,7 @@ export class TsnetDriver implements NetworkDriver {
         for (const l of mode.networkLinks(net)) wanted.add(l);
         const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]!));
         if (steps.length === 0) return;
+        await this.forwarding.claim(steps);
         log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });
         await runSteps(this.kernel, `reconcile network ${net.id.slice(0, 12)}`, steps).catch((err: unknown) =>
           log.error('reconcile: network restore failed', { error: describeChain(err) }),
@@ -311,7 +318,7 @@ export class TsnetDriver implements NetworkDriver {
       await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
     }
     // One transaction makes the table exactly what the store implies: lost rules come back, stale ones go.
-    if (this.networks.size === 0) await fw.removeBase();
+    if (this.networks.size === 0 && !this.forwarding.guarded) await fw.removeBase();
     else {
       const eps = [...this.endpoints.values()];
       await fw.sync(

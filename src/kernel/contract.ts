@@ -109,6 +109,8 @@ export interface Kernel {
   links(): Promise<LinkInfo[]>;
   link(name: string): Promise<LinkInfo | undefined>;
   routes(v6: boolean): Promise<RouteInfo[]>;
+  /** Reads a sysctl under /proc/sys (key as in sysctl.set), trimmed; undefined when the host has none by that key. */
+  readSysctl(key: string): Promise<string | undefined>;
   readonly firewall: Firewall;
   /** Tag every link this kernel creates carries (LinkInfo.owner), naming this tsnet instance. */
   readonly owner: string;

@@ -163,6 +163,10 @@ export class FakeKernel implements Kernel {
     }
   }
 
+  readSysctl(key: string): Promise<string | undefined> {
+    return Promise.resolve(this.sysctls.get(key));
+  }
+
   links(): Promise<LinkInfo[]> {
     return Promise.resolve([...this.linkMap.values()].map((l) => ({ ...l, addresses: [...l.addresses] })));
   }

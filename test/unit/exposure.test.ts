@@ -50,3 +50,72 @@ describe('enable_icc=false is enforced by bridge port isolation (no br_netfilter
     expect(kernel.linkMap.get(driver.state().endpoints[0]!.hostIf)?.isolated).toBeUndefined();
   });
 });
+
+describe('forwarding tsnet turns on is guarded (the host does not become an open router)', () => {
+  const V4 = 'net/ipv4/ip_forward';
+  const V6 = 'net/ipv6/conf/all/forwarding';
+
+  function kernelWith(sysctls: Record<string, string>): FakeKernel {
+    const k = new FakeKernel();
+    for (const [key, v] of Object.entries(sysctls)) k.sysctls.set(key, v);
+    return k;
+  }
+
+  test('forwarding off before: tsnet records that it turned it on and guards the family before writing it', async () => {
+    const { kernel, driver, store } = await setup(kernelWith({ [V4]: '0', [V6]: '0' }));
+    await driver.createNetwork(netReq());
+    expect(kernel.sysctls.get(V4)).toBe('1');
+    expect([...kernel.firewall.guard]).toEqual(['ipv4']);
+    expect((await store.all('host')).map((r) => r.key)).toEqual([V4]);
+    // The guard is in the table before forwarding goes on (no window of an open router).
+    expect(kernel.firewall.calls.indexOf('setForwardGuard ipv4')).toBeLessThan(kernel.firewall.calls.indexOf(`addNetwork tsbr-eeeeeeeeee`));
+    expect(kernel.sysctls.get(V6)).toBe('0');
+  });
+
+  test('IPv6 networks guard IPv6 forwarding when tsnet turns it on', async () => {
+    const { kernel, driver, store } = await setup(kernelWith({ [V4]: '1', [V6]: '0' }));
+    await driver.createNetwork(netReq({ enableIPv6: true, ipv6: [{ addressSpace: 'tsnet-local', pool: 'fd00:29::/64', gateway: 'fd00:29::1/64', auxAddresses: {} }] }));
+    expect(kernel.sysctls.get(V6)).toBe('1');
+    expect([...kernel.firewall.guard]).toEqual(['ipv6']);
+    expect((await store.all('host')).map((r) => r.key)).toEqual([V6]);
+  });
+
+  test('forwarding someone else turned on is not tsnet\'s to guard; internal networks claim nothing', async () => {
+    const { kernel, driver, store } = await setup(kernelWith({ [V4]: '1' }));
+    await driver.createNetwork(netReq());
+    await driver.createNetwork(netReq({ networkId: '8'.repeat(64), internal: true, ipv4: [{ addressSpace: 'tsnet-local', pool: '172.27.0.0/16', gateway: '172.27.0.1/16', auxAddresses: {} }] }));
+    expect(kernel.firewall.guard.size).toBe(0);
+    expect(await store.all('host')).toEqual([]);
+    await driver.deleteNetwork(NID);
+    await driver.deleteNetwork('8'.repeat(64));
+    await driver.drain();
+    expect(kernel.firewall.base).toBe(false);
+  });
+
+  test('an internal network does not turn forwarding on', async () => {
+    const { kernel, driver, store } = await setup(kernelWith({ [V4]: '0' }));
+    await driver.createNetwork(netReq({ internal: true }));
+    expect(kernel.sysctls.get(V4)).toBe('0');
+    expect(await store.all('host')).toEqual([]);
+  });
+
+  test('the guard outlives the last network, and a restart (forwarding now 1, set by tsnet) still knows it is tsnet\'s', async () => {
+    const store = new SqliteStore(':memory:');
+    const kernel = kernelWith({ [V4]: '0' });
+    const { driver } = await setup(kernel, store);
+    await driver.createNetwork(netReq());
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect(kernel.firewall.calls).not.toContain('removeBase');
+    expect(kernel.firewall.base).toBe(true);
+    expect(kernel.firewall.networks.size).toBe(0);
+
+    const restarted = new FakeKernel();
+    restarted.sysctls.set(V4, '1');
+    const again = await TsnetDriver.load(store, restarted);
+    await again.reconcile();
+    expect([...restarted.firewall.guard]).toEqual(['ipv4']);
+    expect(restarted.firewall.calls).toContain('sync');
+    expect(restarted.firewall.calls).not.toContain('removeBase');
+  });
+});
