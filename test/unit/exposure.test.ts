@@ -9,17 +9,9 @@ const NID = 'e'.repeat(64);
 const EID = 'f'.repeat(64);
 const EID2 = '9'.repeat(64);
 
-function netReq(over: Partial<CreateNetworkRequest> = {}): CreateNetworkRequest {
-  return {
-    networkId: NID,
-    driverOptions: {},
-    enableIPv6: false,
-    internal: false,
-    ipv4: [{ addressSpace: 'tsnet-local', pool: '172.29.0.0/16', gateway: '172.29.0.1/16', auxAddresses: {} }],
-    ipv6: [],
-    ...over,
-  };
-}
+const subnet = (pool: string, gateway: string) => ({ addressSpace: 'tsnet-local', pool, gateway, auxAddresses: {} });
+const BASE: CreateNetworkRequest = { networkId: NID, driverOptions: {}, enableIPv6: false, internal: false, ipv4: [subnet('172.29.0.0/16', '172.29.0.1/16')], ipv6: [] };
+const netReq = (over: Partial<CreateNetworkRequest> = {}): CreateNetworkRequest => ({ ...BASE, ...over });
 
 async function setup(kernel = new FakeKernel(), store = new SqliteStore(':memory:')) {
   const driver = await TsnetDriver.load(store, kernel);
@@ -74,7 +66,7 @@ describe('forwarding tsnet turns on is guarded (the host does not become an open
 
   test('IPv6 networks guard IPv6 forwarding when tsnet turns it on', async () => {
     const { kernel, driver, store } = await setup(kernelWith({ [V4]: '1', [V6]: '0' }));
-    await driver.createNetwork(netReq({ enableIPv6: true, ipv6: [{ addressSpace: 'tsnet-local', pool: 'fd00:29::/64', gateway: 'fd00:29::1/64', auxAddresses: {} }] }));
+    await driver.createNetwork(netReq({ enableIPv6: true, ipv6: [subnet('fd00:29::/64', 'fd00:29::1/64')] }));
     expect(kernel.sysctls.get(V6)).toBe('1');
     expect([...kernel.firewall.guard]).toEqual(['ipv6']);
     expect((await store.all('host')).map((r) => r.key)).toEqual([V6]);
@@ -83,7 +75,7 @@ describe('forwarding tsnet turns on is guarded (the host does not become an open
   test('forwarding someone else turned on is not tsnet\'s to guard; internal networks claim nothing', async () => {
     const { kernel, driver, store } = await setup(kernelWith({ [V4]: '1' }));
     await driver.createNetwork(netReq());
-    await driver.createNetwork(netReq({ networkId: '8'.repeat(64), internal: true, ipv4: [{ addressSpace: 'tsnet-local', pool: '172.27.0.0/16', gateway: '172.27.0.1/16', auxAddresses: {} }] }));
+    await driver.createNetwork(netReq({ networkId: '8'.repeat(64), internal: true, ipv4: [subnet('172.27.0.0/16', '172.27.0.1/16')] }));
     expect(kernel.firewall.guard.size).toBe(0);
     expect(await store.all('host')).toEqual([]);
     await driver.deleteNetwork(NID);
