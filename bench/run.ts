@@ -129,7 +129,7 @@ function quantile(sorted: number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
 function r2(x: number): number {
@@ -269,7 +269,7 @@ function callInstances(lines: LogLine[]): CallInstance[] {
     if (l.message === 'plugin call' || l.message === 'plugin call failed') {
       const p = pending.get(l.call) ?? { execMs: 0, storeMs: 0 };
       pending.delete(l.call);
-      out.push({ call: l.call, ms: Number(l.ms ?? NaN), failed: l.message !== 'plugin call', ...p });
+      out.push({ call: l.call, ms: l.ms ?? NaN, failed: l.message !== 'plugin call', ...p });
       continue;
     }
     const p = pending.get(l.call) ?? { execMs: 0, storeMs: 0 };
@@ -372,7 +372,7 @@ function breakdown(lines: LogLine[]): Breakdown {
     ),
     firewallChange: groupStats(
       lines.filter((l) => l.message === 'firewall change' && typeof l.ms === 'number'),
-      (l) => `${callTag(l)}: ${anonymize(String(l.script ?? l.cmd ?? '').split('\n')[0]!)}`,
+      (l) => `${callTag(l)}: ${anonymize((typeof l.script === 'string' ? l.script : (l.cmd ?? '')).split('\n')[0])}`,
       (l) => l.ms,
     ),
   };
@@ -479,6 +479,12 @@ class EndpointDriver {
 // ---------------------------------------------------------------------------------------------------------------
 // host facts
 
+/** The pid of a process the bench started and still needs; it is a bug in the bench if that process is gone. */
+function livePid(pid: number | undefined, what: string): number {
+  if (pid === undefined) throw new Error(`${what} is not running`);
+  return pid;
+}
+
 function readRssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
@@ -494,7 +500,7 @@ async function cmdOut(cmd: string, args: string[]): Promise<string> {
   }
 }
 
-async function machine(docker: Docker): Promise<Record<string, unknown>> {
+async function machine(docker: Docker) {
   const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
   const memKiB = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0);
   const cpu = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
@@ -671,7 +677,7 @@ async function benchRun(env: Env): Promise<Record<string, unknown>> {
       const r = await env.log.measure(measured ? 'b' : 'b-warmup', `${k.key} run`, () =>
         env.docker.docker(['run', '--rm', '--network', k.net, BUSYBOX_IMAGE, 'true']),
       );
-      if (measured) xs[k.key]!.push(r.ms);
+      if (measured) xs[k.key].push(r.ms);
       if (k.key === 'tsnet') {
         const bg = await quiesce(`veth deletion on ${bridge}`, () => noPorts(bridge), performance.now());
         if (measured) background.push(bg);
@@ -680,16 +686,16 @@ async function benchRun(env: Env): Promise<Record<string, unknown>> {
     if (i === WARMUP - 1 || i === WARMUP + N - 1 || (i - WARMUP + 1) % 10 === 0) progress(`(b) docker run ${i + 1}/${WARMUP + N}`);
   }
   await env.log.settle();
-  const none = median(xs.none!);
-  const tShare = median(xs.tsnet!) - none;
-  const dShare = median(xs.docker!) - none;
+  const none = median(xs.none);
+  const tShare = median(xs.tsnet) - none;
+  const dShare = median(xs.docker) - none;
   const runs = env.log.windowsOf(['b']).filter((w) => w.label === 'tsnet run');
   const pluginMs = runs.map((w) => callInstances(env.log.linesOf(w)).reduce((s, c) => s + c.ms, 0));
   return {
-    tsnet: stats(xs.tsnet!),
-    docker: stats(xs.docker!),
-    none: stats(xs.none!),
-    runRatio: ratio(median(xs.tsnet!), median(xs.docker!)),
+    tsnet: stats(xs.tsnet),
+    docker: stats(xs.docker),
+    none: stats(xs.none),
+    runRatio: ratio(median(xs.tsnet), median(xs.docker)),
     shareTsnetMs: r2(tShare),
     shareDockerMs: r2(dShare),
     shareRatio: ratio(tShare, dShare),
@@ -775,13 +781,13 @@ async function benchEndpoints(env: Env, rss: Record<string, number>): Promise<Re
   await sampleAt(`${E_LIVE_LOW}-warmup`, E_WARMUP);
   progress(`(e) ${E_SAMPLES} samples at ${E_LIVE_LOW} live`);
   const low = await sampleAt(String(E_LIVE_LOW));
-  rss[`live${E_LIVE_LOW}`] = readRssKiB(env.tsnet.pid!);
+  rss[`live${E_LIVE_LOW}`] = readRssKiB(livePid(env.tsnet.pid, 'tsnet'));
   const growMsPerEndpoint = await grow(E_LIVE_HIGH);
-  rss[`live${E_LIVE_HIGH}`] = readRssKiB(env.tsnet.pid!);
+  rss[`live${E_LIVE_HIGH}`] = readRssKiB(livePid(env.tsnet.pid, 'tsnet'));
   const vethsOnHost = (await run('ip', ['-o', 'link', 'show', 'master', `tsbr-${netId.slice(0, 10)}`])).stdout.split('\n').filter((l) => l).length;
   progress(`(e) ${E_SAMPLES} samples at ${E_LIVE_HIGH} live (${vethsOnHost} veths on the bridge)`);
   const high = await sampleAt(String(E_LIVE_HIGH));
-  rss[`live${E_LIVE_HIGH}AfterSamples`] = readRssKiB(env.tsnet.pid!);
+  rss[`live${E_LIVE_HIGH}AfterSamples`] = readRssKiB(livePid(env.tsnet.pid, 'tsnet'));
   progress(`(e) removing ${eps.live.size} endpoints`);
   const t0 = performance.now();
   const n = eps.live.size;
@@ -897,7 +903,7 @@ async function startHostIperf(dir: string, address: string, port: number): Promi
 }
 
 async function stopHostIperf(): Promise<void> {
-  while (hostIperf.length > 0) await terminate(hostIperf.pop()!, 3_000);
+  for (let p = hostIperf.pop(); p; p = hostIperf.pop()) await terminate(p, 3_000);
 }
 
 /** Live iperf3 processes this run started: the host's servers, and any in the (g) containers' cgroups. */
@@ -946,7 +952,8 @@ async function benchIperf(env: Env): Promise<Record<string, unknown>> {
     if (which === 'loopback') {
       return iperfClient('loopback', () => run('iperf3', iperfArgs('127.0.0.1', IPERF_PORT.loopback, seconds), { timeoutMs: iperfTimeoutMs(seconds) }));
     }
-    const [addr, port] = which === 'c2c' ? [server[d!]!, IPERF_PORT.container] : [gatewayOf(subnet[d!]), hostPort[d!]];
+    if (d === undefined) throw new Error(`iperf3 ${which} needs a driver`);
+    const [addr, port] = which === 'c2c' ? [server[d], IPERF_PORT.container] : [gatewayOf(subnet[d]), hostPort[d]];
     return iperfClient(`${d} ${which} (bench-g-cli-${d} → ${addr}:${port})`, () =>
       env.docker.dockerTry(['exec', `bench-g-cli-${d}`, '/iperf3', ...iperfArgs(addr, port, seconds)], { timeoutMs: iperfTimeoutMs(seconds) }),
     ).catch(async (err: unknown) => {
@@ -964,13 +971,13 @@ async function benchIperf(env: Env): Promise<Record<string, unknown>> {
   for (let i = 0; i < IPERF_REPS; i++) {
     push('loopback', await measure('loopback', undefined, IPERF_SECONDS));
     // Alternating order (tsnet first, then Docker first, ...), so neither driver always follows the other.
-    const order = i % 2 === 0 ? drivers : ([...drivers].reverse() as Array<(typeof drivers)[number]>);
+    const order = i % 2 === 0 ? drivers : ([...drivers].reverse());
     for (const p of ['c2c', 'c2h'] as const) for (const d of order) push(`${p}.${d}`, await measure(p, d, IPERF_SECONDS));
-    progress(`(g) iperf3 repetition ${i + 1}/${IPERF_REPS}: ${Object.entries(runs).map(([k, v]) => `${k} ${v[v.length - 1]!.gbps.toFixed(2)}`).join(', ')} Gbit/s`);
+    progress(`(g) iperf3 repetition ${i + 1}/${IPERF_REPS}: ${Object.entries(runs).map(([k, v]) => `${k} ${v[v.length - 1].gbps.toFixed(2)}`).join(', ')} Gbit/s`);
   }
   await stopHostIperf();
   for (const d of drivers) await env.docker.docker(['rm', '-f', `bench-g-srv-${d}`, `bench-g-cli-${d}`]);
-  const gbps = (k: string) => stats(runs[k]!.map((r) => r.gbps));
+  const gbps = (k: string) => stats(runs[k].map((r) => r.gbps));
   const loop = gbps('loopback');
   const paths = Object.fromEntries(
     (['c2c', 'c2h'] as const).map((p) => {
@@ -1074,7 +1081,7 @@ async function benchPorts(env: Env): Promise<Record<string, unknown>> {
           for (const host of ['127.0.0.1', gatewayOf(subnet[d])]) {
             verified[d][`http://${host}:${H_HOST_BASE[d]}/`] = await verifyPublished(`http://${host}:${H_HOST_BASE[d]}/`);
           }
-          proxies[d] = childrenNamed(env.dockerd.pid!, 'docker-proxy');
+          proxies[d] = childrenNamed(livePid(env.dockerd.pid, 'dockerd'), 'docker-proxy');
           // Docker's iptables rules for the container (host-wide tables; its address is in each of them).
           const ip = await containerIp(env, name, `bench-gh-${d}`);
           const saved = (await run('iptables-save', [])).stdout.split('\n');
@@ -1104,15 +1111,15 @@ async function benchPorts(env: Env): Promise<Record<string, unknown>> {
   const pec = runs.flatMap((w) => callInstances(env.log.linesOf(w)).filter((c) => c.call === 'NetworkDriver.ProgramExternalConnectivity' && !c.failed));
   const rms = env.log.windowsOf(['h']).filter((w) => w.label === `tsnet rm -f, ${H_PORTS} ports`);
   const revoke = rms.flatMap((w) => callInstances(env.log.linesOf(w)).filter((c) => c.call === 'NetworkDriver.RevokeExternalConnectivity' && !c.failed));
-  const med = (k: string) => median(xs[k]!);
+  const med = (k: string) => median(xs[k]);
   const shareT = med(`tsnet.run -d, ${H_PORTS} ports`) - med('tsnet.run -d, 0 ports');
   const shareD = med(`docker.run -d, ${H_PORTS} ports`) - med('docker.run -d, 0 ports');
   const hLines = env.log.windowsOf(['h']).flatMap((w) => env.log.linesOf(w));
   return {
-    run100: pair(xs[`tsnet.run -d, ${H_PORTS} ports`]!, xs[`docker.run -d, ${H_PORTS} ports`]!),
-    run0: pair(xs['tsnet.run -d, 0 ports']!, xs['docker.run -d, 0 ports']!),
-    rm100: pair(xs[`tsnet.rm -f, ${H_PORTS} ports`]!, xs[`docker.rm -f, ${H_PORTS} ports`]!),
-    rm0: pair(xs['tsnet.rm -f, 0 ports']!, xs['docker.rm -f, 0 ports']!),
+    run100: pair(xs[`tsnet.run -d, ${H_PORTS} ports`], xs[`docker.run -d, ${H_PORTS} ports`]),
+    run0: pair(xs['tsnet.run -d, 0 ports'], xs['docker.run -d, 0 ports']),
+    rm100: pair(xs[`tsnet.rm -f, ${H_PORTS} ports`], xs[`docker.rm -f, ${H_PORTS} ports`]),
+    rm0: pair(xs['tsnet.rm -f, 0 ports'], xs['docker.rm -f, 0 ports']),
     publishShareTsnetMs: r2(shareT),
     publishShareDockerMs: r2(shareD),
     publishShareRatio: ratio(shareT, shareD),
@@ -1138,7 +1145,7 @@ async function benchPorts(env: Env): Promise<Record<string, unknown>> {
 /** Every step runs even if an earlier one failed; errors are collected. */
 async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: TsnetProcess | undefined): Promise<string[]> {
   const errors: string[] = [];
-  const step = async (what: string, fn: () => Promise<unknown> | unknown): Promise<void> => {
+  const step = async (what: string, fn: () => unknown): Promise<void> => {
     try {
       await fn();
     } catch (e) {
@@ -1173,10 +1180,10 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
       await dockerd.start();
     });
   }
-  if (env.endpoints && env.endpoints.live.size > 0) {
+  if (tsnet && env.endpoints && env.endpoints.live.size > 0) {
     const eps = env.endpoints;
     await step(`remove ${eps.live.size} endpoints`, () => eps.removeAll());
-    await step('release pool', () => pluginCall(tsnet!.socket, 'IpamDriver.ReleasePool', { PoolID: eps.poolId }));
+    await step('release pool', () => pluginCall(tsnet.socket, 'IpamDriver.ReleasePool', { PoolID: eps.poolId }));
   }
   if (dockerd?.pid !== undefined) {
     await step('remove containers', () => dockerd.docker.removeAllContainers());
@@ -1217,10 +1224,11 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
     }
   }
   if (dockerd) {
-    if (env.log) {
+    const tsnetLog = env.log;
+    if (tsnetLog) {
       await step('keep tsnet log', () => {
         fs.mkdirSync(path.join(REPO, '.tmp'), { recursive: true });
-        fs.copyFileSync(env.log!.file, path.join(REPO, '.tmp', 'bench-tsnet.log'));
+        fs.copyFileSync(tsnetLog.file, path.join(REPO, '.tmp', 'bench-tsnet.log'));
       });
     }
     await step('destroy dockerd', () => dockerd.destroy());
@@ -1243,7 +1251,7 @@ const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(0)} %` : '
 
 interface Results {
   date: string;
-  machine: Record<string, unknown>;
+  machine: Awaited<ReturnType<typeof machine>>;
   durationS: number;
   loadavg: { start: number[]; end: number[] };
   /** dockerd processes on the host besides the bench's own, sampled at every progress line (parallel test runs). */
@@ -1253,9 +1261,9 @@ interface Results {
   c: { connect: Pair; disconnect: Pair; connectDisconnect: Pair; tsnetBackgroundMs: Stats };
   d: { rssKiB: Record<string, number> };
   e: Record<string, unknown> & {
-    latency: Record<string, Record<string, Stats | number>>;
-    serverSide: Record<string, Record<string, Stats>>;
-    breakdown: Record<string, Breakdown>;
+    latency: Partial<Record<string, Record<string, Stats | number>>>;
+    serverSide: Partial<Record<string, Partial<Record<string, Stats>>>>;
+    breakdown: Partial<Record<string, Breakdown>>;
     tsnetBackgroundMs: Record<string, Stats>;
     growMsPerEndpoint: number;
     removeMsPerEndpoint: number;
@@ -1265,7 +1273,7 @@ interface Results {
   g: {
     loopback: Stats;
     paths: Record<'c2c' | 'c2h', { tsnet: Stats; docker: Stats; ratio: number; tsnetOfLoopback: number; dockerOfLoopback: number }>;
-    runs: Record<string, IperfRun[]>;
+    runs: Partial<Record<string, IperfRun[]>>;
     seconds: number;
     reps: number;
   };
@@ -1279,11 +1287,11 @@ interface Results {
     publishShareRatio: number;
     programExternalConnectivity: { total: Stats; exec: Stats; store: Stats; other: Stats };
     revokeExternalConnectivity: Stats;
-    commands: Record<string, CommandShare>;
+    commands: Partial<Record<string, CommandShare>>;
     breakdown: Breakdown;
     verified: Record<string, Record<string, number>>;
-    dockerProxies: Record<string, number>;
-    iptablesRules: Record<string, number>;
+    dockerProxies: Partial<Record<string, number>>;
+    iptablesRules: Partial<Record<string, number>>;
     tsnetBackgroundMs: Stats;
   };
 }
@@ -1337,12 +1345,12 @@ function latencyRows(r: Results): string[][] {
 
 function mdTable(rows: string[][]): string {
   const [head, ...body] = rows;
-  return [`| ${head!.join(' | ')} |`, `|${head!.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
 function textTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')).join('\n');
 }
 
 function statsRows(title: string, groups: Record<string, Stats>): string[][] {
@@ -1364,12 +1372,12 @@ function renderMarkdown(r: Results): string {
   const rss = r.d.rssKiB;
   const mib = (k: number | undefined) => (k === undefined ? '—' : `${(k / 1024).toFixed(1)} MiB`);
   const out: string[] = [];
-  out.push(`# tsnet benchmark — ${r.date.slice(0, 10)} on ${String(m.hostname)}`);
+  out.push(`# tsnet benchmark — ${r.date.slice(0, 10)} on ${m.hostname}`);
   out.push('');
   out.push(
     `Machine: ${m.nproc} CPUs (${m.cpu}), ${m.memoryGiB} GiB RAM, kernel ${m.kernel}; dockerd ${m.dockerd} (CLI ${m.dockerCli}), ${m.iptables}; ` +
       `Node.js ${m.node}; tsnet ${m.tsnetCommit}. N = ${m.N} measured iterations per case after ${m.warmup} warm-ups, interleaved ` +
-      `(tsnet, Docker, ...); (e) ${m.eSamples} samples per live count; (g) ${m.iperfReps} × ${m.iperfSeconds} s per path (${String(m.iperf3).replace(/ \(.*$/, '')}); (h) N = ${m.portsN}. Load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, ` +
+      `(tsnet, Docker, ...); (e) ${m.eSamples} samples per live count; (g) ${m.iperfReps} × ${m.iperfSeconds} s per path (${m.iperf3.replace(/ \(.*$/, '')}); (h) N = ${m.portsN}. Load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, ` +
       `at end ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ')}. Run took ${r.durationS.toFixed(0)} s.`,
   );
   if (r.otherDockerdSeen > 0) {
@@ -1431,14 +1439,23 @@ function renderMarkdown(r: Results): string {
   const srv = r.e.serverSide;
   out.push(mdTable([
     ['plugin call (server side, ms)', `p50 @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `p50 @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`],
-    ...Object.keys(srv[lo] ?? {}).map((k) => [`\`${k}\``, f(srv[lo]![k]!.median), f(srv[lo]![k]!.p99), f(srv[hi]?.[k]?.median), f(srv[hi]?.[k]?.p99)]),
+    ...Object.entries(srv[lo] ?? {}).map(([k, x]) => [`\`${k}\``, f(x?.median), f(x?.p99), f(srv[hi]?.[k]?.median), f(srv[hi]?.[k]?.p99)]),
   ]));
   out.push('');
-  const eb = r.e.breakdown;
+  const ebLo = r.e.breakdown[lo];
+  const ebHi = r.e.breakdown[hi];
+  // Either side may lack a key the other has.
+  const cell = (m: Record<string, Stats> | undefined, k: string): Partial<Stats> => m?.[k] ?? {};
   out.push(mdTable([
     [`kernel / store during (e) (ms)`, `median @${E_LIVE_LOW}`, `p99 @${E_LIVE_LOW}`, `median @${E_LIVE_HIGH}`, `p99 @${E_LIVE_HIGH}`],
-    ...Object.keys(eb[lo]?.exec ?? {}).map((k) => [`exec \`${k}\``, f(eb[lo]!.exec[k]!.median), f(eb[lo]!.exec[k]!.p99), f(eb[hi]?.exec[k]?.median), f(eb[hi]?.exec[k]?.p99)]),
-    ...Object.keys(eb[lo]?.storeCommit ?? {}).map((k) => [`store commit \`${k}\``, f(eb[lo]!.storeCommit[k]!.median), f(eb[lo]!.storeCommit[k]!.p99), f(eb[hi]?.storeCommit[k]?.median), f(eb[hi]?.storeCommit[k]?.p99)]),
+    ...Object.entries(ebLo?.exec ?? {}).map(([k, x]) => [`exec \`${k}\``, f(x.median), f(x.p99), f(cell(ebHi?.exec, k).median), f(cell(ebHi?.exec, k).p99)]),
+    ...Object.entries(ebLo?.storeCommit ?? {}).map(([k, x]) => [
+      `store commit \`${k}\``,
+      f(x.median),
+      f(x.p99),
+      f(cell(ebHi?.storeCommit, k).median),
+      f(cell(ebHi?.storeCommit, k).p99),
+    ]),
   ]));
   out.push('');
   out.push('## (f) Where the time goes (tsnet debug log during the measured iterations of (a), (b), (c))');
@@ -1505,7 +1522,10 @@ function renderIperf(r: Results, out: string[]): void {
   const names: Record<string, string> = { loopback: 'loopback', 'c2c.tsnet': 'tsnet container → container', 'c2c.docker': 'Docker container → container', 'c2h.tsnet': 'tsnet container → host', 'c2h.docker': 'Docker container → host' };
   out.push(mdTable([
     ['path', ...Array.from({ length: g.reps }, (_, i) => `run ${i + 1}`)],
-    ...Object.keys(names).filter((k) => g.runs[k]).map((k) => [names[k]!, ...g.runs[k]!.map((x) => `${gb(x.gbps)}${x.cpuSender < 80 ? ' †' : ''} (${x.retransmits} retr, ${x.cpuSender.toFixed(0)} / ${x.cpuReceiver.toFixed(0)} %)`)]),
+    ...Object.entries(names).flatMap(([k, name]) => {
+      const runs = g.runs[k];
+      return runs ? [[name, ...runs.map((x) => `${gb(x.gbps)}${x.cpuSender < 80 ? ' †' : ''} (${x.retransmits} retr, ${x.cpuSender.toFixed(0)} / ${x.cpuReceiver.toFixed(0)} %)`)]] : [];
+    }),
   ]));
   out.push('');
 }
@@ -1551,7 +1571,9 @@ function renderPorts(r: Results, out: string[]): void {
   out.push('');
   out.push(mdTable([
     ['docker command on tsnet', 'n', 'median wall ms', 'median Σ plugin-call ms', 'median rest (dockerd + CLI) ms', 'plugin calls, in order'],
-    ...Object.entries(h.commands).map(([k, c]) => [k, String(c.wall.n), f(c.wall.median), f(c.pluginCalls.median), f(c.rest.median), c.calls.join(' → ')]),
+    ...Object.entries(h.commands).flatMap(([k, c]) =>
+      c ? [[k, String(c.wall.n), f(c.wall.median), f(c.pluginCalls.median), f(c.rest.median), c.calls.join(' → ')]] : [],
+    ),
   ]));
   out.push('');
   out.push(mdTable(callRows(h.breakdown)));
@@ -1596,7 +1618,7 @@ async function main(): Promise<void> {
     // (d) idle: right after start and the first network.
     await createNet(e, 'bench-b-tsnet', 'tsnet', NET.bTsnet);
     await sleep(500);
-    const rss: Record<string, number> = { idle: readRssKiB(tsnet.pid!) };
+    const rss: Record<string, number> = { idle: readRssKiB(livePid(tsnet.pid, 'tsnet')) };
     await createNet(e, 'bench-b-docker', 'docker', NET.bDocker);
     await createNet(e, 'bench-c-tsnet', 'tsnet', NET.cTsnet);
     await createNet(e, 'bench-c-docker', 'docker', NET.cDocker);
@@ -1608,7 +1630,7 @@ async function main(): Promise<void> {
     const b = (await benchRun(e)) as Results['b'];
     progress(`(c) network connect + disconnect, N=${N}`);
     const c = (await benchConnect(e)) as Results['c'];
-    rss.afterABC = readRssKiB(tsnet.pid!);
+    rss.afterABC = readRssKiB(livePid(tsnet.pid, 'tsnet'));
     const fLines = e.log.windowsOf(['a', 'b', 'c']).flatMap((w) => e.log.linesOf(w));
     const fb = { ...breakdown(fLines), commands: commandShares(e.log, ['a', 'b', 'c']) };
     progress(`(e) endpoint latency at ${E_LIVE_LOW} and ${E_LIVE_HIGH} live endpoints`);
@@ -1619,7 +1641,7 @@ async function main(): Promise<void> {
     const h = (await benchPorts(e)) as Results['h'];
     for (const d of ['tsnet', 'docker'] as const) await rmNet(e, `bench-gh-${d}`, e.netIds.get(`bench-gh-${d}`));
     await sleep(500);
-    rss.afterGH = readRssKiB(tsnet.pid!);
+    rss.afterGH = readRssKiB(livePid(tsnet.pid, 'tsnet'));
     results = {
       date: started.toISOString(),
       machine: mach,
@@ -1668,7 +1690,7 @@ async function main(): Promise<void> {
   console.log(textTable(latencyRows(results)));
   console.log('');
   console.log(
-    `(d) tsnet RSS: idle ${(rss.idle! / 1024).toFixed(1)} MiB, ${E_LIVE_HIGH} live endpoints ${((rss[`live${E_LIVE_HIGH}`] ?? NaN) / 1024).toFixed(1)} MiB`,
+    `(d) tsnet RSS: idle ${(rss.idle / 1024).toFixed(1)} MiB, ${E_LIVE_HIGH} live endpoints ${((rss[`live${E_LIVE_HIGH}`] ?? NaN) / 1024).toFixed(1)} MiB`,
   );
   console.log(
     `(f) docker network create: wall ${f(results.a.createSplit.wall.median)} ms = tsnet plugin calls ${f(results.a.createSplit.tsnetPluginCalls.median)} ms + dockerd/CLI ${f(results.a.createSplit.dockerdAndCli.median)} ms`,
@@ -1686,4 +1708,8 @@ async function main(): Promise<void> {
   console.log(`results: ${path.relative(REPO, base)}.{json,md}, bench/results/latest.md (${results.durationS.toFixed(0)} s)`);
 }
 
-void main();
+// A failure ends the bench at once (as the unhandled rejection did): leftover children must not keep it alive.
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

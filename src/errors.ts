@@ -5,6 +5,8 @@
  * Never use 404 for an error: dockerd reads 404 as "method not implemented" and, for optional calls, ignores it.
  */
 
+import { inspect } from 'node:util';
+
 export type ErrorCategory = 'invalid' | 'conflict' | 'unavailable' | 'not-found' | 'kernel' | 'internal';
 
 interface CatalogueEntry {
@@ -72,9 +74,14 @@ export function httpStatus(err: TsnetError): number {
 }
 
 /** Any thrown value as a TsnetError (unknown errors become TSN_INTERNAL, keeping the original as cause). */
+/** A thrown non-Error as text: strings as they are, anything else inspected (bounded), never "[object Object]". */
+function describeThrown(x: unknown): string {
+  return typeof x === 'string' ? x : inspect(x, { depth: 2, breakLength: Infinity, maxArrayLength: 10, maxStringLength: 200 });
+}
+
 export function asTsnetError(err: unknown): TsnetError {
   if (err instanceof TsnetError) return err;
-  const msg = err instanceof Error ? err.message : String(err);
+  const msg = err instanceof Error ? err.message : describeThrown(err);
   return new TsnetError('TSN_INTERNAL', msg, { cause: err });
 }
 
@@ -83,7 +90,7 @@ export function describeChain(err: unknown): string {
   const parts: string[] = [];
   let cur: unknown = err;
   for (let depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
-    const msg = cur instanceof Error ? cur.message : String(cur);
+    const msg = cur instanceof Error ? cur.message : describeThrown(cur);
     if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
     cur = cur instanceof Error ? cur.cause : undefined;
   }

@@ -16,22 +16,37 @@ import type {
   NetworkDriver,
 } from './contract';
 import type { NetworkMode } from './mode';
-import { KeyedMutex } from '../mutex';
+import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
-import { applyRemovals } from './teardown';
+import { applyRemovals, tearDown } from './teardown';
 import { ForwardingOwner } from './forwarding';
+
+/** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
+function logLeftover(err: unknown): void {
+  log.error('network teardown incomplete after its removal was committed', { error: describeChain(err) });
+}
 
 /**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
  * mode's kernel steps. Ordering rule for crash safety: a record is committed before the kernel objects it
  * describes are made, and removed only after they are gone, so after a crash the store is never missing
- * something that exists in the kernel (reconcile.ts re-creates or removes the rest).
+ * something that exists in the kernel (reconcile() re-creates or removes the rest).
+ *
+ * Locking, always taken in this order (so no cycle can form):
+ * 1. `topology`, driver-wide: CreateNetwork and DeleteNetwork, i.e. everything that decides state shared between
+ *    networks (the set of claimed link names such as bridges, later shared parents and VLAN links; whether the
+ *    firewall base is needed). Checks on that state run inside it.
+ * 2. `locks`, per network id: every call on one network, so a network's kernel steps never interleave.
+ * Background jobs that act on shared state (removing the firewall base) run in the reaper's lane and re-check the
+ * state when they run; they take no lock. They are scheduled only under `topology`, and CreateNetwork flushes the
+ * reaper under `topology` before it builds, so such a job never runs while a network is being built.
  */
 export class TsnetDriver implements NetworkDriver {
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly topology = new Mutex();
   private readonly locks = new KeyedMutex();
   private readonly reaper: LinkReaper;
   private readonly ports = new PortAllocator();
@@ -68,11 +83,12 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<void> {
-    return this.locks.run(req.networkId, async () => {
+    return this.networkWide(req.networkId, async () => {
       if (this.networks.has(req.networkId)) {
         throw tsnetError('TSN_NETWORK_EXISTS', `NetworkID "${req.networkId}" already exists`);
       }
-      // Links of deleted networks may still be on their way out (same bridge name, firewall table removal).
+      // Links of deleted networks may still be on their way out (same bridge name), and a queued firewall base
+      // removal must run before this network's elements go in.
       await this.reaper.flush();
       const mode = bridgeMode as NetworkMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
@@ -85,20 +101,25 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   deleteNetwork(networkId: string): Promise<void> {
-    return this.locks.run(networkId, async () => {
+    return this.networkWide(networkId, async () => {
       const net = this.networks.get(networkId);
       if (!net) return;
       const mode = this.modeOf(net);
       // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
-      for (const e of [...this.endpoints.values()]) if (e.networkId === networkId && e.ports) await this.unpublish(e);
       const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
-      const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...(await mode.releaseNetwork(net, this.kernel))];
+      const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...mode.ownedLinks(net)];
+      // The removal is committed first: dockerd forgets the network whatever this call answers, so no failure below
+      // may leave a live record behind. What a failure leaves belongs to no record: the links are tombstoned and the
+      // next start's firewall sync drops stale elements; addresses left on an adopted bridge are logged.
       await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
+      const ports = stale.flatMap((e) => e.ports ?? []);
+      if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
+      for (const e of stale) this.ports.release(e.id);
+      await tearDown('releasing the network', () => mode.releaseNetwork(net, this.kernel)).catch(logLeftover);
       this.reaper.schedule(links);
-      // A forward guard keeps the table (with empty sets) after the last network: see forwarding.ts.
-      if (this.networks.size === 0 && !this.forwarding.guarded) this.reaper.scheduleJob('remove firewall base', () => this.kernel.firewall.removeBase());
+      if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
     });
   }
@@ -118,18 +139,30 @@ export class TsnetDriver implements NetworkDriver {
 
   deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const found = this.endpoints.get(endpointId);
+      const found = this.endpointOf(networkId, endpointId);
       if (!found) return;
       // dockerd revokes first; after a crash of dockerd it may not have.
       if (found.ports) await this.unpublish(found);
       const ep = this.endpoints.get(endpointId)!;
-      const net = this.networks.get(ep.networkId);
+      const net = this.networks.get(networkId);
       const links = net ? this.modeOf(net).endpointLinks(ep) : [];
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
       this.reaper.schedule(links);
       log.info('endpoint deleted');
     });
+  }
+
+  /** Runs network-level work: under the driver-wide lock, then the network's own (the lock order above). */
+  private networkWide<T>(networkId: string, fn: () => Promise<T>): Promise<T> {
+    return this.topology.run(() => this.locks.run(networkId, fn));
+  }
+
+  /** The queued job re-checks: a network created since it was queued needs the base. */
+  private async removeFirewallBaseIfUnused(): Promise<void> {
+    // A forward guard keeps the table (with empty sets) after the last network: see forwarding.ts.
+    if (this.networks.size > 0 || this.forwarding.guarded) return;
+    await this.kernel.firewall.removeBase();
   }
 
   /** Waits for background deletions (tests). */
@@ -143,17 +176,17 @@ export class TsnetDriver implements NetworkDriver {
     this.ports.closeAll();
   }
 
-  endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
-    const ep = this.endpoints.get(endpointId);
+  async endpointOperInfo(networkId: string, endpointId: string): Promise<Record<string, unknown>> {
+    const ep = this.endpointOf(networkId, endpointId);
     const net = this.networks.get(networkId);
-    if (!ep || !net) return Promise.resolve({});
-    return Promise.resolve({
+    if (!ep || !net) return {};
+    return {
       hostInterface: ep.hostIf,
       bridge: net.bridge,
       macAddress: ep.mac,
       ...(ep.sandboxKey ? { sandboxKey: ep.sandboxKey } : {}),
       ...(ep.ports ? { publishedPorts: ep.ports } : {}),
-    });
+    };
   }
 
   join(req: JoinRequest): Promise<JoinResponse> {
@@ -168,7 +201,7 @@ export class TsnetDriver implements NetworkDriver {
 
   leave(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const ep = this.endpoints.get(endpointId);
+      const ep = this.endpointOf(networkId, endpointId);
       if (!ep?.sandboxKey) return;
       const { sandboxKey: _left, ...rest } = ep;
       await this.saveEndpoint(rest);
@@ -205,14 +238,14 @@ export class TsnetDriver implements NetworkDriver {
 
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
-      const ep = this.endpoints.get(endpointId);
+      const ep = this.endpointOf(networkId, endpointId);
       if (ep?.ports) await this.unpublish(ep);
     });
   }
 
   /** Firewall first, then the record, then the host ports: a crash in between leaves the store as the superset. */
   private async unpublish(ep: EndpointRecord): Promise<void> {
-    await this.kernel.firewall.removePorts(ep.ports ?? []);
+    await tearDown('unpublishing ports', () => this.kernel.firewall.removePorts(ep.ports ?? []));
     const { ports: _gone, ...rest } = ep;
     await this.saveEndpoint(rest);
     this.ports.release(ep.id);
@@ -224,9 +257,19 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
+    const ep = this.endpointOf(net.id, endpointId);
+    if (!ep) throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on NetworkID "${net.id}"`);
+    return ep;
+  }
+
+  /**
+   * The endpoint if it is on `networkId`; undefined if tsnet has no such endpoint (deletes and Leave replayed at boot
+   * succeed on that). One of another network is refused: acting on it would change a network dockerd did not name.
+   */
+  private endpointOf(networkId: string, endpointId: string): EndpointRecord | undefined {
     const ep = this.endpoints.get(endpointId);
-    if (!ep || ep.networkId !== net.id) {
-      throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on network ${net.id}`);
+    if (ep && ep.networkId !== networkId) {
+      throw tsnetError('TSN_UNKNOWN_ENDPOINT', `EndpointID "${endpointId}" does not exist on NetworkID "${networkId}" (it belongs to another network)`);
     }
     return ep;
   }

@@ -14,15 +14,20 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
   /** Links the network's record claims (for conflict checks and reconciliation). */
   networkLinks(net: N): string[];
   setupSteps(net: N, kernel: Kernel): Step[];
-  /** Kernel steps bringing an existing network back to its record after a restart (`link` = its main link, if present). */
+  /**
+   * Kernel steps bringing an existing network back to its record after a restart (`link` = its main link, if
+   * present). Idempotent writes (sysctls) are always among them: a crash may have come before they were made.
+   */
   repairSteps(net: N, link: LinkInfo | undefined): Step[];
   /** What the firewall enforces for the network. */
   firewallView(net: N): FwNetwork;
+  /** Links tsnet created for the network; the driver deletes them in the background when the network goes. */
+  ownedLinks(net: N): string[];
   /**
-   * Idempotently undoes what setupSteps made that must go at once (firewall, addresses on adopted links) and
-   * returns the links to delete, which the driver deletes in the background.
+   * Idempotently undoes the rest of what setupSteps made (firewall elements, addresses on adopted links). Runs after
+   * the network's removal is committed.
    */
-  releaseNetwork(net: N, kernel: Kernel): Promise<string[]>;
+  releaseNetwork(net: N, kernel: Kernel): Promise<void>;
   planEndpoint(net: N, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
   endpointSetupChanges(net: N, ep: EndpointRecord): KernelChange[];
   /** Links to delete when the endpoint goes. */

@@ -4,15 +4,15 @@ import { log, since } from '../log';
 import { del, put, type Store, type StoreOp } from '../store/contract';
 import { applyRemovals } from './teardown';
 
+/** Links per `ip -batch`: big enough to amortise, small enough that stopping waits for at most ~1 s of deletions. */
+const CHUNK = 32;
+
 /**
  * Deletes links in the background. Callers commit a tombstone (see {@link tombstones}) together with the removal
  * of the record that owned the link, answer dockerd, and hand the names here; the reaper batches what is pending
  * into one `ip -batch`, then drops the tombstones. {@link flush} waits until nothing is pending: anything about to
  * create links whose names might collide, or to rebuild firewall state, calls it first.
  */
-/** Links per `ip -batch`: big enough to amortise, small enough that stopping waits for at most ~1 s of deletions. */
-const CHUNK = 32;
-
 export class LinkReaper {
   private readonly pending = new Set<string>();
   /** After stop(): the time after which no new chunk starts. */
@@ -37,7 +37,10 @@ export class LinkReaper {
     this.kick();
   }
 
-  /** Runs idempotent cleanup work after the pending deletions (reconcile redoes it if tsnet dies first). */
+  /**
+   * Runs idempotent cleanup work after the pending deletions (reconcile redoes it if tsnet dies first). A job must
+   * not wait for a driver lock: CreateNetwork flushes the reaper while holding them. It re-checks the state instead.
+   */
   scheduleJob(name: string, run: () => Promise<void>): void {
     this.jobs.push({ name, run });
     this.kick();

@@ -1,3 +1,4 @@
+import { TsnetError, tsnetError } from '../errors';
 import { type Kernel, type KernelChange, KernelChangeError } from '../kernel/contract';
 import { log } from '../log';
 
@@ -30,4 +31,16 @@ export function applyRemovals(kernel: Kernel, changes: KernelChange[]): Promise<
     if (gone) log.debug('already removed', { change: err.change });
     return gone;
   });
+}
+
+/**
+ * Teardown's one error boundary (setup's is runSteps): whatever kernel or firewall work `fn` throws reaches the
+ * caller as TSN_KERNEL naming `what`, with the original error as its cause.
+ */
+export async function tearDown<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw err instanceof TsnetError ? err : tsnetError('TSN_KERNEL', `${what} failed`, err);
+  }
 }

@@ -12,47 +12,55 @@ export class FakeFirewall implements Firewall {
     return `${p.hostIp ?? '*'}/${p.proto}/${p.hostPort}/${p.containerIp.includes(':') ? 6 : 4}`;
   }
 
-  sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
-    this.calls.push('sync');
+  private readonly failures = new Map<keyof Firewall, string>();
+
+  /** The next call of firewall method `method` (e.g. 'removePorts') fails with `message` (once). */
+  failOn(method: keyof Firewall, message = 'nft: injected failure'): void {
+    this.failures.set(method, message);
+  }
+
+  /** Records the call; throws when a failure was injected for its method. */
+  private record(method: keyof Firewall, detail = ''): void {
+    this.calls.push(detail ? `${method} ${detail}` : method);
+    const failure = this.failures.get(method);
+    if (failure === undefined) return;
+    this.failures.delete(method);
+    throw new Error(failure);
+  }
+
+  async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
+    this.record('sync');
     this.base = true;
     this.networks.clear();
     this.ports.clear();
     for (const n of networks) this.networks.set(n.bridge, n);
     for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
-    return Promise.resolve();
   }
-  removeBase(): Promise<void> {
-    this.calls.push('removeBase');
+  async removeBase(): Promise<void> {
+    this.record('removeBase');
     this.base = false;
     this.networks.clear();
     this.ports.clear();
-    return Promise.resolve();
   }
-  addNetwork(n: FwNetwork): Promise<void> {
-    this.calls.push(`addNetwork ${n.bridge}`);
+  async addNetwork(n: FwNetwork): Promise<void> {
+    this.record('addNetwork', n.bridge);
     this.base = true;
     this.networks.set(n.bridge, n);
-    return Promise.resolve();
   }
-  removeNetwork(n: FwNetwork): Promise<void> {
-    this.calls.push(`removeNetwork ${n.bridge}`);
+  async removeNetwork(n: FwNetwork): Promise<void> {
+    this.record('removeNetwork', n.bridge);
     this.networks.delete(n.bridge);
-    return Promise.resolve();
   }
-  addPorts(ports: FwPort[]): Promise<void> {
-    this.calls.push(`addPorts ${ports.length}`);
+  async addPorts(ports: FwPort[]): Promise<void> {
+    this.record('addPorts', String(ports.length));
     this.base = true;
-    for (const p of ports) {
-      // nft refuses a second element with the same key and another value.
-      if (this.ports.has(FakeFirewall.portKey(p))) return Promise.reject(new Error(`nft: File exists (${FakeFirewall.portKey(p)})`));
-    }
+    // nft refuses a second element with the same key and another value.
+    for (const p of ports) if (this.ports.has(FakeFirewall.portKey(p))) throw new Error(`nft: File exists (${FakeFirewall.portKey(p)})`);
     for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
-    return Promise.resolve();
   }
-  removePorts(ports: FwPort[]): Promise<void> {
-    this.calls.push(`removePorts ${ports.length}`);
+  async removePorts(ports: FwPort[]): Promise<void> {
+    this.record('removePorts', String(ports.length));
     for (const p of ports) this.ports.delete(FakeFirewall.portKey(p));
-    return Promise.resolve();
   }
   setForwardGuard(family: FwFamily): Promise<void> {
     this.calls.push(`setForwardGuard ${family}`);
@@ -66,9 +74,19 @@ export class FakeFirewall implements Firewall {
   }
 }
 
+/** A call the fake can be held at (see {@link FakeKernel.pauseAt}). */
+export type FakeCall = { call: 'link'; name: string } | { call: 'apply'; change: KernelChange };
+
+/** A held call: `reached` resolves when the call arrives, which then waits for `release()` (callable before). */
+export interface FakePause {
+  reached: Promise<void>;
+  release(): void;
+}
+
 /**
  * A recording fake of the kernel for unit tests: keeps links, addresses and sysctls in memory with the kernel's
- * failure rules (EEXIST, ENODEV, veth peers dying together) and can be told to fail a chosen change.
+ * failure rules (EEXIST, ENODEV, veth peers dying together) and can be told to fail a chosen change, or to hold a
+ * chosen call so tests interleave concurrent work deterministically.
  */
 export class FakeKernel implements Kernel {
   readonly firewall = new FakeFirewall();
@@ -82,10 +100,29 @@ export class FakeKernel implements Kernel {
   readonly sysctls = new Map<string, string>();
   routeTable: RouteInfo[] = [];
   private failures: Array<{ match: (c: KernelChange) => boolean; message: string }> = [];
+  private pauses: Array<{ match: (c: FakeCall) => boolean; hit: () => void; gate: Promise<void> }> = [];
 
   /** The next change matching `match` fails with `message` (once). */
   failOn(match: (c: KernelChange) => boolean, message = 'injected failure'): void {
     this.failures.push({ match, message });
+  }
+
+  /** The next call matching `match` (a link lookup, or a batch with a matching change) waits until released (once). */
+  pauseAt(match: (c: FakeCall) => boolean): FakePause {
+    let hit!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((r) => (hit = r));
+    const gate = new Promise<void>((r) => (release = r));
+    this.pauses.push({ match, hit, gate });
+    return { reached, release };
+  }
+
+  private async checkpoint(calls: FakeCall[]): Promise<void> {
+    const i = this.pauses.findIndex((p) => calls.some(p.match));
+    if (i < 0) return;
+    const [p] = this.pauses.splice(i, 1);
+    p!.hit();
+    await p!.gate;
   }
 
   /** Adds a link that tsnet did not create (e.g. a user's bridge). */
@@ -93,19 +130,19 @@ export class FakeKernel implements Kernel {
     this.linkMap.set(name, { name, kind, mtu: 1500, mac: '02:00:00:00:00:01', up: true, addresses: [] });
   }
 
-  apply(changes: KernelChange[]): Promise<void> {
+  async apply(changes: KernelChange[]): Promise<void> {
+    await this.checkpoint(changes.map((change) => ({ call: 'apply', change })));
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i]!;
       const f = this.failures.findIndex((x) => x.match(c));
       if (f >= 0) {
         const [fail] = this.failures.splice(f, 1);
-        return Promise.reject(new KernelChangeError(c, i, fail!.message));
+        throw new KernelChangeError(c, i, fail!.message);
       }
       const err = this.step(c);
-      if (err) return Promise.reject(new KernelChangeError(c, i, err));
+      if (err) throw new KernelChangeError(c, i, err);
       this.applied.push(c);
     }
-    return Promise.resolve();
   }
 
   private step(c: KernelChange): string | undefined {
@@ -171,9 +208,10 @@ export class FakeKernel implements Kernel {
     return Promise.resolve([...this.linkMap.values()].map((l) => ({ ...l, addresses: [...l.addresses] })));
   }
 
-  link(name: string): Promise<LinkInfo | undefined> {
+  async link(name: string): Promise<LinkInfo | undefined> {
+    await this.checkpoint([{ call: 'link', name }]);
     const l = this.linkMap.get(name);
-    return Promise.resolve(l ? { ...l, addresses: [...l.addresses] } : undefined);
+    return l ? { ...l, addresses: [...l.addresses] } : undefined;
   }
 
   routes(v6: boolean): Promise<RouteInfo[]> {

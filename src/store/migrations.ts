@@ -18,13 +18,14 @@ const migrations: Array<(db: Database.Database) => void> = [
 export const SCHEMA_VERSION = migrations.length;
 
 export function migrate(db: Database.Database): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
+  const current: unknown = db.pragma('user_version', { simple: true });
+  if (typeof current !== 'number') throw new Error(`state schema version is not a number: ${JSON.stringify(current)}`);
   if (current > SCHEMA_VERSION) {
     throw new Error(`state schema version ${current} is newer than this tsnet understands (${SCHEMA_VERSION})`);
   }
   for (let v = current; v < SCHEMA_VERSION; v++) {
     db.transaction(() => {
-      migrations[v]!(db);
+      migrations[v](db);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }

@@ -16,7 +16,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly upsert: Database.Statement;
   private readonly remove: Database.Statement;
-  private readonly selectAll: Database.Statement;
+  private readonly selectAll: Database.Statement<[CollectionName], { value: string }>;
   private readonly commitTx: (ops: StoreOp[]) => void;
 
   constructor(file: string) {
@@ -44,7 +44,7 @@ export class SqliteStore implements Store {
   }
 
   all<C extends CollectionName>(collection: C): Promise<Array<Collections[C]>> {
-    const rows = this.selectAll.all(collection) as Array<{ value: string }>;
+    const rows = this.selectAll.all(collection);
     return Promise.resolve(rows.map((r) => JSON.parse(r.value) as Collections[C]));
   }
 

@@ -13,8 +13,11 @@ import { type E2EEnv, pluginCall, setupE2E } from '../harness/tsnet';
  */
 jest.setTimeout(180_000);
 
-/** Node from the host, mounted into the busybox containers: a UDP echo server and an HTTP client busybox lacks. */
-const NODE_MOUNTS = ['-v', '/usr/bin/node:/node:ro', '-v', '/usr/lib:/lib:ro', '-v', '/usr/lib64:/lib64:ro'];
+/**
+ * The node running these tests (the pinned runtime under `make test`, not necessarily /usr/bin/node), mounted into
+ * the busybox containers with the host's libraries it links: a UDP echo server and an HTTP client busybox lacks.
+ */
+const NODE_MOUNTS = ['-v', `${process.execPath}:/node:ro`, '-v', '/usr/lib:/lib:ro', '-v', '/usr/lib64:/lib64:ro'];
 const HTTPD = ['sh', '-c', 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && exec httpd -f -p 80 -h /www'];
 const UDP_ECHO = ['/node', '-e', "const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send('pong '+m,r.port,r.address));s.bind(5353)"];
 

@@ -135,7 +135,9 @@ export async function runPipeOk(
  */
 export function runSync(cmd: string, args: readonly string[], timeoutMs = 10_000): RunResult {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });
-  return { code: r.status ?? (r.error ? -1 : signalCode(r.signal)), stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  // stdout/stderr are typed as strings but are null when the spawn itself failed.
+  const out: { stdout: string | null; stderr: string | null } = r;
+  return { code: r.status ?? (r.error ? -1 : signalCode(r.signal)), stdout: out.stdout ?? '', stderr: out.stderr ?? '' };
 }
 
 /** Polls `check` every `intervalMs` until it returns true; rejects with `failure()`'s text after `timeoutMs`. */
@@ -181,7 +183,8 @@ const REGISTRY_KEY = Symbol.for('tsnet.e2e.exitRegistry');
  */
 function realProcess(): NodeJS.Process {
   const OuterFunction = fs.readFileSync.constructor as FunctionConstructor;
-  return OuterFunction('return process')() as NodeJS.Process;
+  const getProcess = OuterFunction('return process') as () => NodeJS.Process;
+  return getProcess();
 }
 
 /**

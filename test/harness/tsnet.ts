@@ -36,7 +36,11 @@ export function ensureBuilt(): Promise<void> {
       !fs.existsSync(MAIN_JS) ||
       fs.statSync(MAIN_JS).mtimeMs < Math.max(newestMtimeMs(path.join(REPO_ROOT, 'src')), fs.statSync(path.join(REPO_ROOT, 'tsconfig.json')).mtimeMs);
     if (stale) {
-      await runOk(path.join(REPO_ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'], { cwd: REPO_ROOT, timeoutMs: 180_000 });
+      // tsc under the node running the tests, not whichever `node` its #! line finds on PATH.
+      await runOk(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+        cwd: REPO_ROOT,
+        timeoutMs: 180_000,
+      });
     }
   })();
   return built;
@@ -64,7 +68,7 @@ export interface PluginResponse {
  * no Content-Type, dockerd's Accept header. A string `body` is sent verbatim, anything else as JSON.
  */
 export function pluginCall(socketPath: string, method: string, body: unknown, timeoutMs = 10_000): Promise<PluginResponse> {
-  const payload = Buffer.from(typeof body === 'string' ? body : (JSON.stringify(body) ?? ''), 'utf8');
+  const payload = Buffer.from(typeof body === 'string' ? body : JSON.stringify(body), 'utf8');
   return new Promise<PluginResponse>((resolve, reject) => {
     const req = http.request(
       {
@@ -130,7 +134,7 @@ export class TsnetProcess {
   constructor(private readonly opts: TsnetOptions) {
     this.name = opts.name;
     this.socket = opts.socket ?? pluginSocketPath(opts.name);
-    this.fwMark = 1 << (8 + ([...opts.name].reduce((h, c) => h + c.charCodeAt(0), 0) % 8));
+    this.fwMark = 1 << (8 + (Array.from(opts.name, (c) => c.charCodeAt(0)).reduce((h, c) => h + c, 0) % 8));
   }
 
   /** Pid while running, undefined otherwise. */

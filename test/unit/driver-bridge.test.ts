@@ -1,42 +1,7 @@
 import { TsnetDriver } from '../../src/driver/driver';
-import type { CreateNetworkRequest } from '../../src/driver/contract';
-import { TsnetError } from '../../src/errors';
 import { FakeKernel } from '../../src/kernel/fake';
 import { SqliteStore } from '../../src/store/sqlite';
-
-const NID = 'a'.repeat(64);
-const NID2 = 'c'.repeat(64);
-const EID = 'b'.repeat(64);
-const EID2 = 'd'.repeat(64);
-
-function netReq(over: Partial<CreateNetworkRequest> = {}): CreateNetworkRequest {
-  return {
-    networkId: NID,
-    driverOptions: {},
-    enableIPv6: false,
-    internal: false,
-    ipv4: [{ addressSpace: 'tsnet-local', pool: '172.28.0.0/16', gateway: '172.28.5.254/16', auxAddresses: { r: '172.28.5.1/16' } }],
-    ipv6: [],
-    ...over,
-  };
-}
-
-async function setup() {
-  const store = new SqliteStore(':memory:');
-  const kernel = new FakeKernel();
-  const driver = await TsnetDriver.load(store, kernel);
-  return { store, kernel, driver };
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<TsnetError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(TsnetError);
-  expect((err as TsnetError).code).toBe(code);
-  return err as TsnetError;
-}
+import { EID, EID2, NID, NID2, expectCode, netReq, setup } from './driver-fixtures';
 
 describe('bridge network lifecycle', () => {
   test('CreateNetwork builds a bridge with the gateway, fixed MAC, IPv6 off, firewall allow; persisted', async () => {
@@ -216,6 +181,55 @@ describe('bridge endpoints', () => {
   });
 });
 
+describe('endpoint calls check the endpoint belongs to the NetworkID named', () => {
+  const SCTP = [{ proto: 'sctp' as const, port: 9, hostPort: 40009, hostPortEnd: 40009 }];
+
+  /** Two networks; the endpoint lives on the first, joined and with a published port. */
+  async function twoNetworks() {
+    const t = await setup();
+    await t.driver.createNetwork(netReq());
+    await t.driver.createNetwork(netReq({ networkId: NID2, ipv4: [{ addressSpace: 'tsnet-local', pool: '10.77.0.0/24', gateway: '10.77.0.1/24', auxAddresses: {} }] }));
+    await t.driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
+    await t.driver.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/abc', options: {} });
+    await t.driver.programExternalConnectivity({ networkId: NID, endpointId: EID, portBindings: SCTP });
+    return t;
+  }
+
+  test.each([
+    ['DeleteEndpoint', (d: TsnetDriver) => d.deleteEndpoint(NID2, EID)],
+    ['Leave', (d: TsnetDriver) => d.leave(NID2, EID)],
+    ['Join', (d: TsnetDriver) => d.join({ networkId: NID2, endpointId: EID, sandboxKey: '/var/run/docker/netns/def', options: {} })],
+    ['EndpointOperInfo', (d: TsnetDriver) => d.endpointOperInfo(NID2, EID)],
+    ['ProgramExternalConnectivity', (d: TsnetDriver) => d.programExternalConnectivity({ networkId: NID2, endpointId: EID, portBindings: [] })],
+    ['RevokeExternalConnectivity', (d: TsnetDriver) => d.revokeExternalConnectivity(NID2, EID)],
+  ])('%s with the endpoint of another network is refused naming both ids and changes nothing', async (_call, call) => {
+    const { store, kernel, driver } = await twoNetworks();
+    const applied = kernel.applied.length;
+    const fwCalls = kernel.firewall.calls.length;
+    const before = await store.all('endpoint');
+    const err = await expectCode(call(driver), 'TSN_UNKNOWN_ENDPOINT');
+    expect(err.message).toContain(EID);
+    expect(err.message).toContain(NID2);
+    await driver.drain();
+    expect(await store.all('endpoint')).toEqual(before);
+    expect(before[0]).toMatchObject({ networkId: NID, sandboxKey: '/var/run/docker/netns/abc', ports: [{ proto: 'sctp', hostPort: 40009 }] });
+    expect(kernel.applied.length).toBe(applied);
+    expect(kernel.firewall.calls.length).toBe(fwCalls);
+    expect(kernel.linkMap.has('tsvbbbbbbbbbbbb')).toBe(true);
+    await driver.stop();
+  });
+
+  test('an unknown endpoint of a known network stays idempotent for the calls dockerd replays', async () => {
+    const { store, driver } = await twoNetworks();
+    await driver.revokeExternalConnectivity(NID2, EID2);
+    await driver.leave(NID2, EID2);
+    await driver.deleteEndpoint(NID2, EID2);
+    expect(await driver.endpointOperInfo(NID2, EID2)).toEqual({});
+    expect(await store.all('endpoint')).toHaveLength(1);
+    await driver.stop();
+  });
+});
+
 describe('reconcile after a restart', () => {
   test('a link whose background deletion did not happen (crash, failure) is deleted from its tombstone at start', async () => {
     const { store, kernel, driver } = await setup();
@@ -262,7 +276,43 @@ describe('reconcile after a restart', () => {
     await kernel.apply([{ op: 'addr.del', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' }]);
     const applied = kernel.applied.length;
     await (await TsnetDriver.load(store, kernel)).reconcile();
-    expect(kernel.applied.slice(applied)).toEqual([{ op: 'addr.add', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' }]);
+    const changes = kernel.applied.slice(applied);
+    expect(changes).toContainEqual({ op: 'addr.add', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' });
+    expect(changes.filter((c) => c.op !== 'sysctl.set' && c.op !== 'addr.add')).toEqual([]);
+    expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')!.addresses).toEqual(['172.28.5.254/16']);
+  });
+
+  test.each([
+    ['IPv4-only', netReq(), { 'net/ipv6/conf/tsbr-aaaaaaaaaa/disable_ipv6': '1', 'net/ipv4/conf/tsbr-aaaaaaaaaa/route_localnet': '1', 'net/ipv4/ip_forward': '1' }],
+    [
+      'dual-stack',
+      netReq({ enableIPv6: true, ipv6: [{ addressSpace: 'tsnet-local', pool: 'fd00:1::/64', gateway: 'fd00:1::1/64', auxAddresses: {} }] }),
+      {
+        'net/ipv6/conf/tsbr-aaaaaaaaaa/disable_ipv6': '0',
+        'net/ipv6/conf/tsbr-aaaaaaaaaa/accept_ra': '0',
+        'net/ipv4/conf/tsbr-aaaaaaaaaa/route_localnet': '1',
+        'net/ipv4/ip_forward': '1',
+        'net/ipv6/conf/all/forwarding': '1',
+      },
+    ],
+  ])('%s: an existing owned bridge whose sysctls were never written (kill -9 after "bridge up") gets them back', async (_kind, req, want) => {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    await (await TsnetDriver.load(store, kernel)).createNetwork(req);
+    // The bridge is up with its addresses, but the process died before the sysctl writes (or the host reset them).
+    kernel.sysctls.clear();
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(Object.fromEntries(kernel.sysctls)).toEqual(want);
+  });
+
+  test('an adopted bridge gets forwarding back but none of the per-bridge sysctls (they are the operator\'s)', async () => {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    kernel.addForeignLink('br-user');
+    await (await TsnetDriver.load(store, kernel)).createNetwork(netReq({ driverOptions: { 'com.docker.network.bridge.name': 'br-user' } }));
+    kernel.sysctls.clear();
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(Object.fromEntries(kernel.sysctls)).toEqual({ 'net/ipv4/ip_forward': '1' });
   });
 
   test('with no networks left it removes a stale firewall table', async () => {

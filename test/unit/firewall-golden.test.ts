@@ -164,7 +164,7 @@ const ELEMENT_RE = /^(add|delete) element inet tsnet ([a-z0-9]+) \{ (.+) \}$/;
 function parseElement(line: string): Element {
   const m = ELEMENT_RE.exec(line);
   if (!m) throw new Error(`not an element line: ${line}`);
-  return { op: m[1] === 'add' ? 'add' : 'delete', set: m[2]!, items: m[3]!.split(', ') };
+  return { op: m[1] === 'add' ? 'add' : 'delete', set: m[2], items: m[3].split(', ') };
 }
 
 /** Items per set of element lines (a set absent means no line for it). */
@@ -182,7 +182,7 @@ function rulesByChain(script: string): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const l of script.split('\n')) {
     const m = /^add rule inet tsnet (\S+) (.+)$/.exec(l);
-    if (m) out.set(m[1]!, [...(out.get(m[1]!) ?? []), m[2]!]);
+    if (m) out.set(m[1], [...(out.get(m[1]) ?? []), m[2]]);
   }
   return out;
 }
@@ -302,10 +302,11 @@ describe('firewall ruleset invariants', () => {
   });
 
   test('every chain is flushed right after it is declared and before its rules (idempotent base)', () => {
-    const chains = baseLines.filter((l) => l.startsWith(`add chain ${TABLE} `)).map((l) => l.split(' ')[4]!);
+    const chains = baseLines.filter((l) => l.startsWith(`add chain ${TABLE} `)).map((l) => l.split(' ')[4]);
     expect(chains).toEqual(['prerouting', 'output', 'postrouting', 'localnet', 'forward']);
     for (const c of chains) {
-      const decl = baseLines.indexOf(baseLines.find((l) => l.startsWith(`add chain ${TABLE} ${c} `))!);
+      const decl = baseLines.findIndex((l) => l.startsWith(`add chain ${TABLE} ${c} `));
+      expect(decl).toBeGreaterThanOrEqual(0);
       expect(baseLines[decl + 1]).toBe(`flush chain ${TABLE} ${c}`);
       const ruleIdx = baseLines.flatMap((l, i) => (l.startsWith(`add rule ${TABLE} ${c} `) ? [i] : []));
       expect(ruleIdx.length).toBeGreaterThan(0);
@@ -319,7 +320,7 @@ describe('firewall ruleset invariants', () => {
     const full = renderFull(MARK, [net()], [port()]).split('\n');
     const declared = full.flatMap((l) => {
       const m = /^add (set|map) inet tsnet (\S+) /.exec(l);
-      return m ? [[m[1]!, m[2]!] as const] : [];
+      return m ? [[m[1], m[2]] as const] : [];
     });
     expect(declared.map(([, n]) => n).sort()).toEqual(['bridges', 'dnat4', 'dnat4any', 'dnat6', 'dnat6any', 'dockerbr', 'fwdguard', 'internal', 'masq', 'noicc', 'pairs']);
     const firstElement = full.findIndex((l) => l.includes(' element '));
@@ -521,7 +522,9 @@ describeNft('firewall scripts pass nft -c (parsed and checked by the kernel, nev
 
   test('all scenarios together in one full ruleset (distinct bridges)', () => {
     const networks = [...manyNetworks(50), net()];
-    const ports = [...manyPorts(200), ...SCENARIOS.find((s) => s.name === 'ports-ipv6')!.ports];
+    const ipv6 = SCENARIOS.find((s) => s.name === 'ports-ipv6');
+    if (!ipv6) throw new Error('no ports-ipv6 scenario');
+    const ports = [...manyPorts(200), ...ipv6.ports];
     expect(nftCheck('large.full', renderFull(MARK, networks, ports))).toEqual({ status: 0, stderr: '' });
   });
 

@@ -15,7 +15,7 @@ async function setup(n: number) {
   const store = new SqliteStore(':memory:');
   const kernel = new SlowKernel();
   const names = Array.from({ length: n }, (_, i) => `tsv${String(i).padStart(12, '0')}`);
-  for (let i = 0; i < n; i++) await kernel.apply([{ op: 'bridge.add', name: names[i]! }]);
+  for (let i = 0; i < n; i++) await kernel.apply([{ op: 'bridge.add', name: names[i] }]);
   await store.commit(LinkReaper.tombstones(names));
   return { store, kernel, reaper: new LinkReaper(kernel, store), names };
 }
@@ -51,8 +51,9 @@ test('a job runs after the links pending when it was scheduled', async () => {
   const { reaper, kernel, names } = await setup(3);
   const order: string[] = [];
   reaper.schedule(names);
-  reaper.scheduleJob('after', async () => {
+  reaper.scheduleJob('after', () => {
     order.push(`job saw ${kernel.linkMap.size} links`);
+    return Promise.resolve();
   });
   await reaper.flush();
   expect(order).toEqual(['job saw 0 links']);
@@ -62,8 +63,9 @@ test('stop still runs pending jobs (they restore the ruleset and have no tombsto
   const { reaper, names } = await setup(40);
   let ran = false;
   reaper.schedule(names);
-  reaper.scheduleJob('remove firewall base', async () => {
+  reaper.scheduleJob('remove firewall base', () => {
     ran = true;
+    return Promise.resolve();
   });
   await reaper.stop(0);
   expect(ran).toBe(true);

@@ -12,6 +12,7 @@ export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
   setupSteps: (net, kernel) => bridgeSetupSteps(net, kernel.firewall),
   repairSteps: bridgeRepairSteps,
   firewallView: bridgeFirewallView,
+  ownedLinks: (net) => (net.ownsBridge ? [net.bridge] : []),
   releaseNetwork: releaseBridgeNetwork,
   planEndpoint: planBridgeEndpoint,
   endpointSetupChanges,

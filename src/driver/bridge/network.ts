@@ -119,9 +119,10 @@ export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): 
 }
 
 /**
- * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses
- * and its up state. An adopted bridge that vanished is the operator's to restore. (The firewall is synced whole by
- * the driver.)
+ * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses,
+ * its up state, and always its sysctls and forwarding: they cannot be read back cheaply, a crash may have come
+ * before they were written (an IPv4-only bridge left with IPv6 and RAs on), and writing them again is idempotent.
+ * An adopted bridge that vanished is the operator's to restore. (The firewall is synced whole by the driver.)
  */
 export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | undefined): Step[] {
   if (!link) {
@@ -130,15 +131,14 @@ export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | und
     return [];
   }
   const lost = net.bridgeAddresses.filter((c) => !link.addresses.includes(c));
-  return bridgeKernelSteps({ ...net, bridgeAddresses: lost, ownsBridge: false }).filter((s) =>
-    'changes' in s && (s.name === 'bridge up' ? !link.up : s.name === 'forwarding' ? false : s.changes.length > 0),
+  return bridgeKernelSteps({ ...net, bridgeAddresses: lost }).filter(
+    (s) => 'changes' in s && s.name !== 'create bridge' && (s.name === 'bridge up' ? !link.up : s.changes.length > 0),
   );
 }
 
-/** Firewall and adopted-bridge addresses go now; an owned bridge is returned for background deletion. */
-export async function releaseBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<string[]> {
+/** The firewall elements, and on an adopted bridge the addresses tsnet added (an owned bridge goes whole). */
+export async function releaseBridgeNetwork(net: BridgeNetworkRecord, kernel: Kernel): Promise<void> {
   await kernel.firewall.removeNetwork(bridgeFirewallView(net));
-  if (net.ownsBridge) return [net.bridge];
+  if (net.ownsBridge) return;
   await applyRemovals(kernel, net.bridgeAddresses.map((cidr) => ({ op: 'addr.del', dev: net.bridge, cidr })));
-  return [];
 }
