@@ -114,6 +114,8 @@ export class TsnetDriver implements NetworkDriver {
       await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
+      const noIcc = stale.flatMap((e) => this.noIccPorts(net, e));
+      if (noIcc.length > 0) await tearDown('releasing icc=false ports of stale endpoints', () => this.kernel.firewall.removeNoIccPorts(noIcc)).catch(logLeftover);
       const ports = stale.flatMap((e) => e.ports ?? []);
       if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
       for (const e of stale) this.ports.release(e.id);
@@ -146,6 +148,7 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.endpoints.get(endpointId)!;
       const net = this.networks.get(networkId);
       const links = net ? this.modeOf(net).endpointLinks(ep) : [];
+      if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
       this.reaper.schedule(links);
@@ -253,7 +256,18 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   private endpointSteps(net: NetworkRecord, ep: EndpointRecord): Step[] {
-    return [{ name: 'veth pair', changes: this.modeOf(net).endpointSetupChanges(net, ep) }];
+    const steps: Step[] = [{ name: 'veth pair', changes: this.modeOf(net).endpointSetupChanges(net, ep) }];
+    // enable_icc=false must hold without br_netfilter too: the firewall drops frames between such ports.
+    const ports = this.noIccPorts(net, ep);
+    const fw = this.kernel.firewall;
+    if (ports.length > 0) steps.push({ name: 'firewall: icc=false port', run: () => fw.addNoIccPorts(ports), undo: () => fw.removeNoIccPorts(ports) });
+    return steps;
+  }
+
+  /** The endpoint's bridge ports the firewall keeps apart (none on icc=true networks). */
+  private noIccPorts(net: NetworkRecord, ep: EndpointRecord): string[] {
+    const mode = this.modeOf(net);
+    return mode.firewallView(net).icc ? [] : mode.endpointLinks(ep);
   }
 
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
@@ -367,6 +381,10 @@ export class TsnetDriver implements NetworkDriver {
       await fw.sync(
         [...this.networks.values()].map((n) => this.modeOf(n).firewallView(n)),
         eps.flatMap((e) => e.ports ?? []),
+        eps.flatMap((e) => {
+          const net = this.networks.get(e.networkId);
+          return net ? this.noIccPorts(net, e) : [];
+        }),
       );
       for (const e of eps) if (e.ports) await this.ports.restore(e.id, e.ports);
     }

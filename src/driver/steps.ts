@@ -20,8 +20,7 @@ export function inverse(c: KernelChange): KernelChange | undefined {
     case 'addr.add':
       return { op: 'addr.del', dev: c.dev, cidr: c.cidr };
     default:
-      // link.master/link.up/link.isolate/sysctl on links tsnet created vanish with the link; on adopted links they are
-      // harmless.
+      // link.master/link.up/sysctl on links tsnet created vanish with the link; on adopted links they are harmless.
       return undefined;
   }
 }

@@ -10,8 +10,6 @@ export type KernelChange =
   | { op: 'veth.add'; name: string; peer: string; mtu?: number; peerMac?: string }
   | { op: 'link.master'; name: string; master: string }
   | { op: 'link.up'; name: string }
-  /** Makes a bridge port isolated: it exchanges frames only with non-isolated ports (the bridge itself, uplinks). */
-  | { op: 'link.isolate'; name: string }
   | { op: 'link.del'; name: string }
   | { op: 'addr.add'; dev: string; cidr: string }
   | { op: 'addr.del'; dev: string; cidr: string }
@@ -86,14 +84,20 @@ export interface FwPort {
  * and per port as single transactions. Removals are idempotent.
  */
 export interface Firewall {
-  /** Makes the table exactly what the state implies (base plus every element), in one transaction; hooks DOCKER-USER. */
-  sync(networks: FwNetwork[], ports: FwPort[]): Promise<void>;
+  /**
+   * Makes the table exactly what the state implies (base plus every element), in one transaction; hooks DOCKER-USER.
+   * `noIccPorts`: the bridge ports (host veth ends) of icc=false networks.
+   */
+  sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void>;
   /** Removes tsnet's table and its DOCKER-USER rule (when tsnet has no network left); a no-op when absent. */
   removeBase(): Promise<void>;
   addNetwork(n: FwNetwork): Promise<void>;
   removeNetwork(n: FwNetwork): Promise<void>;
   addPorts(ports: FwPort[]): Promise<void>;
   removePorts(ports: FwPort[]): Promise<void>;
+  /** Bridge ports of an icc=false network: frames between two of them are dropped even without br_netfilter. */
+  addNoIccPorts(ifnames: string[]): Promise<void>;
+  removeNoIccPorts(ifnames: string[]): Promise<void>;
   /** Drops forwarding of the family that involves no tsnet or Docker bridge, from now on (tsnet enabled it). */
   setForwardGuard(family: FwFamily): Promise<void>;
   /** Re-reads Docker's bridges from the host links and updates the table when they changed. */

@@ -6,6 +6,7 @@ export class FakeFirewall implements Firewall {
   readonly networks = new Map<string, FwNetwork>();
   readonly ports = new Map<string, FwPort>();
   readonly guard = new Set<FwFamily>();
+  readonly noIccPorts = new Set<string>();
   readonly calls: string[] = [];
 
   static portKey(p: FwPort): string {
@@ -28,11 +29,13 @@ export class FakeFirewall implements Firewall {
     throw new Error(failure);
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
+  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
     this.record('sync');
     this.base = true;
     this.networks.clear();
     this.ports.clear();
+    this.noIccPorts.clear();
+    for (const n of noIccPorts) this.noIccPorts.add(n);
     for (const n of networks) this.networks.set(n.bridge, n);
     for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
   }
@@ -41,6 +44,7 @@ export class FakeFirewall implements Firewall {
     this.base = false;
     this.networks.clear();
     this.ports.clear();
+    this.noIccPorts.clear();
   }
   async addNetwork(n: FwNetwork): Promise<void> {
     this.record('addNetwork', n.bridge);
@@ -62,15 +66,22 @@ export class FakeFirewall implements Firewall {
     this.record('removePorts', String(ports.length));
     for (const p of ports) this.ports.delete(FakeFirewall.portKey(p));
   }
-  setForwardGuard(family: FwFamily): Promise<void> {
-    this.calls.push(`setForwardGuard ${family}`);
+  async addNoIccPorts(ifnames: string[]): Promise<void> {
+    this.record('addNoIccPorts', ifnames.join(' '));
+    this.base = true;
+    for (const n of ifnames) this.noIccPorts.add(n);
+  }
+  async removeNoIccPorts(ifnames: string[]): Promise<void> {
+    this.record('removeNoIccPorts', ifnames.join(' '));
+    for (const n of ifnames) this.noIccPorts.delete(n);
+  }
+  async setForwardGuard(family: FwFamily): Promise<void> {
+    this.record('setForwardGuard', family);
     this.base = true;
     this.guard.add(family);
-    return Promise.resolve();
   }
-  refreshDockerBridges(): Promise<void> {
-    this.calls.push('refreshDockerBridges');
-    return Promise.resolve();
+  async refreshDockerBridges(): Promise<void> {
+    this.record('refreshDockerBridges');
   }
 }
 
@@ -96,7 +107,7 @@ export class FakeKernel implements Kernel {
   }
   /** Every change applied, in order (failed ones excluded). */
   readonly applied: KernelChange[] = [];
-  readonly linkMap = new Map<string, LinkInfo & { peer?: string; isolated?: boolean }>();
+  readonly linkMap = new Map<string, LinkInfo & { peer?: string }>();
   readonly sysctls = new Map<string, string>();
   routeTable: RouteInfo[] = [];
   private failures: Array<{ match: (c: KernelChange) => boolean; message: string }> = [];
@@ -164,14 +175,6 @@ export class FakeKernel implements Kernel {
         return need(c.name) ?? need(c.master) ?? void (this.linkMap.get(c.name)!.master = c.master);
       case 'link.up':
         return need(c.name) ?? void (this.linkMap.get(c.name)!.up = true);
-      case 'link.isolate': {
-        const l = this.linkMap.get(c.name);
-        if (!l) return need(c.name);
-        // The kernel refuses bridge_slave options on a link that is no bridge port.
-        if (!l.master) return 'Operation not supported';
-        l.isolated = true;
-        return undefined;
-      }
       case 'link.del': {
         const l = this.linkMap.get(c.name);
         if (!l) return need(c.name);

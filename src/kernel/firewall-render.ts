@@ -112,11 +112,36 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
     ...SETS.map(([n, spec]) => `add set ${T} ${n} { ${spec} }`),
     ...MAPS.map(([n, spec]) => `add map ${T} ${n} { ${spec} }`),
     ...chains.flatMap(([n, hook, rules]) => [`add chain ${T} ${n} { ${hook} }`, `flush chain ${T} ${n}`, ...rules.map((r) => `add rule ${T} ${n} ${r}`)]),
+    ...renderBridgeTable(mark, table),
   ].join('\n');
 }
 
-function element(table: string, op: Op, set: string, items: string[]): string[] {
-  return items.length === 0 ? [] : [`${op} element inet ${table} ${set} { ${items.join(', ')} }`];
+function element(table: string, op: Op, set: string, items: string[], family: 'inet' | 'bridge' = 'inet'): string[] {
+  return items.length === 0 ? [] : [`${op} element ${family} ${table} ${set} { ${items.join(', ')} }`];
+}
+
+/**
+ * enable_icc=false without br_netfilter: bridged frames never reach the inet table, so the bridge family drops
+ * frames between two ports of icc=false networks (bridge ports, by name: this kernel has no `meta ibrname`). With
+ * br_netfilter (bridge-nf-call-iptables=1) the inet forward chain sees bridged frames first (brnf hooks at
+ * priority 0); what it accepts carries the mark — a published port hairpinned to a neighbour, which br_netfilter
+ * *bridges* after DNAT instead of routing — and passes here. (Bridge port isolation cannot make that exception.)
+ */
+function renderBridgeTable(mark: number, table: string): string[] {
+  const T = `bridge ${table}`;
+  return [
+    `add table ${T}`,
+    `add set ${T} noiccports { type ifname; }`,
+    `add chain ${T} forward { type filter hook forward priority 100; policy accept; }`,
+    `flush chain ${T} forward`,
+    // IP only: ARP between members stays possible, as with Docker's icc=false (a bridged hairpin reply needs it).
+    `add rule ${T} forward meta protocol { ip, ip6 } iifname @noiccports oifname @noiccports meta mark and ${markHex(mark)} != ${markHex(mark)} drop`,
+  ];
+}
+
+/** Bridge ports (host veth ends) of icc=false networks. */
+export function renderNoIccPorts(op: Op, ifnames: readonly string[], table = DEFAULT_TABLE): string[] {
+  return element(table, op, 'noiccports', ifnames.map((n) => `"${n}"`), 'bridge');
 }
 
 /** Elements describing one network. */
@@ -159,12 +184,14 @@ export const NO_HOST: FwHost = { dockerBridges: [], forwardGuard: [] };
  * Everything the given state implies, in one transaction: base, then every set emptied and refilled. Used at start
  * so a ruleset lost or changed behind tsnet's back converges to exactly the store's view.
  */
-export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE, host: FwHost = NO_HOST): string {
+export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE, host: FwHost = NO_HOST, noIccPorts: readonly string[] = []): string {
   return [
     renderBase(mark, table),
     ...SETS.map(([n]) => `flush set inet ${table} ${n}`),
     ...MAPS.map(([n]) => `flush map inet ${table} ${n}`),
+    `flush set bridge ${table} noiccports`,
     ...element(table, 'add', 'dockerbr', host.dockerBridges.map((n) => `"${n}"`)),
+    ...renderNoIccPorts('add', noIccPorts, table),
     ...host.forwardGuard.flatMap((f) => renderForwardGuard(f, table)),
     ...networks.flatMap((n) => renderNetwork('add', n, table)),
     ...renderPorts('add', ports, table),

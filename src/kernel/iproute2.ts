@@ -29,8 +29,6 @@ function batchLines(c: Exclude<KernelChange, { op: 'sysctl.set' }>, owner: strin
       return [`link set dev ${c.name} master ${c.master}`];
     case 'link.up':
       return [`link set dev ${c.name} up`];
-    case 'link.isolate':
-      return [`link set dev ${c.name} type bridge_slave isolated on`];
     case 'link.del':
       return [`link del dev ${c.name}`];
     case 'addr.add':

@@ -2,7 +2,7 @@ import { tsnetError } from '../errors';
 import { log, since } from '../log';
 import type { Firewall, FwFamily, FwNetwork, FwPort, LinkInfo } from './contract';
 import { execFileInput, type ExecResult } from './exec';
-import { DEFAULT_TABLE, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderPorts } from './firewall-render';
+import { DEFAULT_TABLE, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
 import { isDockerBridge } from './names';
 
 const NFT = 'nft';
@@ -39,6 +39,7 @@ export class NftFirewall implements Firewall {
   private baseReady = false;
   private readonly networks = new Map<string, FwNetwork>();
   private readonly ports = new Map<string, FwPort>();
+  private readonly noIccPorts = new Set<string>();
   private dockerBridges: string[] = [];
   private readonly guard = new Set<FwFamily>();
   private readonly exec: ExecFn;
@@ -55,9 +56,11 @@ export class NftFirewall implements Firewall {
     return `0x${this.mark.toString(16).padStart(8, '0')}`;
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
+  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
     this.networks.clear();
     this.ports.clear();
+    this.noIccPorts.clear();
+    for (const n of noIccPorts) this.noIccPorts.add(n);
     for (const n of networks) this.networks.set(n.bridge, n);
     for (const p of ports) this.ports.set(portKey(p), p);
     await this.readDockerBridges();
@@ -68,7 +71,9 @@ export class NftFirewall implements Firewall {
     this.baseReady = false;
     this.networks.clear();
     this.ports.clear();
+    this.noIccPorts.clear();
     await this.nft(`delete table inet ${this.table}`, GONE);
+    await this.nft(`delete table bridge ${this.table}`, GONE);
     for (const bin of IPTABLES) {
       const del = await this.exec(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
       if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule().join(' ')}` });
@@ -96,6 +101,17 @@ export class NftFirewall implements Firewall {
   removePorts(ports: FwPort[]): Promise<void> {
     for (const p of ports) this.ports.delete(portKey(p));
     return this.remove(renderPorts('delete', ports, this.table));
+  }
+
+  addNoIccPorts(ifnames: string[]): Promise<void> {
+    const fresh = ifnames.filter((n) => !this.noIccPorts.has(n));
+    for (const n of fresh) this.noIccPorts.add(n);
+    return this.add(renderNoIccPorts('add', ifnames, this.table), () => fresh.forEach((n) => this.noIccPorts.delete(n)));
+  }
+
+  removeNoIccPorts(ifnames: string[]): Promise<void> {
+    for (const n of ifnames) this.noIccPorts.delete(n);
+    return this.remove(renderNoIccPorts('delete', ifnames, this.table));
   }
 
   async setForwardGuard(family: FwFamily): Promise<void> {
@@ -162,7 +178,7 @@ export class NftFirewall implements Firewall {
   /** The whole table from memory in one transaction (base, every set refilled), then the DOCKER-USER hook. */
   private async rebuild(): Promise<void> {
     const host = { dockerBridges: this.dockerBridges, forwardGuard: [...this.guard].sort() };
-    await this.nft(renderFull(this.mark, [...this.networks.values()], [...this.ports.values()], this.table, host));
+    await this.nft(renderFull(this.mark, [...this.networks.values()], [...this.ports.values()], this.table, host, [...this.noIccPorts].sort()));
     await this.ensureDockerUserHook();
     this.baseReady = true;
   }

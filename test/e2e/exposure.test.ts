@@ -117,10 +117,11 @@ describeE2E('exposure: nothing reachable that was not published (tsnet in its ow
     expect(await udpReceived(h.ns, 9999, () => spoofLoopbackUdp(c.ns, '10.88.3.1', 9999))).toBeGreaterThan(0);
   });
 
-  test('item 13: enable_icc=false holds with br_netfilter\'s bridge-nf-call-* at 0 (bridge port isolation)', async () => {
-    const brnf = Object.fromEntries(BRNF.map((k) => [k, '0']));
-    h = await HostNs.create(brnf);
-    for (const k of BRNF) expect(await h.sysctl(k)).toBe('0');
+  // 0: br_netfilter off (dockerd --iptables=false, a fresh host); 1: on, as dockerd --iptables=true leaves it, where
+  // a hairpin to a neighbour's published port is bridged after DNAT, not routed.
+  test.each(['0', '1'])('item 13: enable_icc=false holds with br_netfilter\'s bridge-nf-call-* at %s; published ports stay reachable', async (value) => {
+    h = await HostNs.create(Object.fromEntries(BRNF.map((k) => [k, value])));
+    for (const k of BRNF) expect(await h.sysctl(k)).toBe(value);
     const a = await h.lan('lana', 'lan0', '10.203.1', { defaultRoute: true });
     await h.serve(a.ns, 7000, 'lan');
     const open = await h.network('10.88.4');
@@ -137,8 +138,6 @@ describeE2E('exposure: nothing reachable that was not published (tsnet in its ow
     await h.publish(d2, 80, 8090);
     expect(await h.tcp(d1.ns, d2.ip, 80)).toBeUndefined();
     expect(await h.ping(d1.ns, d2.ip)).toBe(false);
-    const ports = (JSON.parse(await h.exec('bridge', ['-d', '-json', 'link', 'show'])) as Array<{ ifname: string; master?: string; isolated?: boolean }>).filter((p) => p.master === closed.bridge);
-    expect(ports.map((p) => p.isolated)).toEqual([true, true]);
     // The gateway, the outside, and the other's published port through a host address (routed hairpin) still work.
     expect(await h.ping(d1.ns, '10.88.5.1')).toBe(true);
     expect(await h.tcp(d1.ns, a.peerIp, 7000)).toBe('lan');

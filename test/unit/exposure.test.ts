@@ -18,28 +18,33 @@ async function setup(kernel = new FakeKernel(), store = new SqliteStore(':memory
   return { store, kernel, driver };
 }
 
-describe('enable_icc=false is enforced by bridge port isolation (no br_netfilter needed)', () => {
-  test('every endpoint of an icc=false network is an isolated bridge port, after it is on the bridge', async () => {
-    const { kernel, driver } = await setup();
+describe('enable_icc=false holds without br_netfilter (the bridge family keeps its ports apart)', () => {
+  test('every endpoint of an icc=false network is in the firewall\'s icc=false ports, until it goes; a restart restores them', async () => {
+    const store = new SqliteStore(':memory:');
+    const { kernel, driver } = await setup(new FakeKernel(), store);
     await driver.createNetwork(netReq({ driverOptions: { 'com.docker.network.bridge.enable_icc': 'false' } }));
     for (const [id, addr] of [[EID, '172.29.0.2/16'], [EID2, '172.29.0.3/16']] as const) {
       await driver.createEndpoint({ networkId: NID, endpointId: id, iface: { address: addr }, options: {} });
     }
-    const { endpoints } = driver.state();
-    expect(endpoints).toHaveLength(2);
-    for (const ep of endpoints) {
-      expect(kernel.linkMap.get(ep.hostIf)).toMatchObject({ master: 'tsbr-eeeeeeeeee', isolated: true });
-      const ops = kernel.applied.filter((c) => 'name' in c && c.name === ep.hostIf).map((c) => c.op);
-      expect(ops.indexOf('link.isolate')).toBeGreaterThan(ops.indexOf('link.master'));
-    }
+    const hostIfs = driver.state().endpoints.map((e) => e.hostIf).sort();
+    expect(hostIfs).toHaveLength(2);
+    expect([...kernel.firewall.noIccPorts].sort()).toEqual(hostIfs);
+
+    const restarted = new FakeKernel();
+    await (await TsnetDriver.load(store, restarted)).reconcile();
+    expect([...restarted.firewall.noIccPorts].sort()).toEqual(hostIfs);
+
+    await driver.deleteEndpoint(NID, EID);
+    expect([...kernel.firewall.noIccPorts]).toEqual(driver.state().endpoints.map((e) => e.hostIf));
+    await driver.deleteNetwork(NID);
+    expect(kernel.firewall.noIccPorts.size).toBe(0);
   });
 
-  test('on an icc=true network ports are not isolated', async () => {
+  test('on an icc=true network no port is kept apart', async () => {
     const { kernel, driver } = await setup();
     await driver.createNetwork(netReq());
     await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.29.0.2/16' }, options: {} });
-    expect(kernel.applied.some((c) => c.op === 'link.isolate')).toBe(false);
-    expect(kernel.linkMap.get(driver.state().endpoints[0]!.hostIf)?.isolated).toBeUndefined();
+    expect(kernel.firewall.noIccPorts.size).toBe(0);
   });
 });
 

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'os';
 import path from 'path';
 import type { FwHost, FwNetwork, FwPort } from '../../src/kernel/contract';
-import { DEFAULT_TABLE, NO_HOST, renderBase, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
+import { DEFAULT_TABLE, NO_HOST, renderBase, renderDockerBridges, renderForwardGuard, renderFull, renderNoIccPorts, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
 
 const TABLE = `inet ${DEFAULT_TABLE}`;
 /** The published-port accept, guarded on both sides against internal networks. */
@@ -31,6 +31,8 @@ interface Scenario {
   ports: FwPort[];
   /** Docker bridges on the host and forward guards (none when absent). */
   host?: FwHost;
+  /** Bridge ports of icc=false networks. */
+  noIccPorts?: string[];
 }
 
 const BR1 = 'tsbr-0123456789';
@@ -50,7 +52,7 @@ function port(over: Partial<FwPort> = {}): FwPort {
 const SCENARIOS: Scenario[] = [
   { name: 'default', networks: [net()], ports: [] },
   { name: 'internal', networks: [net({ internal: true })], ports: [] },
-  { name: 'icc-off', networks: [net({ icc: false })], ports: [] },
+  { name: 'icc-off', networks: [net({ icc: false })], ports: [], noIccPorts: ['tsv0123456789a', 'tsv0123456789b'] },
   { name: 'no-masquerade', networks: [net({ masquerade: false })], ports: [] },
   { name: 'internal-icc-off', networks: [net({ internal: true, icc: false })], ports: [] },
   { name: 'ports-any-host', networks: [net()], ports: [port()] },
@@ -118,7 +120,7 @@ const SCENARIOS: Scenario[] = [
 ];
 
 function full(s: Scenario): string {
-  return renderFull(MARK, s.networks, s.ports, DEFAULT_TABLE, s.host ?? NO_HOST);
+  return renderFull(MARK, s.networks, s.ports, DEFAULT_TABLE, s.host ?? NO_HOST, s.noIccPorts ?? []);
 }
 
 /** Network create, port publish, port unpublish, network delete: each section one `nft -f` transaction. */
@@ -221,8 +223,9 @@ test('another table name renders the same ruleset in that table (a second tsnet 
   const n = { bridge: 'tsbr-x', internal: false, icc: true, masquerade: true };
   const p = [{ proto: 'tcp' as const, hostPort: 80, containerIp: '10.0.0.2', containerPort: 80 }];
   const other = renderFull(0x2000000, [n], p, 'tsnet_b');
-  expect(other).toBe(renderFull(0x2000000, [n], p).split('inet tsnet ').join('inet tsnet_b ').replace(/inet tsnet$/m, 'inet tsnet_b'));
-  expect(other).not.toMatch(/inet tsnet /);
+  const renamed = renderFull(0x2000000, [n], p).replace(/(inet|bridge) tsnet( |$)/gm, '$1 tsnet_b$2');
+  expect(other).toBe(renamed);
+  expect(other).not.toMatch(/(inet|bridge) tsnet( |$)/m);
 });
 
 describe('firewall ruleset invariants', () => {
@@ -242,7 +245,11 @@ describe('firewall ruleset invariants', () => {
     expect(accepts.filter((r) => r.startsWith(DNAT_ACCEPT))).toHaveLength(1);
     expect(accepts.filter((r) => r.startsWith('iifname @bridges meta mark'))).toHaveLength(1);
     // The mark is set nowhere but on those accepts (nothing else reaches DOCKER-USER's final accept).
-    expect(baseLines.filter((l) => l.includes(MARK_HEX))).toHaveLength(4);
+    expect(baseLines.filter((l) => l.includes(`meta mark set meta mark or ${MARK_HEX}`))).toHaveLength(4);
+    // Read in one place only: the bridge-family icc=false drop lets through what the forward chain accepted.
+    expect(baseLines.filter((l) => l.includes(MARK_HEX) && !l.includes('meta mark set'))).toEqual([
+      `add rule bridge tsnet forward meta protocol { ip, ip6 } iifname @noiccports oifname @noiccports meta mark and ${MARK_HEX} != ${MARK_HEX} drop`,
+    ]);
     for (const [chain, rs] of rules) {
       if (chain !== 'forward') for (const r of rs) expect(r).not.toContain('meta mark');
     }
@@ -267,6 +274,13 @@ describe('firewall ruleset invariants', () => {
       `add element ${TABLE} dockerbr { "docker0", "br-0123456789ab" }`,
     ]);
     expect(renderDockerBridges([])).toEqual([`flush set ${TABLE} dockerbr`]);
+  });
+
+  test('icc=false without br_netfilter: a bridge-family chain after br_netfilter\'s hooks drops frames between listed ports', () => {
+    expect(base).toContain('add chain bridge tsnet forward { type filter hook forward priority 100; policy accept; }');
+    expect(renderNoIccPorts('add', ['tsvaaaaaaaaaaaa'])).toEqual(['add element bridge tsnet noiccports { "tsvaaaaaaaaaaaa" }']);
+    expect(renderNoIccPorts('delete', [])).toEqual([]);
+    expect(renderFull(MARK, [], [])).toContain('flush set bridge tsnet noiccports');
   });
 
   test('the forward guard is per family and off unless the host state turns it on', () => {
@@ -340,6 +354,7 @@ describe('firewall ruleset invariants', () => {
       const host = s.host ?? NO_HOST;
       expect(elements).toEqual([
         ...renderDockerBridges(host.dockerBridges).filter((l) => l.includes(' element ')),
+        ...renderNoIccPorts('add', s.noIccPorts ?? []),
         ...host.forwardGuard.flatMap((f) => renderForwardGuard(f)),
         ...s.networks.flatMap((n) => renderNetwork('add', n)),
         ...renderPorts('add', s.ports),

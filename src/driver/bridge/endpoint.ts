@@ -3,7 +3,6 @@ import type { KernelChange } from '../../kernel/contract';
 import { vethNamesFor } from '../../kernel/names';
 import { macForIPv4, randomMac } from '../../netaddr';
 import { subnetOf } from '../../ipam/pools';
-import { parseBridgeOptions } from './options';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
 
@@ -49,17 +48,12 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
   return { ep, reply: macAddress === undefined ? { macAddress: mac } : {} };
 }
 
-/**
- * veth pair, host end on the bridge and up; the container end waits for dockerd to move it. With enable_icc=false
- * the port is isolated: the bridge forwards nothing between two isolated ports, so members cannot reach each other
- * even when br_netfilter (which the firewall's icc rule needs to see bridged frames) is absent or switched off.
- */
+/** veth pair, host end on the bridge and up; the container end waits for dockerd to move it. */
 export function endpointSetupChanges(net: BridgeNetworkRecord, ep: EndpointRecord): KernelChange[] {
   const mtu = net.mtu !== undefined ? { mtu: net.mtu } : {};
   return [
     { op: 'veth.add', name: ep.hostIf, peer: ep.containerIf, peerMac: ep.mac, ...mtu },
     { op: 'link.master', name: ep.hostIf, master: net.bridge },
-    ...(parseBridgeOptions(net.options).enableIcc ? [] : [{ op: 'link.isolate' as const, name: ep.hostIf }]),
     { op: 'link.up', name: ep.hostIf },
   ];
 }
