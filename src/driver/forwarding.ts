@@ -8,10 +8,11 @@ export const FORWARDING_SYSCTL: Record<FwFamily, string> = {
   ipv4: 'net/ipv4/ip_forward',
   ipv6: 'net/ipv6/conf/all/forwarding',
 };
+const FAMILIES: readonly FwFamily[] = ['ipv4', 'ipv6'];
 
 function familyOf(c: KernelChange): FwFamily | undefined {
   if (c.op !== 'sysctl.set' || c.value !== '1') return undefined;
-  return (Object.keys(FORWARDING_SYSCTL) as FwFamily[]).find((f) => FORWARDING_SYSCTL[f] === c.key);
+  return FAMILIES.find((f) => FORWARDING_SYSCTL[f] === c.key);
 }
 
 /**
@@ -30,7 +31,7 @@ export class ForwardingOwner {
 
   static async load(store: Store, kernel: Kernel): Promise<ForwardingOwner> {
     const keys = new Set((await store.all('host')).map((r) => r.key));
-    const families = (Object.keys(FORWARDING_SYSCTL) as FwFamily[]).filter((f) => keys.has(FORWARDING_SYSCTL[f]));
+    const families = FAMILIES.filter((f) => keys.has(FORWARDING_SYSCTL[f]));
     return new ForwardingOwner(store, kernel, new Set(families));
   }
 

@@ -63,7 +63,7 @@ export class HostNs {
   readonly tag = randomBytes(3).toString('hex');
   readonly ns: string;
   readonly dir: string;
-  tsnet!: TsnetProcess;
+  private proc: TsnetProcess | undefined;
   private readonly peers: Peer[] = [];
   private readonly containers: Container[] = [];
   private readonly daemons: ChildProcess[] = [];
@@ -80,7 +80,7 @@ export class HostNs {
     try {
       await netns(h.ns);
       for (const [key, value] of Object.entries(sysctls)) await h.sysctl(key, value);
-      h.tsnet = await startTsnet({
+      h.proc = await startTsnet({
         name: `tsh${h.tag}`,
         socket: path.join(h.dir, 'tsnet.sock'),
         stateDir: path.join(h.dir, 'state'),
@@ -92,6 +92,12 @@ export class HostNs {
       throw err;
     }
     return h;
+  }
+
+  /** The tsnet process serving this host (started by create()). */
+  get tsnet(): TsnetProcess {
+    if (!this.proc) throw new Error(`tsnet is not running in ${this.ns}`);
+    return this.proc;
   }
 
   /** Runs a command inside the host namespace; its stdout. */
@@ -191,7 +197,7 @@ export class HostNs {
   /** Stops tsnet and servers, then deletes every namespace (the host one takes whatever is left in it); never throws. */
   async destroy(): Promise<void> {
     for (const d of this.daemons) await terminate(d, 2_000).catch(() => undefined);
-    if (this.tsnet) await this.tsnet.stop().catch(() => undefined);
+    await this.proc?.stop().catch(() => undefined);
     for (const c of this.containers) await dropNetns(c.ns);
     for (const p of this.peers) await dropNetns(p.ns);
     await dropNetns(this.ns);
