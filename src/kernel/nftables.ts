@@ -72,8 +72,8 @@ export class NftFirewall implements Firewall {
     this.networks.clear();
     this.ports.clear();
     this.noIccPorts.clear();
-    await this.nft(`delete table inet ${this.table}`, GONE);
-    await this.nft(`delete table bridge ${this.table}`, GONE);
+    // Both tables in one transaction (one nft run); when one is already gone, each on its own.
+    await this.remove([`delete table inet ${this.table}`, `delete table bridge ${this.table}`]);
     for (const bin of IPTABLES) {
       const del = await this.exec(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
       if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule().join(' ')}` });
