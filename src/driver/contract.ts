@@ -3,14 +3,17 @@
  * layer turns NetworkDriver.* wire calls into these typed calls; nothing here knows about HTTP.
  */
 
-/** One subnet as dockerd's IPAM handed it over (CreateNetwork IPv4Data/IPv6Data). */
+/**
+ * One subnet as dockerd's IPAM handed it over (CreateNetwork IPv4Data/IPv6Data), parsed by the protocol layer:
+ * every value is canonical text of the entry's family, and the gateway and aux addresses are addresses of the pool.
+ */
 export interface IpamData {
   addressSpace: string;
-  /** CIDR. */
+  /** Canonical CIDR. */
   pool: string;
-  /** CIDR (address/prefix-of-pool), or undefined when IPAM gave none. */
+  /** address/prefix-of-pool, or undefined when IPAM gave none. */
   gateway?: string;
-  /** name → CIDR. */
+  /** name → address/prefix-of-pool. */
   auxAddresses: Record<string, string>;
 }
 
@@ -26,9 +29,9 @@ export interface CreateNetworkRequest {
 
 /** Interface data dockerd already decided (IPAM results, --mac-address); empty fields are the driver's to fill. */
 export interface EndpointInterface {
-  /** CIDR. */
+  /** IPv4 address/prefix-length (canonical from the protocol layer; the driver checks it is on a subnet). */
   address?: string;
-  /** CIDR. */
+  /** IPv6 address/prefix-length, likewise. */
   addressIPv6?: string;
   macAddress?: string;
 }

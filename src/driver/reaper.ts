@@ -73,8 +73,8 @@ export class LinkReaper {
     try {
       while ((!this.stopped && this.pending.size > 0) || this.jobs.length > 0) {
         // Jobs are short (restoring the ruleset) and have no tombstone: they run even when stopping.
-        if (this.stopped || this.pending.size === 0) {
-          const job = this.jobs.shift()!;
+        const job = this.stopped || this.pending.size === 0 ? this.jobs.shift() : undefined;
+        if (job) {
           await job.run().catch((err: unknown) => log.error('background job failed', { job: job.name, error: describeChain(err) }));
           continue;
         }

@@ -16,7 +16,7 @@ export async function applyTolerant(kernel: Kernel, changes: KernelChange[], tol
       return;
     } catch (err) {
       if (!(err instanceof KernelChangeError) || !tolerate(err)) throw err;
-      todo = todo.slice(err.applied + 1);
+      todo = todo.slice(err.index + 1);
     }
   }
 }

@@ -17,22 +17,8 @@ import {
   REQUEST_ADDRESS_TYPE,
   SERIAL_OPTION,
 } from './contract';
-import {
-  addressAt,
-  type Cidr,
-  contains,
-  type DefaultPool,
-  dynamicRange,
-  offsetOf,
-  overlaps,
-  parseDefaultPools,
-  parseIp,
-  parsePool,
-  pickDefaultPool,
-  reservedRole,
-  routeObstacles,
-  tryParseIp,
-} from './pools';
+import { addressAt, type Cidr, contains, offsetOf, overlaps, parseCidr, parseIp, tryParseIp } from '../netaddr';
+import { type DefaultPool, dynamicRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from './pools';
 
 /** What {@link TsnetIpam.load} needs besides the store. */
 export interface TsnetIpamOptions {
@@ -183,7 +169,7 @@ export class TsnetIpam implements Ipam {
     if (state.record.refs > 1) {
       state.record = withRefs(state.record, -1);
       await this.persist([put('pool', poolId, state.record)], () => {
-        state.record = withRefs(state.record, +1);
+        state.record = withRefs(state.record, 1);
       });
       return;
     }
@@ -273,7 +259,7 @@ export class TsnetIpam implements Ipam {
   }
 
   private async addReference(state: PoolState): Promise<AllocatedPool> {
-    state.record = withRefs(state.record, +1);
+    state.record = withRefs(state.record, 1);
     await this.persist([put('pool', state.record.id, state.record)], () => this.undoReference(state));
     return allocatedPool(state);
   }
@@ -340,12 +326,13 @@ export class TsnetIpam implements Ipam {
     };
   }
 
+  /** Stored pools are parsed, not judged: one accepted before a policy change keeps working until released. */
   private restorePool(record: PoolRecord): void {
-    const cidr = parsePool(`stored pool ${record.id}`, record.pool, 'TSN_STORE');
+    const cidr = parseCidr(`stored pool ${record.id}`, record.pool, 'TSN_STORE');
     const sub =
       record.subPool === undefined
         ? undefined
-        : parsePool(`stored pool ${record.id} subPool`, record.subPool, 'TSN_STORE');
+        : parseCidr(`stored pool ${record.id} subPool`, record.subPool, 'TSN_STORE');
     this.pools.set(record.id, { record, cidr, sub, used: new AddrSet() });
   }
 

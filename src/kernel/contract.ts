@@ -36,15 +36,23 @@ export interface RouteInfo {
   dev?: string;
 }
 
-/** Thrown by {@link Kernel.apply}: which change failed and how many before it were applied. */
+/**
+ * Thrown by {@link Kernel.apply}: which change failed (`change`, at `index` in the list) and how many changes from
+ * the start took effect (`applied`). A change that took effect in part (its first command ran, a later one such as
+ * the owner alias failed) counts as applied, so a rollback undoes it.
+ */
 export class KernelChangeError extends Error {
+  readonly applied: number;
+
   constructor(
     readonly change: KernelChange,
-    readonly applied: number,
+    readonly index: number,
     message: string,
+    partly = false,
   ) {
     super(message);
     this.name = 'KernelChangeError';
+    this.applied = partly ? index + 1 : index;
   }
 }
 

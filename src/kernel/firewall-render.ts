@@ -1,4 +1,5 @@
 import type { FwFamily, FwHost, FwNetwork, FwPort } from './contract';
+import { safeToken } from './tokens';
 
 /**
  * tsnet's nftables ruleset, rendered from data. The chains are static and refer only to sets and maps; a network or
@@ -116,8 +117,12 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
   ].join('\n');
 }
 
+/** Every value interpolated into an element goes through the one token guard (names also quoted as nft strings). */
+const nftValue = (v: string | number): string => safeToken(v, 'nft');
+const nftName = (name: string): string => `"${nftValue(name)}"`;
+
 function element(table: string, op: Op, set: string, items: string[], family: 'inet' | 'bridge' = 'inet'): string[] {
-  return items.length === 0 ? [] : [`${op} element ${family} ${table} ${set} { ${items.join(', ')} }`];
+  return items.length === 0 ? [] : [`${op} element ${family} ${nftValue(table)} ${set} { ${items.join(', ')} }`];
 }
 
 /**
@@ -141,12 +146,12 @@ function renderBridgeTable(mark: number, table: string): string[] {
 
 /** Bridge ports (host veth ends) of icc=false networks. */
 export function renderNoIccPorts(op: Op, ifnames: readonly string[], table = DEFAULT_TABLE): string[] {
-  return element(table, op, 'noiccports', ifnames.map((n) => `"${n}"`), 'bridge');
+  return element(table, op, 'noiccports', ifnames.map(nftName), 'bridge');
 }
 
 /** Elements describing one network. */
 export function renderNetwork(op: Op, n: FwNetwork, table = DEFAULT_TABLE): string[] {
-  const br = `"${n.bridge}"`;
+  const br = nftName(n.bridge);
   const nat = n.masquerade && !n.internal;
   return [
     ...element(table, op, 'bridges', [br]),
@@ -161,16 +166,17 @@ export function renderNetwork(op: Op, n: FwNetwork, table = DEFAULT_TABLE): stri
 export function renderPorts(op: Op, ports: FwPort[], table = DEFAULT_TABLE): string[] {
   return ports.flatMap((p) => {
     const v6 = p.containerIp.includes(':');
-    const target = op === 'add' ? ` : ${p.containerIp} . ${p.containerPort}` : '';
+    const target = op === 'add' ? ` : ${nftValue(p.containerIp)} . ${nftValue(p.containerPort)}` : '';
+    const key = `${nftValue(p.proto)} . ${nftValue(p.hostPort)}${target}`;
     return p.hostIp === undefined
-      ? element(table, op, v6 ? 'dnat6any' : 'dnat4any', [`${p.proto} . ${p.hostPort}${target}`])
-      : element(table, op, v6 ? 'dnat6' : 'dnat4', [`${p.hostIp} . ${p.proto} . ${p.hostPort}${target}`]);
+      ? element(table, op, v6 ? 'dnat6any' : 'dnat4any', [key])
+      : element(table, op, v6 ? 'dnat6' : 'dnat4', [`${nftValue(p.hostIp)} . ${key}`]);
   });
 }
 
 /** Replaces the set of Docker's bridges (one transaction with whatever it is sent with). */
 export function renderDockerBridges(names: readonly string[], table = DEFAULT_TABLE): string[] {
-  return [`flush set inet ${table} dockerbr`, ...element(table, 'add', 'dockerbr', names.map((n) => `"${n}"`))];
+  return [`flush set inet ${table} dockerbr`, ...element(table, 'add', 'dockerbr', names.map(nftName))];
 }
 
 /** Turns on the forward guard of a family (tsnet enabled its forwarding). */
@@ -190,7 +196,7 @@ export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[],
     ...SETS.map(([n]) => `flush set inet ${table} ${n}`),
     ...MAPS.map(([n]) => `flush map inet ${table} ${n}`),
     `flush set bridge ${table} noiccports`,
-    ...element(table, 'add', 'dockerbr', host.dockerBridges.map((n) => `"${n}"`)),
+    ...element(table, 'add', 'dockerbr', host.dockerBridges.map(nftName)),
     ...renderNoIccPorts('add', noIccPorts, table),
     ...host.forwardGuard.flatMap((f) => renderForwardGuard(f, table)),
     ...networks.flatMap((n) => renderNetwork('add', n, table)),

@@ -3,40 +3,61 @@ import { tsnetError } from '../errors';
 import { log, since } from '../log';
 import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 import { execFileInput } from './exec';
+import { safeToken } from './tokens';
 import { IpBatchSession } from './ip-session';
 
 const IP = 'ip';
 
+/** What the kernel needs of an `ip -batch` process. */
+export type BatchRunner = Pick<IpBatchSession, 'run' | 'close'>;
+
+/** One `ip -batch` line from its tokens, each through {@link safeToken}: data can never add a word or a command. */
+function ipLine(...tokens: Array<string | number>): string {
+  return tokens.map((t) => safeToken(t, 'ip -batch')).join(' ');
+}
+
 /**
- * The `ip -batch` lines of one change (tokens joined by spaces: names are validated to contain no whitespace). Every
- * link tsnet creates is stamped with its owner tag as the link alias, so reconciliation can tell its own links from
- * another tsnet's (or anyone's) even when the names look alike.
+ * The `ip -batch` lines of one change. Every link tsnet creates is stamped with its owner tag as the link alias, so
+ * reconciliation can tell its own links from another tsnet's (or anyone's) even when the names look alike.
  */
-function batchLines(c: Exclude<KernelChange, { op: 'sysctl.set' }>, owner: string): string[] {
-  const mtu = (m?: number) => (m === undefined ? [] : ['mtu', String(m)]);
+function batchLines(c: IpChange, owner: string): string[] {
+  const mtu = (m?: number) => (m === undefined ? [] : ['mtu', m]);
   const mac = (a?: string) => (a === undefined ? [] : ['address', a]);
-  const stamp = (name: string) => `link set dev ${name} alias ${owner}`;
+  const stamp = (name: string) => ipLine('link', 'set', 'dev', name, 'alias', owner);
   switch (c.op) {
     case 'bridge.add':
-      return [['link', 'add', 'name', c.name, ...mtu(c.mtu), ...mac(c.mac), 'type', 'bridge'].join(' '), stamp(c.name)];
+      return [ipLine('link', 'add', 'name', c.name, ...mtu(c.mtu), ...mac(c.mac), 'type', 'bridge'), stamp(c.name)];
     case 'veth.add':
       return [
-        ['link', 'add', 'name', c.name, ...mtu(c.mtu), 'type', 'veth', 'peer', 'name', c.peer, ...mtu(c.mtu), ...mac(c.peerMac)].join(' '),
+        ipLine('link', 'add', 'name', c.name, ...mtu(c.mtu), 'type', 'veth', 'peer', 'name', c.peer, ...mtu(c.mtu), ...mac(c.peerMac)),
         stamp(c.name),
         stamp(c.peer),
       ];
     case 'link.master':
-      return [`link set dev ${c.name} master ${c.master}`];
+      return [ipLine('link', 'set', 'dev', c.name, 'master', c.master)];
     case 'link.up':
-      return [`link set dev ${c.name} up`];
+      return [ipLine('link', 'set', 'dev', c.name, 'up')];
     case 'link.del':
-      return [`link del dev ${c.name}`];
+      return [ipLine('link', 'del', 'dev', c.name)];
     case 'addr.add':
       // nodad: the gateway address must answer at once, not after IPv6 duplicate address detection (~1 s).
-      return [`addr add ${c.cidr} dev ${c.dev}${c.cidr.includes(':') ? ' nodad' : ''}`];
+      return [ipLine('addr', 'add', c.cidr, 'dev', c.dev, ...(c.cidr.includes(':') ? ['nodad'] : []))];
     case 'addr.del':
-      return [`addr del ${c.cidr} dev ${c.dev}`];
+      return [ipLine('addr', 'del', c.cidr, 'dev', c.dev)];
   }
+}
+
+type IpChange = Exclude<KernelChange, { op: 'sysctl.set' }>;
+type SysctlRendered = { change: Extract<KernelChange, { op: 'sysctl.set' }>; file: string; value: string };
+type IpRendered = { change: IpChange; lines: string[] };
+/** A change as the text its tool reads. */
+type Rendered = SysctlRendered | IpRendered;
+
+/** A sysctl key is a relative path of plain segments: it can only name a file under /proc/sys. */
+function sysctlFile(key: string): string {
+  const segments = key.split('/');
+  if (segments.some((s) => s === '.' || s === '..')) throw tsnetError('TSN_INTERNAL', `sysctl: refusing key ${JSON.stringify(key.slice(0, 80))}`);
+  return `/proc/sys/${segments.map((s) => safeToken(s, 'sysctl key')).join('/')}`;
 }
 
 interface IpAddrJson {
@@ -52,22 +73,26 @@ interface IpAddrJson {
 
 /** Kernel operations through iproute2 (a long-lived `ip -batch -` for changes, `ip -json` to read) and /proc/sys writes. */
 export class Iproute2Kernel implements Kernel {
-  private readonly session = new IpBatchSession([IP]);
+  private readonly session: BatchRunner;
   /** A second ip process for the background lane; created on first use. */
   private lane: Iproute2Kernel | undefined;
 
   /**
    * @param owner tag set as the alias of every link this kernel creates (e.g. `tsnet:tsnet`); see {@link batchLines}.
+   * @param newSession makes the ip process of each lane (tests pass a stub).
    */
   constructor(
     readonly firewall: Firewall,
     readonly owner: string,
+    private readonly newSession: () => BatchRunner = () => new IpBatchSession([IP]),
     private readonly isBackground = false,
-  ) {}
+  ) {
+    this.session = newSession();
+  }
 
   get background(): Kernel {
     if (this.isBackground) return this;
-    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, true);
+    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, this.newSession, true);
     return this.lane;
   }
 
@@ -77,31 +102,35 @@ export class Iproute2Kernel implements Kernel {
   }
 
   async apply(changes: KernelChange[]): Promise<void> {
-    let done = 0;
-    while (done < changes.length) {
-      const first = changes[done]!;
-      if (first.op === 'sysctl.set') {
-        await this.sysctl(first, done);
-        done++;
+    // Rendered up front: a refused token fails the whole list before anything is written.
+    const rendered = changes.map((c) => this.render(c));
+    // Consecutive ip changes go out as one batch: one round trip to the ip process instead of one per change.
+    let batch: IpRendered[] = [];
+    let batchStart = 0;
+    const flush = async () => {
+      if (batch.length > 0) await this.batch(batch, batchStart);
+      batch = [];
+    };
+    for (const [i, r] of rendered.entries()) {
+      if ('lines' in r) {
+        if (batch.length === 0) batchStart = i;
+        batch.push(r);
         continue;
       }
-      // Consecutive ip changes go out as one batch: one round trip to the ip process instead of one per change.
-      let end = done;
-      while (end < changes.length && changes[end]!.op !== 'sysctl.set') end++;
-      await this.batch(changes.slice(done, end) as Array<Exclude<KernelChange, { op: 'sysctl.set' }>>, done);
-      done = end;
+      await flush();
+      await this.sysctl(r, i);
     }
+    await flush();
   }
 
-  private async batch(changes: Array<Exclude<KernelChange, { op: 'sysctl.set' }>>, offset: number): Promise<void> {
-    const lines: string[] = [];
-    const changeOfLine: number[] = [];
-    changes.forEach((c, i) => {
-      for (const l of batchLines(c, this.owner)) {
-        lines.push(l);
-        changeOfLine.push(i);
-      }
-    });
+  private render(c: KernelChange): Rendered {
+    if (c.op === 'sysctl.set') return { change: c, file: sysctlFile(c.key), value: safeToken(c.value, 'sysctl value') };
+    return { change: c, lines: batchLines(c, this.owner) };
+  }
+
+  private async batch(items: IpRendered[], offset: number): Promise<void> {
+    const lines = items.flatMap((r) => r.lines);
+    const changeOfLine = items.flatMap((r, i) => r.lines.map(() => i));
     const start = performance.now();
     const failure = await this.session.run(lines);
     const ms = since(start);
@@ -110,18 +139,19 @@ export class Iproute2Kernel implements Kernel {
       return;
     }
     const line = Math.min(Math.max(failure.index, 0), lines.length - 1);
-    const i = changeOfLine[line]!;
+    const i = changeOfLine[line];
+    // Past the change's first line the link exists: it must count as applied to be undone (it is not tagged yet).
+    const partly = line > changeOfLine.indexOf(i);
     log.debug('kernel change failed', { changes: lines, failed: lines[line], reason: failure.reason, ms });
-    throw new KernelChangeError(changes[i]!, offset + i, `ip ${lines[line]}: ${failure.reason}`);
+    throw new KernelChangeError(items[i].change, offset + i, `ip ${lines[line]}: ${failure.reason}`, partly);
   }
 
-  private async sysctl(c: Extract<KernelChange, { op: 'sysctl.set' }>, index: number): Promise<void> {
-    const file = `/proc/sys/${c.key}`;
+  private async sysctl(r: SysctlRendered, index: number): Promise<void> {
     try {
-      await fs.writeFile(file, c.value);
-      log.debug('kernel change', { sysctl: c.key, value: c.value });
+      await fs.writeFile(r.file, r.value);
+      log.debug('kernel change', { sysctl: r.change.key, value: r.value });
     } catch (err) {
-      throw new KernelChangeError(c, index, `sysctl ${c.key}=${c.value}: ${(err as Error).message}`);
+      throw new KernelChangeError(r.change, index, `sysctl ${r.change.key}=${r.value}: ${(err as Error).message}`);
     }
   }
 

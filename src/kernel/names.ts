@@ -9,11 +9,21 @@ export const HOST_VETH_PREFIX = 'tsv';
 export const CONTAINER_VETH_PREFIX = 'tsc';
 
 /**
+ * Names that are valid for the kernel but must not name a tsnet link: `/proc/sys/net/ipv{4,6}/conf/<name>/` of
+ * `all` and `default` are the host-wide settings (a bridge sysctl would change every interface), `lo` is loopback,
+ * `.` and `..` would make the path point elsewhere.
+ */
+const RESERVED_NAMES: ReadonlySet<string> = new Set(['all', 'default', 'lo', '.', '..']);
+
+/**
  * Interface name rules the kernel enforces (dev_valid_name), narrowed to a safe character set so a name can go
- * into an `ip -batch` line or an nft string without quoting.
+ * into an `ip -batch` line, an nft string or a sysctl path, and never one of {@link RESERVED_NAMES}.
  */
 export function validateIfName(name: string, field: string): string {
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name) || name === '.' || name === '..') {
+  if (RESERVED_NAMES.has(name)) {
+    throw tsnetError('TSN_INVALID_OPTION', `${field} "${name}": reserved (${[...RESERVED_NAMES].join(', ')} name host-wide or special entries)`);
+  }
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name)) {
     throw tsnetError(
       'TSN_INVALID_OPTION',
       `${field} "${name}": interface names are 1-${MAX_IFNAME} characters of letters, digits, '.', '-', '_'`,

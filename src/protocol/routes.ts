@@ -16,11 +16,11 @@ export interface Route<T extends z.ZodType = z.ZodType> {
   /** Answered without waiting for reconciliation (handshake and capability calls). */
   static?: boolean;
   ids?: (req: z.output<T>) => LogContext;
-  handle: (req: z.output<T>, backend: Backend) => Promise<unknown> | unknown;
+  handle: (req: z.output<T>, backend: Backend) => unknown;
 }
 
 function route<T extends z.ZodType>(r: Route<T>): Route {
-  return r as unknown as Route;
+  return r;
 }
 
 const epIds = (r: { NetworkID: string; EndpointID: string }): LogContext => ({ networkId: r.NetworkID, endpointId: r.EndpointID });
@@ -60,11 +60,11 @@ export function routes(): Record<string, Route> {
       ids: (r) => ({ networkId: r.NetworkID }),
       handle: async (r, b) => {
         const o = r.Options ?? {};
-        const data = (d: z.output<typeof S.IpamDataSchema>) => ({
+        const data = (d: S.IpamDataOutput) => ({
           addressSpace: d.AddressSpace,
           pool: d.Pool,
           ...(d.Gateway ? { gateway: d.Gateway } : {}),
-          auxAddresses: d.AuxAddresses ?? {},
+          auxAddresses: d.AuxAddresses,
         });
         await b.driver.createNetwork({
           networkId: r.NetworkID,
@@ -89,14 +89,14 @@ export function routes(): Record<string, Route> {
       schema: S.CreateEndpointSchema,
       ids: epIds,
       handle: async (r, b) => {
-        const i = r.Interface ?? {};
+        const i = r.Interface;
         const reply = await b.driver.createEndpoint({
           networkId: r.NetworkID,
           endpointId: r.EndpointID,
           iface: {
-            ...(i.Address ? { address: i.Address } : {}),
-            ...(i.AddressIPv6 ? { addressIPv6: i.AddressIPv6 } : {}),
-            ...(i.MacAddress ? { macAddress: i.MacAddress } : {}),
+            ...(i?.Address ? { address: i.Address } : {}),
+            ...(i?.AddressIPv6 ? { addressIPv6: i.AddressIPv6 } : {}),
+            ...(i?.MacAddress ? { macAddress: i.MacAddress } : {}),
           },
           options: r.Options ?? {},
         });

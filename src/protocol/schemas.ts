@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { type Cidr, type IfAddr, isIPv4Mapped, onSubnet, specialUseOverlap, tryParseCidr, tryParseIfAddr } from '../netaddr';
 
 /**
  * Wire shapes of the remote API (remote-api.md §3, §4), one zod schema per request. Unknown fields are dropped
@@ -11,12 +12,80 @@ const StringMap = z.record(z.string(), z.string());
 const AnyMap = z.record(z.string(), z.unknown());
 const nullable = <T extends z.ZodType>(t: T) => t.nullish();
 
-export const IpamDataSchema = z.object({
-  AddressSpace: z.string().default(''),
-  Pool: z.string().min(1),
-  Gateway: z.string().optional(),
-  AuxAddresses: nullable(StringMap),
-});
+type Parsed<T> = { value: T } | { problem: string };
+
+/** Runs `parse`; a problem becomes an issue on the field, so the error names the field and its value. */
+function parseField<T>(parse: (text: string) => Parsed<T>, text: string, ctx: z.RefinementCtx): T {
+  const r = parse(text);
+  if ('value' in r) return r.value;
+  ctx.issues.push({ code: 'custom', message: r.problem, input: text });
+  return z.NEVER;
+}
+
+const parsedString = <T>(parse: (text: string) => Parsed<T>) => z.string().transform((text, ctx) => parseField(parse, text, ctx));
+
+/** Optional, and `''` (Go's zero value) is the same as absent. */
+const optionalParsed = <T>(parse: (text: string) => Parsed<T>) =>
+  z
+    .string()
+    .optional()
+    .transform((text, ctx) => (text === undefined || text === '' ? undefined : parseField(parse, text, ctx)));
+
+const family = (v6: boolean) => `IPv${v6 ? 6 : 4}`;
+
+/** A subnet of one family that no special-use range overlaps (see specialUseOverlap); canonical, host bits cleared. */
+const subnetOf =
+  (v6: boolean) =>
+  (text: string): Parsed<Cidr> => {
+    const c = tryParseCidr(text);
+    if (!c) return { problem: 'not a CIDR (address/prefix-length)' };
+    if (c.v6 !== v6) return { problem: `an ${family(c.v6)} prefix, expected ${family(v6)}` };
+    const special = specialUseOverlap(c);
+    return special ? { problem: special } : { value: c };
+  };
+
+/** An interface address of one family, `address/prefix-length`, written as that family (no IPv4-mapped IPv6). */
+const ifAddrOf =
+  (v6: boolean) =>
+  (text: string): Parsed<IfAddr> => {
+    const a = tryParseIfAddr(text);
+    if (!a) return { problem: `not an address with prefix length (like ${v6 ? 'fd00::2/64' : '172.28.0.2/16'})` };
+    if (isIPv4Mapped(a.ip)) return { problem: `an IPv4-mapped IPv6 address, expected ${family(v6)}${v6 ? '' : ' as a dotted quad'}` };
+    if (a.ip.v6 !== v6) return { problem: `an ${family(a.ip.v6)} address, expected ${family(v6)}` };
+    return { value: a };
+  };
+
+/**
+ * One entry of IPv4Data/IPv6Data, parsed and related to its pool: the gateway and every aux address must be
+ * addresses of the pool with the pool's prefix length (what goes on the bridge is exactly that). Output is canonical
+ * text, so the driver never sees anything else.
+ */
+const IpamDataOf = (v6: boolean) =>
+  z
+    .object({
+      AddressSpace: z.string().default(''),
+      Pool: parsedString(subnetOf(v6)),
+      Gateway: optionalParsed(ifAddrOf(v6)),
+      AuxAddresses: nullable(z.record(z.string(), parsedString(ifAddrOf(v6)))),
+    })
+    .superRefine((d, ctx) => {
+      const onPool = (path: Array<string | number>, a: IfAddr | undefined) => {
+        if (a && !onSubnet(d.Pool, a)) {
+          ctx.addIssue({ code: 'custom', path, message: `not an address of pool ${d.Pool.text} with its prefix length /${d.Pool.prefix}` });
+        }
+      };
+      onPool(['Gateway'], d.Gateway);
+      for (const [name, a] of Object.entries(d.AuxAddresses ?? {})) onPool(['AuxAddresses', name], a);
+    })
+    .transform((d) => ({
+      AddressSpace: d.AddressSpace,
+      Pool: d.Pool.text,
+      ...(d.Gateway ? { Gateway: d.Gateway.text } : {}),
+      AuxAddresses: Object.fromEntries(Object.entries(d.AuxAddresses ?? {}).map(([name, a]) => [name, a.text])),
+    }));
+
+/** One parsed IPv4Data/IPv6Data entry. */
+export type IpamDataOutput = z.output<ReturnType<typeof IpamDataOf>>;
 
 export const CreateNetworkSchema = z.object({
   NetworkID: Id,
@@ -27,8 +96,8 @@ export const CreateNetworkSchema = z.object({
       'com.docker.network.internal': z.boolean().optional(),
     }),
   ),
-  IPv4Data: nullable(z.array(IpamDataSchema)),
-  IPv6Data: nullable(z.array(IpamDataSchema)),
+  IPv4Data: nullable(z.array(IpamDataOf(false))),
+  IPv6Data: nullable(z.array(IpamDataOf(true))),
 });
 
 export const NetworkIdSchema = z.object({ NetworkID: Id });
@@ -39,8 +108,8 @@ export const CreateEndpointSchema = z.object({
   EndpointID: Id,
   Interface: nullable(
     z.object({
-      Address: z.string().optional(),
-      AddressIPv6: z.string().optional(),
+      Address: optionalParsed(ifAddrOf(false)).transform((a) => a?.text),
+      AddressIPv6: optionalParsed(ifAddrOf(true)).transform((a) => a?.text),
       MacAddress: z.string().optional(),
     }),
   ),
@@ -60,14 +129,14 @@ const Port = (min: number) => z.number().int().min(min).max(65535);
 /** One entry of com.docker.network.portmap (Go's types.PortBinding). */
 export const PortBindingSchema = z
   .object({
-    Proto: z.union([z.literal(6), z.literal(17), z.literal(132)], { message: 'expected an IP protocol number: 6 (tcp), 17 (udp) or 132 (sctp)' }),
+    Proto: z.union([z.literal(6), z.literal(17), z.literal(132)], { error: 'expected an IP protocol number: 6 (tcp), 17 (udp) or 132 (sctp)' }),
     IP: z.string().optional(),
     Port: Port(1),
     HostIP: z.string().optional(),
     HostPort: Port(0).default(0),
     HostPortEnd: Port(0).default(0),
   })
-  .refine((b) => b.HostPortEnd === 0 || b.HostPortEnd >= b.HostPort, { message: 'HostPortEnd is below HostPort', path: ['HostPortEnd'] })
+  .refine((b) => b.HostPortEnd === 0 || b.HostPortEnd >= b.HostPort, { error: 'HostPortEnd is below HostPort', path: ['HostPortEnd'] })
   .transform((b) => ({ proto: PROTOCOLS[b.Proto], port: b.Port, hostIp: b.HostIP ?? '', hostPort: b.HostPort, hostPortEnd: b.HostPortEnd }));
 
 export const ProgramExternalConnectivitySchema = z.object({

@@ -1,9 +1,15 @@
 import type { CollectionName, Collections } from './records';
 
+/** Writing one record; `put` keeps collection and value types together where ops are made. */
+export interface PutOp<C extends CollectionName = CollectionName> {
+  kind: 'put';
+  collection: C;
+  key: string;
+  value: Collections[C];
+}
+
 /** One change in a commit. */
-export type StoreOp =
-  | { [C in CollectionName]: { kind: 'put'; collection: C; key: string; value: Collections[C] } }[CollectionName]
-  | { kind: 'delete'; collection: CollectionName; key: string };
+export type StoreOp = PutOp | { kind: 'delete'; collection: CollectionName; key: string };
 
 /**
  * The state store. Callers keep their working state in memory, loaded once at start with {@link Store.all}, and
@@ -18,8 +24,8 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export function put<C extends CollectionName>(collection: C, key: string, value: Collections[C]): StoreOp {
-  return { kind: 'put', collection, key, value } as StoreOp;
+export function put<C extends CollectionName>(collection: C, key: string, value: Collections[C]): PutOp<C> {
+  return { kind: 'put', collection, key, value };
 }
 
 export function del(collection: CollectionName, key: string): StoreOp {

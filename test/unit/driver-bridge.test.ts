@@ -9,7 +9,7 @@ describe('bridge network lifecycle', () => {
     await driver.createNetwork(netReq());
     const br = kernel.linkMap.get('tsbr-aaaaaaaaaa');
     expect(br).toMatchObject({ kind: 'bridge', up: true, addresses: ['172.28.5.254/16'] });
-    expect(br!.mac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    expect(br?.mac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
     expect(kernel.sysctls.get('net/ipv6/conf/tsbr-aaaaaaaaaa/disable_ipv6')).toBe('1');
     expect(kernel.firewall.networks.has('tsbr-aaaaaaaaaa')).toBe(true);
     const nets = await store.all('network');
@@ -36,7 +36,7 @@ describe('bridge network lifecycle', () => {
     await driver.createNetwork(
       netReq({ enableIPv6: true, ipv6: [{ addressSpace: 'tsnet-local', pool: 'fd00:1::/64', gateway: 'fd00:1::1/64', auxAddresses: {} }] }),
     );
-    expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')!.addresses).toEqual(['172.28.5.254/16', 'fd00:1::1/64']);
+    expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')?.addresses).toEqual(['172.28.5.254/16', 'fd00:1::1/64']);
     expect(kernel.sysctls.get('net/ipv6/conf/tsbr-aaaaaaaaaa/accept_ra')).toBe('0');
     await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16', addressIPv6: 'fd00:1::2/64' }, options: {} });
     const j = await driver.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/x', options: {} });
@@ -70,7 +70,7 @@ describe('bridge network lifecycle', () => {
     const { kernel, driver } = await setup();
     kernel.addForeignLink('br-user');
     await driver.createNetwork(netReq({ driverOptions: { 'com.docker.network.bridge.name': 'br-user' } }));
-    expect(kernel.linkMap.get('br-user')!.addresses).toEqual(['172.28.5.254/16']);
+    expect(kernel.linkMap.get('br-user')?.addresses).toEqual(['172.28.5.254/16']);
     await driver.deleteNetwork(NID);
     await driver.drain();
     expect(kernel.linkMap.get('br-user')).toMatchObject({ addresses: [] });
@@ -123,7 +123,7 @@ describe('bridge endpoints', () => {
     await driver.createNetwork(netReq());
     const reply = await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16', macAddress: '02:42:AC:1C:05:02' }, options: {} });
     expect(reply).toEqual({});
-    expect(kernel.linkMap.get('tscbbbbbbbbbbbb')!.mac).toBe('02:42:ac:1c:05:02');
+    expect(kernel.linkMap.get('tscbbbbbbbbbbbb')?.mac).toBe('02:42:ac:1c:05:02');
   });
 
   test.each([
@@ -163,7 +163,7 @@ describe('bridge endpoints', () => {
     await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '172.28.5.2/16' }, options: {} });
     const j = await driver.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/abc', options: {} });
     expect(j).toEqual({ srcName: 'tscbbbbbbbbbbbb', dstPrefix: 'lan', staticRoutes: [], disableGatewayService: true });
-    expect((await store.all('endpoint'))[0]!.sandboxKey).toBe('/var/run/docker/netns/abc');
+    expect((await store.all('endpoint'))[0].sandboxKey).toBe('/var/run/docker/netns/abc');
     await driver.leave(NID, EID);
     await driver.leave(NID, EID);
     await driver.deleteEndpoint(NID, EID);
@@ -279,7 +279,7 @@ describe('reconcile after a restart', () => {
     const changes = kernel.applied.slice(applied);
     expect(changes).toContainEqual({ op: 'addr.add', dev: 'tsbr-aaaaaaaaaa', cidr: '172.28.5.254/16' });
     expect(changes.filter((c) => c.op !== 'sysctl.set' && c.op !== 'addr.add')).toEqual([]);
-    expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')!.addresses).toEqual(['172.28.5.254/16']);
+    expect(kernel.linkMap.get('tsbr-aaaaaaaaaa')?.addresses).toEqual(['172.28.5.254/16']);
   });
 
   test.each([

@@ -12,7 +12,7 @@ import {
   SERIAL_OPTION,
 } from '../../src/ipam/contract';
 import { TsnetIpam, type TsnetIpamOptions } from '../../src/ipam/driver';
-import type { Store, StoreOp } from '../../src/store/contract';
+import { put, type Store, type StoreOp } from '../../src/store/contract';
 import { SqliteStore } from '../../src/store/sqlite';
 
 const stores: Store[] = [];
@@ -270,7 +270,7 @@ describe('requestAddress', () => {
     const { ipam } = await setup();
     const id = await newPool(ipam, pool);
     const got: string[] = [];
-    for (const _ of expected) got.push(await addr(ipam, id));
+    while (got.length < expected.length) got.push(await addr(ipam, id));
     expect(got).toEqual(expected);
     await expect(addr(ipam, id)).rejects.toThrow(code('TSN_NO_AVAILABLE_IPS'));
   });
@@ -431,6 +431,19 @@ describe('serial allocation', () => {
     await ipam.releaseAddress(id, '10.7.0.1');
     expect(await addr(ipam, id)).toBe('10.7.0.2/24');
     expect(await addr(ipam, id, '', { [SERIAL_OPTION]: 'false' })).toBe('10.7.0.1/24');
+  });
+});
+
+describe('pools stored before the special-use rule', () => {
+  test('a stored pool that a request would now be refused still loads, serves and is released', async () => {
+    const store = memoryStore();
+    const id = 'tsnet-local/127.5.0.0/16';
+    await store.commit([put('pool', id, { id, addressSpace: LOCAL_ADDRESS_SPACE, pool: '127.5.0.0/16', v6: false, refs: 1, options: {}, dynamic: false })]);
+    const { ipam } = await setup({}, store);
+    expect(await addr(ipam, id)).toBe('127.5.0.1/16');
+    await ipam.releasePool(id);
+    expect(await store.all('pool')).toEqual([]);
+    await expect(ipam.requestPool(poolReq('127.5.0.0/16'))).rejects.toThrow(code('TSN_INVALID_ADDRESS'));
   });
 });
 

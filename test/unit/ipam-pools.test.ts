@@ -1,18 +1,5 @@
-import {
-  addressAt,
-  contains,
-  dynamicRange,
-  hostRange,
-  offsetOf,
-  overlaps,
-  parseCidr,
-  parseDefaultPools,
-  parseIp,
-  parsePool,
-  pickDefaultPool,
-  reservedRole,
-  routeObstacles,
-} from '../../src/ipam/pools';
+import { dynamicRange, hostRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from '../../src/ipam/pools';
+import { addressAt, contains, offsetOf, overlaps, parseCidr, parseIp } from '../../src/netaddr';
 
 const cidr = (text: string) => parseCidr('test', text);
 

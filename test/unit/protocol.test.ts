@@ -1,49 +1,26 @@
-import fs from 'node:fs';
 import net from 'node:net';
-import type { Server } from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { TsnetDriver } from '../../src/driver/driver';
-import { TsnetIpam } from '../../src/ipam/driver';
-import { FakeKernel } from '../../src/kernel/fake';
-import { routes } from '../../src/protocol/routes';
-import { createApp, listenUnix } from '../../src/protocol/server';
-import { SqliteStore } from '../../src/store/sqlite';
-import { pluginCall, type PluginResponse } from '../harness/tsnet';
+import type { FakeKernel } from '../../src/kernel/fake';
+import type { SqliteStore } from '../../src/store/sqlite';
+import type { PluginResponse } from '../harness/tsnet';
+import { type PluginFixture, startPlugin } from './plugin-fixture';
 
 /** The whole remote API over a real unix socket, with the kernel faked: what dockerd sees, byte for byte. */
 const NID = '1'.repeat(64);
 const EID = '2'.repeat(64);
 
-let dir: string;
+let fx: PluginFixture;
 let socket: string;
-let server: Server;
 let store: SqliteStore;
 let kernel: FakeKernel;
-let driver: TsnetDriver;
 
 beforeEach(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-proto-'));
-  socket = path.join(dir, 'p.sock');
-  store = new SqliteStore(':memory:');
-  kernel = new FakeKernel();
-  driver = await TsnetDriver.load(store, kernel);
-  const ipam = await TsnetIpam.load(store, {
-    defaultPoolsV4: [{ base: '10.50.0.0/16', size: 24 }],
-    defaultPoolsV6: [{ base: 'fd99::/48', size: 64 }],
-    hostRoutes: () => Promise.resolve([]),
-  });
-  server = await listenUnix(createApp(routes(), { driver, ipam }, Promise.resolve()), socket);
+  fx = await startPlugin();
+  ({ socket, store, kernel } = fx);
 });
 
-afterEach(async () => {
-  await new Promise((r) => server.close(r));
-  await driver.stop(); // closes the sockets holding published host ports
-  await store.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+afterEach(() => fx.close());
 
-const call = (method: string, body: unknown = ''): Promise<PluginResponse> => pluginCall(socket, method, body);
+const call = (method: string, body: unknown = ''): Promise<PluginResponse> => fx.call(method, body);
 
 async function snapshot(): Promise<string> {
   const all = await Promise.all((['network', 'endpoint', 'pool', 'address'] as const).map((c) => store.all(c)));
@@ -142,10 +119,10 @@ describe('full sequence: network create, run, stop, rm', () => {
         expect.objectContaining({ proto: 'udp', containerPort: 53 }),
       ]),
     );
-    expect(((await store.all('endpoint'))[0]!.ports ?? []).map((p) => p.hostPort).sort()).toEqual(published.map((p) => p.hostPort).sort());
+    expect(((await store.all('endpoint'))[0].ports ?? []).map((p) => p.hostPort).sort()).toEqual(published.map((p) => p.hostPort).sort());
     for (let i = 0; i < 2; i++) expect((await call('NetworkDriver.RevokeExternalConnectivity', { NetworkID: NID, EndpointID: EID })).status).toBe(200);
     expect(kernel.firewall.ports.size).toBe(0);
-    expect((await store.all('endpoint'))[0]!.ports).toBeUndefined();
+    expect((await store.all('endpoint'))[0].ports).toBeUndefined();
 
     for (const m of ['NetworkDriver.DiscoverNew', 'NetworkDriver.DiscoverDelete']) {
       expect((await call(m, { DiscoveryType: 1, DiscoveryData: { Address: '10.0.0.7', self: false } })).status).toBe(200);

@@ -1,8 +1,7 @@
 import { tsnetError } from '../../errors';
 import type { KernelChange } from '../../kernel/contract';
 import { vethNamesFor } from '../../kernel/names';
-import { macForIPv4, randomMac } from '../../netaddr';
-import { subnetOf } from '../../ipam/pools';
+import { macForIPv4, onSubnet, randomMac, tryParseCidr, tryParseIfAddr } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
 
@@ -17,10 +16,24 @@ function checkEndpointOptions(options: Record<string, unknown>): void {
   }
 }
 
-function checkInSubnets(field: string, cidr: string | undefined, subnets: BridgeNetworkRecord['ipv4']): void {
+/**
+ * The address must be an address of one of the network's subnets with that subnet's prefix length: the kernel
+ * derives the container's on-link route from it. Compared as parsed values, never as text.
+ */
+function checkOnSubnet(field: string, cidr: string | undefined, subnets: BridgeNetworkRecord['ipv4']): void {
   if (cidr === undefined) return;
-  if (!subnetOf(cidr, subnets.map((s) => s.pool))) {
-    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.${field} "${cidr}" is in no subnet of the network (${subnets.map((s) => s.pool).join(', ') || 'none'})`);
+  const a = tryParseIfAddr(cidr);
+  // tryParseCidr: a record from before pools were parsed at the edge may hold anything.
+  const onPool = (text: string) => {
+    const pool = tryParseCidr(text);
+    return a !== undefined && pool !== undefined && onSubnet(pool, a);
+  };
+  const pools = subnets.map((s) => s.pool);
+  if (!pools.some(onPool)) {
+    throw tsnetError(
+      'TSN_INVALID_ADDRESS',
+      `Interface.${field} ${JSON.stringify(cidr)} is not an address of a subnet of the network with its prefix length (${pools.join(', ') || 'none'})`,
+    );
   }
 }
 
@@ -28,10 +41,10 @@ function checkInSubnets(field: string, cidr: string | undefined, subnets: Bridge
 export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface } {
   checkEndpointOptions(req.options);
   const { address, addressIPv6, macAddress } = req.iface;
-  checkInSubnets('Address', address, net.ipv4);
-  checkInSubnets('AddressIPv6', addressIPv6, net.ipv6);
+  checkOnSubnet('Address', address, net.ipv4);
+  checkOnSubnet('AddressIPv6', addressIPv6, net.ipv6);
   if (macAddress !== undefined && !MAC_RE.test(macAddress)) {
-    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress "${macAddress}": expected six hex pairs like 02:42:ac:11:00:02`);
+    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress ${JSON.stringify(macAddress)}: expected six hex pairs like 02:42:ac:11:00:02`);
   }
   const names = vethNamesFor(req.endpointId);
   const mac = (macAddress ?? (address !== undefined ? macForIPv4(address) : randomMac())).toLowerCase();

@@ -1,4 +1,3 @@
-import type { BridgeNetworkRecord } from '../../store/records';
 import type { NetworkMode } from '../mode';
 import { endpointLinks, endpointSetupChanges, planBridgeEndpoint } from './endpoint';
 import { bridgeJoinResponse } from './joinleave';
@@ -6,7 +5,7 @@ import { bridgePortWants } from './ports';
 import { bridgeFirewallView, bridgeRepairSteps, bridgeSetupSteps, planBridgeNetwork, releaseBridgeNetwork } from './network';
 
 /** Linux bridge + veth pairs, docker0's model. */
-export const bridgeMode: NetworkMode<BridgeNetworkRecord> = {
+export const bridgeMode: NetworkMode = {
   planNetwork: planBridgeNetwork,
   networkLinks: (net) => [net.bridge],
   setupSteps: (net, kernel) => bridgeSetupSteps(net, kernel.firewall),

@@ -1,5 +1,4 @@
-import { subnetOf } from '../../ipam/pools';
-import { addressOf } from '../../netaddr';
+import { addressOf, subnetOf } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord, SubnetRecord } from '../../store/records';
 import type { JoinResponse } from '../contract';
 import { parseBridgeOptions } from './options';

@@ -1,6 +1,5 @@
 import { tsnetError } from '../../errors';
-import { tryParseIp } from '../../ipam/pools';
-import { addressOf } from '../../netaddr';
+import { addressOf, tryParseIp } from '../../netaddr';
 import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
 import type { PortBinding } from '../contract';
 import type { PortWant } from '../port-allocator';
@@ -38,8 +37,9 @@ export function bridgePortWants(net: BridgeNetworkRecord, ep: EndpointRecord, bi
       }
       targets.push({ family: h.family, ...(h.any ? {} : { hostIp: h.ip }) });
     }
-    return targets
-      .filter((t) => containerIp[t.family])
-      .map((t) => ({ proto: b.proto, ...t, hostPorts, containerIp: containerIp[t.family] as string, containerPort: b.port }));
+    return targets.flatMap((t) => {
+      const ip = containerIp[t.family];
+      return ip ? [{ proto: b.proto, ...t, hostPorts, containerIp: ip, containerPort: b.port }] : [];
+    });
   });
 }
