@@ -5,6 +5,7 @@ import { describeChain } from './errors';
 import { installProcessGuard } from './guard';
 import { TsnetIpam } from './ipam/driver';
 import { Iproute2Kernel } from './kernel/iproute2';
+import { LinkWatcher } from './kernel/link-watch';
 import { NftFirewall } from './kernel/nftables';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
@@ -34,7 +35,9 @@ async function main(): Promise<void> {
  * Calls that need state wait for reconciliation; the handshake never waits (dockerd gives a plugin ~10 s).
  */
 async function serve(config: Config, lock: StateLock): Promise<void> {
-  const kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable), `tsnet:${config.nftTable}`);
+  // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
+  const links = () => kernel.links();
+  const kernel: Iproute2Kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
   const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
   const driver = await TsnetDriver.load(store, kernel);
   const ipam = await TsnetIpam.load(store, {
@@ -49,12 +52,15 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
 
   const start = performance.now();
   await driver.reconcile();
+  const watcher = new LinkWatcher(() => kernel.firewall.refreshDockerBridges());
+  watcher.start();
   markReady();
   const { networks, endpoints } = driver.state();
   log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - start) });
 
   const shutdown = (signal: string) => {
     log.info('tsnet stopping', { signal });
+    watcher.stop();
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
       driver

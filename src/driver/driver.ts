@@ -21,6 +21,7 @@ import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals, tearDown } from './teardown';
+import { ForwardingOwner } from './forwarding';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -53,12 +54,13 @@ export class TsnetDriver implements NetworkDriver {
   private constructor(
     private readonly store: Store,
     readonly kernel: Kernel,
+    private readonly forwarding: ForwardingOwner,
   ) {
     this.reaper = new LinkReaper(kernel.background, store);
   }
 
   static async load(store: Store, kernel: Kernel): Promise<TsnetDriver> {
-    const d = new TsnetDriver(store, kernel);
+    const d = new TsnetDriver(store, kernel, await ForwardingOwner.load(store, kernel));
     for (const n of await store.all('network')) d.networks.set(n.id, n);
     for (const e of await store.all('endpoint')) d.endpoints.set(e.id, e);
     return d;
@@ -91,7 +93,9 @@ export class TsnetDriver implements NetworkDriver {
       const mode = bridgeMode as NetworkMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
       const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
-      await this.recordThenBuild('network', this.networks, net, mode.setupSteps(net, this.kernel));
+      const steps = mode.setupSteps(net, this.kernel);
+      await this.forwarding.claim(steps);
+      await this.recordThenBuild('network', this.networks, net, steps);
       log.info('network created', { bridge: 'bridge' in net ? net.bridge : undefined, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
     });
   }
@@ -110,6 +114,8 @@ export class TsnetDriver implements NetworkDriver {
       await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
       this.networks.delete(networkId);
       for (const e of stale) this.endpoints.delete(e.id);
+      const noIcc = stale.flatMap((e) => this.noIccPorts(net, e));
+      if (noIcc.length > 0) await tearDown('releasing icc=false ports of stale endpoints', () => this.kernel.firewall.removeNoIccPorts(noIcc)).catch(logLeftover);
       const ports = stale.flatMap((e) => e.ports ?? []);
       if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
       for (const e of stale) this.ports.release(e.id);
@@ -142,6 +148,7 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.endpoints.get(endpointId)!;
       const net = this.networks.get(networkId);
       const links = net ? this.modeOf(net).endpointLinks(ep) : [];
+      if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
       this.reaper.schedule(links);
@@ -156,7 +163,8 @@ export class TsnetDriver implements NetworkDriver {
 
   /** The queued job re-checks: a network created since it was queued needs the base. */
   private async removeFirewallBaseIfUnused(): Promise<void> {
-    if (this.networks.size > 0) return;
+    // A forward guard keeps the table (with empty sets) after the last network: see forwarding.ts.
+    if (this.networks.size > 0 || this.forwarding.guarded) return;
     await this.kernel.firewall.removeBase();
   }
 
@@ -248,7 +256,18 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   private endpointSteps(net: NetworkRecord, ep: EndpointRecord): Step[] {
-    return [{ name: 'veth pair', changes: this.modeOf(net).endpointSetupChanges(net, ep) }];
+    const steps: Step[] = [{ name: 'veth pair', changes: this.modeOf(net).endpointSetupChanges(net, ep) }];
+    // enable_icc=false must hold without br_netfilter too: the firewall drops frames between such ports.
+    const ports = this.noIccPorts(net, ep);
+    const fw = this.kernel.firewall;
+    if (ports.length > 0) steps.push({ name: 'firewall: icc=false port', run: () => fw.addNoIccPorts(ports), undo: () => fw.removeNoIccPorts(ports) });
+    return steps;
+  }
+
+  /** The endpoint's bridge ports the firewall keeps apart (none on icc=true networks). */
+  private noIccPorts(net: NetworkRecord, ep: EndpointRecord): string[] {
+    const mode = this.modeOf(net);
+    return mode.firewallView(net).icc ? [] : mode.endpointLinks(ep);
   }
 
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
@@ -310,6 +329,7 @@ export class TsnetDriver implements NetworkDriver {
     }
     const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
     const fw = this.kernel.firewall;
+    await this.forwarding.restore();
     const wanted = new Set<string>();
     for (const net of this.networks.values()) {
       await withLogContext({ networkId: net.id }, async () => {
@@ -317,6 +337,7 @@ export class TsnetDriver implements NetworkDriver {
         for (const l of mode.networkLinks(net)) wanted.add(l);
         const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]!));
         if (steps.length === 0) return;
+        await this.forwarding.claim(steps);
         log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });
         await runSteps(this.kernel, `reconcile network ${net.id.slice(0, 12)}`, steps).catch((err: unknown) =>
           log.error('reconcile: network restore failed', { error: describeChain(err) }),
@@ -354,12 +375,16 @@ export class TsnetDriver implements NetworkDriver {
       await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
     }
     // One transaction makes the table exactly what the store implies: lost rules come back, stale ones go.
-    if (this.networks.size === 0) await fw.removeBase();
+    if (this.networks.size === 0 && !this.forwarding.guarded) await fw.removeBase();
     else {
       const eps = [...this.endpoints.values()];
       await fw.sync(
         [...this.networks.values()].map((n) => this.modeOf(n).firewallView(n)),
         eps.flatMap((e) => e.ports ?? []),
+        eps.flatMap((e) => {
+          const net = this.networks.get(e.networkId);
+          return net ? this.noIccPorts(net, e) : [];
+        }),
       );
       for (const e of eps) if (e.ports) await this.ports.restore(e.id, e.ports);
     }

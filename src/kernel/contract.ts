@@ -66,6 +66,17 @@ export interface FwNetwork {
   masquerade: boolean;
 }
 
+/** An address family as nftables names it (`meta nfproto`). */
+export type FwFamily = 'ipv4' | 'ipv6';
+
+/** Host facts the ruleset depends on beyond tsnet's own networks. */
+export interface FwHost {
+  /** Docker's own bridges present on the host (docker0, br-<12 hex>). */
+  dockerBridges: string[];
+  /** Families whose forwarding tsnet turned on (see the forward guard in firewall-render.ts). */
+  forwardGuard: FwFamily[];
+}
+
 /** One published port (a host port range is already resolved to one port). */
 export interface FwPort {
   proto: 'tcp' | 'udp' | 'sctp';
@@ -81,14 +92,24 @@ export interface FwPort {
  * and per port as single transactions. Removals are idempotent.
  */
 export interface Firewall {
-  /** Makes the table exactly what the state implies (base plus every element), in one transaction; hooks DOCKER-USER. */
-  sync(networks: FwNetwork[], ports: FwPort[]): Promise<void>;
+  /**
+   * Makes the table exactly what the state implies (base plus every element), in one transaction; hooks DOCKER-USER.
+   * `noIccPorts`: the bridge ports (host veth ends) of icc=false networks.
+   */
+  sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void>;
   /** Removes tsnet's table and its DOCKER-USER rule (when tsnet has no network left); a no-op when absent. */
   removeBase(): Promise<void>;
   addNetwork(n: FwNetwork): Promise<void>;
   removeNetwork(n: FwNetwork): Promise<void>;
   addPorts(ports: FwPort[]): Promise<void>;
   removePorts(ports: FwPort[]): Promise<void>;
+  /** Bridge ports of an icc=false network: frames between two of them are dropped even without br_netfilter. */
+  addNoIccPorts(ifnames: string[]): Promise<void>;
+  removeNoIccPorts(ifnames: string[]): Promise<void>;
+  /** Drops forwarding of the family that involves no tsnet or Docker bridge, from now on (tsnet enabled it). */
+  setForwardGuard(family: FwFamily): Promise<void>;
+  /** Re-reads Docker's bridges from the host links and updates the table when they changed. */
+  refreshDockerBridges(): Promise<void>;
 }
 
 export interface Kernel {
@@ -100,6 +121,8 @@ export interface Kernel {
   links(): Promise<LinkInfo[]>;
   link(name: string): Promise<LinkInfo | undefined>;
   routes(v6: boolean): Promise<RouteInfo[]>;
+  /** Reads a sysctl under /proc/sys (key as in sysctl.set), trimmed; undefined when the host has none by that key. */
+  readSysctl(key: string): Promise<string | undefined>;
   readonly firewall: Firewall;
   /** Tag every link this kernel creates carries (LinkInfo.owner), naming this tsnet instance. */
   readonly owner: string;

@@ -1,10 +1,12 @@
-import { type Firewall, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
+import { type Firewall, type FwFamily, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 
 /** In-memory firewall state for {@link FakeKernel}: networks by bridge and ports by their map key. */
 export class FakeFirewall implements Firewall {
   base = false;
   readonly networks = new Map<string, FwNetwork>();
   readonly ports = new Map<string, FwPort>();
+  readonly guard = new Set<FwFamily>();
+  readonly noIccPorts = new Set<string>();
   readonly calls: string[] = [];
 
   static portKey(p: FwPort): string {
@@ -27,11 +29,13 @@ export class FakeFirewall implements Firewall {
     throw new Error(failure);
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
+  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
     this.record('sync');
     this.base = true;
     this.networks.clear();
     this.ports.clear();
+    this.noIccPorts.clear();
+    for (const n of noIccPorts) this.noIccPorts.add(n);
     for (const n of networks) this.networks.set(n.bridge, n);
     for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
   }
@@ -40,6 +44,7 @@ export class FakeFirewall implements Firewall {
     this.base = false;
     this.networks.clear();
     this.ports.clear();
+    this.noIccPorts.clear();
   }
   async addNetwork(n: FwNetwork): Promise<void> {
     this.record('addNetwork', n.bridge);
@@ -60,6 +65,23 @@ export class FakeFirewall implements Firewall {
   async removePorts(ports: FwPort[]): Promise<void> {
     this.record('removePorts', String(ports.length));
     for (const p of ports) this.ports.delete(FakeFirewall.portKey(p));
+  }
+  async addNoIccPorts(ifnames: string[]): Promise<void> {
+    this.record('addNoIccPorts', ifnames.join(' '));
+    this.base = true;
+    for (const n of ifnames) this.noIccPorts.add(n);
+  }
+  async removeNoIccPorts(ifnames: string[]): Promise<void> {
+    this.record('removeNoIccPorts', ifnames.join(' '));
+    for (const n of ifnames) this.noIccPorts.delete(n);
+  }
+  async setForwardGuard(family: FwFamily): Promise<void> {
+    this.record('setForwardGuard', family);
+    this.base = true;
+    this.guard.add(family);
+  }
+  async refreshDockerBridges(): Promise<void> {
+    this.record('refreshDockerBridges');
   }
 }
 
@@ -179,6 +201,10 @@ export class FakeKernel implements Kernel {
         this.sysctls.set(c.key, c.value);
         return undefined;
     }
+  }
+
+  readSysctl(key: string): Promise<string | undefined> {
+    return Promise.resolve(this.sysctls.get(key));
   }
 
   links(): Promise<LinkInfo[]> {

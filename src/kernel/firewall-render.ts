@@ -1,4 +1,4 @@
-import type { FwNetwork, FwPort } from './contract';
+import type { FwFamily, FwHost, FwNetwork, FwPort } from './contract';
 import { safeToken } from './tokens';
 
 /**
@@ -19,6 +19,11 @@ const SETS: Array<[name: string, spec: string]> = [
   ['noicc', 'type ifname;'],
   ['internal', 'type ifname;'],
   ['masq', 'type ifname;'],
+  // Docker's own bridges (docker0, br-<12 hex>) as read from the host's links: nft cannot match a name pattern
+  // exactly, and a glob like "br-*" would also cut non-Docker uplinks such as br-lan.
+  ['dockerbr', 'type ifname;'],
+  // Families whose forwarding tsnet turned on: forwarding that involves no tsnet or Docker bridge is dropped there.
+  ['fwdguard', 'type nf_proto;'],
 ];
 const MAPS: Array<[name: string, spec: string]> = [
   ['dnat4', 'type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;'],
@@ -71,9 +76,12 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
     [
       'localnet',
       'type filter hook prerouting priority raw; policy accept;',
-      // route_localnet makes the bridge accept 127/8 destinations; only the host itself may use that.
-      // Destination first: the common packet fails the cheap compare before any set lookup.
-      ['ip daddr 127.0.0.0/8 iifname @bridges drop'],
+      // Before DNAT (raw): loopback addresses are the host's own. From anywhere but lo, a 127/8 or ::1 destination
+      // is a neighbour aiming at ports published on 127.0.0.1 through the host's MAC (prerouting's `fib daddr type
+      // local` would DNAT it), or a container using its bridge's route_localnet. Destination first: the common
+      // packet fails the cheap compare before any other match.
+      // A 127/8 source from a container is accepted by the kernel because of route_localnet: spoofed loopback.
+      ['ip daddr 127.0.0.0/8 iifname != "lo" drop', 'ip6 daddr ::1 iifname != "lo" drop', 'ip saddr 127.0.0.0/8 iifname @bridges drop'],
     ],
     [
       'forward',
@@ -91,10 +99,12 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
         'oifname @internal drop',
         // Nothing else enters a tsnet network: not another network, not the LAN by direct routing.
         'oifname @bridges drop',
-        // Docker's own bridge networks are off limits too (their names: docker0, br-<id>).
-        'iifname @bridges oifname "docker0" drop',
-        'iifname @bridges oifname "br-*" drop',
+        // Docker's own bridge networks are off limits too.
+        'iifname @bridges oifname @dockerbr drop',
         `iifname @bridges ${accept}`,
+        // Where tsnet turned forwarding on, the host must not become a router between its other interfaces (dockerd
+        // sets FORWARD to DROP when it is the one enabling forwarding; Docker's bridges are left to its rules).
+        'meta nfproto @fwdguard iifname != @dockerbr oifname != @dockerbr drop',
       ],
     ],
   ];
@@ -103,6 +113,7 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
     ...SETS.map(([n, spec]) => `add set ${T} ${n} { ${spec} }`),
     ...MAPS.map(([n, spec]) => `add map ${T} ${n} { ${spec} }`),
     ...chains.flatMap(([n, hook, rules]) => [`add chain ${T} ${n} { ${hook} }`, `flush chain ${T} ${n}`, ...rules.map((r) => `add rule ${T} ${n} ${r}`)]),
+    ...renderBridgeTable(mark, table),
   ].join('\n');
 }
 
@@ -110,8 +121,32 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
 const nftValue = (v: string | number): string => safeToken(v, 'nft');
 const nftName = (name: string): string => `"${nftValue(name)}"`;
 
-function element(table: string, op: Op, set: string, items: string[]): string[] {
-  return items.length === 0 ? [] : [`${op} element inet ${nftValue(table)} ${set} { ${items.join(', ')} }`];
+function element(table: string, op: Op, set: string, items: string[], family: 'inet' | 'bridge' = 'inet'): string[] {
+  return items.length === 0 ? [] : [`${op} element ${family} ${nftValue(table)} ${set} { ${items.join(', ')} }`];
+}
+
+/**
+ * enable_icc=false without br_netfilter: bridged frames never reach the inet table, so the bridge family drops
+ * frames between two ports of icc=false networks (bridge ports, by name: this kernel has no `meta ibrname`). With
+ * br_netfilter (bridge-nf-call-iptables=1) the inet forward chain sees bridged frames first (brnf hooks at
+ * priority 0); what it accepts carries the mark — a published port hairpinned to a neighbour, which br_netfilter
+ * *bridges* after DNAT instead of routing — and passes here. (Bridge port isolation cannot make that exception.)
+ */
+function renderBridgeTable(mark: number, table: string): string[] {
+  const T = `bridge ${table}`;
+  return [
+    `add table ${T}`,
+    `add set ${T} noiccports { type ifname; }`,
+    `add chain ${T} forward { type filter hook forward priority 100; policy accept; }`,
+    `flush chain ${T} forward`,
+    // IP only: ARP between members stays possible, as with Docker's icc=false (a bridged hairpin reply needs it).
+    `add rule ${T} forward meta protocol { ip, ip6 } iifname @noiccports oifname @noiccports meta mark and ${markHex(mark)} != ${markHex(mark)} drop`,
+  ];
+}
+
+/** Bridge ports (host veth ends) of icc=false networks. */
+export function renderNoIccPorts(op: Op, ifnames: readonly string[], table = DEFAULT_TABLE): string[] {
+  return element(table, op, 'noiccports', ifnames.map(nftName), 'bridge');
 }
 
 /** Elements describing one network. */
@@ -139,15 +174,31 @@ export function renderPorts(op: Op, ports: FwPort[], table = DEFAULT_TABLE): str
   });
 }
 
+/** Replaces the set of Docker's bridges (one transaction with whatever it is sent with). */
+export function renderDockerBridges(names: readonly string[], table = DEFAULT_TABLE): string[] {
+  return [`flush set inet ${table} dockerbr`, ...element(table, 'add', 'dockerbr', names.map(nftName))];
+}
+
+/** Turns on the forward guard of a family (tsnet enabled its forwarding). */
+export function renderForwardGuard(family: FwFamily, table = DEFAULT_TABLE): string[] {
+  return element(table, 'add', 'fwdguard', [family]);
+}
+
+export const NO_HOST: FwHost = { dockerBridges: [], forwardGuard: [] };
+
 /**
  * Everything the given state implies, in one transaction: base, then every set emptied and refilled. Used at start
  * so a ruleset lost or changed behind tsnet's back converges to exactly the store's view.
  */
-export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE): string {
+export function renderFull(mark: number, networks: FwNetwork[], ports: FwPort[], table = DEFAULT_TABLE, host: FwHost = NO_HOST, noIccPorts: readonly string[] = []): string {
   return [
     renderBase(mark, table),
     ...SETS.map(([n]) => `flush set inet ${table} ${n}`),
     ...MAPS.map(([n]) => `flush map inet ${table} ${n}`),
+    `flush set bridge ${table} noiccports`,
+    ...element(table, 'add', 'dockerbr', host.dockerBridges.map(nftName)),
+    ...renderNoIccPorts('add', noIccPorts, table),
+    ...host.forwardGuard.flatMap((f) => renderForwardGuard(f, table)),
     ...networks.flatMap((n) => renderNetwork('add', n, table)),
     ...renderPorts('add', ports, table),
   ].join('\n');

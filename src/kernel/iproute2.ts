@@ -155,6 +155,10 @@ export class Iproute2Kernel implements Kernel {
     }
   }
 
+  readSysctl(key: string): Promise<string | undefined> {
+    return fs.readFile(`/proc/sys/${key}`, 'utf8').then((v) => v.trim(), () => undefined);
+  }
+
   async links(): Promise<LinkInfo[]> {
     return this.readLinks([]);
   }

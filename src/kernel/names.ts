@@ -51,3 +51,15 @@ const GENERATED: Array<{ re: RegExp; kind: string }> = [
 export function isGeneratedLink(link: { name: string; kind: string }): boolean {
   return GENERATED.some((g) => g.kind === link.kind && g.re.test(link.name));
 }
+
+/**
+ * Docker's own bridges, by its naming rule: docker0 and `br-` + the first 12 hex digits of the network id. Exact,
+ * so a host's own uplink bridge named br-lan or br-ex is never taken for one.
+ */
+export function isDockerBridge(link: { name: string; kind: string }): boolean {
+  return link.kind === 'bridge' && isDockerBridgeName(link.name);
+}
+
+export function isDockerBridgeName(name: string): boolean {
+  return name === 'docker0' || /^br-[0-9a-f]{12}$/.test(name);
+}

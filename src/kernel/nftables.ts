@@ -1,12 +1,27 @@
 import { tsnetError } from '../errors';
 import { log, since } from '../log';
-import type { Firewall, FwNetwork, FwPort } from './contract';
-import { execFileInput } from './exec';
-import { DEFAULT_TABLE, renderBase, renderFull, renderNetwork, renderPorts } from './firewall-render';
+import type { Firewall, FwFamily, FwNetwork, FwPort, LinkInfo } from './contract';
+import { execFileInput, type ExecResult } from './exec';
+import { DEFAULT_TABLE, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
+import { isDockerBridge } from './names';
 
 const NFT = 'nft';
 const IPTABLES = ['iptables', 'ip6tables'] as const;
+/** What nft says when the table, a set or a map (or an element being deleted) does not exist. */
 const GONE = /No such file or directory/;
+
+export type ExecFn = (file: string, args: string[], input?: string) => Promise<ExecResult>;
+
+export interface NftFirewallDeps {
+  /** Runs nft/iptables (unit tests inject a stub; they never run the real tools). */
+  exec?: ExecFn;
+  /** The host's links, to find Docker's bridges; without it the dockerbr set stays empty. */
+  links?: () => Promise<LinkInfo[]>;
+}
+
+function portKey(p: FwPort): string {
+  return `${p.hostIp ?? '*'}/${p.proto}/${p.hostPort}/${p.containerIp.includes(':') ? 6 : 4}`;
+}
 
 /**
  * tsnet's firewall: the table rendered by firewall-render.ts, changed by element adds and deletes in atomic
@@ -15,77 +30,177 @@ const GONE = /No such file or directory/;
  * In nftables an accept is final only within its own base chain: dockerd's `ip filter FORWARD` (policy DROP when
  * dockerd enabled forwarding itself) still sees the packet. So tsnet marks what it accepts, and keeps exactly one
  * rule in dockerd's supported hook, DOCKER-USER, that accepts that mark.
+ *
+ * It keeps in memory what its table holds, so a table deleted behind its back (`nft flush ruleset`, a firewalld
+ * reload) is rebuilt whole, in the transaction of the change that found it missing.
  */
 export class NftFirewall implements Firewall {
-  /** The base ruleset and hook are known to be in place (set by this process; reset by removeBase). */
+  /** The base ruleset and hook are known to be in place (set by this process; reset by removeBase or a lost table). */
   private baseReady = false;
+  private readonly networks = new Map<string, FwNetwork>();
+  private readonly ports = new Map<string, FwPort>();
+  private readonly noIccPorts = new Set<string>();
+  private dockerBridges: string[] = [];
+  private readonly guard = new Set<FwFamily>();
+  private readonly exec: ExecFn;
 
   constructor(
     private readonly mark: number,
     private readonly table = DEFAULT_TABLE,
-  ) {}
+    private readonly deps: NftFirewallDeps = {},
+  ) {
+    this.exec = deps.exec ?? execFileInput;
+  }
 
   private get markHex(): string {
     return `0x${this.mark.toString(16).padStart(8, '0')}`;
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[]): Promise<void> {
-    await this.nft(renderFull(this.mark, networks, ports, this.table));
-    await this.ensureDockerUserHook();
-    this.baseReady = true;
+  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
+    this.networks.clear();
+    this.ports.clear();
+    this.noIccPorts.clear();
+    for (const n of noIccPorts) this.noIccPorts.add(n);
+    for (const n of networks) this.networks.set(n.bridge, n);
+    for (const p of ports) this.ports.set(portKey(p), p);
+    await this.readDockerBridges();
+    await this.rebuild();
   }
 
   async removeBase(): Promise<void> {
     this.baseReady = false;
-    await this.nft(`delete table inet ${this.table}`, GONE);
+    this.networks.clear();
+    this.ports.clear();
+    this.noIccPorts.clear();
+    // Both tables in one transaction (one nft run); when one is already gone, each on its own.
+    await this.remove([`delete table inet ${this.table}`, `delete table bridge ${this.table}`]);
     for (const bin of IPTABLES) {
-      const del = await execFileInput(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
+      const del = await this.exec(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
       if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule().join(' ')}` });
     }
   }
 
   async addNetwork(n: FwNetwork): Promise<void> {
-    await this.add(renderNetwork('add', n, this.table));
+    // Docker's bridges are re-read with each network (the link watcher keeps them current in between).
+    const docker = await this.readDockerBridges();
+    this.networks.set(n.bridge, n);
+    await this.add([...(docker ? renderDockerBridges(this.dockerBridges, this.table) : []), ...renderNetwork('add', n, this.table)], () => this.networks.delete(n.bridge));
   }
 
   removeNetwork(n: FwNetwork): Promise<void> {
+    this.networks.delete(n.bridge);
     return this.remove(renderNetwork('delete', n, this.table));
   }
 
   addPorts(ports: FwPort[]): Promise<void> {
-    return this.add(renderPorts('add', ports, this.table));
+    const fresh = ports.filter((p) => !this.ports.has(portKey(p)));
+    for (const p of fresh) this.ports.set(portKey(p), p);
+    return this.add(renderPorts('add', ports, this.table), () => fresh.forEach((p) => this.ports.delete(portKey(p))));
   }
 
   removePorts(ports: FwPort[]): Promise<void> {
+    for (const p of ports) this.ports.delete(portKey(p));
     return this.remove(renderPorts('delete', ports, this.table));
   }
 
-  /** Adds elements; the first change since start (or since the table went) brings the base in the same transaction. */
-  private async add(lines: string[]): Promise<void> {
+  addNoIccPorts(ifnames: string[]): Promise<void> {
+    const fresh = ifnames.filter((n) => !this.noIccPorts.has(n));
+    for (const n of fresh) this.noIccPorts.add(n);
+    return this.add(renderNoIccPorts('add', ifnames, this.table), () => fresh.forEach((n) => this.noIccPorts.delete(n)));
+  }
+
+  removeNoIccPorts(ifnames: string[]): Promise<void> {
+    for (const n of ifnames) this.noIccPorts.delete(n);
+    return this.remove(renderNoIccPorts('delete', ifnames, this.table));
+  }
+
+  async setForwardGuard(family: FwFamily): Promise<void> {
+    if (this.guard.has(family)) return;
+    this.guard.add(family);
+    await this.add(renderForwardGuard(family, this.table), () => this.guard.delete(family));
+  }
+
+  async refreshDockerBridges(): Promise<void> {
+    if (!(await this.readDockerBridges())) return;
+    // Before the first change there is no table to update; the base brings the set with it.
+    if (this.baseReady) await this.add(renderDockerBridges(this.dockerBridges, this.table), () => undefined);
+  }
+
+  /** Re-reads Docker's bridges from the host; true when the list changed. */
+  private async readDockerBridges(): Promise<boolean> {
+    if (!this.deps.links) return false;
+    const names = (await this.deps.links()).filter(isDockerBridge).map((l) => l.name).sort();
+    if (names.join(' ') === this.dockerBridges.join(' ')) return false;
+    this.dockerBridges = names;
+    log.debug('docker bridges', { bridges: names });
+    return true;
+  }
+
+  /**
+   * Adds elements. Without the base (first change, or after removeBase) the whole table goes in one transaction;
+   * when nft says the table or a set is gone (deleted behind tsnet's back) it is rebuilt the same way, once.
+   * `undo` forgets the change in memory when it could not be made.
+   */
+  private async add(lines: string[], undo: () => void): Promise<void> {
+    try {
+      if (this.baseReady) {
+        if (lines.length === 0) return;
+        const res = await this.run(lines.join('\n'));
+        if (res.code === 0) return;
+        if (!GONE.test(res.stderr)) throw this.failure(res, lines.join('\n'));
+        log.warn('firewall table or set missing (removed behind tsnet\'s back); rebuilding it', { table: this.table });
+        this.baseReady = false;
+      }
+      await this.rebuild();
+    } catch (err) {
+      undo();
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes elements as one transaction. If some are already gone: when the whole table went, it is rebuilt from
+   * what remains (nothing left to delete, and the rest of the rules come back); else the rest one by one.
+   */
+  private async remove(lines: string[]): Promise<void> {
     if (lines.length === 0) return;
-    if (this.baseReady) return this.nft(lines.join('\n'));
-    await this.nft([renderBase(this.mark, this.table), ...lines].join('\n'));
+    const res = await this.run(lines.join('\n'));
+    if (res.code === 0) return;
+    if (!GONE.test(res.stderr)) throw this.failure(res, lines.join('\n'));
+    if (this.baseReady && !(await this.tableExists())) {
+      log.warn('firewall table missing (removed behind tsnet\'s back); rebuilding it', { table: this.table });
+      this.baseReady = false;
+      return this.rebuild();
+    }
+    for (const line of lines) await this.nft(line, GONE);
+  }
+
+  /** The whole table from memory in one transaction (base, every set refilled), then the DOCKER-USER hook. */
+  private async rebuild(): Promise<void> {
+    const host = { dockerBridges: this.dockerBridges, forwardGuard: [...this.guard].sort() };
+    await this.nft(renderFull(this.mark, [...this.networks.values()], [...this.ports.values()], this.table, host, [...this.noIccPorts].sort()));
     await this.ensureDockerUserHook();
     this.baseReady = true;
   }
 
-  /** Deletes elements as one transaction; if some are already gone, the rest one by one (idempotent removal). */
-  private async remove(lines: string[]): Promise<void> {
-    if (lines.length === 0) return;
-    try {
-      await this.nft(lines.join('\n'));
-    } catch (err) {
-      if (!GONE.test(String((err as Error).message))) throw err;
-      for (const line of lines) await this.nft(line, GONE);
-    }
+  private async tableExists(): Promise<boolean> {
+    return (await this.exec(NFT, ['list', 'table', 'inet', this.table])).code === 0;
+  }
+
+  private async run(script: string): Promise<ExecResult> {
+    const start = performance.now();
+    const res = await this.exec(NFT, ['-f', '-'], script + '\n');
+    if (res.code === 0) log.debug('firewall change', { script, ms: since(start) });
+    return res;
+  }
+
+  private failure(res: ExecResult, script: string): Error {
+    return tsnetError('TSN_KERNEL', `nft: ${res.stderr.trim().split('\n')[0]} (${script.split('\n').length} line script)`, new Error(res.stderr));
   }
 
   private async nft(script: string, tolerate?: RegExp): Promise<void> {
-    const start = performance.now();
-    const res = await execFileInput(NFT, ['-f', '-'], script + '\n');
-    if (res.code !== 0 && tolerate?.test(res.stderr)) return;
-    if (res.code !== 0) throw tsnetError('TSN_KERNEL', `nft: ${res.stderr.trim().split('\n')[0]} (${script.split('\n').length} line script)`, new Error(res.stderr));
-    log.debug('firewall change', { script, ms: since(start) });
+    const res = await this.run(script);
+    if (res.code !== 0 && !tolerate?.test(res.stderr)) throw this.failure(res, script);
   }
 
   private hookRule(): string[] {
@@ -101,11 +216,11 @@ export class NftFirewall implements Firewall {
   private async ensureDockerUserHook(): Promise<void> {
     const rule = this.hookRule();
     for (const bin of IPTABLES) {
-      const exists = await execFileInput(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
+      const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
       if (!exists || exists.code !== 0) continue;
-      const check = await execFileInput(bin, ['-w', '-t', 'filter', '-C', ...rule]);
+      const check = await this.exec(bin, ['-w', '-t', 'filter', '-C', ...rule]);
       if (check.code === 0) continue;
-      const ins = await execFileInput(bin, ['-w', '-t', 'filter', '-I', ...rule]);
+      const ins = await this.exec(bin, ['-w', '-t', 'filter', '-I', ...rule]);
       if (ins.code !== 0) throw tsnetError('TSN_KERNEL', `${bin} -I ${rule.join(' ')}: ${ins.stderr.trim()}`);
       log.debug('firewall change', { cmd: `${bin} -I ${rule.join(' ')}` });
     }

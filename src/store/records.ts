@@ -91,6 +91,18 @@ export interface TombstoneRecord {
   createdAt: string;
 }
 
+/**
+ * A host sysctl tsnet switched on that was off before (IP forwarding), keyed by the sysctl key. It outlives every
+ * network: tsnet never switches forwarding off again, so what it guards (see driver/forwarding.ts) must stay guarded.
+ */
+export interface HostSysctlRecord {
+  /** Under /proc/sys, e.g. 'net/ipv4/ip_forward'. */
+  key: string;
+  /** The value before tsnet changed it. */
+  before: string;
+  changedAt: string;
+}
+
 /** Collections and the record type each holds. */
 export interface Collections {
   tombstone: TombstoneRecord;
@@ -98,6 +110,7 @@ export interface Collections {
   endpoint: EndpointRecord;
   pool: PoolRecord;
   address: AddressRecord;
+  host: HostSysctlRecord;
 }
 
 export type CollectionName = keyof Collections;

@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { BUSYBOX_IMAGE } from '../harness/busybox';
-import { eventually, run, runOk, spawnDaemon, terminate } from '../harness/exec';
+import { eventually, run, runOk, sleep, spawnDaemon, terminate } from '../harness/exec';
 import { describeE2E, nftTableExists } from '../harness/host';
 import { makePeer, type Peer, removePeer } from '../harness/lan';
 import { type E2EEnv, pluginCall, setupE2E } from '../harness/tsnet';
@@ -238,7 +238,13 @@ function suite(iptables: boolean): void {
 
   test('after docker rm and docker network rm the ruleset is exactly as before', async () => {
     const ruleset = async () => (await runOk('nft', ['list', 'ruleset'])).stdout.replace(/packets \d+ bytes \d+/g, '');
-    const before = await ruleset();
+    // DeleteNetwork answers before the firewall base goes (a background job): let the last test's teardown settle.
+    let before = await ruleset();
+    for (let prev = ''; prev !== before; ) {
+      prev = before;
+      await sleep(500);
+      before = await ruleset();
+    }
     await net('rules', '172.28.0.0/16', '--ipv6', '--subnet', 'fd00:7473:28::/64');
     await runC('r1', ['--network', 'rules', '-p', '8086:80', '-p', '127.0.0.1:8087:80/udp'], HTTPD);
     expect(await nftTableExists('inet', env.name)).toBe(true);

@@ -114,6 +114,10 @@ export interface TsnetOptions {
   env?: NodeJS.ProcessEnv;
   /** How long `start()` waits for Plugin.Activate to answer 200; default 15 s. */
   readyTimeoutMs?: number;
+  /** Socket path instead of {@link pluginSocketPath}(name) (a tsnet no dockerd is meant to find). */
+  socket?: string;
+  /** Runs tsnet inside this named network namespace (`ip netns exec`), which then stands in for the host. */
+  netns?: string;
 }
 
 /** Grace between SIGTERM and SIGKILL when stopping tsnet. */
@@ -130,7 +134,7 @@ export class TsnetProcess {
 
   constructor(private readonly opts: TsnetOptions) {
     this.name = opts.name;
-    this.socket = pluginSocketPath(opts.name);
+    this.socket = opts.socket ?? pluginSocketPath(opts.name);
     this.fwMark = 1 << (8 + (Array.from(opts.name, (c) => c.charCodeAt(0)).reduce((h, c) => h + c, 0) % 8));
   }
 
@@ -146,7 +150,9 @@ export class TsnetProcess {
     // Its own nftables table (named like the plugin) and mark bit, so a test's tsnet and its DOCKER-USER rule never
     // stand in for another tsnet's on the same host.
     const args = [MAIN_JS, '--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, '--fw-mark', `0x${this.fwMark.toString(16)}`, ...(this.opts.extraArgs ?? [])];
-    const child = spawnDaemon(process.execPath, args, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
+    // `ip netns exec` execs node in place, so the child is tsnet itself (signals reach it directly).
+    const [cmd, argv] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, ...args]] : [process.execPath, args];
+    const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
     const timeoutMs = this.opts.readyTimeoutMs ?? 15_000;
     try {

@@ -2,8 +2,8 @@ import { spawnSync } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import path from 'path';
-import type { FwNetwork, FwPort } from '../../src/kernel/contract';
-import { DEFAULT_TABLE, renderBase, renderFull, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
+import type { FwHost, FwNetwork, FwPort } from '../../src/kernel/contract';
+import { DEFAULT_TABLE, NO_HOST, renderBase, renderDockerBridges, renderForwardGuard, renderFull, renderNoIccPorts, renderNetwork, renderPorts } from '../../src/kernel/firewall-render';
 
 const TABLE = `inet ${DEFAULT_TABLE}`;
 /** The published-port accept, guarded on both sides against internal networks. */
@@ -29,6 +29,10 @@ interface Scenario {
   name: string;
   networks: FwNetwork[];
   ports: FwPort[];
+  /** Docker bridges on the host and forward guards (none when absent). */
+  host?: FwHost;
+  /** Bridge ports of icc=false networks. */
+  noIccPorts?: string[];
 }
 
 const BR1 = 'tsbr-0123456789';
@@ -48,7 +52,7 @@ function port(over: Partial<FwPort> = {}): FwPort {
 const SCENARIOS: Scenario[] = [
   { name: 'default', networks: [net()], ports: [] },
   { name: 'internal', networks: [net({ internal: true })], ports: [] },
-  { name: 'icc-off', networks: [net({ icc: false })], ports: [] },
+  { name: 'icc-off', networks: [net({ icc: false })], ports: [], noIccPorts: ['tsv0123456789a', 'tsv0123456789b'] },
   { name: 'no-masquerade', networks: [net({ masquerade: false })], ports: [] },
   { name: 'internal-icc-off', networks: [net({ internal: true, icc: false })], ports: [] },
   { name: 'ports-any-host', networks: [net()], ports: [port()] },
@@ -107,7 +111,17 @@ const SCENARIOS: Scenario[] = [
     networks: [net(), net({ bridge: BR2, internal: true })],
     ports: [port()],
   },
+  {
+    name: 'host-docker-bridges-guard',
+    networks: [net()],
+    ports: [port()],
+    host: { dockerBridges: ['docker0', 'br-0123456789ab'], forwardGuard: ['ipv4', 'ipv6'] },
+  },
 ];
+
+function full(s: Scenario): string {
+  return renderFull(MARK, s.networks, s.ports, DEFAULT_TABLE, s.host ?? NO_HOST, s.noIccPorts ?? []);
+}
 
 /** Network create, port publish, port unpublish, network delete: each section one `nft -f` transaction. */
 function renderSteps(s: Scenario): string {
@@ -192,7 +206,7 @@ describe('firewall golden files', () => {
 
   for (const s of SCENARIOS) {
     describe(s.name, () => {
-      test('full ruleset', () => expectGolden(`${s.name}.full.nft`, renderFull(MARK, s.networks, s.ports)));
+      test('full ruleset', () => expectGolden(`${s.name}.full.nft`, full(s)));
       test('incremental steps', () => expectGolden(`${s.name}.steps.nft`, renderSteps(s)));
     });
   }
@@ -209,8 +223,9 @@ test('another table name renders the same ruleset in that table (a second tsnet 
   const n = { bridge: 'tsbr-x', internal: false, icc: true, masquerade: true };
   const p = [{ proto: 'tcp' as const, hostPort: 80, containerIp: '10.0.0.2', containerPort: 80 }];
   const other = renderFull(0x2000000, [n], p, 'tsnet_b');
-  expect(other).toBe(renderFull(0x2000000, [n], p).split('inet tsnet ').join('inet tsnet_b ').replace(/inet tsnet$/m, 'inet tsnet_b'));
-  expect(other).not.toMatch(/inet tsnet /);
+  const renamed = renderFull(0x2000000, [n], p).replace(/(inet|bridge) tsnet( |$)/gm, '$1 tsnet_b$2');
+  expect(other).toBe(renamed);
+  expect(other).not.toMatch(/(inet|bridge) tsnet( |$)/m);
 });
 
 describe('firewall ruleset invariants', () => {
@@ -230,10 +245,47 @@ describe('firewall ruleset invariants', () => {
     expect(accepts.filter((r) => r.startsWith(DNAT_ACCEPT))).toHaveLength(1);
     expect(accepts.filter((r) => r.startsWith('iifname @bridges meta mark'))).toHaveLength(1);
     // The mark is set nowhere but on those accepts (nothing else reaches DOCKER-USER's final accept).
-    expect(baseLines.filter((l) => l.includes(MARK_HEX))).toHaveLength(4);
+    expect(baseLines.filter((l) => l.includes(`meta mark set meta mark or ${MARK_HEX}`))).toHaveLength(4);
+    // Read in one place only: the bridge-family icc=false drop lets through what the forward chain accepted.
+    expect(baseLines.filter((l) => l.includes(MARK_HEX) && !l.includes('meta mark set'))).toEqual([
+      `add rule bridge tsnet forward meta protocol { ip, ip6 } iifname @noiccports oifname @noiccports meta mark and ${MARK_HEX} != ${MARK_HEX} drop`,
+    ]);
     for (const [chain, rs] of rules) {
       if (chain !== 'forward') for (const r of rs) expect(r).not.toContain('meta mark');
     }
+  });
+
+  test('loopback destinations from anywhere but lo, and loopback sources from containers, drop before DNAT', () => {
+    const rules = rulesByChain(base);
+    expect(rules.get('localnet')).toEqual([
+      'ip daddr 127.0.0.0/8 iifname != "lo" drop',
+      'ip6 daddr ::1 iifname != "lo" drop',
+      'ip saddr 127.0.0.0/8 iifname @bridges drop',
+    ]);
+    // raw (-300) runs before conntrack and before the dstnat (-100) DNAT of published ports.
+    expect(base).toContain(`add chain ${TABLE} localnet { type filter hook prerouting priority raw; policy accept; }`);
+    expect(base).toContain(`add chain ${TABLE} prerouting { type nat hook prerouting priority dstnat; policy accept; }`);
+  });
+
+  test('no interface name glob anywhere: Docker bridges are an exact set, a br-lan uplink is not cut', () => {
+    expect(base).not.toMatch(/"[^"]*\*"/);
+    expect(renderDockerBridges(['docker0', 'br-0123456789ab'])).toEqual([
+      `flush set ${TABLE} dockerbr`,
+      `add element ${TABLE} dockerbr { "docker0", "br-0123456789ab" }`,
+    ]);
+    expect(renderDockerBridges([])).toEqual([`flush set ${TABLE} dockerbr`]);
+  });
+
+  test('icc=false without br_netfilter: a bridge-family chain after br_netfilter\'s hooks drops frames between listed ports', () => {
+    expect(base).toContain('add chain bridge tsnet forward { type filter hook forward priority 100; policy accept; }');
+    expect(renderNoIccPorts('add', ['tsvaaaaaaaaaaaa'])).toEqual(['add element bridge tsnet noiccports { "tsvaaaaaaaaaaaa" }']);
+    expect(renderNoIccPorts('delete', [])).toEqual([]);
+    expect(renderFull(MARK, [], [])).toContain('flush set bridge tsnet noiccports');
+  });
+
+  test('the forward guard is per family and off unless the host state turns it on', () => {
+    expect(renderForwardGuard('ipv6')).toEqual([`add element ${TABLE} fwdguard { ipv6 }`]);
+    for (const s of SCENARIOS) if (!s.host) expect(full(s)).not.toContain('element inet tsnet fwdguard');
   });
 
   test('the mark is rendered as a 32-bit hex constant', () => {
@@ -252,9 +304,12 @@ describe('firewall ruleset invariants', () => {
     const sameNet = idx('iifname . oifname @pairs meta mark');
     const outbound = idx('iifname @bridges meta mark');
     expect(noicc).toBeLessThan(sameNet);
-    for (const drop of ['iifname @internal drop', 'oifname @internal drop', 'oifname @bridges drop', 'iifname @bridges oifname "docker0" drop', 'iifname @bridges oifname "br-*" drop']) {
+    for (const drop of ['iifname @internal drop', 'oifname @internal drop', 'oifname @bridges drop', 'iifname @bridges oifname @dockerbr drop']) {
       expect(idx(drop)).toBeLessThan(outbound);
     }
+    // The forward guard is the last word: everything involving a tsnet bridge was decided before it.
+    expect(fwd[fwd.length - 1]).toBe('meta nfproto @fwdguard iifname != @dockerbr oifname != @dockerbr drop');
+    expect(idx('oifname @bridges drop')).toBeLessThan(fwd.length - 1);
     // Published ports stay reachable from members of an icc=false network (as through Docker's proxy), but the
     // accept can never carry traffic into or out of an internal network.
     expect(idx(DNAT_ACCEPT)).toBeLessThan(noicc);
@@ -281,7 +336,7 @@ describe('firewall ruleset invariants', () => {
       const m = /^add (set|map) inet tsnet (\S+) /.exec(l);
       return m ? [[m[1], m[2]] as const] : [];
     });
-    expect(declared.map(([, n]) => n).sort()).toEqual(['bridges', 'dnat4', 'dnat4any', 'dnat6', 'dnat6any', 'internal', 'masq', 'noicc', 'pairs']);
+    expect(declared.map(([, n]) => n).sort()).toEqual(['bridges', 'dnat4', 'dnat4any', 'dnat6', 'dnat6any', 'dockerbr', 'fwdguard', 'internal', 'masq', 'noicc', 'pairs']);
     const firstElement = full.findIndex((l) => l.includes(' element '));
     expect(firstElement).toBeGreaterThan(0);
     for (const [kind, n] of declared) {
@@ -293,10 +348,17 @@ describe('firewall ruleset invariants', () => {
 
   test('the full ruleset is the base followed by exactly the incremental adds', () => {
     for (const s of SCENARIOS) {
-      const full = renderFull(MARK, s.networks, s.ports);
-      expect(full.startsWith(`${base}\n`)).toBe(true);
-      const elements = full.split('\n').filter((l) => l.includes(' element '));
-      expect(elements).toEqual([...s.networks.flatMap((n) => renderNetwork('add', n)), ...renderPorts('add', s.ports)]);
+      const script = full(s);
+      expect(script.startsWith(`${base}\n`)).toBe(true);
+      const elements = script.split('\n').filter((l) => l.includes(' element '));
+      const host = s.host ?? NO_HOST;
+      expect(elements).toEqual([
+        ...renderDockerBridges(host.dockerBridges).filter((l) => l.includes(' element ')),
+        ...renderNoIccPorts('add', s.noIccPorts ?? []),
+        ...host.forwardGuard.flatMap((f) => renderForwardGuard(f)),
+        ...s.networks.flatMap((n) => renderNetwork('add', n)),
+        ...renderPorts('add', s.ports),
+      ]);
     }
   });
 
@@ -368,7 +430,7 @@ describe('firewall ruleset invariants', () => {
     expect(renderPorts('add', [])).toEqual([]);
     expect(renderPorts('delete', [])).toEqual([]);
     for (const s of SCENARIOS) {
-      for (const l of [...renderFull(MARK, s.networks, s.ports).split('\n'), ...renderSteps(s).split('\n')]) expect(l).not.toMatch(/\{\s*\}/);
+      for (const l of [...full(s).split('\n'), ...renderSteps(s).split('\n')]) expect(l).not.toMatch(/\{\s*\}/);
     }
   });
 
@@ -465,7 +527,7 @@ describeNft('firewall scripts pass nft -c (parsed and checked by the kernel, nev
 
   for (const s of SCENARIOS) {
     test(`${s.name}: full ruleset`, () => {
-      expect(nftCheck(`${s.name}.full`, renderFull(MARK, s.networks, s.ports))).toEqual({ status: 0, stderr: '' });
+      expect(nftCheck(`${s.name}.full`, full(s))).toEqual({ status: 0, stderr: '' });
     });
     test(`${s.name}: base + every incremental step in one batch`, () => {
       // Adds, then deletes of what was just added: the deletes only pass when their keys match the elements.

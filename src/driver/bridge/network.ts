@@ -7,6 +7,7 @@ import type { CreateNetworkRequest, IpamData } from '../contract';
 import type { Step } from '../steps';
 import { applyRemovals } from '../teardown';
 import { log } from '../../log';
+import { FORWARDING_SYSCTL } from '../forwarding';
 import { parseBridgeOptions } from './options';
 
 function subnet(d: IpamData): SubnetRecord {
@@ -66,12 +67,15 @@ export function bridgeFirewallView(net: BridgeNetworkRecord): FwNetwork {
   };
 }
 
-/** Host-wide forwarding a non-internal network needs (dockerd turns it on only with its own firewall enabled). */
+/**
+ * Host-wide forwarding a non-internal network needs (dockerd turns it on only with its own firewall enabled). The
+ * driver reads these before they run (driver/forwarding.ts): forwarding tsnet turns on is guarded.
+ */
 function forwardingChanges(net: BridgeNetworkRecord): KernelChange[] {
   if (net.internal) return [];
   return [
-    { op: 'sysctl.set', key: 'net/ipv4/ip_forward', value: '1' },
-    ...(net.enableIPv6 ? [{ op: 'sysctl.set' as const, key: 'net/ipv6/conf/all/forwarding', value: '1' }] : []),
+    { op: 'sysctl.set', key: FORWARDING_SYSCTL.ipv4, value: '1' },
+    ...(net.enableIPv6 ? [{ op: 'sysctl.set' as const, key: FORWARDING_SYSCTL.ipv6, value: '1' }] : []),
   ];
 }
 
