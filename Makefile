@@ -65,7 +65,7 @@ ESLINT := $(NODE) node_modules/eslint/bin/eslint.js
 PRETTIER := $(NODE) node_modules/prettier/bin/prettier.cjs
 # LINT_MODE=report lists lint findings without failing the build (exit 2, eslint itself failing, still does);
 # LINT_MODE=strict fails on any finding.
-LINT_MODE ?= report
+LINT_MODE ?= strict
 ifeq ($(filter strict report,$(LINT_MODE)),)
 $(error LINT_MODE must be strict or report, not "$(LINT_MODE)")
 endif

@@ -28,6 +28,8 @@ export const log = winston.createLogger({
   level: process.env.LOG_LEVEL ?? 'info',
   format: winston.format.combine(addContext(), winston.format.timestamp(), winston.format.json()),
   // stderr keeps stdout free for CLI output; dockerd's journal collects both for managed plugins.
+  // winston's Console transport is typed against another copy of TransportStream than the one it extends.
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment
   transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'verbose', 'silly'] })],
 });
 

@@ -28,6 +28,9 @@ function logLeftover(err: unknown): void {
   log.error('network teardown incomplete after its removal was committed', { error: describeChain(err) });
 }
 
+/** The data-plane modes by record mode: a new mode cannot compile without its entry. */
+const MODES: { [M in NetworkRecord['mode']]: NetworkMode } = { bridge: bridgeMode };
+
 /**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
  * mode's kernel steps. Ordering rule for crash safety: a record is committed before the kernel objects it
@@ -67,10 +70,7 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   private modeOf(net: NetworkRecord): NetworkMode {
-    switch (net.mode) {
-      case 'bridge':
-        return bridgeMode as NetworkMode;
-    }
+    return MODES[net.mode];
   }
 
   /** Snapshot of the state, for reconciliation and inspection. */
@@ -90,7 +90,7 @@ export class TsnetDriver implements NetworkDriver {
       // Links of deleted networks may still be on their way out (same bridge name), and a queued firewall base
       // removal must run before this network's elements go in.
       await this.reaper.flush();
-      const mode = bridgeMode as NetworkMode;
+      const mode = bridgeMode;
       const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
       const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
       const steps = mode.setupSteps(net, this.kernel);
@@ -145,7 +145,7 @@ export class TsnetDriver implements NetworkDriver {
       if (!found) return;
       // dockerd revokes first; after a crash of dockerd it may not have.
       if (found.ports) await this.unpublish(found);
-      const ep = this.endpoints.get(endpointId)!;
+      const ep = this.endpoints.get(endpointId) ?? found;
       const net = this.networks.get(networkId);
       const links = net ? this.modeOf(net).endpointLinks(ep) : [];
       if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
@@ -220,7 +220,7 @@ export class TsnetDriver implements NetworkDriver {
       const wants = net.internal || !mode.portWants ? [] : mode.portWants(net, ep, req.portBindings);
       if (ep.ports) await this.unpublish(ep);
       if (wants.length === 0) return;
-      const current = this.endpoints.get(ep.id)!;
+      const current = this.endpoints.get(ep.id) ?? ep;
       const ports = await this.ports.reserve(ep.id, wants);
       try {
         await this.saveEndpoint({ ...current, ports });
@@ -335,7 +335,7 @@ export class TsnetDriver implements NetworkDriver {
       await withLogContext({ networkId: net.id }, async () => {
         const mode = this.modeOf(net);
         for (const l of mode.networkLinks(net)) wanted.add(l);
-        const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]!));
+        const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]));
         if (steps.length === 0) return;
         await this.forwarding.claim(steps);
         log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });

@@ -19,8 +19,14 @@ export function inverse(c: KernelChange): KernelChange | undefined {
       return { op: 'link.del', name: c.name };
     case 'addr.add':
       return { op: 'addr.del', dev: c.dev, cidr: c.cidr };
-    default:
-      // link.master/link.up/sysctl on links tsnet created vanish with the link; on adopted links they are harmless.
+    case 'link.master':
+    case 'link.up':
+    case 'sysctl.set':
+      // On links tsnet created these vanish with the link; on adopted links they are harmless.
+      return undefined;
+    case 'link.del':
+    case 'addr.del':
+      // Removals are never rolled back: setup pipelines contain none.
       return undefined;
   }
 }
@@ -43,7 +49,7 @@ export async function runSteps(kernel: Kernel, what: string, steps: Step[]): Pro
   let i = 0;
   try {
     while (i < steps.length) {
-      const step = steps[i]!;
+      const step = steps[i];
       const start = performance.now();
       if ('run' in step) {
         await step.run();
@@ -55,7 +61,11 @@ export async function runSteps(kernel: Kernel, what: string, steps: Step[]): Pro
       // Neighbouring change steps share one kernel batch.
       let j = i;
       const batch: KernelChange[] = [];
-      while (j < steps.length && !('run' in steps[j]!)) batch.push(...(steps[j++] as { changes: KernelChange[] }).changes);
+      for (; j < steps.length; j++) {
+        const s = steps[j];
+        if (!('changes' in s)) break;
+        batch.push(...s.changes);
+      }
       try {
         await kernel.apply(batch);
       } catch (err) {

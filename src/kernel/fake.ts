@@ -102,7 +102,7 @@ export interface FakePause {
 export class FakeKernel implements Kernel {
   readonly firewall = new FakeFirewall();
   readonly owner = 'tsnet:test';
-  get background(): FakeKernel {
+  get background(): this {
     return this;
   }
   /** Every change applied, in order (failed ones excluded). */
@@ -132,8 +132,8 @@ export class FakeKernel implements Kernel {
     const i = this.pauses.findIndex((p) => calls.some(p.match));
     if (i < 0) return;
     const [p] = this.pauses.splice(i, 1);
-    p!.hit();
-    await p!.gate;
+    p.hit();
+    await p.gate;
   }
 
   /** Adds a link that tsnet did not create (e.g. a user's bridge). */
@@ -144,11 +144,11 @@ export class FakeKernel implements Kernel {
   async apply(changes: KernelChange[]): Promise<void> {
     await this.checkpoint(changes.map((change) => ({ call: 'apply', change })));
     for (let i = 0; i < changes.length; i++) {
-      const c = changes[i]!;
+      const c = changes[i];
       const f = this.failures.findIndex((x) => x.match(c));
       if (f >= 0) {
         const [fail] = this.failures.splice(f, 1);
-        throw new KernelChangeError(c, i, fail!.message);
+        throw new KernelChangeError(c, i, fail.message);
       }
       const err = this.step(c);
       if (err) throw new KernelChangeError(c, i, err);
@@ -171,10 +171,17 @@ export class FakeKernel implements Kernel {
         fresh(c.name, 'veth', c.mtu, undefined, c.peer);
         fresh(c.peer, 'veth', c.mtu, c.peerMac, c.name);
         return undefined;
-      case 'link.master':
-        return need(c.name) ?? need(c.master) ?? void (this.linkMap.get(c.name)!.master = c.master);
-      case 'link.up':
-        return need(c.name) ?? void (this.linkMap.get(c.name)!.up = true);
+      case 'link.master': {
+        const l = this.linkMap.get(c.name);
+        if (!l) return need(c.name);
+        return need(c.master) ?? void (l.master = c.master);
+      }
+      case 'link.up': {
+        const l = this.linkMap.get(c.name);
+        if (!l) return need(c.name);
+        l.up = true;
+        return undefined;
+      }
       case 'link.del': {
         const l = this.linkMap.get(c.name);
         if (!l) return need(c.name);

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
-import { tsnetError } from '../errors';
+import { z } from 'zod';
+import { describeChain, tsnetError } from '../errors';
 import { log, since } from '../log';
 import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 import { execFileInput } from './exec';
@@ -60,15 +61,28 @@ function sysctlFile(key: string): string {
   return `/proc/sys/${segments.map((s) => safeToken(s, 'sysctl key')).join('/')}`;
 }
 
-interface IpAddrJson {
-  ifname: string;
-  flags?: string[];
-  mtu: number;
-  address?: string;
-  master?: string;
-  linkinfo?: { info_kind?: string };
-  ifalias?: string;
-  addr_info?: Array<{ local: string; prefixlen: number }>;
+/** What `ip -json -details addr show` prints, parsed rather than trusted (another iproute2 may print otherwise). */
+const IpAddrJson = z.array(
+  z.object({
+    ifname: z.string(),
+    flags: z.array(z.string()).optional(),
+    mtu: z.number(),
+    address: z.string().optional(),
+    master: z.string().optional(),
+    linkinfo: z.object({ info_kind: z.string().optional() }).optional(),
+    ifalias: z.string().optional(),
+    addr_info: z.array(z.object({ local: z.string(), prefixlen: z.number() })).optional(),
+  }),
+);
+
+/** What `ip -json route show` prints. */
+const IpRouteJson = z.array(z.object({ dst: z.string(), dev: z.string().optional(), type: z.string().optional() }));
+
+/** Parses one of ip's JSON outputs; a shape it does not expect is a kernel-layer error naming the command. */
+function parseIpJson<T>(schema: z.ZodType<T>, what: string, stdout: string): T {
+  const parsed = schema.safeParse(JSON.parse(stdout || '[]'));
+  if (!parsed.success) throw tsnetError('TSN_KERNEL', `${what}: unexpected JSON from ip`, parsed.error);
+  return parsed.data;
 }
 
 /** Kernel operations through iproute2 (a long-lived `ip -batch -` for changes, `ip -json` to read) and /proc/sys writes. */
@@ -151,7 +165,7 @@ export class Iproute2Kernel implements Kernel {
       await fs.writeFile(r.file, r.value);
       log.debug('kernel change', { sysctl: r.change.key, value: r.value });
     } catch (err) {
-      throw new KernelChangeError(r.change, index, `sysctl ${r.change.key}=${r.value}: ${(err as Error).message}`);
+      throw new KernelChangeError(r.change, index, `sysctl ${r.change.key}=${r.value}: ${describeChain(err)}`);
     }
   }
 
@@ -176,7 +190,7 @@ export class Iproute2Kernel implements Kernel {
       if (missingOk && /does not exist/.test(res.stderr)) return [];
       throw tsnetError('TSN_KERNEL', `ip addr show ${filter.join(' ')}: ${res.stderr.trim()}`);
     }
-    const rows = JSON.parse(res.stdout || '[]') as IpAddrJson[];
+    const rows = parseIpJson(IpAddrJson, `ip addr show ${filter.join(' ')}`, res.stdout);
     return rows.map((r) => ({
       name: r.ifname,
       kind: r.linkinfo?.info_kind ?? '',
@@ -193,7 +207,7 @@ export class Iproute2Kernel implements Kernel {
     const start = performance.now();
     const res = await execFileInput(IP, [v6 ? '-6' : '-4', '-json', 'route', 'show', 'table', 'all']);
     if (res.code !== 0) throw tsnetError('TSN_KERNEL', `ip route show: ${res.stderr.trim()}`);
-    const rows = JSON.parse(res.stdout || '[]') as Array<{ dst: string; dev?: string; type?: string }>;
+    const rows = parseIpJson(IpRouteJson, 'ip route show', res.stdout);
     log.debug('kernel read routes', { count: rows.length, ms: since(start) });
     return rows
       .filter((r) => r.type === undefined || r.type === 'unicast')

@@ -13,9 +13,12 @@ const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
 
 /** `field "path": message (got <value>)` for the first schema issue: the user sees which field and which value. */
 export function describeIssues(error: z.ZodError, input: unknown): string {
-  const issue = error.issues[0]!;
+  const issue = error.issues[0];
   let value: unknown = input;
-  for (const key of issue.path) value = value !== null && typeof value === 'object' ? (value as Record<PropertyKey, unknown>)[key] : undefined;
+  for (const key of issue.path) {
+    const inner: unknown = value !== null && typeof value === 'object' ? Reflect.get(value, key) : undefined;
+    value = inner;
+  }
   const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
   const got = value === undefined ? 'missing' : JSON.stringify(value);
   const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more)` : '';
@@ -60,7 +63,8 @@ export function createApp(table: Record<string, Route>, backend: Backend, ready:
   app.use(express.text({ type: () => true, limit: '4mb' }));
 
   app.post('/:method', async (req: Request, res: Response) => {
-    const method = req.params.method as string;
+    // One path segment, so always a string; typed wider because express also serves wildcard params.
+    const method = String(req.params.method);
     try {
       const r = Object.hasOwn(table, method) ? table[method] : undefined;
       if (!r) {
@@ -108,6 +112,8 @@ export function createApp(table: Record<string, Route>, backend: Backend, ready:
   });
 
   app.use((_req: Request, res: Response) => send(res, 404, { Err: 'not found' }));
+  // express tells error handlers by their four parameters, so `_next` must be declared.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const f = failure(err);
     send(res, f.status === 500 ? 400 : f.status, { Err: `invalid request: ${f.text}` });

@@ -108,7 +108,7 @@ describeE2E('exposure: nothing reachable that was not published (tsnet in its ow
     const c = await h.container(net, 2);
     expect(await h.sysctl(`net/ipv4/conf/${net.bridge}/route_localnet`)).toBe('1');
     // ARP for the gateway would carry the forged source too and go unanswered: the container pins the neighbour.
-    const mac = (JSON.parse(await h.exec('ip', ['-json', 'link', 'show', net.bridge])) as Array<{ address: string }>)[0]!.address;
+    const mac = (JSON.parse(await h.exec('ip', ['-json', 'link', 'show', net.bridge])) as Array<{ address: string }>)[0].address;
     await c.exec('ip', ['neigh', 'replace', '10.88.3.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent']);
     expect(await udpReceived(h.ns, 9999, () => spoofLoopbackUdp(c.ns, '10.88.3.1', 9999))).toBe(0);
     // Control: without the loopback-source drop the kernel (route_localnet) delivers them.

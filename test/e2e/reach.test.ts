@@ -24,7 +24,7 @@ const UDP_ECHO = ['/node', '-e', "const s=require('dgram').createSocket('udp4');
 /** Runs a Node snippet on the host or in a namespace; its stdout, or undefined when it exits non-zero. */
 async function nodeIn(peer: Peer | undefined, script: string): Promise<string | undefined> {
   const argv = [process.execPath, '-e', script];
-  const res = peer ? await run('ip', ['netns', 'exec', peer.ns, ...argv], { timeoutMs: 10_000 }) : await run(argv[0]!, argv.slice(1), { timeoutMs: 10_000 });
+  const res = peer ? await run('ip', ['netns', 'exec', peer.ns, ...argv], { timeoutMs: 10_000 }) : await run(argv[0], argv.slice(1), { timeoutMs: 10_000 });
   return res.code === 0 ? res.stdout.trim() : undefined;
 }
 
@@ -96,7 +96,10 @@ function suite(iptables: boolean): void {
   afterAll(async () => {
     if (server) await terminate(server, 2_000);
     if (server6) await terminate(server6, 2_000);
+    // Unassigned when beforeAll failed early.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
     if (out) await removePeer(out);
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
     if (lan) await removePeer(lan);
   });
   afterEach(async () => {
@@ -151,16 +154,16 @@ function suite(iptables: boolean): void {
 
     const [ephem] = await publishedPorts(env, 'ephem', 'bind');
     expect(ephem).toMatchObject({ proto: 'tcp', hostIp: '127.0.0.1' });
-    expect(await wget(`http://127.0.0.1:${ephem!.hostPort}/`)).toMatch(/hello/);
+    expect(await wget(`http://127.0.0.1:${ephem.hostPort}/`)).toMatch(/hello/);
 
     const [all] = await publishedPorts(env, 'all', 'bind');
-    expect(all!.hostIp).toBeUndefined();
-    expect(await wget(`http://${lan.hostIp}:${all!.hostPort}/`, lan)).toMatch(/hello/);
+    expect(all.hostIp).toBeUndefined();
+    expect(await wget(`http://${lan.hostIp}:${all.hostPort}/`, lan)).toMatch(/hello/);
 
     const [range] = await publishedPorts(env, 'range', 'bind');
-    expect(range!.hostPort).toBeGreaterThanOrEqual(8090);
-    expect(range!.hostPort).toBeLessThanOrEqual(8095);
-    expect(await wget(`http://${lan.hostIp}:${range!.hostPort}/`, lan)).toMatch(/hello/);
+    expect(range.hostPort).toBeGreaterThanOrEqual(8090);
+    expect(range.hostPort).toBeLessThanOrEqual(8095);
+    expect(await wget(`http://${lan.hostIp}:${range.hostPort}/`, lan)).toMatch(/hello/);
   });
 
   test('a host port in use and an address not on this host are refused with the reason', async () => {

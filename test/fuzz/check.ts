@@ -41,8 +41,8 @@ export interface Failure {
 /** What is wrong with a reply, or undefined: 200 with a valid shape, or an error status with a non-empty Err (quoting the field or value for 400). */
 export function replyProblem(method: string, r: Reply): string | undefined {
   if (r.status === 200) {
-    const ok = REPLIES[method]!.safeParse(r.body);
-    return ok.success ? undefined : `200 with an invalid reply: ${ok.error.issues[0]!.message} at ${ok.error.issues[0]!.path.join('.')}`;
+    const ok = REPLIES[method].safeParse(r.body);
+    return ok.success ? undefined : `200 with an invalid reply: ${ok.error.issues[0].message} at ${ok.error.issues[0].path.join('.')}`;
   }
   if (r.status < 400 || r.status > 599) return `unexpected status ${r.status}`;
   const err = (r.body as { Err?: unknown } | undefined)?.Err;

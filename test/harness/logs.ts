@@ -13,12 +13,15 @@ export function captureLogs(level = 'info'): { lines: string[]; restore: () => v
   const sink = new winston.transports.Stream({ stream });
   const others = [...log.transports];
   for (const t of others) t.silent = true;
+  // winston's transports are typed against another copy of TransportStream than the one they extend.
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment
   log.add(sink);
   log.silent = false;
   log.level = level;
   return {
     lines,
     restore: () => {
+      // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment
       log.remove(sink);
       for (const t of others) t.silent = false;
       log.silent = !process.env.TEST_LOG;

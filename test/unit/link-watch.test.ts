@@ -42,13 +42,13 @@ test('monitor lines give the link name (added, deleted, veth with peer)', () => 
 test('events naming Docker-style bridges are debounced into one update; other links cause none', async () => {
   const t = setup();
   t.watcher.start();
-  t.monitors[0]!.write(line('tsv0123456789ab') + line('br-lan') + line('eth0'));
+  t.monitors[0].write(line('tsv0123456789ab') + line('br-lan') + line('eth0'));
   jest.advanceTimersByTime(500);
   expect(t.calls()).toBe(0);
   // One event split over two chunks, then a deletion: one update after the quiet period.
   const l = line('br-0123456789ab');
-  t.monitors[0]!.write(l.slice(0, 10));
-  t.monitors[0]!.write(l.slice(10) + line('docker0', true));
+  t.monitors[0].write(l.slice(0, 10));
+  t.monitors[0].write(l.slice(10) + line('docker0', true));
   jest.advanceTimersByTime(99);
   expect(t.calls()).toBe(0);
   jest.advanceTimersByTime(1);
@@ -59,12 +59,12 @@ test('events naming Docker-style bridges are debounced into one update; other li
 test('events during an update cause exactly one more update after it', async () => {
   const t = setup();
   t.watcher.start();
-  t.monitors[0]!.write(line('docker0'));
+  t.monitors[0].write(line('docker0'));
   jest.advanceTimersByTime(100);
   expect(t.calls()).toBe(1);
-  t.monitors[0]!.write(line('br-aaaaaaaaaaaa'));
+  t.monitors[0].write(line('br-aaaaaaaaaaaa'));
   jest.advanceTimersByTime(100);
-  t.monitors[0]!.write(line('br-bbbbbbbbbbbb'));
+  t.monitors[0].write(line('br-bbbbbbbbbbbb'));
   jest.advanceTimersByTime(100);
   expect(t.calls()).toBe(1);
   await t.finish();
@@ -77,15 +77,15 @@ test('events during an update cause exactly one more update after it', async () 
 test('a monitor that dies is restarted and the bridges re-read; stop kills it and restarts nothing', async () => {
   const t = setup();
   t.watcher.start();
-  t.monitors[0]!.emit('exit');
+  t.monitors[0].emit('exit');
   jest.advanceTimersByTime(999);
   expect(t.monitors).toHaveLength(1);
   jest.advanceTimersByTime(1);
   expect(t.monitors).toHaveLength(2);
   expect(t.calls()).toBe(1);
   t.watcher.stop();
-  expect(t.monitors[1]!.killed).toBe(true);
-  t.monitors[1]!.emit('exit');
+  expect(t.monitors[1].killed).toBe(true);
+  t.monitors[1].emit('exit');
   jest.advanceTimersByTime(5000);
   expect(t.monitors).toHaveLength(2);
 });

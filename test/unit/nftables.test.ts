@@ -60,7 +60,7 @@ describe('NftFirewall: a table deleted behind tsnet\'s back (nft delete table, f
     await fw.addPorts([PORT]);
     nft.state.table = false;
     await fw.addPorts([{ ...PORT, hostPort: 8081 }]);
-    const rebuild = nft.state.scripts[nft.state.scripts.length - 1]!;
+    const rebuild = nft.state.scripts[nft.state.scripts.length - 1];
     expect(rebuild).toContain(`add element inet ${TABLE} bridges { "${NET.bridge}" }`);
     expect(rebuild).toContain('tcp . 8080 : 172.30.0.2 . 80');
     expect(rebuild).toContain('tcp . 8081 : 172.30.0.2 . 80');
@@ -74,7 +74,7 @@ describe('NftFirewall: a table deleted behind tsnet\'s back (nft delete table, f
     nft.state.table = false;
     await fw.removeNetwork(NET2);
     expect(nft.state.table).toBe(true);
-    const rebuild = nft.state.scripts[nft.state.scripts.length - 1]!;
+    const rebuild = nft.state.scripts[nft.state.scripts.length - 1];
     expect(rebuild).toContain(`add element inet ${TABLE} bridges { "${NET.bridge}" }`);
     expect(rebuild).not.toContain(NET2.bridge);
   });
@@ -100,7 +100,7 @@ describe('NftFirewall: Docker bridges and the forward guard', () => {
     const links = [link('docker0'), link('br-0123456789ab'), link('br-lan'), link('br-ex'), link('br-0123456789abc'), link('br-0123456789AB'), link('br-aaaaaaaaaaaa', 'veth'), link('eth0', '')];
     const fw = new NftFirewall(0x2000000, TABLE, { exec: nft.exec, links: () => Promise.resolve(links) });
     await fw.addNetwork(NET);
-    const first = nft.state.scripts[0]!;
+    const first = nft.state.scripts[0];
     expect(first).toContain(`add element inet ${TABLE} dockerbr { "br-0123456789ab", "docker0" }`);
     expect(first).not.toMatch(/br-lan|br-ex|br-0123456789abc|br-0123456789AB|br-aaaaaaaaaaaa/);
   });

@@ -26,7 +26,7 @@ const closedByServer = (port: number) =>
 
 test('a connection to a held TCP port is closed by tsnet at once; none accumulate', async () => {
   const [held] = await ports.reserve('ep1', [{ proto: 'tcp', family: 4, hostIp: '127.0.0.1', hostPorts: 'ephemeral', containerIp: '172.28.5.2', containerPort: 80 }]);
-  const port = held!.hostPort;
+  const port = held.hostPort;
   await closedByServer(port); // warm-up: the first connection may open lazily allocated fds
   const before = openFds();
   const results = await Promise.all(Array.from({ length: 50 }, () => closedByServer(port)));

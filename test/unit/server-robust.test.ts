@@ -33,11 +33,14 @@ beforeEach(async () => {
   ({ lines: logged, restore: restoreLogs } = captureLogs('debug'));
   const table: Record<string, Route> = {
     ...routes(),
+    // Deliberately not Errors: what a buggy dependency might throw.
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
     'Test.Throw': { schema: EmptySchema, static: true, handle: () => Promise.reject(unloggable) },
     'Test.ThrowSync': {
       schema: EmptySchema,
       static: true,
       handle: () => {
+        // eslint-disable-next-line @typescript-eslint/only-throw-error
         throw unloggable;
       },
     },

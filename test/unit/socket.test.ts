@@ -21,12 +21,17 @@ afterEach(() => {
 const app = () => express().get('/', (_q, r) => r.send('ok'));
 const connects = (p: string) =>
   new Promise<boolean>((resolve) => {
-    const c = net.connect(p, () => (c.destroy(), resolve(true)));
+    const c = net.connect(p, () => {
+      c.destroy();
+      resolve(true);
+    });
     c.on('error', () => resolve(false));
   });
 
 test('under a permissive umask the socket is 0660 as soon as it is bound, before any connection can be accepted', async () => {
   const modes: number[] = [];
+  // Called below with the server as `this`.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
   const listen = net.Server.prototype.listen;
   // Right after bind() returns (the file exists), before the event loop could accept a connection.
   jest.spyOn(net.Server.prototype, 'listen').mockImplementation(function (this: net.Server, ...args: unknown[]) {
@@ -37,7 +42,7 @@ test('under a permissive umask the socket is 0660 as soon as it is bound, before
   const old = process.umask(0);
   try {
     const server = await listenUnix(app(), socket);
-    expect(process.umask()).toBe(0); // the process umask is restored
+    expect(process.umask(0)).toBe(0); // the process umask is restored (reading it means setting it)
     server.close();
   } finally {
     process.umask(old);

@@ -13,7 +13,7 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const lockFile = () => path.join(dir, 'tsnet.lock');
 /** A pid that is certainly not running: a child that has exited and been reaped. */
-const deadPid = () => spawnSync(process.execPath, ['-e', '0']).pid!;
+const deadPid = () => spawnSync(process.execPath, ['-e', '0']).pid;
 
 test('the lock names its holder; a second lock on the same dir fails naming the holder’s pid, and release frees it', () => {
   const lock = lockStateDir(dir);
