@@ -131,14 +131,14 @@ test-unit: build lint
 
 # Benchmark against a private dockerd (see bench/README.md); BENCH_N=30 iterations per measurement by default.
 bench: deps-test build
-	$(TSC) -p bench/tsconfig.json
+	$(TSC) -p bench/tsconfig.run.json
 	$(NODE) .tmp/bench/bench/run.js
 
 # Fuzz soak: the unit fuzz's properties with FUZZ_TOTAL (default 100,000) bodies; writes bench/results/fuzz-<date>.md.
 .PHONY: fuzz-soak
 fuzz-soak: $(MODULES)
-	$(TSC) -p bench/tsconfig.json
-	$(NODE) .tmp/bench/bench/fuzz.js
+	$(TSC) -p bench/tsconfig.fuzz.json
+	$(NODE) .tmp/fuzz/bench/fuzz.js
 
 clean:
 	rm -rf dist .tmp coverage
