@@ -25,7 +25,7 @@ import path from 'node:path';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../test/harness/busybox';
 import { type Docker, type Dockerd, startDockerd } from '../test/harness/dockerd';
 import { onProcessExit, run, type RunResult, sleep, spawnDaemon, terminate, waitFor } from '../test/harness/exec';
-import { pidsInCgroupsNamed } from '../test/harness/host';
+import { forwardingOn, pidsInCgroupsNamed } from '../test/harness/host';
 import { ensureBuilt, pluginCall, REPO_ROOT as HARNESS_ROOT, TsnetProcess, uniquePluginName } from '../test/harness/tsnet';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1595,11 +1595,13 @@ async function main(): Promise<void> {
   let dockerd: Dockerd | undefined;
   let tsnet: TsnetProcess | undefined;
   let unregisterSocket: (() => void) | undefined;
+  let restoreForwarding: (() => void) | undefined;
   const env: Partial<Env> = { tsnetNetworks: new Set(), netIds: new Map() };
   let results: Results | undefined;
   let failure: unknown;
   try {
     progress('starting a private dockerd (--iptables=true)');
+    restoreForwarding = forwardingOn();
     dockerd = await startDockerd({ iptables: true });
     ownDockerdPid = dockerd.pid;
     const docker = dockerd.docker;
@@ -1662,6 +1664,7 @@ async function main(): Promise<void> {
   } finally {
     progress('tearing down');
     const errors = await teardown(env, dockerd, tsnet);
+    restoreForwarding?.();
     unregisterSocket?.();
     if (errors.length > 0) {
       console.error(`teardown problems:\n  ${errors.join('\n  ')}`);

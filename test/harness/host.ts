@@ -280,3 +280,22 @@ export function describeE2E(name: string, fn: () => void): void {
   }
   describe.skip(name, fn);
 }
+
+const FORWARDING = ['/proc/sys/net/ipv4/ip_forward', '/proc/sys/net/ipv6/conf/all/forwarding'];
+
+/**
+ * Turns IP forwarding on as a Docker host has it (dockerd enables it when it creates docker0; the harness runs dockerd
+ * with --bridge=none, which leaves it as it was), so the dockerd suites test tsnet beside a forwarding host. The path
+ * where tsnet itself turns forwarding on, and guards it, is tested in a namespace of its own (exposure.test.ts).
+ * Returns the function that puts the previous values back.
+ */
+export function forwardingOn(): () => void {
+  const before = FORWARDING.map((file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : undefined));
+  for (const file of FORWARDING) if (fs.existsSync(file)) fs.writeFileSync(file, '1');
+  return () => {
+    FORWARDING.forEach((file, i) => {
+      const value = before[i];
+      if (value !== undefined) fs.writeFileSync(file, value);
+    });
+  };
+}

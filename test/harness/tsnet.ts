@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ensureBusyboxImage } from './busybox';
 import { Docker, Dockerd, DockerdOptions, startDockerd } from './dockerd';
 import { fileTail, isRunning, kill9, onProcessExit, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
-import { linksOwnedBy, PLUGIN_DIR } from './host';
+import { forwardingOn, linksOwnedBy, PLUGIN_DIR } from './host';
 
 /** Root of the tsnet repository (holds src/, dist/, tsconfig.json). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -247,6 +247,7 @@ class E2EContext implements E2EEnv {
   private dockerdValue: Dockerd | undefined;
   private tsnetValue: TsnetProcess | undefined;
   private unregisterSocketCleanup: (() => void) | undefined;
+  private restoreForwarding: (() => void) | undefined;
 
   constructor(private readonly opts: E2EOptions) {}
 
@@ -267,6 +268,7 @@ class E2EContext implements E2EEnv {
   async setUp(): Promise<void> {
     const wantTsnet = this.opts.tsnet ?? true;
     if (wantTsnet) await ensureBuilt();
+    this.restoreForwarding = forwardingOn();
     this.dockerdValue = await startDockerd({ iptables: true, ...this.opts.dockerd });
     await ensureBusyboxImage(this.dockerdValue.docker);
     if (wantTsnet) {
@@ -310,6 +312,9 @@ class E2EContext implements E2EEnv {
       await step('keep logs', () => keepLogs(d.dir, this.name));
       await step('destroy dockerd', () => d.destroy());
     }
+    const restore = this.restoreForwarding;
+    if (restore) await step('restore forwarding sysctls', restore);
+    this.restoreForwarding = undefined;
     this.unregisterSocketCleanup?.();
     this.tsnetValue = undefined;
     this.dockerdValue = undefined;
@@ -317,16 +322,18 @@ class E2EContext implements E2EEnv {
   }
 }
 
-/** Fails (after cleaning up) if the stopped tsnet's links, nftables table or DOCKER-USER rule are still there. */
+/** Fails (after cleaning up) if the stopped tsnet's links, nftables tables (inet, bridge) or DOCKER-USER rule are still there. */
 async function removeLeftovers(t: TsnetProcess): Promise<void> {
   const left: string[] = [];
   for (const link of await linksOwnedBy(`tsnet:${t.name}`)) {
     left.push(`link ${link}`);
     await run('ip', ['link', 'del', link]);
   }
-  if ((await run('nft', ['list', 'table', 'inet', t.name])).code === 0) {
-    left.push(`nft table inet ${t.name}`);
-    await run('nft', ['delete', 'table', 'inet', t.name]);
+  for (const family of ['inet', 'bridge']) {
+    if ((await run('nft', ['list', 'table', family, t.name])).code === 0) {
+      left.push(`nft table ${family} ${t.name}`);
+      await run('nft', ['delete', 'table', family, t.name]);
+    }
   }
   for (const bin of ['iptables', 'ip6tables']) {
     const rules = (await run(bin, ['-w', '-S', 'DOCKER-USER'])).stdout.split('\n').filter((r) => r.includes(`--comment ${t.name} `));
