@@ -8,8 +8,16 @@ import { type Cidr, type IfAddr, isIPv4Mapped, onSubnet, specialUseOverlap, tryP
 
 /** dockerd ids are 64 hex chars; swarm-allocated network ids are 25 base-36 chars. */
 const Id = z.string().regex(/^[A-Za-z0-9]{1,64}$/, 'expected a network/endpoint id (letters and digits)');
-const StringMap = z.record(z.string(), z.string());
-const AnyMap = z.record(z.string(), z.unknown());
+/**
+ * Every string a caller sends is bounded here, so neither the driver nor an error reply or log line ever carries an
+ * unbounded value: names, addresses and CIDRs are short; option values and paths get PATH_MAX.
+ */
+const MAX_TEXT = 256;
+const MAX_VALUE = 4096;
+const Text = z.string().max(MAX_TEXT);
+const Value = z.string().max(MAX_VALUE);
+const StringMap = z.record(Text, Value);
+const AnyMap = z.record(Text, z.unknown());
 const nullable = <T extends z.ZodType>(t: T) => t.nullish();
 
 type Parsed<T> = { value: T } | { problem: string };
@@ -22,14 +30,11 @@ function parseField<T>(parse: (text: string) => Parsed<T>, text: string, ctx: z.
   return z.NEVER;
 }
 
-const parsedString = <T>(parse: (text: string) => Parsed<T>) => z.string().transform((text, ctx) => parseField(parse, text, ctx));
+const parsedString = <T>(parse: (text: string) => Parsed<T>) => Text.transform((text, ctx) => parseField(parse, text, ctx));
 
 /** Optional, and `''` (Go's zero value) is the same as absent. */
 const optionalParsed = <T>(parse: (text: string) => Parsed<T>) =>
-  z
-    .string()
-    .optional()
-    .transform((text, ctx) => (text === undefined || text === '' ? undefined : parseField(parse, text, ctx)));
+  Text.optional().transform((text, ctx) => (text === undefined || text === '' ? undefined : parseField(parse, text, ctx)));
 
 const family = (v6: boolean) => `IPv${v6 ? 6 : 4}`;
 
@@ -63,10 +68,10 @@ const ifAddrOf =
 const IpamDataOf = (v6: boolean) =>
   z
     .object({
-      AddressSpace: z.string().default(''),
+      AddressSpace: Text.default(''),
       Pool: parsedString(subnetOf(v6)),
       Gateway: optionalParsed(ifAddrOf(v6)),
-      AuxAddresses: nullable(z.record(z.string(), parsedString(ifAddrOf(v6)))),
+      AuxAddresses: nullable(z.record(Text, parsedString(ifAddrOf(v6)))),
     })
     .superRefine((d, ctx) => {
       const onPool = (path: Array<string | number>, a: IfAddr | undefined) => {
@@ -110,7 +115,7 @@ export const CreateEndpointSchema = z.object({
     z.object({
       Address: optionalParsed(ifAddrOf(false)).transform((a) => a?.text),
       AddressIPv6: optionalParsed(ifAddrOf(true)).transform((a) => a?.text),
-      MacAddress: z.string().optional(),
+      MacAddress: Text.optional(),
     }),
   ),
   Options: nullable(AnyMap),
@@ -119,7 +124,7 @@ export const CreateEndpointSchema = z.object({
 export const JoinSchema = z.object({
   NetworkID: Id,
   EndpointID: Id,
-  SandboxKey: z.string().min(1),
+  SandboxKey: Value.min(1),
   Options: nullable(AnyMap),
 });
 
@@ -130,9 +135,9 @@ const Port = (min: number) => z.number().int().min(min).max(65535);
 export const PortBindingSchema = z
   .object({
     Proto: z.union([z.literal(6), z.literal(17), z.literal(132)], { error: 'expected an IP protocol number: 6 (tcp), 17 (udp) or 132 (sctp)' }),
-    IP: z.string().optional(),
+    IP: Text.optional(),
     Port: Port(1),
-    HostIP: z.string().optional(),
+    HostIP: Text.optional(),
     HostPort: Port(0).default(0),
     HostPortEnd: Port(0).default(0),
   })
@@ -151,24 +156,24 @@ export const DiscoverySchema = z.object({
 });
 
 export const RequestPoolSchema = z.object({
-  AddressSpace: z.string().default(''),
-  Pool: z.string().default(''),
-  SubPool: z.string().default(''),
+  AddressSpace: Text.default(''),
+  Pool: Text.default(''),
+  SubPool: Text.default(''),
   Options: nullable(StringMap),
   V6: z.boolean().default(false),
 });
 
-export const PoolIdSchema = z.object({ PoolID: z.string().min(1) });
+export const PoolIdSchema = z.object({ PoolID: Text.min(1) });
 
 export const RequestAddressSchema = z.object({
-  PoolID: z.string().min(1),
-  Address: z.string().default(''),
+  PoolID: Text.min(1),
+  Address: Text.default(''),
   Options: nullable(StringMap),
 });
 
 export const ReleaseAddressSchema = z.object({
-  PoolID: z.string().min(1),
-  Address: z.string().min(1),
+  PoolID: Text.min(1),
+  Address: Text.min(1),
 });
 
 export const EmptySchema = z.object({});

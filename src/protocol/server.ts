@@ -19,7 +19,8 @@ export function describeIssues(error: z.ZodError, input: unknown): string {
     const inner: unknown = value !== null && typeof value === 'object' ? Reflect.get(value, key) : undefined;
     value = inner;
   }
-  const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
+  // Record keys are caller data too: each path segment is cut like the value.
+  const field = issue.path.length > 0 ? issue.path.map((k) => (String(k).length > 64 ? String(k).slice(0, 61) + '...' : String(k))).join('.') : 'body';
   const got = value === undefined ? 'missing' : JSON.stringify(value);
   const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more)` : '';
   return `invalid request: field "${field}": ${issue.message} (got ${got && got.length > 120 ? got.slice(0, 117) + '...' : got})${more}`;

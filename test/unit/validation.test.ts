@@ -222,3 +222,23 @@ describe('IPAM refuses special-use pools, naming the pool', () => {
     expect((await call('NetworkDriver.CreateNetwork', createNetworkBody([v4()], [], {}, NID2))).status).toBe(200);
   });
 });
+
+describe('strings a caller sends are bounded at the edge, so no reply or log line carries them whole', () => {
+  const HUGE = 'x'.repeat(100_000);
+  test.each<[string, string, unknown]>([
+    ['RequestPool AddressSpace', 'IpamDriver.RequestPool', { AddressSpace: HUGE, Pool: '172.28.0.0/16' }],
+    ['RequestPool Options value', 'IpamDriver.RequestPool', { Pool: '172.28.0.0/16', Options: { 'com.docker.network.ipam.serial': HUGE } }],
+    ['RequestAddress PoolID', 'IpamDriver.RequestAddress', { PoolID: HUGE }],
+    ['ReleaseAddress Address', 'IpamDriver.ReleaseAddress', { PoolID: 'tsnet-local/172.28.0.0/16', Address: HUGE }],
+    ['CreateNetwork option name', 'NetworkDriver.CreateNetwork', createNetworkBody([v4()], [], { [HUGE]: '1' })],
+    ['CreateNetwork option value', 'NetworkDriver.CreateNetwork', createNetworkBody([v4()], [], { 'com.docker.network.bridge.name': HUGE })],
+    ['Join SandboxKey', 'NetworkDriver.Join', { NetworkID: NID, EndpointID: EID, SandboxKey: HUGE }],
+  ])('%s of 100,000 characters: 400 with a short Err, nothing changed', async (_what, method, body) => {
+    const before = await snapshot();
+    const res = await call(method, body);
+    expect(res.status).toBe(400);
+    const err = (res.body as { Err: string }).Err;
+    expect(err.length).toBeLessThan(1_000);
+    expect(await snapshot()).toBe(before);
+  });
+});
