@@ -56,7 +56,7 @@ function parseRaw(text: string): { v6: boolean; value: bigint } | undefined {
 }
 
 /** Canonical text of an address (RFC 5952 for IPv6). */
-export function formatIp(v6: boolean, value: bigint): string {
+function formatIp(v6: boolean, value: bigint): string {
   const bytes: number[] = [];
   for (let i = bitsOf(v6) / 8 - 1; i >= 0; i--) bytes.push(Number((value >> BigInt(i * 8)) & 0xffn));
   const addr = ipaddr.fromByteArray(bytes);

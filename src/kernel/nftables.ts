@@ -63,7 +63,6 @@ export class NftFirewall implements Firewall {
     for (const n of noIccPorts) this.noIccPorts.add(n);
     for (const n of networks) this.networks.set(n.bridge, n);
     for (const p of ports) this.ports.set(portKey(p), p);
-    await this.readDockerBridges();
     await this.rebuild();
   }
 
@@ -81,10 +80,10 @@ export class NftFirewall implements Firewall {
   }
 
   async addNetwork(n: FwNetwork): Promise<void> {
-    // Docker's bridges are re-read with each network (the link watcher keeps them current in between).
-    const docker = await this.readDockerBridges();
+    // Docker's bridges come with every rebuild and the link watcher keeps them current in between: no link dump here,
+    // whose cost grows with every veth on the host.
     this.networks.set(n.bridge, n);
-    await this.add([...(docker ? renderDockerBridges(this.dockerBridges, this.table) : []), ...renderNetwork('add', n, this.table)], () => this.networks.delete(n.bridge));
+    await this.add(renderNetwork('add', n, this.table), () => this.networks.delete(n.bridge));
   }
 
   removeNetwork(n: FwNetwork): Promise<void> {
@@ -175,8 +174,12 @@ export class NftFirewall implements Firewall {
     for (const line of lines) await this.nft(line, GONE);
   }
 
-  /** The whole table from memory in one transaction (base, every set refilled), then the DOCKER-USER hook. */
+  /**
+   * The whole table from memory in one transaction (base, every set refilled), then the DOCKER-USER hook. Docker's
+   * bridges are read from the host first: the table may have been gone for a while.
+   */
   private async rebuild(): Promise<void> {
+    await this.readDockerBridges();
     const host = { dockerBridges: this.dockerBridges, forwardGuard: [...this.guard].sort() };
     await this.nft(renderFull(this.mark, [...this.networks.values()], [...this.ports.values()], this.table, host, [...this.noIccPorts].sort()));
     await this.ensureDockerUserHook();

@@ -2,12 +2,12 @@
  * Request bodies as JSON, with a nesting cap checked before parsing: JSON.parse itself copes with deep input, but
  * everything after it (zod, logging, JSON.stringify) recurses, and no remote API body is more than a few levels deep.
  */
-export const MAX_BODY_DEPTH = 64;
+const MAX_BODY_DEPTH = 64;
 
 export type ParsedBody = { ok: true; value: unknown } | { ok: false; reason: string };
 
 /** Whether the JSON text nests arrays/objects deeper than `cap`; one linear scan, strings skipped. */
-export function nestsDeeperThan(text: string, cap: number): boolean {
+function nestsDeeperThan(text: string, cap: number): boolean {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {

@@ -11,6 +11,11 @@ import type { Backend, Route } from './routes';
 
 const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
 
+/** `text` cut to `max` characters, marked with `...` where it was cut. */
+function cut(text: string, max: number): string {
+  return text.length > max ? text.slice(0, max - 3) + '...' : text;
+}
+
 /** `field "path": message (got <value>)` for the first schema issue: the user sees which field and which value. */
 export function describeIssues(error: z.ZodError, input: unknown): string {
   const issue = error.issues[0];
@@ -20,10 +25,10 @@ export function describeIssues(error: z.ZodError, input: unknown): string {
     value = inner;
   }
   // Record keys are caller data too: each path segment is cut like the value.
-  const field = issue.path.length > 0 ? issue.path.map((k) => (String(k).length > 64 ? String(k).slice(0, 61) + '...' : String(k))).join('.') : 'body';
+  const field = issue.path.length > 0 ? issue.path.map((k) => cut(String(k), 64)).join('.') : 'body';
   const got = value === undefined ? 'missing' : JSON.stringify(value);
   const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more)` : '';
-  return `invalid request: field "${field}": ${issue.message} (got ${got && got.length > 120 ? got.slice(0, 117) + '...' : got})${more}`;
+  return `invalid request: field "${field}": ${issue.message} (got ${cut(got, 120)})${more}`;
 }
 
 function send(res: Response, status: number, body: unknown): void {
