@@ -103,3 +103,12 @@ export function describeChain(err: unknown): string {
   }
   return parts.join(': ');
 }
+
+/**
+ * The default branch of a switch that covers every member of a union: the call compiles only while `x` is `never`,
+ * so a new member (a kernel change, a mode) cannot be added without its case. Reaching it at run time means a
+ * value came from outside the types (a corrupt record).
+ */
+export function assertNever(x: never, what: string): never {
+  throw tsnetError('TSN_INTERNAL', `unexpected ${what}: ${describeThrown(x).slice(0, 80)}`);
+}

@@ -1,10 +1,9 @@
 import { describeChain, tsnetError } from '../errors';
-import type { Kernel } from '../kernel/contract';
+import type { FwNetwork, Kernel } from '../kernel/contract';
 import { isGeneratedLink } from '../kernel/names';
 import { log, withLogContext } from '../log';
 import { del, put, type Store } from '../store/contract';
 import type { Collections, EndpointRecord, NetworkRecord } from '../store/records';
-import { bridgeMode } from './bridge';
 import type {
   Capabilities,
   CreateEndpointRequest,
@@ -15,7 +14,8 @@ import type {
   JoinResponse,
   NetworkDriver,
 } from './contract';
-import type { NetworkMode } from './mode';
+import type { BoundNetwork, HostView } from './mode';
+import { modeOf, planNetwork } from './modes';
 import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
@@ -27,9 +27,6 @@ import { ForwardingOwner } from './forwarding';
 function logLeftover(err: unknown): void {
   log.error('network teardown incomplete after its removal was committed', { error: describeChain(err) });
 }
-
-/** The data-plane modes by record mode: a new mode cannot compile without its entry. */
-const MODES: { [M in NetworkRecord['mode']]: NetworkMode } = { bridge: bridgeMode };
 
 /**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
@@ -69,8 +66,8 @@ export class TsnetDriver implements NetworkDriver {
     return d;
   }
 
-  private modeOf(net: NetworkRecord): NetworkMode {
-    return MODES[net.mode];
+  private modeOf(net: NetworkRecord): BoundNetwork {
+    return modeOf(net);
   }
 
   /** Snapshot of the state, for reconciliation and inspection. */
@@ -90,13 +87,19 @@ export class TsnetDriver implements NetworkDriver {
       // Links of deleted networks may still be on their way out (same bridge name), and a queued firewall base
       // removal must run before this network's elements go in.
       await this.reaper.flush();
-      const mode = bridgeMode;
-      const inUse = new Set([...this.networks.values()].flatMap((n) => this.modeOf(n).networkLinks(n)));
-      const net = await mode.planNetwork(req, (name) => this.kernel.link(name), inUse);
-      const steps = mode.setupSteps(net, this.kernel);
+      const others = [...this.networks.values()];
+      const host: HostView = {
+        link: (name) => this.kernel.link(name),
+        links: () => this.kernel.links(),
+        claimed: new Set(others.flatMap((n) => this.modeOf(n).networkLinks())),
+        networks: others,
+      };
+      const net = await planNetwork(req, host);
+      const mode = this.modeOf(net);
+      const steps = mode.setupSteps(this.kernel);
       await this.forwarding.claim(steps);
       await this.recordThenBuild('network', this.networks, net, steps);
-      log.info('network created', { bridge: 'bridge' in net ? net.bridge : undefined, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
+      log.info('network created', { mode: net.mode, links: mode.networkLinks(), subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
     });
   }
 
@@ -107,7 +110,7 @@ export class TsnetDriver implements NetworkDriver {
       const mode = this.modeOf(net);
       // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
       const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
-      const links = [...stale.flatMap((e) => mode.endpointLinks(e)), ...mode.ownedLinks(net)];
+      const links = [...stale.flatMap((e) => [...mode.leaveLinks(e), ...mode.endpointLinks(e)]), ...mode.ownedLinks()];
       // The removal is committed first: dockerd forgets the network whatever this call answers, so no failure below
       // may leave a live record behind. What a failure leaves belongs to no record: the links are tombstoned and the
       // next start's firewall sync drops stale elements; addresses left on an adopted bridge are logged.
@@ -119,9 +122,9 @@ export class TsnetDriver implements NetworkDriver {
       const ports = stale.flatMap((e) => e.ports ?? []);
       if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
       for (const e of stale) this.ports.release(e.id);
-      await tearDown('releasing the network', () => mode.releaseNetwork(net, this.kernel)).catch(logLeftover);
+      await tearDown('releasing the network', () => mode.releaseNetwork(this.kernel)).catch(logLeftover);
       this.reaper.schedule(links);
-      if (this.networks.size === 0) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
+      if (!this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
     });
   }
@@ -132,9 +135,10 @@ export class TsnetDriver implements NetworkDriver {
       if (this.endpoints.has(req.endpointId)) {
         throw tsnetError('TSN_ENDPOINT_EXISTS', `EndpointID "${req.endpointId}" already exists`);
       }
-      const { ep, reply } = this.modeOf(net).planEndpoint(net, req);
+      const mode = this.modeOf(net);
+      const { ep, reply } = mode.planEndpoint(req);
       await this.recordThenBuild('endpoint', this.endpoints, ep, this.endpointSteps(net, ep));
-      log.info('endpoint created', { hostIf: ep.hostIf, address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
+      log.info('endpoint created', { links: mode.endpointLinks(ep), address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
       return reply;
     });
   }
@@ -147,7 +151,8 @@ export class TsnetDriver implements NetworkDriver {
       if (found.ports) await this.unpublish(found);
       const ep = this.endpoints.get(endpointId) ?? found;
       const net = this.networks.get(networkId);
-      const links = net ? this.modeOf(net).endpointLinks(ep) : [];
+      const mode = net ? this.modeOf(net) : undefined;
+      const links = mode ? [...mode.leaveLinks(ep), ...mode.endpointLinks(ep)] : [];
       if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
@@ -161,10 +166,19 @@ export class TsnetDriver implements NetworkDriver {
     return this.topology.run(() => this.locks.run(networkId, fn));
   }
 
+  /** The firewall views of the networks whose mode has a firewall part. */
+  private firewallViews(): FwNetwork[] {
+    return [...this.networks.values()].flatMap((n) => this.modeOf(n).firewallView() ?? []);
+  }
+
+  /** tsnet's table must exist: a network has a firewall part, or a forward guard holds (see forwarding.ts). */
+  private needsFirewall(): boolean {
+    return this.forwarding.guarded || this.firewallViews().length > 0;
+  }
+
   /** The queued job re-checks: a network created since it was queued needs the base. */
   private async removeFirewallBaseIfUnused(): Promise<void> {
-    // A forward guard keeps the table (with empty sets) after the last network: see forwarding.ts.
-    if (this.networks.size > 0 || this.forwarding.guarded) return;
+    if (this.needsFirewall()) return;
     await this.kernel.firewall.removeBase();
   }
 
@@ -184,9 +198,7 @@ export class TsnetDriver implements NetworkDriver {
     const net = this.networks.get(networkId);
     if (!ep || !net) return {};
     return {
-      hostInterface: ep.hostIf,
-      bridge: net.bridge,
-      macAddress: ep.mac,
+      ...this.modeOf(net).operInfo(ep),
       ...(ep.sandboxKey ? { sandboxKey: ep.sandboxKey } : {}),
       ...(ep.ports ? { publishedPorts: ep.ports } : {}),
     };
@@ -196,8 +208,20 @@ export class TsnetDriver implements NetworkDriver {
     return this.locks.run(req.networkId, async () => {
       const net = this.requireNetwork(req.networkId);
       const ep = this.requireEndpoint(net, req.endpointId);
-      const response = this.modeOf(net).joinResponse(net, ep);
-      await this.saveEndpoint({ ...ep, sandboxKey: req.sandboxKey });
+      const mode = this.modeOf(net);
+      const response = mode.joinResponse(ep);
+      // The record says joined before the link exists: a crash in between leaves a record whose link the next
+      // start does not sweep and dockerd's Leave deletes.
+      const joined = { ...ep, sandboxKey: req.sandboxKey };
+      await this.saveEndpoint(joined);
+      const changes = mode.joinChanges(ep);
+      if (changes.length === 0) return response;
+      try {
+        await runSteps(this.kernel, `join ${ep.id.slice(0, 12)}`, [{ name: 'endpoint link', changes }]);
+      } catch (err) {
+        await this.saveEndpoint(ep);
+        throw err;
+      }
       return response;
     });
   }
@@ -206,8 +230,12 @@ export class TsnetDriver implements NetworkDriver {
     return this.locks.run(networkId, async () => {
       const ep = this.endpointOf(networkId, endpointId);
       if (!ep?.sandboxKey) return;
+      const net = this.networks.get(networkId);
+      const links = net ? this.modeOf(net).leaveLinks(ep) : [];
       const { sandboxKey: _left, ...rest } = ep;
-      await this.saveEndpoint(rest);
+      await this.store.commit([put('endpoint', ep.id, rest), ...LinkReaper.tombstones(links)]);
+      this.endpoints.set(ep.id, rest);
+      this.reaper.schedule(links);
     });
   }
 
@@ -217,7 +245,7 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.requireEndpoint(net, req.endpointId);
       const mode = this.modeOf(net);
       // Docker publishes nothing on internal networks: nothing may enter them from outside.
-      const wants = net.internal || !mode.portWants ? [] : mode.portWants(net, ep, req.portBindings);
+      const wants = net.internal ? [] : (mode.portWants(ep, req.portBindings) ?? []);
       if (ep.ports) await this.unpublish(ep);
       if (wants.length === 0) return;
       const current = this.endpoints.get(ep.id) ?? ep;
@@ -256,7 +284,7 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   private endpointSteps(net: NetworkRecord, ep: EndpointRecord): Step[] {
-    const steps: Step[] = [{ name: 'veth pair', changes: this.modeOf(net).endpointSetupChanges(net, ep) }];
+    const steps: Step[] = [{ name: 'endpoint links', changes: this.modeOf(net).endpointSetupChanges(ep) }];
     // enable_icc=false must hold without br_netfilter too: the firewall drops frames between such ports.
     const ports = this.noIccPorts(net, ep);
     const fw = this.kernel.firewall;
@@ -267,7 +295,8 @@ export class TsnetDriver implements NetworkDriver {
   /** The endpoint's bridge ports the firewall keeps apart (none on icc=true networks). */
   private noIccPorts(net: NetworkRecord, ep: EndpointRecord): string[] {
     const mode = this.modeOf(net);
-    return mode.firewallView(net).icc ? [] : mode.endpointLinks(ep);
+    const view = mode.firewallView();
+    return !view || view.icc ? [] : mode.endpointLinks(ep);
   }
 
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
@@ -334,8 +363,8 @@ export class TsnetDriver implements NetworkDriver {
     for (const net of this.networks.values()) {
       await withLogContext({ networkId: net.id }, async () => {
         const mode = this.modeOf(net);
-        for (const l of mode.networkLinks(net)) wanted.add(l);
-        const steps = mode.repairSteps(net, links.get(mode.networkLinks(net)[0]));
+        for (const l of mode.networkLinks()) wanted.add(l);
+        const steps = mode.repairSteps(links);
         if (steps.length === 0) return;
         await this.forwarding.claim(steps);
         log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });
@@ -353,15 +382,11 @@ export class TsnetDriver implements NetworkDriver {
           this.endpoints.delete(ep.id);
           return;
         }
-        wanted.add(ep.hostIf);
-        if (!ep.sandboxKey) wanted.add(ep.containerIf);
-        if (links.has(ep.hostIf)) return;
-        if (ep.sandboxKey) {
-          // The container end lives in the sandbox; if the host end is gone the sandbox died and dockerd will Leave.
-          log.warn('reconcile: joined endpoint lost its veth', { hostIf: ep.hostIf });
-          return;
-        }
-        log.info('reconcile: re-creating endpoint veth', { hostIf: ep.hostIf });
+        const repair = this.modeOf(net).endpointRepair(ep, links);
+        for (const l of repair.wanted) wanted.add(l);
+        if (repair.lost !== undefined) log.warn(`reconcile: ${repair.lost}`);
+        if (!repair.rebuild) return;
+        log.info('reconcile: re-creating endpoint links', { links: repair.wanted });
         // The same pipeline as CreateEndpoint: a failure rolls back only what this attempt applied.
         await runSteps(this.kernel, `reconcile endpoint ${ep.id.slice(0, 12)}`, this.endpointSteps(net, ep)).catch((err: unknown) =>
           log.error('reconcile: endpoint restore failed', { error: describeChain(err) }),
@@ -375,11 +400,11 @@ export class TsnetDriver implements NetworkDriver {
       await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
     }
     // One transaction makes the table exactly what the store implies: lost rules come back, stale ones go.
-    if (this.networks.size === 0 && !this.forwarding.guarded) await fw.removeBase();
+    if (!this.needsFirewall()) await fw.removeBase();
     else {
       const eps = [...this.endpoints.values()];
       await fw.sync(
-        [...this.networks.values()].map((n) => this.modeOf(n).firewallView(n)),
+        this.firewallViews(),
         eps.flatMap((e) => e.ports ?? []),
         eps.flatMap((e) => {
           const net = this.networks.get(e.networkId);

@@ -1,26 +1,51 @@
+import { tsnetError } from '../errors';
 import type { FwNetwork, Kernel, KernelChange, LinkInfo } from '../kernel/contract';
 import type { EndpointRecord, NetworkRecord } from '../store/records';
 import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, PortBinding } from './contract';
 import type { PortWant } from './port-allocator';
 import type { Step } from './steps';
 
+/** What a mode may read of the host and of the other tsnet networks while it plans a network. */
+export interface HostView {
+  link(name: string): Promise<LinkInfo | undefined>;
+  links(): Promise<LinkInfo[]>;
+  /** Links the other tsnet networks claim (bridges, parents, shims). */
+  claimed: ReadonlySet<string>;
+  /** The other tsnet networks. */
+  networks: readonly NetworkRecord[];
+}
+
+/** How an endpoint stands after a restart, as its mode sees the host's links. */
+export interface EndpointRepair {
+  /** Host links the endpoint owns that must survive the orphan sweep. */
+  wanted: string[];
+  /** Its creation steps must run again (its links are missing and it was never joined). */
+  rebuild: boolean;
+  /** Why it cannot be restored, when it cannot (logged; dockerd's Leave/DeleteEndpoint will clean up). */
+  lost?: string;
+}
+
 /**
- * One data-plane mode (bridge now; macvlan/ipvlan later): pure planning plus the kernel steps. The driver around it
- * owns state, locking, persistence and ordering, so every mode gets crash safety the same way.
+ * One data-plane mode, for networks of record type `N` and endpoints of record type `E`: pure planning plus the
+ * kernel steps. The driver around it owns state, locking, persistence and ordering, so every mode gets crash safety
+ * the same way. Options are parsed once, in planNetwork, into the record's typed fields.
  */
-export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
-  /** Validates options and decides the record; touches nothing. */
-  planNetwork(req: CreateNetworkRequest, lookupLink: (name: string) => Promise<LinkInfo | undefined>, linksInUse: ReadonlySet<string>): Promise<N>;
+export interface NetworkMode<N extends NetworkRecord, E extends EndpointRecord> {
+  /** The `-o mode` value, which is also the records' `mode`. */
+  readonly name: N['mode'];
+  isEndpoint(ep: EndpointRecord): ep is E;
+  /** Validates options against the host and decides the record; touches nothing. */
+  planNetwork(req: CreateNetworkRequest, host: HostView): Promise<N>;
   /** Links the network's record claims (for conflict checks and reconciliation). */
   networkLinks(net: N): string[];
   setupSteps(net: N, kernel: Kernel): Step[];
   /**
-   * Kernel steps bringing an existing network back to its record after a restart (`link` = its main link, if
-   * present). Idempotent writes (sysctls) are always among them: a crash may have come before they were made.
+   * Kernel steps bringing an existing network back to its record after a restart. Idempotent writes (sysctls) are
+   * always among them: a crash may have come before they were made.
    */
-  repairSteps(net: N, link: LinkInfo | undefined): Step[];
-  /** What the firewall enforces for the network. */
-  firewallView(net: N): FwNetwork;
+  repairSteps(net: N, links: ReadonlyMap<string, LinkInfo>): Step[];
+  /** What the firewall enforces for the network; undefined when the mode has no firewall part. */
+  firewallView(net: N): FwNetwork | undefined;
   /** Links tsnet created for the network; the driver deletes them in the background when the network goes. */
   ownedLinks(net: N): string[];
   /**
@@ -28,11 +53,67 @@ export interface NetworkMode<N extends NetworkRecord = NetworkRecord> {
    * the network's removal is committed.
    */
   releaseNetwork(net: N, kernel: Kernel): Promise<void>;
-  planEndpoint(net: N, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
-  endpointSetupChanges(net: N, ep: EndpointRecord): KernelChange[];
+  planEndpoint(net: N, req: CreateEndpointRequest): { ep: E; reply: EndpointInterface };
+  /** Kernel work of CreateEndpoint. */
+  endpointSetupChanges(net: N, ep: E): KernelChange[];
+  /** Kernel work of Join, before the reply (the link dockerd moves into the sandbox, if it is made then). */
+  joinChanges(net: N, ep: E): KernelChange[];
+  /** Host links to delete at Leave (the sandbox gave them back, or took them with it). */
+  leaveLinks(ep: E): string[];
   /** Links to delete when the endpoint goes. */
-  endpointLinks(ep: EndpointRecord): string[];
-  joinResponse(net: N, ep: EndpointRecord): JoinResponse;
+  endpointLinks(ep: E): string[];
+  /** The endpoint's state after a restart, given the host's links. */
+  endpointRepair(ep: E, links: ReadonlyMap<string, LinkInfo>): EndpointRepair;
+  joinResponse(net: N, ep: E): JoinResponse;
+  /** Free-form data for `docker inspect`. */
+  operInfo(net: N, ep: E): Record<string, unknown>;
   /** Ports to publish for the endpoint; undefined when the mode publishes none (the host reaches it directly). */
-  portWants?(net: N, ep: EndpointRecord, bindings: PortBinding[]): PortWant[];
+  portWants?(net: N, ep: E, bindings: PortBinding[]): PortWant[];
+}
+
+/** A network with its mode bound: what the driver calls, with endpoints checked to belong to the mode. */
+export interface BoundNetwork {
+  readonly net: NetworkRecord;
+  networkLinks(): string[];
+  setupSteps(kernel: Kernel): Step[];
+  repairSteps(links: ReadonlyMap<string, LinkInfo>): Step[];
+  firewallView(): FwNetwork | undefined;
+  ownedLinks(): string[];
+  releaseNetwork(kernel: Kernel): Promise<void>;
+  planEndpoint(req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
+  endpointSetupChanges(ep: EndpointRecord): KernelChange[];
+  joinChanges(ep: EndpointRecord): KernelChange[];
+  leaveLinks(ep: EndpointRecord): string[];
+  endpointLinks(ep: EndpointRecord): string[];
+  endpointRepair(ep: EndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair;
+  joinResponse(ep: EndpointRecord): JoinResponse;
+  operInfo(ep: EndpointRecord): Record<string, unknown>;
+  /** undefined when the mode publishes no ports. */
+  portWants(ep: EndpointRecord, bindings: PortBinding[]): PortWant[] | undefined;
+}
+
+/** Binds `mode` to `net`; an endpoint of another mode handed to it is refused (a corrupt or mismatched record). */
+export function bindMode<N extends NetworkRecord, E extends EndpointRecord>(mode: NetworkMode<N, E>, net: N): BoundNetwork {
+  const own = (ep: EndpointRecord): E => {
+    if (mode.isEndpoint(ep)) return ep;
+    throw tsnetError('TSN_INTERNAL', `endpoint ${ep.id.slice(0, 12)} (mode ${ep.mode}) is not an endpoint of ${mode.name} network ${net.id.slice(0, 12)}`);
+  };
+  return {
+    net,
+    networkLinks: () => mode.networkLinks(net),
+    setupSteps: (kernel) => mode.setupSteps(net, kernel),
+    repairSteps: (links) => mode.repairSteps(net, links),
+    firewallView: () => mode.firewallView(net),
+    ownedLinks: () => mode.ownedLinks(net),
+    releaseNetwork: (kernel) => mode.releaseNetwork(net, kernel),
+    planEndpoint: (req) => mode.planEndpoint(net, req),
+    endpointSetupChanges: (ep) => mode.endpointSetupChanges(net, own(ep)),
+    joinChanges: (ep) => mode.joinChanges(net, own(ep)),
+    leaveLinks: (ep) => mode.leaveLinks(own(ep)),
+    endpointLinks: (ep) => mode.endpointLinks(own(ep)),
+    endpointRepair: (ep, links) => mode.endpointRepair(own(ep), links),
+    joinResponse: (ep) => mode.joinResponse(net, own(ep)),
+    operInfo: (ep) => mode.operInfo(net, own(ep)),
+    portWants: (ep, bindings) => mode.portWants?.(net, own(ep), bindings),
+  };
 }

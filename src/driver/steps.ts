@@ -1,4 +1,4 @@
-import { describeChain, tsnetError } from '../errors';
+import { assertNever, describeChain, tsnetError } from '../errors';
 import { log, since } from '../log';
 import { type Kernel, type KernelChange, KernelChangeError } from '../kernel/contract';
 import { applyTolerant } from './teardown';
@@ -16,9 +16,15 @@ export function inverse(c: KernelChange): KernelChange | undefined {
   switch (c.op) {
     case 'bridge.add':
     case 'veth.add':
+    case 'macvlan.add':
+    case 'ipvlan.add':
+    case 'vlan.add':
+    case 'dummy.add':
       return { op: 'link.del', name: c.name };
     case 'addr.add':
       return { op: 'addr.del', dev: c.dev, cidr: c.cidr };
+    case 'route.add':
+      return { op: 'route.del', dst: c.dst, dev: c.dev };
     case 'link.master':
     case 'link.up':
     case 'sysctl.set':
@@ -26,8 +32,11 @@ export function inverse(c: KernelChange): KernelChange | undefined {
       return undefined;
     case 'link.del':
     case 'addr.del':
+    case 'route.del':
       // Removals are never rolled back: setup pipelines contain none.
       return undefined;
+    default:
+      return assertNever(c, 'kernel change');
   }
 }
 
@@ -35,7 +44,7 @@ export function inverse(c: KernelChange): KernelChange | undefined {
 async function undoChanges(kernel: Kernel, applied: KernelChange[]): Promise<void> {
   const inv = applied.map(inverse).filter((c): c is KernelChange => c !== undefined).reverse();
   const deleted = new Set(inv.flatMap((c) => (c.op === 'link.del' ? [c.name] : [])));
-  const todo = inv.filter((c) => !(c.op === 'addr.del' && deleted.has(c.dev)));
+  const todo = inv.filter((c) => !((c.op === 'addr.del' || c.op === 'route.del') && deleted.has(c.dev)));
   await applyTolerant(kernel, todo, (err) => {
     log.warn('rollback change failed', { change: err.change, error: err.message });
     return true;

@@ -2,7 +2,7 @@ import { TsnetError, tsnetError } from '../errors';
 import { type Kernel, type KernelChange, KernelChangeError } from '../kernel/contract';
 import { log } from '../log';
 
-const ALREADY_GONE = /Cannot find device|does not exist|Cannot assign requested address|No such device/;
+const ALREADY_GONE = /Cannot find device|does not exist|Cannot assign requested address|No such device|No such process/;
 
 /**
  * Applies changes in one batch, and when one fails asks `tolerate` whether to skip it and go on with the rest;

@@ -5,14 +5,31 @@
  * Changes are data so callers can log them, batch them and undo them (see steps.ts).
  */
 
+/** macvlan modes as the kernel names them (Docker's `macvlan_mode`). */
+export type MacvlanMode = 'bridge' | 'private' | 'vepa' | 'passthru';
+/** ipvlan modes and flags as the kernel names them (Docker's `ipvlan_mode`, `ipvlan_flag`). */
+export type IpvlanMode = 'l2' | 'l3' | 'l3s';
+export type IpvlanFlag = 'bridge' | 'private' | 'vepa';
+
 export type KernelChange =
   | { op: 'bridge.add'; name: string; mtu?: number; mac?: string }
   | { op: 'veth.add'; name: string; peer: string; mtu?: number; peerMac?: string }
+  /** A macvlan child of `parent`. */
+  | { op: 'macvlan.add'; name: string; parent: string; mode: MacvlanMode; mtu?: number; mac?: string }
+  /** An ipvlan child of `parent` (children share the parent's MAC). */
+  | { op: 'ipvlan.add'; name: string; parent: string; mode: IpvlanMode; flag: IpvlanFlag; mtu?: number }
+  /** An 802.1Q subinterface of `parent` tagging with `vlanId`. */
+  | { op: 'vlan.add'; name: string; parent: string; vlanId: number; mtu?: number }
+  /** A dummy link (the parent of a network that has no NIC). */
+  | { op: 'dummy.add'; name: string; mtu?: number }
   | { op: 'link.master'; name: string; master: string }
   | { op: 'link.up'; name: string }
   | { op: 'link.del'; name: string }
   | { op: 'addr.add'; dev: string; cidr: string }
   | { op: 'addr.del'; dev: string; cidr: string }
+  /** A route to `dst` (CIDR) out of `dev` (main table, scope link). */
+  | { op: 'route.add'; dst: string; dev: string }
+  | { op: 'route.del'; dst: string; dev: string }
   /** Write a sysctl under /proc/sys, e.g. key 'net/ipv6/conf/tsbr-1/disable_ipv6'. */
   | { op: 'sysctl.set'; key: string; value: string };
 
@@ -21,6 +38,10 @@ export interface LinkInfo {
   /** 'bridge', 'veth', 'macvlan', ... or '' for a plain device. */
   kind: string;
   master?: string;
+  /** The link this one is stacked on (ip's `name@lower`: a VLAN's or macvlan's parent; a veth's peer). */
+  lower?: string;
+  /** 802.1Q id of a VLAN link. */
+  vlanId?: number;
   /** The link's alias; tsnet sets it to its owner tag on links it creates. */
   owner?: string;
   mtu: number;

@@ -1,3 +1,4 @@
+import { assertNever } from '../errors';
 import { type Firewall, type FwFamily, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 
 /** In-memory firewall state for {@link FakeKernel}: networks by bridge and ports by their map key. */
@@ -109,6 +110,7 @@ export class FakeKernel implements Kernel {
   readonly applied: KernelChange[] = [];
   readonly linkMap = new Map<string, LinkInfo & { peer?: string }>();
   readonly sysctls = new Map<string, string>();
+  /** Routes as the kernel keeps them (route.add/route.del change it; tests may seed it). */
   routeTable: RouteInfo[] = [];
   private failures: Array<{ match: (c: KernelChange) => boolean; message: string }> = [];
   private pauses: Array<{ match: (c: FakeCall) => boolean; hit: () => void; gate: Promise<void> }> = [];
@@ -158,8 +160,16 @@ export class FakeKernel implements Kernel {
 
   private step(c: KernelChange): string | undefined {
     const need = (n: string) => (this.linkMap.has(n) ? undefined : `Cannot find device "${n}"`);
-    const fresh = (n: string, kind: string, mtu?: number, mac?: string, peer?: string) => {
-      this.linkMap.set(n, { name: n, kind, owner: this.owner, mtu: mtu ?? 1500, mac: mac ?? '02:00:00:00:00:00', up: false, addresses: [], ...(peer ? { peer } : {}) });
+    const fresh = (n: string, kind: string, mtu?: number, mac?: string, extra: Partial<LinkInfo & { peer: string }> = {}) => {
+      this.linkMap.set(n, { name: n, kind, owner: this.owner, mtu: mtu ?? 1500, mac: mac ?? '02:00:00:00:00:00', up: false, addresses: [], ...extra });
+    };
+    // A child of `parent` (macvlan, ipvlan, VLAN): the kernel refuses one without its parent or with a taken name.
+    const child = (n: string, parent: string, kind: string, mtu?: number, mac?: string, extra: Partial<LinkInfo> = {}) => {
+      if (this.linkMap.has(n)) return 'File exists';
+      const p = this.linkMap.get(parent);
+      if (!p) return need(parent);
+      fresh(n, kind, mtu ?? p.mtu, mac ?? (kind === 'macvlan' ? undefined : p.mac), { lower: parent, ...extra });
+      return undefined;
     };
     switch (c.op) {
       case 'bridge.add':
@@ -168,8 +178,19 @@ export class FakeKernel implements Kernel {
         return undefined;
       case 'veth.add':
         if (this.linkMap.has(c.name) || this.linkMap.has(c.peer)) return 'File exists';
-        fresh(c.name, 'veth', c.mtu, undefined, c.peer);
-        fresh(c.peer, 'veth', c.mtu, c.peerMac, c.name);
+        fresh(c.name, 'veth', c.mtu, undefined, { peer: c.peer, lower: c.peer });
+        fresh(c.peer, 'veth', c.mtu, c.peerMac, { peer: c.name, lower: c.name });
+        return undefined;
+      case 'macvlan.add':
+        return child(c.name, c.parent, 'macvlan', c.mtu, c.mac);
+      case 'ipvlan.add':
+        return child(c.name, c.parent, 'ipvlan', c.mtu);
+      case 'vlan.add':
+        if ([...this.linkMap.values()].some((l) => l.kind === 'vlan' && l.lower === c.parent && l.vlanId === c.vlanId)) return 'File exists';
+        return child(c.name, c.parent, 'vlan', c.mtu, undefined, { vlanId: c.vlanId });
+      case 'dummy.add':
+        if (this.linkMap.has(c.name)) return 'File exists';
+        fresh(c.name, 'dummy', c.mtu);
         return undefined;
       case 'link.master': {
         const l = this.linkMap.get(c.name);
@@ -187,7 +208,12 @@ export class FakeKernel implements Kernel {
         if (!l) return need(c.name);
         this.linkMap.delete(c.name);
         if (l.peer) this.linkMap.delete(l.peer);
-        for (const other of this.linkMap.values()) if (other.master === c.name) delete other.master;
+        for (const other of [...this.linkMap.values()]) {
+          if (other.master === c.name) delete other.master;
+          // Stacked links (macvlan, ipvlan, VLAN children) die with their parent, as in the kernel.
+          if (other.lower === c.name && other.kind !== 'veth') this.linkMap.delete(other.name);
+        }
+        this.routeTable = this.routeTable.filter((r) => r.dev !== c.name);
         return undefined;
       }
       case 'addr.add': {
@@ -204,9 +230,21 @@ export class FakeKernel implements Kernel {
         l.addresses = l.addresses.filter((a) => a !== c.cidr);
         return undefined;
       }
+      case 'route.add':
+        if (!this.linkMap.has(c.dev)) return need(c.dev);
+        if (this.routeTable.some((r) => r.dst === c.dst && r.dev === c.dev)) return 'File exists';
+        this.routeTable.push({ dst: c.dst, dev: c.dev });
+        return undefined;
+      case 'route.del': {
+        const before = this.routeTable.length;
+        this.routeTable = this.routeTable.filter((r) => !(r.dst === c.dst && r.dev === c.dev));
+        return this.routeTable.length === before ? 'No such process' : undefined;
+      }
       case 'sysctl.set':
         this.sysctls.set(c.key, c.value);
         return undefined;
+      default:
+        return assertNever(c, 'kernel change');
     }
   }
 

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import { z } from 'zod';
-import { describeChain, tsnetError } from '../errors';
+import { assertNever, describeChain, tsnetError } from '../errors';
 import { log, since } from '../log';
 import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 import { execFileInput } from './exec';
@@ -34,6 +34,14 @@ function batchLines(c: IpChange, owner: string): string[] {
         stamp(c.name),
         stamp(c.peer),
       ];
+    case 'macvlan.add':
+      return [ipLine('link', 'add', 'link', c.parent, 'name', c.name, ...mtu(c.mtu), ...mac(c.mac), 'type', 'macvlan', 'mode', c.mode), stamp(c.name)];
+    case 'ipvlan.add':
+      return [ipLine('link', 'add', 'link', c.parent, 'name', c.name, ...mtu(c.mtu), 'type', 'ipvlan', 'mode', c.mode, c.flag), stamp(c.name)];
+    case 'vlan.add':
+      return [ipLine('link', 'add', 'link', c.parent, 'name', c.name, ...mtu(c.mtu), 'type', 'vlan', 'id', c.vlanId), stamp(c.name)];
+    case 'dummy.add':
+      return [ipLine('link', 'add', 'name', c.name, ...mtu(c.mtu), 'type', 'dummy'), stamp(c.name)];
     case 'link.master':
       return [ipLine('link', 'set', 'dev', c.name, 'master', c.master)];
     case 'link.up':
@@ -45,8 +53,16 @@ function batchLines(c: IpChange, owner: string): string[] {
       return [ipLine('addr', 'add', c.cidr, 'dev', c.dev, ...(c.cidr.includes(':') ? ['nodad'] : []))];
     case 'addr.del':
       return [ipLine('addr', 'del', c.cidr, 'dev', c.dev)];
+    case 'route.add':
+      // ip takes the family from the destination; a route with only a device is on-link.
+      return [ipLine('route', 'add', c.dst, 'dev', c.dev)];
+    case 'route.del':
+      return [ipLine('route', 'del', c.dst, 'dev', c.dev)];
+    default:
+      return assertNever(c, 'kernel change');
   }
 }
+
 
 type IpChange = Exclude<KernelChange, { op: 'sysctl.set' }>;
 type SysctlRendered = { change: Extract<KernelChange, { op: 'sysctl.set' }>; file: string; value: string };
@@ -69,7 +85,8 @@ const IpAddrJson = z.array(
     mtu: z.number(),
     address: z.string().optional(),
     master: z.string().optional(),
-    linkinfo: z.object({ info_kind: z.string().optional() }).optional(),
+    link: z.string().optional(),
+    linkinfo: z.object({ info_kind: z.string().optional(), info_data: z.looseObject({ id: z.number().optional() }).optional() }).optional(),
     ifalias: z.string().optional(),
     addr_info: z.array(z.object({ local: z.string(), prefixlen: z.number() })).optional(),
   }),
@@ -195,6 +212,8 @@ export class Iproute2Kernel implements Kernel {
       name: r.ifname,
       kind: r.linkinfo?.info_kind ?? '',
       ...(r.master ? { master: r.master } : {}),
+      ...(r.link ? { lower: r.link } : {}),
+      ...(r.linkinfo?.info_kind === 'vlan' && r.linkinfo.info_data?.id !== undefined ? { vlanId: r.linkinfo.info_data.id } : {}),
       ...(r.ifalias ? { owner: r.ifalias } : {}),
       mtu: r.mtu,
       mac: r.address ?? '',

@@ -40,8 +40,29 @@ export interface SubnetRecord {
   auxAddresses: Record<string, string>;
 }
 
-export interface BridgeNetworkRecord {
+/** What every network record holds, whatever its mode. */
+export interface NetworkCommon {
   id: string;
+  ipv4: SubnetRecord[];
+  ipv6: SubnetRecord[];
+  enableIPv6: boolean;
+  internal: boolean;
+  /** The driver options exactly as given (`-o`), for inspect; the mode's typed settings are what tsnet acts on. */
+  options: Record<string, string>;
+  createdAt: string;
+}
+
+/** A bridge network's options, parsed once at CreateNetwork (defaults filled in). */
+export interface BridgeSettings {
+  enableIcc: boolean;
+  enableMasquerade: boolean;
+  hostBindingIpv4: string;
+  /** Do not put IPv4 gateway addresses on the bridge (the gateway is elsewhere). */
+  inhibitIpv4: boolean;
+  ifacePrefix: string;
+}
+
+export interface BridgeNetworkRecord extends NetworkCommon {
   mode: 'bridge';
   /** Linux bridge device name. */
   bridge: string;
@@ -51,24 +72,15 @@ export interface BridgeNetworkRecord {
   bridgeAddresses: string[];
   mac: string;
   mtu?: number;
-  ipv4: SubnetRecord[];
-  ipv6: SubnetRecord[];
-  enableIPv6: boolean;
-  internal: boolean;
-  /** Validated driver options exactly as given (`-o`), for inspect and later steps. */
-  options: Record<string, string>;
-  createdAt: string;
+  settings: BridgeSettings;
 }
 
 export type NetworkRecord = BridgeNetworkRecord;
 
-export interface EndpointRecord {
+/** What every endpoint record holds, whatever its mode. */
+export interface EndpointCommon {
   id: string;
   networkId: string;
-  /** Host-side veth, on the bridge. */
-  hostIf: string;
-  /** Container-side veth until dockerd moves it into the sandbox. */
-  containerIf: string;
   mac: string;
   /** CIDR. */
   address?: string;
@@ -80,6 +92,17 @@ export interface EndpointRecord {
   ports?: FwPort[];
   createdAt: string;
 }
+
+/** An endpoint of a bridge network: a veth pair. */
+export interface BridgeEndpointRecord extends EndpointCommon {
+  mode: 'bridge';
+  /** Host-side veth, on the bridge. */
+  hostIf: string;
+  /** Container-side veth until dockerd moves it into the sandbox. */
+  containerIf: string;
+}
+
+export type EndpointRecord = BridgeEndpointRecord;
 
 /**
  * A link tsnet removed from its state and still has to delete from the kernel (deletion runs in the background:

@@ -1,8 +1,9 @@
 import { tsnetError } from '../../errors';
-import type { KernelChange } from '../../kernel/contract';
+import type { KernelChange, LinkInfo } from '../../kernel/contract';
+import type { EndpointRepair } from '../mode';
 import { vethNamesFor } from '../../kernel/names';
 import { macForIPv4, onSubnet, randomMac, tryParseCidr, tryParseIfAddr } from '../../netaddr';
-import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
+import type { BridgeEndpointRecord, BridgeNetworkRecord } from '../../store/records';
 import type { CreateEndpointRequest, EndpointInterface } from '../contract';
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -38,7 +39,7 @@ function checkOnSubnet(field: string, cidr: string | undefined, subnets: BridgeN
 }
 
 /** The endpoint record and the interface fields tsnet fills (only those dockerd left empty). */
-export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface } {
+export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: BridgeEndpointRecord; reply: EndpointInterface } {
   checkEndpointOptions(req.options);
   const { address, addressIPv6, macAddress } = req.iface;
   checkOnSubnet('Address', address, net.ipv4);
@@ -48,8 +49,9 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
   }
   const names = vethNamesFor(req.endpointId);
   const mac = (macAddress ?? (address !== undefined ? macForIPv4(address) : randomMac())).toLowerCase();
-  const ep: EndpointRecord = {
+  const ep: BridgeEndpointRecord = {
     id: req.endpointId,
+    mode: 'bridge',
     networkId: net.id,
     hostIf: names.host,
     containerIf: names.container,
@@ -62,7 +64,7 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
 }
 
 /** veth pair, host end on the bridge and up; the container end waits for dockerd to move it. */
-export function endpointSetupChanges(net: BridgeNetworkRecord, ep: EndpointRecord): KernelChange[] {
+export function endpointSetupChanges(net: BridgeNetworkRecord, ep: BridgeEndpointRecord): KernelChange[] {
   const mtu = net.mtu !== undefined ? { mtu: net.mtu } : {};
   return [
     { op: 'veth.add', name: ep.hostIf, peer: ep.containerIf, peerMac: ep.mac, ...mtu },
@@ -72,6 +74,17 @@ export function endpointSetupChanges(net: BridgeNetworkRecord, ep: EndpointRecor
 }
 
 /** Deleting the host end removes the pair wherever the other end is. */
-export function endpointLinks(ep: EndpointRecord): string[] {
+export function endpointLinks(ep: BridgeEndpointRecord): string[] {
   return [ep.hostIf];
+}
+
+/**
+ * After a restart: the host end must be on the bridge. A missing pair of an endpoint never joined is made again; a
+ * joined one that lost its host end lost its sandbox, and dockerd will Leave and delete it.
+ */
+export function bridgeEndpointRepair(ep: BridgeEndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair {
+  const wanted = ep.sandboxKey ? [ep.hostIf] : [ep.hostIf, ep.containerIf];
+  if (links.has(ep.hostIf)) return { wanted, rebuild: false };
+  if (ep.sandboxKey) return { wanted, rebuild: false, lost: `joined endpoint lost its veth ${ep.hostIf}` };
+  return { wanted, rebuild: true };
 }

@@ -1,7 +1,6 @@
 import { addressOf, subnetOf } from '../../netaddr';
-import type { BridgeNetworkRecord, EndpointRecord, SubnetRecord } from '../../store/records';
+import type { BridgeEndpointRecord, BridgeNetworkRecord, SubnetRecord } from '../../store/records';
 import type { JoinResponse } from '../contract';
-import { parseBridgeOptions } from './options';
 
 /** Plain gateway of the subnet holding `cidr`. */
 function gatewayFor(cidr: string | undefined, subnets: SubnetRecord[]): string | undefined {
@@ -15,13 +14,12 @@ function gatewayFor(cidr: string | undefined, subnets: SubnetRecord[]): string |
  * Join reply: the container end of the veth and the gateways. Without any gateway dockerd would add an eth1 on
  * docker_gwbridge, so internal or gateway-less networks say DisableGatewayService instead.
  */
-export function bridgeJoinResponse(net: BridgeNetworkRecord, ep: EndpointRecord): JoinResponse {
-  const opts = parseBridgeOptions(net.options);
+export function bridgeJoinResponse(net: BridgeNetworkRecord, ep: BridgeEndpointRecord): JoinResponse {
   const gateway = net.internal ? undefined : gatewayFor(ep.address, net.ipv4);
   const gatewayIPv6 = net.internal ? undefined : gatewayFor(ep.addressIPv6, net.ipv6);
   return {
     srcName: ep.containerIf,
-    dstPrefix: opts.ifacePrefix,
+    dstPrefix: net.settings.ifacePrefix,
     ...(gateway ? { gateway } : {}),
     ...(gatewayIPv6 ? { gatewayIPv6 } : {}),
     staticRoutes: [],

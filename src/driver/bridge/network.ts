@@ -4,6 +4,7 @@ import { bridgeNameFor } from '../../kernel/names';
 import { tsnetError } from '../../errors';
 import { randomMac } from '../../netaddr';
 import type { CreateNetworkRequest, IpamData } from '../contract';
+import type { HostView } from '../mode';
 import type { Step } from '../steps';
 import { applyRemovals } from '../teardown';
 import { log } from '../../log';
@@ -19,23 +20,19 @@ function subnet(d: IpamData): SubnetRecord {
  * whether tsnet owns it (an existing bridge of that name is adopted and never deleted) and the gateway addresses
  * to put on it.
  */
-export async function planBridgeNetwork(
-  req: CreateNetworkRequest,
-  lookupLink: (name: string) => Promise<LinkInfo | undefined>,
-  bridgesInUse: ReadonlySet<string>,
-): Promise<BridgeNetworkRecord> {
-  const opts = parseBridgeOptions(req.driverOptions);
-  const bridge = opts.bridgeName ?? bridgeNameFor(req.networkId);
-  if (bridgesInUse.has(bridge)) {
+export async function planBridgeNetwork(req: CreateNetworkRequest, host: HostView): Promise<BridgeNetworkRecord> {
+  const { bridgeName, mtu, ...settings } = parseBridgeOptions(req.driverOptions);
+  const bridge = bridgeName ?? bridgeNameFor(req.networkId);
+  if (host.claimed.has(bridge)) {
     throw tsnetError('TSN_NETWORK_EXISTS', `bridge "${bridge}" is already used by another tsnet network`);
   }
-  const existing = await lookupLink(bridge);
+  const existing = await host.link(bridge);
   if (existing && existing.kind !== 'bridge') {
     throw tsnetError('TSN_INVALID_OPTION', `bridge name "${bridge}": a ${existing.kind || 'non-bridge'} link of that name exists`);
   }
   const ipv6 = req.enableIPv6 ? req.ipv6.map(subnet) : [];
   const gateways = [
-    ...(opts.inhibitIpv4 ? [] : req.ipv4.flatMap((d) => (d.gateway ? [d.gateway] : []))),
+    ...(settings.inhibitIpv4 ? [] : req.ipv4.flatMap((d) => (d.gateway ? [d.gateway] : []))),
     ...ipv6.flatMap((d) => (d.gateway ? [d.gateway] : [])),
   ];
   return {
@@ -46,24 +43,24 @@ export async function planBridgeNetwork(
     // On an adopted bridge only the addresses it lacks are tsnet's to add and later remove.
     bridgeAddresses: gateways.filter((g) => !existing?.addresses.includes(g)),
     mac: existing?.mac ?? randomMac(),
-    ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
+    ...(mtu !== undefined ? { mtu } : {}),
     ipv4: req.ipv4.map(subnet),
     ipv6,
     enableIPv6: req.enableIPv6,
     internal: req.internal,
     options: { ...req.driverOptions },
+    settings,
     createdAt: new Date().toISOString(),
   };
 }
 
 /** What the firewall enforces for the network. */
 export function bridgeFirewallView(net: BridgeNetworkRecord): FwNetwork {
-  const opts = parseBridgeOptions(net.options);
   return {
     bridge: net.bridge,
     internal: net.internal,
-    icc: opts.enableIcc,
-    masquerade: opts.enableMasquerade,
+    icc: net.settings.enableIcc,
+    masquerade: net.settings.enableMasquerade,
   };
 }
 

@@ -1,6 +1,7 @@
 import ipaddr from 'ipaddr.js';
 import { tsnetError } from '../../errors';
 import { validateIfName } from '../../kernel/names';
+import type { BridgeSettings } from '../../store/records';
 
 /** Option names shared with Docker's bridge driver, so `-o` works the same on `-d bridge` and `-d tsnet`. */
 export const OPT = {
@@ -14,36 +15,30 @@ export const OPT = {
   ifacePrefix: 'com.docker.network.container_iface_prefix',
 } as const;
 
-export interface BridgeOptions {
+/** A bridge network's options: the settings its record keeps, plus what decides its bridge. */
+export interface BridgeOptions extends BridgeSettings {
   bridgeName?: string;
   mtu?: number;
-  enableIcc: boolean;
-  enableMasquerade: boolean;
-  hostBindingIpv4: string;
-  /** Do not put IPv4 gateway addresses on the bridge (the gateway is elsewhere). */
-  inhibitIpv4: boolean;
-  ifacePrefix: string;
 }
 
-function parseBool(key: string, v: string): boolean {
+export function parseBool(key: string, v: string): boolean {
   if (/^(1|t|true)$/i.test(v)) return true;
   if (/^(0|f|false)$/i.test(v)) return false;
   throw tsnetError('TSN_INVALID_OPTION', `option ${key}="${v}": expected true or false`);
 }
 
-/** Validates `-o` options of a bridge network; an unknown key is an error naming it. */
+/**
+ * Validates `-o` options of a bridge network (the mode registry already chose mode=bridge); a key that is not a
+ * bridge option is an error naming it and the mode.
+ */
 export function parseBridgeOptions(generic: Record<string, string>): BridgeOptions {
   const known = new Set<string>(Object.values(OPT));
   for (const key of Object.keys(generic)) {
     if (!known.has(key)) {
-      throw tsnetError('TSN_INVALID_OPTION', `unknown option "${key}" for a tsnet bridge network (known: ${[...known].join(', ')})`);
+      throw tsnetError('TSN_INVALID_OPTION', `unknown option "${key}" for mode=bridge (known: ${[...known].join(', ')})`);
     }
   }
   const get = (k: string): string | undefined => generic[k];
-  const mode = get(OPT.mode);
-  if (mode !== undefined && mode !== 'bridge') {
-    throw tsnetError('TSN_INVALID_OPTION', `option mode="${mode}": this tsnet supports mode=bridge`);
-  }
   const out: BridgeOptions = {
     enableIcc: true,
     enableMasquerade: true,

@@ -1,9 +1,8 @@
 import { tsnetError } from '../../errors';
 import { addressOf, tryParseIp } from '../../netaddr';
-import type { BridgeNetworkRecord, EndpointRecord } from '../../store/records';
+import type { BridgeEndpointRecord, BridgeNetworkRecord } from '../../store/records';
 import type { PortBinding } from '../contract';
 import type { PortWant } from '../port-allocator';
-import { parseBridgeOptions } from './options';
 
 /**
  * Normalised host address (IPv4-mapped IPv6 counts as IPv4). Zone ids are refused, and so is ::1: nothing can be
@@ -20,14 +19,13 @@ function parseHostIp(text: string): { family: 4 | 6; ip: string; any: boolean } 
  * What dockerd's port map asks of a bridge endpoint, one want per family: HostIP "" means the network's
  * host_binding_ipv4 (all addresses by default) and, when the container has an IPv6 address, all IPv6 addresses too.
  */
-export function bridgePortWants(net: BridgeNetworkRecord, ep: EndpointRecord, bindings: PortBinding[]): PortWant[] {
-  const opts = parseBridgeOptions(net.options);
+export function bridgePortWants(net: BridgeNetworkRecord, ep: BridgeEndpointRecord, bindings: PortBinding[]): PortWant[] {
   const containerIp = { 4: ep.address && addressOf(ep.address), 6: ep.addressIPv6 && addressOf(ep.addressIPv6) };
   return bindings.flatMap((b) => {
     const hostPorts: PortWant['hostPorts'] = b.hostPort === 0 ? 'ephemeral' : [b.hostPort, Math.max(b.hostPort, b.hostPortEnd)];
     const targets: Array<{ family: 4 | 6; hostIp?: string }> = [];
     if (b.hostIp === undefined || b.hostIp === '') {
-      const def = parseHostIp(opts.hostBindingIpv4);
+      const def = parseHostIp(net.settings.hostBindingIpv4);
       targets.push({ family: 4, ...(def.any ? {} : { hostIp: def.ip }) });
       if (containerIp[6]) targets.push({ family: 6 });
     } else {

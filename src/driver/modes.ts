@@ -1,0 +1,40 @@
+import { assertNever, tsnetError } from '../errors';
+import type { NetworkRecord } from '../store/records';
+import { bridgeMode } from './bridge';
+import type { CreateNetworkRequest } from './contract';
+import { bindMode, type BoundNetwork, type HostView } from './mode';
+
+/** The driver option choosing a network's mode (Docker's own name for it on macvlan and ipvlan). */
+export const MODE_OPTION = 'mode';
+const DEFAULT_MODE = 'bridge';
+
+type ModeName = NetworkRecord['mode'];
+
+/** The registry, keyed by `-o mode`: a record mode without its planner does not compile. */
+const PLANNERS: { [M in ModeName]: (req: CreateNetworkRequest, host: HostView) => Promise<Extract<NetworkRecord, { mode: M }>> } = {
+  bridge: (req, host) => bridgeMode.planNetwork(req, host),
+};
+
+function isModeName(name: string): name is ModeName {
+  return Object.hasOwn(PLANNERS, name);
+}
+
+/** Plans a network in the mode its `-o mode` names (bridge when absent); an unknown mode is refused naming it. */
+export async function planNetwork(req: CreateNetworkRequest, host: HostView): Promise<NetworkRecord> {
+  const name = req.driverOptions[MODE_OPTION] ?? DEFAULT_MODE;
+  if (!isModeName(name)) {
+    throw tsnetError('TSN_INVALID_OPTION', `option ${MODE_OPTION}="${name}": expected one of ${Object.keys(PLANNERS).join(', ')}`);
+  }
+  return await PLANNERS[name](req, host);
+}
+
+/** The network with its mode's behaviour bound. */
+export function modeOf(net: NetworkRecord): BoundNetwork {
+  switch (net.mode) {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- one mode until the others land (step 4)
+    case 'bridge':
+      return bindMode(bridgeMode, net);
+    default:
+      return assertNever(net.mode, 'network mode');
+  }
+}
