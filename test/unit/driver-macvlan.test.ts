@@ -470,3 +470,27 @@ describe('host shim (tsnet.host_shim=true)', () => {
     expect(kernel.applied).toEqual([]);
   });
 });
+
+describe('Join after Leave', () => {
+  test('Join waits for the deletion a Leave queued under the same link name, then makes the link again', async () => {
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await join(driver, EID);
+    const deletion = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'link.del');
+    const creation = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'macvlan.add');
+    await driver.leave(NID, EID);
+    await deletion.reached;
+    let created = false;
+    const noticed = creation.reached.then(() => (created = true));
+    const joined = join(driver, EID);
+    // Enough turns of the event loop for Join to reach the kernel if it does not wait.
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    expect(created).toBe(false);
+    creation.release();
+    deletion.release();
+    await joined;
+    await noticed;
+    await driver.drain();
+    expect(kernel.linkMap.get(CHILD)).toMatchObject({ kind: 'macvlan', lower: 'eth1' });
+  });
+});
