@@ -150,8 +150,8 @@ describe('macvlan options and parent checks', () => {
     [{ macvlan_mode: 'foo' }, /option macvlan_mode="foo" \(mode=macvlan\): expected one of bridge, private, vepa, passthru/],
     [{ ipvlan_mode: 'l2' }, /unknown option "ipvlan_mode" for mode=macvlan/],
     [{ 'com.docker.network.bridge.name': 'br0' }, /unknown option "com.docker.network.bridge.name" for mode=macvlan/],
-    [{ 'tsnet.host_shim': 'maybe' }, /option tsnet.host_shim="maybe": expected true or false/],
-    [{ 'com.docker.network.container_iface_prefix': 'Eth-' }, /container_iface_prefix="Eth-"/],
+    [{ 'tsnet.host_shim': 'maybe' }, /option tsnet.host_shim="maybe" \(mode=macvlan\): expected true or false/],
+    [{ 'com.docker.network.container_iface_prefix': 'Eth-' }, /container_iface_prefix="Eth-" \(mode=macvlan\)/],
   ])('bad option %j is refused naming it and the mode; nothing changes', async (opts, re) => {
     await expectRefusedOnEth1(childReq('macvlan', 'eth1', {}, opts), re);
   });
