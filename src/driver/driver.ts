@@ -15,7 +15,7 @@ import type {
   JoinResponse,
   NetworkDriver,
 } from './contract';
-import type { BoundNetwork, HostView } from './mode';
+import type { BoundNetwork, HostState, HostView } from './mode';
 import { modeOf, planNetwork } from './modes';
 import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
@@ -433,6 +433,7 @@ export class TsnetDriver implements NetworkDriver {
       await this.reaper.flush();
     }
     const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
+    const host: HostState = { links, routes: [...(await this.kernel.routes(false)), ...(await this.kernel.routes(true))] };
     const fw = this.kernel.firewall;
     await this.forwarding.restore();
     const wanted = new Set<string>();
@@ -468,9 +469,15 @@ export class TsnetDriver implements NetworkDriver {
           this.endpoints.delete(ep.id);
           return;
         }
-        const repair = this.modeOf(net).endpointRepair(ep, links);
+        const repair = this.modeOf(net).endpointRepair(ep, host);
         for (const l of repair.wanted) wanted.add(l);
         if (repair.lost !== undefined) log.warn(`reconcile: ${repair.lost}`);
+        if (repair.changes?.length) {
+          log.info('reconcile: restoring endpoint routes', { changes: repair.changes.length });
+          await runSteps(this.kernel, `reconcile endpoint ${ep.id.slice(0, 12)}`, [{ name: 'endpoint repair', changes: repair.changes }]).catch((err: unknown) =>
+            log.error('reconcile: endpoint repair failed', { error: describeChain(err) }),
+          );
+        }
         if (!repair.rebuild) return;
         log.info('reconcile: re-creating endpoint links', { links: repair.wanted });
         // The same pipeline as CreateEndpoint: a failure rolls back only what this attempt applied.

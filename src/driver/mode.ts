@@ -1,5 +1,5 @@
 import { tsnetError } from '../errors';
-import type { FwNetwork, Kernel, KernelChange, LinkInfo } from '../kernel/contract';
+import type { FwNetwork, Kernel, KernelChange, LinkInfo, RouteInfo } from '../kernel/contract';
 import type { EndpointRecord, HostAddress, NetworkRecord, ParentRecord } from '../store/records';
 import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, HostAddressPool, JoinResponse, PortBinding } from './contract';
 import type { ParentChoice } from './parent';
@@ -20,12 +20,20 @@ export interface HostView {
   hostAddresses: HostAddressPool;
 }
 
+/** The host's links and routes as reconcile read them at start (before any repair). */
+export interface HostState {
+  links: ReadonlyMap<string, LinkInfo>;
+  routes: readonly RouteInfo[];
+}
+
 /** How an endpoint stands after a restart, as its mode sees the host's links. */
 export interface EndpointRepair {
   /** Host links the endpoint owns that must survive the orphan sweep. */
   wanted: string[];
   /** Its creation steps must run again (its links are missing and it was never joined). */
   rebuild: boolean;
+  /** Changes restoring what it lost short of a rebuild (routes); applied after its network's repair. */
+  changes?: KernelChange[];
   /** Why it cannot be restored, when it cannot (logged; dockerd's Leave/DeleteEndpoint will clean up). */
   lost?: string;
 }
@@ -77,7 +85,7 @@ export interface NetworkMode<N extends NetworkRecord, E extends EndpointRecord> 
   /** Links to delete when the endpoint goes. */
   endpointLinks(ep: E): string[];
   /** The endpoint's state after a restart, given the host's links (as they were before the network's repair). */
-  endpointRepair(net: N, ep: E, links: ReadonlyMap<string, LinkInfo>): EndpointRepair;
+  endpointRepair(net: N, ep: E, host: HostState): EndpointRepair;
   joinResponse(net: N, ep: E): JoinResponse;
   /** Free-form data for `docker inspect`. */
   operInfo(net: N, ep: E): Record<string, unknown>;
@@ -102,7 +110,7 @@ export interface BoundNetwork {
   joinChanges(ep: EndpointRecord): KernelChange[];
   leaveLinks(ep: EndpointRecord): string[];
   endpointLinks(ep: EndpointRecord): string[];
-  endpointRepair(ep: EndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair;
+  endpointRepair(ep: EndpointRecord, host: HostState): EndpointRepair;
   joinResponse(ep: EndpointRecord): JoinResponse;
   operInfo(ep: EndpointRecord): Record<string, unknown>;
   /** undefined when the mode publishes no ports. */
@@ -131,7 +139,7 @@ export function bindMode<N extends NetworkRecord, E extends EndpointRecord>(mode
     joinChanges: (ep) => mode.joinChanges(net, own(ep)),
     leaveLinks: (ep) => mode.leaveLinks(own(ep)),
     endpointLinks: (ep) => mode.endpointLinks(own(ep)),
-    endpointRepair: (ep, links) => mode.endpointRepair(net, own(ep), links),
+    endpointRepair: (ep, host) => mode.endpointRepair(net, own(ep), host),
     joinResponse: (ep) => mode.joinResponse(net, own(ep)),
     operInfo: (ep) => mode.operInfo(net, own(ep)),
     portWants: (ep, bindings) => mode.portWants?.(net, own(ep), bindings),

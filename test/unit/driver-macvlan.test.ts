@@ -469,6 +469,22 @@ describe('host shim (tsnet.host_shim=true)', () => {
     await (await TsnetDriver.load(store, kernel)).reconcile();
     expect(kernel.applied).toEqual([]);
   });
+
+  test('after a restart an endpoint route someone removed comes back while the shim stayed', async () => {
+    const { store, kernel, driver } = await setupOn(
+      childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true' }),
+    );
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await endpoint(driver, EID2, '192.168.10.6/24');
+    await kernel.apply([{ op: 'route.del', dst: '192.168.10.6/32', dev: SHIM }]);
+    kernel.applied.length = 0;
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(kernel.applied).toEqual([{ op: 'route.add', dst: '192.168.10.6/32', dev: SHIM }]);
+    expect(kernel.routeTable).toEqual(expect.arrayContaining([
+      { dst: '192.168.10.5/32', dev: SHIM },
+      { dst: '192.168.10.6/32', dev: SHIM },
+    ]));
+  });
 });
 
 describe('Join after Leave', () => {

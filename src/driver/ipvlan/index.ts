@@ -37,7 +37,7 @@ export const ipvlanMode: NetworkMode<IpvlanNetworkRecord, ChildEndpointRecord> =
   joinChanges: childLinkChanges,
   leaveLinks: childLinks,
   endpointLinks: childLinks,
-  endpointRepair: childEndpointRepair,
+  endpointRepair: (net, ep, host) => childEndpointRepair(net, ep, host.links),
   joinResponse: (net, ep) => childJoinResponse(net, ep, net.settings.ipvlanMode !== 'l2'),
   operInfo: (net, ep) => ({ parent: net.parent, link: ep.link, ipvlanMode: net.settings.ipvlanMode }),
 };

@@ -49,10 +49,10 @@ export const macvlanMode: NetworkMode<MacvlanNetworkRecord, ChildEndpointRecord>
   joinChanges: childLinkChanges,
   leaveLinks: childLinks,
   endpointLinks: childLinks,
-  endpointRepair: (net, ep, links) => {
-    // A shim made again by the network's repair lost its routes with it.
-    const lostShim = net.shim !== undefined && !links.has(net.shim.link);
-    return { ...childEndpointRepair(net, ep, links), rebuild: lostShim && shimRoutes(net, ep).length > 0 };
+  endpointRepair: (net, ep, host) => {
+    // Routes gone with a lost shim (made again by the network's repair), or removed by someone else.
+    const missing = shimRoutes(net, ep).filter((r) => !host.routes.some((h) => h.dst === r.dst && h.dev === r.dev));
+    return { ...childEndpointRepair(net, ep, host.links), changes: missing.map((r) => ({ op: 'route.add', ...r })) };
   },
   joinResponse: (net, ep) => childJoinResponse(net, ep, false),
   operInfo: (net, ep) => ({ parent: net.parent, link: ep.link, macvlanMode: net.settings.macvlanMode, ...(ep.mac ? { macAddress: ep.mac } : {}) }),
