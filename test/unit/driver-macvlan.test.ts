@@ -360,6 +360,9 @@ describe('host shim (tsnet.host_shim=true)', () => {
       owner: kernel.owner,
     });
     expect(kernel.linkMap.get(SHIM)?.macvlanMode).toBe('bridge');
+    // An IPv4-only network's shim takes no IPv6 (and so no router advertisement) from the LAN.
+    expect(kernel.sysctls.get(`net/ipv6/conf/${SHIM}/disable_ipv6`)).toBe('1');
+    expect(kernel.sysctls.has(`net/ipv6/conf/${SHIM}/accept_ra`)).toBe(false);
     expect((await store.all('network'))[0]).toMatchObject({ shim: { link: SHIM, addresses: ['192.168.10.250/32'], reserved: [] } });
     await endpoint(driver, EID, '192.168.10.5/24');
     await endpoint(driver, EID2, '192.168.10.6/24');
@@ -395,6 +398,11 @@ describe('host shim (tsnet.host_shim=true)', () => {
       ),
     );
     expect(kernel.linkMap.get(SHIM)?.addresses).toEqual(['192.168.10.250/32', 'fd00:30::fa/128']);
+    expect(kernel.sysctls.get(`net/ipv6/conf/${SHIM}/disable_ipv6`)).toBe('0');
+    expect(kernel.sysctls.get(`net/ipv6/conf/${SHIM}/accept_ra`)).toBe('0');
+    // disable_ipv6=0 comes before the IPv6 address (hosts whose default is 1 would refuse it).
+    const order = kernel.applied.map((c) => (c.op === 'sysctl.set' ? c.key : c.op === 'addr.add' ? c.cidr : c.op));
+    expect(order.indexOf(`net/ipv6/conf/${SHIM}/disable_ipv6`)).toBeLessThan(order.indexOf('fd00:30::fa/128'));
     await dualStackEndpoint(driver, EID, '192.168.10.5/24', 'fd00:30::5/64');
     expect(kernel.routeTable).toEqual([
       { dst: '192.168.10.5/32', dev: SHIM },
@@ -466,8 +474,10 @@ describe('host shim (tsnet.host_shim=true)', () => {
     ]);
     expect(kernel.linkMap.has(CHILD)).toBe(true);
     kernel.applied.length = 0;
+    kernel.sysctls.clear();
     await (await TsnetDriver.load(store, kernel)).reconcile();
-    expect(kernel.applied).toEqual([]);
+    // Only the idempotent sysctls are written again (a crash may have come before them).
+    expect(kernel.applied).toEqual([{ op: 'sysctl.set', key: `net/ipv6/conf/${SHIM}/disable_ipv6`, value: '1' }]);
   });
 
   test('after a restart an endpoint route someone removed comes back while the shim stayed', async () => {
@@ -479,7 +489,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
     await kernel.apply([{ op: 'route.del', dst: '192.168.10.6/32', dev: SHIM }]);
     kernel.applied.length = 0;
     await (await TsnetDriver.load(store, kernel)).reconcile();
-    expect(kernel.applied).toEqual([{ op: 'route.add', dst: '192.168.10.6/32', dev: SHIM }]);
+    expect(kernel.applied.filter((c) => c.op !== 'sysctl.set')).toEqual([{ op: 'route.add', dst: '192.168.10.6/32', dev: SHIM }]);
     expect(kernel.routeTable).toEqual(expect.arrayContaining([
       { dst: '192.168.10.5/32', dev: SHIM },
       { dst: '192.168.10.6/32', dev: SHIM },

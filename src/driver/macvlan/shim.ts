@@ -53,9 +53,27 @@ export async function planShim(networkId: string, ipv4: IpamData[], ipv6: IpamDa
   return { link: shimNameFor(networkId), addresses: got.map((a) => host(a.address)), reserved: got.flatMap((a) => a.reserved ?? []) };
 }
 
+/**
+ * The shim is a host interface on the LAN: on an IPv4-only network IPv6 is off on it (no link-local address, no
+ * router advertisements taken from the LAN: CVE-2024-32473's lesson), on an IPv6 one it never accepts RAs. Before
+ * the addresses: disable_ipv6=0 must precede an IPv6 address on hosts whose default is 1. Idempotent, so repairs
+ * always write them (a crash may have come before they were).
+ */
+function shimSysctls(shim: HostShim): KernelChange[] {
+  const key = (name: string) => `net/ipv6/conf/${shim.link}/${name}`;
+  const v6 = shim.addresses.some((a) => a.includes(':'));
+  return v6
+    ? [
+        { op: 'sysctl.set', key: key('disable_ipv6'), value: '0' },
+        { op: 'sysctl.set', key: key('accept_ra'), value: '0' },
+      ]
+    : [{ op: 'sysctl.set', key: key('disable_ipv6'), value: '1' }];
+}
+
 function shimChanges(net: MacvlanNetworkRecord, shim: HostShim): KernelChange[] {
   return [
     { op: 'macvlan.add', name: shim.link, parent: net.parent, mode: 'bridge' },
+    ...shimSysctls(shim),
     ...shim.addresses.map((cidr): KernelChange => ({ op: 'addr.add', dev: shim.link, cidr })),
     { op: 'link.up', name: shim.link },
   ];
@@ -65,7 +83,7 @@ export function shimSteps(net: MacvlanNetworkRecord): Step[] {
   return net.shim ? [{ name: 'host shim', changes: shimChanges(net, net.shim) }] : [];
 }
 
-/** After a restart: a missing shim is made again, a present one gets back lost addresses and its up state. */
+/** After a restart: a missing shim is made again, a present one gets back its sysctls, lost addresses and up state. */
 export function shimRepairSteps(net: MacvlanNetworkRecord, links: ReadonlyMap<string, LinkInfo>): Step[] {
   const shim = net.shim;
   if (!shim) return [];
@@ -75,7 +93,7 @@ export function shimRepairSteps(net: MacvlanNetworkRecord, links: ReadonlyMap<st
     ...shim.addresses.filter((c) => !link.addresses.includes(c)).map((cidr): KernelChange => ({ op: 'addr.add', dev: shim.link, cidr })),
     ...(link.up ? [] : [{ op: 'link.up' as const, name: shim.link }]),
   ];
-  return changes.length > 0 ? [{ name: 'host shim', changes }] : [];
+  return [{ name: 'host shim sysctls', changes: shimSysctls(shim) }, ...(changes.length > 0 ? [{ name: 'host shim', changes }] : [])];
 }
 
 /** The routes to one endpoint out of the shim. */
