@@ -109,7 +109,12 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
     case 'vlan': {
       const lower = await host.link(spec.lower);
       if (!lower) return refuse(`the VLAN's lower link ${spec.lower} does not exist`);
-      if (host.claimed.has(spec.lower) || (isGeneratedLink(lower) && lower.kind !== 'vlan'))
+      // A parent another network uses may carry VLANs too (untagged eth1 and tagged eth1.10 together), unless tsnet
+      // made it: it is deleted with its last network, and the VLAN's children would die with it.
+      const under = host.parents.get(spec.lower);
+      if (under?.owned)
+        refuse(`the VLAN's lower link ${spec.lower} is a parent tsnet created for network ${under.users.map(short).join(', ')}, deleted with its last network`);
+      if ((!under && host.claimed.has(spec.lower)) || (isGeneratedLink(lower) && lower.kind !== 'vlan'))
         refuse(`the VLAN's lower link ${spec.lower} belongs to tsnet`);
       checkForeign(lower, (why) => refuse(`the VLAN's lower link ${spec.lower}: ${why}`));
       const twin = (await host.links()).find((l) => l.kind === 'vlan' && l.lower === spec.lower && l.vlanId === spec.vlanId);

@@ -235,3 +235,30 @@ describe('checks across networks on one VLAN', () => {
     );
   });
 });
+
+describe('a VLAN on the parent of another network', () => {
+  test('a NIC that carries one network can be the lower link of another network\'s VLAN, in either order', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1', sub('10.1.0.0/24', NID)));
+    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', lower: 'eth1', vlanId: 10, up: true });
+    await driver.deleteNetwork(NID2);
+    await driver.deleteNetwork(NID);
+    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    await driver.createNetwork(childReq('macvlan', 'eth1', sub('10.1.0.0/24', NID)));
+    expect((await store.all('parent')).map((p) => [p.link, p.owned])).toEqual([
+      ['eth1', false],
+      ['eth1.10', true],
+    ]);
+  });
+
+  test('a VLAN on a parent tsnet created is refused: that link goes with its last network, and the VLAN with it', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    kernel.applied.length = 0;
+    const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1.10.20', sub('10.2.0.0/24', NID2))), 'TSN_INVALID_OPTION');
+    expect(err.message).toBe(
+      `option parent="eth1.10.20" (mode=macvlan): the VLAN's lower link eth1.10 is a parent tsnet created for network ${NID.slice(0, 12)}, deleted with its last network`,
+    );
+    expect(kernel.applied).toEqual([]);
+    expect((await store.all('parent')).map((p) => p.link)).toEqual(['eth1.10']);
+  });
+});
