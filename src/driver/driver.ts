@@ -139,12 +139,13 @@ export class TsnetDriver implements NetworkDriver {
       return;
     }
     const before = this.parents.get(choice.link);
-    const claim = claimParent(before, choice, await this.kernel.link(choice.link), net.id);
+    const claim = claimParent(before, choice, await this.kernel.link(choice.link), net.id, this.kernel.owner);
     const restore = before ? put('parent', before.link, before) : del('parent', choice.link);
     this.parents.set(claim.record.link, claim.record);
     try {
+      // A tombstone left by a failed deletion of the link must not delete it under its new network at the next start.
       await this.recordThenBuild('network', this.networks, net, [...claim.steps, ...steps], {
-        ops: [put('parent', claim.record.link, claim.record)],
+        ops: [put('parent', claim.record.link, claim.record), del('tombstone', claim.record.link)],
         undo: [restore],
       });
     } catch (err) {

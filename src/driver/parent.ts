@@ -152,13 +152,21 @@ export interface ParentClaim {
 }
 
 /**
- * `networkId` takes `choice`. The first user decides ownership: tsnet owns the link when it has to make it (and its
- * own dummy, whose name only tsnet uses); later users share the record, ownership and all.
+ * `networkId` takes `choice`. The first user decides ownership: tsnet owns the link when it has to make it, when it
+ * is its own dummy (a name only tsnet uses), or when it carries this instance's owner tag (tsnet made it for an
+ * earlier network and its deletion failed: it stays tsnet's); later users share the record, ownership and all.
  */
-export function claimParent(current: ParentRecord | undefined, choice: ParentChoice, info: LinkInfo | undefined, networkId: string): ParentClaim {
+export function claimParent(
+  current: ParentRecord | undefined,
+  choice: ParentChoice,
+  info: LinkInfo | undefined,
+  networkId: string,
+  owner: string,
+): ParentClaim {
+  const owned = info === undefined || choice.spec.kind === 'dummy' || info.owner === owner;
   const record: ParentRecord = current
     ? { ...current, users: [...current.users.filter((u) => u !== networkId), networkId] }
-    : { link: choice.link, owned: info === undefined || choice.spec.kind === 'dummy', spec: choice.spec, users: [networkId] };
+    : { link: choice.link, owned, spec: choice.spec, users: [networkId] };
   const changes = record.owned ? ownedParentChanges(record.link, record.spec, info) : [];
   return { record, steps: changes.length > 0 ? [{ name: 'parent link', changes }] : [] };
 }

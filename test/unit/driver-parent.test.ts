@@ -262,3 +262,22 @@ describe('a VLAN on the parent of another network', () => {
     expect((await store.all('parent')).map((p) => p.link)).toEqual(['eth1.10']);
   });
 });
+
+describe('an owned parent whose deletion failed', () => {
+  test('the next network on it keeps it owned and drops its tombstone: a restart does not delete it, its last network does', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    kernel.failOn((c) => c.op === 'link.del' && c.name === 'eth1.10', 'RTNETLINK answers: Device or resource busy');
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect(kernel.linkMap.has('eth1.10')).toBe(true);
+    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID2] })]);
+    expect(await store.all('tombstone')).toEqual([]);
+    const restarted = await TsnetDriver.load(store, kernel);
+    await restarted.reconcile();
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', up: true });
+    await restarted.deleteNetwork(NID2);
+    await restarted.drain();
+    expect([...kernel.linkMap.keys()]).toEqual(['eth1']);
+  });
+});
