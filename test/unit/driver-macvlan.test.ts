@@ -427,7 +427,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
     addNic(kernel, 'eth1');
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', withAux({}), { 'tsnet.host_shim': 'true' })), 'TSN_INVALID_OPTION');
     expect(err.message).toBe(
-      "option tsnet.host_shim=true (mode=macvlan): pool 192.168.10.0/24 (address space LocalDefault) is not one of tsnet's IPAM pools; give the shim an address with --aux-address host_shim=IP",
+      `option tsnet.host_shim="true" (mode=macvlan): pool 192.168.10.0/24 (address space LocalDefault) is not one of tsnet's IPAM pools; give the shim an address with --aux-address host_shim=IP`,
     );
     expect(kernel.applied).toEqual([]);
   });
@@ -439,7 +439,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
       driver.createNetwork(childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true', macvlan_mode: m })),
       'TSN_INVALID_OPTION',
     );
-    expect(err.message).toBe(`option tsnet.host_shim=true (mode=macvlan): needs macvlan_mode=bridge or vepa, not ${m}`);
+    expect(err.message).toBe(`option tsnet.host_shim="true" (mode=macvlan): needs macvlan_mode=bridge or vepa, not "${m}"`);
   });
 
   test('tsnet.host_shim=false makes no shim', async () => {
