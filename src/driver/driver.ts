@@ -203,7 +203,7 @@ export class TsnetDriver implements NetworkDriver {
         throw tsnetError('TSN_ENDPOINT_EXISTS', `EndpointID "${req.endpointId}" already exists`);
       }
       const mode = this.modeOf(net);
-      const { ep, reply } = mode.planEndpoint(req);
+      const { ep, reply } = mode.planEndpoint(req, [...this.endpoints.values()].filter((e) => e.networkId === net.id));
       await this.recordThenBuild('endpoint', this.endpoints, ep, this.endpointSteps(net, ep));
       log.info('endpoint created', { links: mode.endpointLinks(ep), address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
       return reply;

@@ -43,7 +43,7 @@ export const macvlanMode: NetworkMode<MacvlanNetworkRecord, ChildEndpointRecord>
   ownedLinks: (net) => (net.shim ? [net.shim.link] : []),
   // The shim's addresses and routes go with the shim link.
   releaseNetwork: async () => undefined,
-  planEndpoint: (net, req) => planChildEndpoint(net, req, macFor),
+  planEndpoint: (net, req, peers) => planChildEndpoint(net, req, peers, macFor),
   endpointSetupChanges: (net, ep) => shimRoutes(net, ep).map((r) => ({ op: 'route.add', ...r })),
   endpointRemovalChanges: (net, ep) => shimRoutes(net, ep).map((r) => ({ op: 'route.del', ...r })),
   joinChanges: childLinkChanges,
