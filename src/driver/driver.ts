@@ -279,11 +279,15 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.requireEndpoint(net, req.endpointId);
       const mode = this.modeOf(net);
       const response = mode.joinResponse(ep);
+      const changes = mode.joinChanges(ep);
+      // libnetwork joins an endpoint once; a second Join would make a second link under the name of the first.
+      if (changes.length > 0 && ep.sandboxKey !== undefined) {
+        throw tsnetError('TSN_ENDPOINT_JOINED', `EndpointID "${ep.id}" is already joined; a ${net.mode} endpoint's link is made once per Join (Leave first)`);
+      }
       // The record says joined before the link exists: a crash in between leaves a record whose link the next
       // start does not sweep and dockerd's Leave deletes.
       const joined = { ...ep, sandboxKey: req.sandboxKey };
       await this.saveEndpoint(joined);
-      const changes = mode.joinChanges(ep);
       if (changes.length === 0) return response;
       // A Leave of this endpoint may still have its link queued for deletion under the same name.
       await this.reaper.flush();

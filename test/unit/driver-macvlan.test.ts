@@ -544,3 +544,18 @@ describe('one address and one MAC per endpoint on a child-link network', () => {
     expect(driver.state().endpoints.map((e) => e.id)).toEqual([EID]);
   });
 });
+
+describe('a second Join of a joined child-link endpoint', () => {
+  test('is refused as a conflict and changes nothing (its link was made at the first Join and is in the sandbox)', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await join(driver, EID);
+    // dockerd moved the link into the sandbox.
+    kernel.linkMap.delete(CHILD);
+    const before = await store.all('endpoint');
+    const err = await expectCode(driver.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/other', options: {} }), 'TSN_ENDPOINT_JOINED');
+    expect(err.message).toBe(`EndpointID "${EID}" is already joined; a macvlan endpoint's link is made once per Join (Leave first)`);
+    expect(await store.all('endpoint')).toEqual(before);
+    expect(kernel.linkMap.has(CHILD)).toBe(false);
+  });
+});
