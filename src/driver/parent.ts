@@ -92,7 +92,8 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
   }
   const info = await host.link(link);
   if (info) {
-    if (isGeneratedLink(info) && info.kind !== 'vlan' && !shared) refuse(`a ${info.kind} link tsnet generated cannot be a parent`);
+    // A generated link is only ever its own network's parent (a parent-less network's dummy): never another's.
+    if (isGeneratedLink(info) && info.kind !== 'vlan' && spec.kind !== 'dummy') refuse(`a ${info.kind} link tsnet generated cannot be a parent`);
     if (!shared?.owned) checkForeign(info, refuse);
     const children = await childrenOn(link, host);
     const other = children.find((c) => c.kind !== use.mode);

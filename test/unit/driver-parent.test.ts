@@ -281,3 +281,15 @@ describe('an owned parent whose deletion failed', () => {
     expect([...kernel.linkMap.keys()]).toEqual(['eth1']);
   });
 });
+
+describe("another network's dummy", () => {
+  test('is refused as a parent: each parent-less network has its own, internal one', async () => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(childReq('macvlan', undefined));
+    kernel.applied.length = 0;
+    const err = await expectCode(driver.createNetwork(childReq('macvlan', DUMMY, sub('10.2.0.0/24', NID2))), 'TSN_INVALID_OPTION');
+    expect(err.message).toBe(`option parent="${DUMMY}" (mode=macvlan): a dummy link tsnet generated cannot be a parent`);
+    expect(kernel.applied).toEqual([]);
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: DUMMY, users: [NID] })]);
+  });
+});
