@@ -293,3 +293,32 @@ describe("another network's dummy", () => {
     expect(await store.all('parent')).toEqual([expect.objectContaining({ link: DUMMY, users: [NID] })]);
   });
 });
+
+describe('two networks on one owned VLAN, one going while the other comes', () => {
+  test("CreateNetwork waits for the last user's queued deletion of the VLAN, then makes and owns it again", async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const deletion = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'link.del' && c.change.name === 'eth1.10');
+    await driver.deleteNetwork(NID);
+    await deletion.reached;
+    const created = driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    deletion.release();
+    await created;
+    await driver.drain();
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', up: true, owner: kernel.owner });
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID2] })]);
+    expect(await store.all('tombstone')).toEqual([]);
+  });
+
+  test('DeleteNetwork of the first user waits for a CreateNetwork sharing the VLAN: the VLAN stays for the second', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const lookup = kernel.pauseAt((c) => c.call === 'link' && c.name === 'eth1.10');
+    const created = driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    await lookup.reached;
+    const deleted = driver.deleteNetwork(NID);
+    lookup.release();
+    await Promise.all([created, deleted]);
+    await driver.drain();
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', up: true });
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID2] })]);
+  });
+});
