@@ -23,6 +23,7 @@ export const catalogue = {
   TSN_UNKNOWN_POOL: { category: 'not-found', summary: 'no pool with that id' },
   TSN_NETWORK_EXISTS: { category: 'conflict', summary: 'a network with that id or bridge name exists' },
   TSN_ENDPOINT_EXISTS: { category: 'conflict', summary: 'an endpoint with that id exists' },
+  TSN_ENDPOINT_JOINED: { category: 'conflict', summary: 'the endpoint is joined already and its mode makes a link per Join' },
   TSN_POOL_OVERLAP: { category: 'conflict', summary: 'the pool overlaps another pool in the address space' },
   TSN_ADDRESS_IN_USE: { category: 'conflict', summary: 'the address is already allocated' },
   TSN_PORT_IN_USE: { category: 'conflict', summary: 'a host port to publish on is taken' },

@@ -1,6 +1,7 @@
 import { tsnetError } from '../errors';
 import type { KernelChange, LinkInfo } from '../kernel/contract';
 import { childNameFor } from '../kernel/names';
+import { addressOf } from '../netaddr';
 import type { ChildEndpointRecord, ChildNetworkCommon, ChildNetworkRecord } from '../store/records';
 import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, StaticRoute } from './contract';
 import type { EndpointRepair, HostView } from './mode';
@@ -55,10 +56,28 @@ export async function planChildCommon(
   };
 }
 
+/**
+ * An address or MAC another endpoint of the network (`peers`) holds is refused: the kernel takes each once on a
+ * parent (ipvlan addresses, macvlan MACs, the shim's route per address). dockerd's IPAM never hands one out twice,
+ * but a record left stale by a crash, or another IPAM, may.
+ */
+function checkUnique(net: ChildNetworkRecord, peers: readonly ChildEndpointRecord[], field: string, value: string | undefined, of: (p: ChildEndpointRecord) => string | undefined): void {
+  if (value === undefined) return;
+  const key = field === 'MacAddress' ? value.toLowerCase() : addressOf(value);
+  const holder = peers.find((p) => of(p) === key);
+  if (holder) {
+    const what = field === 'MacAddress' ? 'MAC' : 'address';
+    throw tsnetError('TSN_ADDRESS_IN_USE', `Interface.${field} ${JSON.stringify(value)} is the ${what} of endpoint ${holder.id.slice(0, 12)} on network ${net.id.slice(0, 12)}`);
+  }
+}
+
+const plain = (cidr: string | undefined) => (cidr === undefined ? undefined : addressOf(cidr));
+
 /** The endpoint record: addresses on the network's subnets, and the MAC when the mode has its own (`mac`). */
 export function planChildEndpoint(
   net: ChildNetworkRecord,
   req: CreateEndpointRequest,
+  peers: readonly ChildEndpointRecord[],
   mac: ((address: string | undefined) => string) | undefined,
 ): { ep: ChildEndpointRecord; reply: EndpointInterface } {
   checkEndpointOptions(req.options, net.mode);
@@ -72,7 +91,10 @@ export function planChildEndpoint(
     );
   }
   checkMac(macAddress);
+  checkUnique(net, peers, 'Address', address, (p) => plain(p.address));
+  checkUnique(net, peers, 'AddressIPv6', addressIPv6, (p) => plain(p.addressIPv6));
   const chosen = mac && (macAddress ?? mac(address)).toLowerCase();
+  checkUnique(net, peers, 'MacAddress', macAddress ?? chosen, (p) => p.mac);
   const ep: ChildEndpointRecord = {
     id: req.endpointId,
     mode: net.mode,

@@ -139,12 +139,13 @@ export class TsnetDriver implements NetworkDriver {
       return;
     }
     const before = this.parents.get(choice.link);
-    const claim = claimParent(before, choice, await this.kernel.link(choice.link), net.id);
+    const claim = claimParent(before, choice, await this.kernel.link(choice.link), net.id, this.kernel.owner);
     const restore = before ? put('parent', before.link, before) : del('parent', choice.link);
     this.parents.set(claim.record.link, claim.record);
     try {
+      // A tombstone left by a failed deletion of the link must not delete it under its new network at the next start.
       await this.recordThenBuild('network', this.networks, net, [...claim.steps, ...steps], {
-        ops: [put('parent', claim.record.link, claim.record)],
+        ops: [put('parent', claim.record.link, claim.record), del('tombstone', claim.record.link)],
         undo: [restore],
       });
     } catch (err) {
@@ -202,7 +203,7 @@ export class TsnetDriver implements NetworkDriver {
         throw tsnetError('TSN_ENDPOINT_EXISTS', `EndpointID "${req.endpointId}" already exists`);
       }
       const mode = this.modeOf(net);
-      const { ep, reply } = mode.planEndpoint(req);
+      const { ep, reply } = mode.planEndpoint(req, [...this.endpoints.values()].filter((e) => e.networkId === net.id));
       await this.recordThenBuild('endpoint', this.endpoints, ep, this.endpointSteps(net, ep));
       log.info('endpoint created', { links: mode.endpointLinks(ep), address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
       return reply;
@@ -278,11 +279,15 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.requireEndpoint(net, req.endpointId);
       const mode = this.modeOf(net);
       const response = mode.joinResponse(ep);
+      const changes = mode.joinChanges(ep);
+      // libnetwork joins an endpoint once; a second Join would make a second link under the name of the first.
+      if (changes.length > 0 && ep.sandboxKey !== undefined) {
+        throw tsnetError('TSN_ENDPOINT_JOINED', `EndpointID "${ep.id}" is already joined; a ${net.mode} endpoint's link is made once per Join (Leave first)`);
+      }
       // The record says joined before the link exists: a crash in between leaves a record whose link the next
       // start does not sweep and dockerd's Leave deletes.
       const joined = { ...ep, sandboxKey: req.sandboxKey };
       await this.saveEndpoint(joined);
-      const changes = mode.joinChanges(ep);
       if (changes.length === 0) return response;
       // A Leave of this endpoint may still have its link queued for deletion under the same name.
       await this.reaper.flush();

@@ -73,7 +73,8 @@ export interface NetworkMode<N extends NetworkRecord, E extends EndpointRecord> 
    * the network's removal is committed.
    */
   releaseNetwork(net: N, kernel: Kernel): Promise<void>;
-  planEndpoint(net: N, req: CreateEndpointRequest): { ep: E; reply: EndpointInterface };
+  /** `peers`: the network's other endpoints. */
+  planEndpoint(net: N, req: CreateEndpointRequest, peers: readonly E[]): { ep: E; reply: EndpointInterface };
   /** Kernel work of CreateEndpoint. */
   endpointSetupChanges(net: N, ep: E): KernelChange[];
   /** Kernel removals of DeleteEndpoint besides its links (applied before the record goes; already-gone is fine). */
@@ -104,7 +105,7 @@ export interface BoundNetwork {
   releaseNetwork(kernel: Kernel): Promise<void>;
   parent(): ParentChoice | undefined;
   reservedAddresses(): HostAddress[];
-  planEndpoint(req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
+  planEndpoint(req: CreateEndpointRequest, peers: readonly EndpointRecord[]): { ep: EndpointRecord; reply: EndpointInterface };
   endpointSetupChanges(ep: EndpointRecord): KernelChange[];
   endpointRemovalChanges(ep: EndpointRecord): KernelChange[];
   joinChanges(ep: EndpointRecord): KernelChange[];
@@ -133,7 +134,7 @@ export function bindMode<N extends NetworkRecord, E extends EndpointRecord>(mode
     releaseNetwork: (kernel) => mode.releaseNetwork(net, kernel),
     parent: () => mode.parentOf?.(net),
     reservedAddresses: () => mode.reservedAddresses?.(net) ?? [],
-    planEndpoint: (req) => mode.planEndpoint(net, req),
+    planEndpoint: (req, peers) => mode.planEndpoint(net, req, peers.map(own)),
     endpointSetupChanges: (ep) => mode.endpointSetupChanges(net, own(ep)),
     endpointRemovalChanges: (ep) => mode.endpointRemovalChanges?.(net, own(ep)) ?? [],
     joinChanges: (ep) => mode.joinChanges(net, own(ep)),

@@ -92,7 +92,8 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
   }
   const info = await host.link(link);
   if (info) {
-    if (isGeneratedLink(info) && info.kind !== 'vlan' && !shared) refuse(`a ${info.kind} link tsnet generated cannot be a parent`);
+    // A generated link is only ever its own network's parent (a parent-less network's dummy): never another's.
+    if (isGeneratedLink(info) && info.kind !== 'vlan' && spec.kind !== 'dummy') refuse(`a ${info.kind} link tsnet generated cannot be a parent`);
     if (!shared?.owned) checkForeign(info, refuse);
     const children = await childrenOn(link, host);
     const other = children.find((c) => c.kind !== use.mode);
@@ -109,7 +110,12 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
     case 'vlan': {
       const lower = await host.link(spec.lower);
       if (!lower) return refuse(`the VLAN's lower link ${spec.lower} does not exist`);
-      if (host.claimed.has(spec.lower) || (isGeneratedLink(lower) && lower.kind !== 'vlan'))
+      // A parent another network uses may carry VLANs too (untagged eth1 and tagged eth1.10 together), unless tsnet
+      // made it: it is deleted with its last network, and the VLAN's children would die with it.
+      const under = host.parents.get(spec.lower);
+      if (under?.owned)
+        refuse(`the VLAN's lower link ${spec.lower} is a parent tsnet created for network ${under.users.map(short).join(', ')}, deleted with its last network`);
+      if ((!under && host.claimed.has(spec.lower)) || (isGeneratedLink(lower) && lower.kind !== 'vlan'))
         refuse(`the VLAN's lower link ${spec.lower} belongs to tsnet`);
       checkForeign(lower, (why) => refuse(`the VLAN's lower link ${spec.lower}: ${why}`));
       const twin = (await host.links()).find((l) => l.kind === 'vlan' && l.lower === spec.lower && l.vlanId === spec.vlanId);
@@ -147,13 +153,21 @@ export interface ParentClaim {
 }
 
 /**
- * `networkId` takes `choice`. The first user decides ownership: tsnet owns the link when it has to make it (and its
- * own dummy, whose name only tsnet uses); later users share the record, ownership and all.
+ * `networkId` takes `choice`. The first user decides ownership: tsnet owns the link when it has to make it, when it
+ * is its own dummy (a name only tsnet uses), or when it carries this instance's owner tag (tsnet made it for an
+ * earlier network and its deletion failed: it stays tsnet's); later users share the record, ownership and all.
  */
-export function claimParent(current: ParentRecord | undefined, choice: ParentChoice, info: LinkInfo | undefined, networkId: string): ParentClaim {
+export function claimParent(
+  current: ParentRecord | undefined,
+  choice: ParentChoice,
+  info: LinkInfo | undefined,
+  networkId: string,
+  owner: string,
+): ParentClaim {
+  const owned = info === undefined || choice.spec.kind === 'dummy' || info.owner === owner;
   const record: ParentRecord = current
     ? { ...current, users: [...current.users.filter((u) => u !== networkId), networkId] }
-    : { link: choice.link, owned: info === undefined || choice.spec.kind === 'dummy', spec: choice.spec, users: [networkId] };
+    : { link: choice.link, owned, spec: choice.spec, users: [networkId] };
   const changes = record.owned ? ownedParentChanges(record.link, record.spec, info) : [];
   return { record, steps: changes.length > 0 ? [{ name: 'parent link', changes }] : [] };
 }

@@ -18,6 +18,25 @@ export const BASE = {
 };
 
 /**
+ * The child-link state seeded besides: host NIC eth1 (the fake's), a macvlan network on the VLAN eth1.10 tsnet
+ * makes, with a host shim whose address comes from tsnet's pool, a joined endpoint whose link dockerd moved and an
+ * endpoint not joined yet.
+ */
+export const CHILD = {
+  nic: 'eth1',
+  parent: 'eth1.10',
+  networkId: '9'.repeat(64),
+  endpointId: '8'.repeat(64),
+  /** An endpoint created but not joined, so a fuzzed Join can make its link. */
+  spareEndpointId: '7'.repeat(64),
+  pool: '172.30.0.0/24',
+  gateway: '172.30.0.1',
+  endpointAddress: '172.30.0.3/24',
+  /** The endpoint's link in the host namespace (childNameFor). */
+  link: `tsm${'8'.repeat(12)}`,
+};
+
+/**
  * The whole plugin (routes, driver, IPAM) over SqliteStore(':memory:') and the recording FakeKernel on a real unix
  * socket in a temp dir (test/unit/plugin-fixture.ts): what dockerd talks to, minus the kernel. One keep-alive
  * connection keeps per-call cost low.
@@ -57,6 +76,24 @@ export class FuzzApp {
     });
     await ok('NetworkDriver.CreateEndpoint', { NetworkID: BASE.networkId, EndpointID: BASE.endpointId, Interface: { Address: BASE.endpointAddress } });
     await ok('NetworkDriver.Join', { NetworkID: BASE.networkId, EndpointID: BASE.endpointId, SandboxKey: BASE.sandboxKey });
+    await this.seedChild(ok);
+  }
+
+  private async seedChild(ok: (method: string, body: unknown) => Promise<unknown>): Promise<void> {
+    this.plugin.kernel.addForeignLink(CHILD.nic, '');
+    const pool = (await ok('IpamDriver.RequestPool', { AddressSpace: 'tsnet-local', Pool: CHILD.pool, SubPool: '', Options: {}, V6: false })) as { PoolID: string };
+    await ok('IpamDriver.RequestAddress', { PoolID: pool.PoolID, Address: CHILD.gateway, Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await ok('NetworkDriver.CreateNetwork', {
+      NetworkID: CHILD.networkId,
+      Options: { 'com.docker.network.generic': { mode: 'macvlan', parent: CHILD.parent, 'tsnet.host_shim': 'true' } },
+      IPv4Data: [{ AddressSpace: 'tsnet-local', Pool: CHILD.pool, Gateway: `${CHILD.gateway}/24`, AuxAddresses: null }],
+      IPv6Data: null,
+    });
+    await ok('NetworkDriver.CreateEndpoint', { NetworkID: CHILD.networkId, EndpointID: CHILD.endpointId, Interface: { Address: CHILD.endpointAddress } });
+    await ok('NetworkDriver.Join', { NetworkID: CHILD.networkId, EndpointID: CHILD.endpointId, SandboxKey: BASE.sandboxKey });
+    // What dockerd does after Join: the link goes into the sandbox.
+    this.plugin.kernel.linkMap.delete(CHILD.link);
+    await ok('NetworkDriver.CreateEndpoint', { NetworkID: CHILD.networkId, EndpointID: CHILD.spareEndpointId, Interface: { Address: '172.30.0.250/24' } });
   }
 
   /** Everything a call could change: every store collection, the driver's memory, the fake kernel's links, sysctls and firewall. */
@@ -70,6 +107,7 @@ export class FuzzApp {
       driver: driver.state(),
       links: sorted(kernel.linkMap),
       sysctls: sorted(kernel.sysctls),
+      routes: kernel.routeTable,
       firewall: { base: fw.base, networks: sorted(fw.networks), ports: sorted(fw.ports) },
     });
   }

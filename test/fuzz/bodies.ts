@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { BASE } from './app';
+import { BASE, CHILD } from './app';
 
 /**
  * Request bodies for every remote API method, as JSON text: valid ones (so state exists and changes), valid ones
@@ -44,11 +44,41 @@ const nastyValue: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 1, arbitrary: fc.nat({ max: 5_000 }).map((n) => Array.from({ length: n }, (_, i) => i)) },
 );
 
+/**
+ * Driver options of a macvlan or ipvlan network: parents tsnet has (the NIC, the seeded VLAN), makes (another VLAN,
+ * a dummy), cannot use (missing, a bad VLAN id, a tsnet link), and each mode's own options (the mutations add
+ * the other mode's).
+ */
+const parent = fc.constantFrom('eth1', CHILD.parent, 'eth1.20', 'eth1.4094', 'eth1.4095', 'eth9', 'eth9.5', '', 'tsbr-ffffffffff', `tshs-${'9'.repeat(10)}`);
+const childOptions: fc.Arbitrary<Record<string, string>> = fc.oneof(
+  fc.record(
+    {
+      mode: fc.constant('macvlan'),
+      parent,
+      macvlan_mode: fc.constantFrom('bridge', 'private', 'vepa', 'passthru', 'l2'),
+      'tsnet.host_shim': fc.constantFrom('true', 'false'),
+    },
+    { requiredKeys: ['mode'] },
+  ),
+  fc.record(
+    {
+      mode: fc.constant('ipvlan'),
+      parent,
+      ipvlan_mode: fc.constantFrom('l2', 'l3', 'l3s', 'bridge'),
+      ipvlan_flag: fc.constantFrom('bridge', 'private', 'vepa', 'l3'),
+    },
+    { requiredKeys: ['mode'] },
+  ),
+);
+
 const id = fc.oneof(fc.constantFrom(BASE.networkId, BASE.endpointId), fc.stringMatching(/^[0-9a-f]{64}$/));
 
 /** A valid-ish body per method; `pool` is the seeded pool's id. */
 function templates(pool: string): Record<string, fc.Arbitrary<Record<string, unknown>>> {
-  const ep = fc.record({ NetworkID: fc.constant(BASE.networkId), EndpointID: fc.oneof(fc.constant(BASE.endpointId), id) });
+  const ep = fc.oneof(
+    fc.record({ NetworkID: fc.constant(BASE.networkId), EndpointID: fc.oneof(fc.constant(BASE.endpointId), id) }),
+    fc.record({ NetworkID: fc.constant(CHILD.networkId), EndpointID: fc.oneof(fc.constantFrom(CHILD.endpointId, CHILD.spareEndpointId), id) }),
+  );
   const portmap = fc.array(
     fc.record({
       Proto: fc.constantFrom(6, 17),
@@ -64,19 +94,38 @@ function templates(pool: string): Record<string, fc.Arbitrary<Record<string, unk
   return {
     'Plugin.Activate': fc.constant({}),
     'NetworkDriver.GetCapabilities': fc.constant({}),
-    'NetworkDriver.CreateNetwork': fc.record({ id, subnet }).map(({ id: n, subnet: s }) => ({
-      NetworkID: n,
-      Options: { 'com.docker.network.generic': { 'com.docker.network.bridge.host_binding_ipv4': '127.0.0.1' }, 'com.docker.network.enable_ipv6': false },
-      IPv4Data: [{ AddressSpace: 'tsnet-local', Pool: s.pool, Gateway: `${s.gateway}/16`, AuxAddresses: null }],
-      IPv6Data: null,
-    })),
+    'NetworkDriver.CreateNetwork': fc.oneof(
+      fc.record({ id, subnet }).map(({ id: n, subnet: s }) => ({
+        NetworkID: n,
+        Options: { 'com.docker.network.generic': { 'com.docker.network.bridge.host_binding_ipv4': '127.0.0.1' }, 'com.docker.network.enable_ipv6': false },
+        IPv4Data: [{ AddressSpace: 'tsnet-local', Pool: s.pool, Gateway: `${s.gateway}/16`, AuxAddresses: null }],
+        IPv6Data: null,
+      })),
+      fc.record({ id, subnet, generic: childOptions, shimAux: fc.boolean(), internal: fc.boolean() }).map(({ id: n, subnet: s, generic, shimAux, internal }) => ({
+        NetworkID: n,
+        Options: { 'com.docker.network.generic': generic, 'com.docker.network.internal': internal },
+        IPv4Data: [{ AddressSpace: 'tsnet-local', Pool: s.pool, Gateway: `${s.gateway}/16`, AuxAddresses: shimAux ? { host_shim: `${s.pool.split('.').slice(0, 2).join('.')}.0.250/16` } : null }],
+        IPv6Data: null,
+      })),
+    ),
     'NetworkDriver.DeleteNetwork': fc.record({ NetworkID: id }),
-    'NetworkDriver.CreateEndpoint': fc.record({
-      NetworkID: fc.constant(BASE.networkId),
-      EndpointID: id,
-      Interface: fc.record({ Address: fc.integer({ min: 3, max: 250 }).map((i) => `172.29.5.${i}/16`) }),
-      Options: fc.constant({}),
-    }),
+    'NetworkDriver.CreateEndpoint': fc.oneof(
+      fc.record({
+        NetworkID: fc.constant(BASE.networkId),
+        EndpointID: id,
+        Interface: fc.record({ Address: fc.integer({ min: 3, max: 250 }).map((i) => `172.29.5.${i}/16`) }),
+        Options: fc.constant({}),
+      }),
+      fc.record({
+        NetworkID: fc.constant(CHILD.networkId),
+        EndpointID: id,
+        Interface: fc.record({
+          Address: fc.integer({ min: 3, max: 248 }).map((i) => `172.30.0.${i}/24`),
+          MacAddress: fc.option(fc.constantFrom('02:42:ac:1e:00:07', '02:aa:bb:cc:dd:ee'), { nil: undefined }),
+        }, { requiredKeys: ['Address'] }),
+        Options: fc.constant({}),
+      }),
+    ),
     'NetworkDriver.DeleteEndpoint': ep,
     'NetworkDriver.EndpointOperInfo': ep,
     'NetworkDriver.Join': ep.map((e) => ({ ...e, SandboxKey: BASE.sandboxKey, Options: {} })),

@@ -59,6 +59,8 @@ export interface MethodResult {
   method: string;
   bodies: number;
   accepted: number;
+  /** The first 300 characters of each accepted body (what the fuzz reached). */
+  acceptedBodies: string[];
   failures: Failure[];
 }
 
@@ -70,7 +72,7 @@ export interface MethodResult {
 export async function fuzzMethod(app: FuzzApp, method: string, count: number, seed: number): Promise<MethodResult> {
   const texts = fc.sample(bodies(method, app.poolId), { seed, numRuns: count });
   const failures: Failure[] = [];
-  let accepted = 0;
+  const acceptedBodies: string[] = [];
   // The state before a call is the state after the previous one; it only needs recomputing after an accepted call.
   let before = await app.snapshot();
   for (const body of texts) {
@@ -85,11 +87,11 @@ export async function fuzzMethod(app: FuzzApp, method: string, count: number, se
     const problem = replyProblem(method, r);
     if (problem) failures.push({ method, body: cap(body), status: r.status, reply: cap(r.raw), problem });
     const after = await app.snapshot();
-    if (r.status === 200) accepted++;
+    if (r.status === 200) acceptedBodies.push(body.slice(0, 300));
     else if (after !== before) failures.push({ method, body: cap(body), status: r.status, reply: cap(r.raw), problem: 'a rejected call changed the store or the kernel' });
     before = after;
   }
-  return { method, bodies: texts.length, accepted, failures };
+  return { method, bodies: texts.length, accepted: acceptedBodies.length, acceptedBodies, failures };
 }
 
 /** Every method, each against a freshly seeded app so one method's valid calls do not starve another's. */

@@ -435,7 +435,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
     addNic(kernel, 'eth1');
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', withAux({}), { 'tsnet.host_shim': 'true' })), 'TSN_INVALID_OPTION');
     expect(err.message).toBe(
-      "option tsnet.host_shim=true (mode=macvlan): pool 192.168.10.0/24 (address space LocalDefault) is not one of tsnet's IPAM pools; give the shim an address with --aux-address host_shim=IP",
+      `option tsnet.host_shim="true" (mode=macvlan): pool 192.168.10.0/24 (address space LocalDefault) is not one of tsnet's IPAM pools; give the shim an address with --aux-address host_shim=IP`,
     );
     expect(kernel.applied).toEqual([]);
   });
@@ -447,7 +447,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
       driver.createNetwork(childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true', macvlan_mode: m })),
       'TSN_INVALID_OPTION',
     );
-    expect(err.message).toBe(`option tsnet.host_shim=true (mode=macvlan): needs macvlan_mode=bridge or vepa, not ${m}`);
+    expect(err.message).toBe(`option tsnet.host_shim="true" (mode=macvlan): needs macvlan_mode=bridge or vepa, not "${m}"`);
   });
 
   test('tsnet.host_shim=false makes no shim', async () => {
@@ -518,5 +518,54 @@ describe('Join after Leave', () => {
     await noticed;
     await driver.drain();
     expect(kernel.linkMap.get(CHILD)).toMatchObject({ kind: 'macvlan', lower: 'eth1' });
+  });
+});
+
+describe('one address and one MAC per endpoint on a child-link network', () => {
+  const SHIM = 'tshs-aaaaaaaaaa';
+  const shimReq = childReq(
+    'macvlan',
+    'eth1',
+    { ipv4: [{ addressSpace: 'LocalDefault', pool: '192.168.10.0/24', gateway: '192.168.10.1/24', auxAddresses: { host_shim: '192.168.10.250/24' } }] },
+    { 'tsnet.host_shim': 'true' },
+  );
+
+  test.each([
+    ['macvlan with a host shim', shimReq],
+    ['ipvlan', childReq('ipvlan', 'eth1')],
+  ])('%s: an address another endpoint holds (a stale record, a foreign IPAM) is refused naming both; nothing changes', async (_what, req) => {
+    const { store, kernel, driver } = await setupOn(req);
+    await endpoint(driver, EID, '192.168.10.5/24');
+    const before = { endpoints: await store.all('endpoint'), routes: [...kernel.routeTable], applied: kernel.applied.length };
+    const err = await expectCode(endpoint(driver, EID2, '192.168.10.5/24'), 'TSN_ADDRESS_IN_USE');
+    expect(err.message).toBe(`Interface.Address "192.168.10.5/24" is the address of endpoint ${EID.slice(0, 12)} on network ${NID.slice(0, 12)}`);
+    expect({ endpoints: await store.all('endpoint'), routes: kernel.routeTable, applied: kernel.applied.length }).toEqual(before);
+    // Once the holder goes, the address is free; the shim's route to it comes back for the new endpoint.
+    await driver.deleteEndpoint(NID, EID);
+    await endpoint(driver, EID2, '192.168.10.5/24');
+    if (req === shimReq) expect(kernel.routeTable).toEqual([{ dst: '192.168.10.5/32', dev: SHIM }]);
+  });
+
+  test('a --mac-address another macvlan endpoint has (given or derived) is refused naming both', async () => {
+    const { driver } = await setupOn(childReq('macvlan', 'eth1'));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    const err = await expectCode(endpoint(driver, EID2, '192.168.10.6/24', NID, '02:42:C0:A8:0A:05'), 'TSN_ADDRESS_IN_USE');
+    expect(err.message).toBe(`Interface.MacAddress "02:42:C0:A8:0A:05" is the MAC of endpoint ${EID.slice(0, 12)} on network ${NID.slice(0, 12)}`);
+    expect(driver.state().endpoints.map((e) => e.id)).toEqual([EID]);
+  });
+});
+
+describe('a second Join of a joined child-link endpoint', () => {
+  test('is refused as a conflict and changes nothing (its link was made at the first Join and is in the sandbox)', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await join(driver, EID);
+    // dockerd moved the link into the sandbox.
+    kernel.linkMap.delete(CHILD);
+    const before = await store.all('endpoint');
+    const err = await expectCode(driver.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/other', options: {} }), 'TSN_ENDPOINT_JOINED');
+    expect(err.message).toBe(`EndpointID "${EID}" is already joined; a macvlan endpoint's link is made once per Join (Leave first)`);
+    expect(await store.all('endpoint')).toEqual(before);
+    expect(kernel.linkMap.has(CHILD)).toBe(false);
   });
 });

@@ -235,3 +235,90 @@ describe('checks across networks on one VLAN', () => {
     );
   });
 });
+
+describe('a VLAN on the parent of another network', () => {
+  test('a NIC that carries one network can be the lower link of another network\'s VLAN, in either order', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1', sub('10.1.0.0/24', NID)));
+    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', lower: 'eth1', vlanId: 10, up: true });
+    await driver.deleteNetwork(NID2);
+    await driver.deleteNetwork(NID);
+    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    await driver.createNetwork(childReq('macvlan', 'eth1', sub('10.1.0.0/24', NID)));
+    expect((await store.all('parent')).map((p) => [p.link, p.owned])).toEqual([
+      ['eth1', false],
+      ['eth1.10', true],
+    ]);
+  });
+
+  test('a VLAN on a parent tsnet created is refused: that link goes with its last network, and the VLAN with it', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    kernel.applied.length = 0;
+    const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1.10.20', sub('10.2.0.0/24', NID2))), 'TSN_INVALID_OPTION');
+    expect(err.message).toBe(
+      `option parent="eth1.10.20" (mode=macvlan): the VLAN's lower link eth1.10 is a parent tsnet created for network ${NID.slice(0, 12)}, deleted with its last network`,
+    );
+    expect(kernel.applied).toEqual([]);
+    expect((await store.all('parent')).map((p) => p.link)).toEqual(['eth1.10']);
+  });
+});
+
+describe('an owned parent whose deletion failed', () => {
+  test('the next network on it keeps it owned and drops its tombstone: a restart does not delete it, its last network does', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    kernel.failOn((c) => c.op === 'link.del' && c.name === 'eth1.10', 'RTNETLINK answers: Device or resource busy');
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect(kernel.linkMap.has('eth1.10')).toBe(true);
+    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID2] })]);
+    expect(await store.all('tombstone')).toEqual([]);
+    const restarted = await TsnetDriver.load(store, kernel);
+    await restarted.reconcile();
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', up: true });
+    await restarted.deleteNetwork(NID2);
+    await restarted.drain();
+    expect([...kernel.linkMap.keys()]).toEqual(['eth1']);
+  });
+});
+
+describe("another network's dummy", () => {
+  test('is refused as a parent: each parent-less network has its own, internal one', async () => {
+    const { store, kernel, driver } = await setup();
+    await driver.createNetwork(childReq('macvlan', undefined));
+    kernel.applied.length = 0;
+    const err = await expectCode(driver.createNetwork(childReq('macvlan', DUMMY, sub('10.2.0.0/24', NID2))), 'TSN_INVALID_OPTION');
+    expect(err.message).toBe(`option parent="${DUMMY}" (mode=macvlan): a dummy link tsnet generated cannot be a parent`);
+    expect(kernel.applied).toEqual([]);
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: DUMMY, users: [NID] })]);
+  });
+});
+
+describe('two networks on one owned VLAN, one going while the other comes', () => {
+  test("CreateNetwork waits for the last user's queued deletion of the VLAN, then makes and owns it again", async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const deletion = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'link.del' && c.change.name === 'eth1.10');
+    await driver.deleteNetwork(NID);
+    await deletion.reached;
+    const created = driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    deletion.release();
+    await created;
+    await driver.drain();
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', up: true, owner: kernel.owner });
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID2] })]);
+    expect(await store.all('tombstone')).toEqual([]);
+  });
+
+  test('DeleteNetwork of the first user waits for a CreateNetwork sharing the VLAN: the VLAN stays for the second', async () => {
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const lookup = kernel.pauseAt((c) => c.call === 'link' && c.name === 'eth1.10');
+    const created = driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
+    await lookup.reached;
+    const deleted = driver.deleteNetwork(NID);
+    lookup.release();
+    await Promise.all([created, deleted]);
+    await driver.drain();
+    expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', up: true });
+    expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID2] })]);
+  });
+});

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { FuzzApp } from '../fuzz/app';
+import { CHILD } from '../fuzz/app';
 import { fuzzAll, type MethodResult } from '../fuzz/check';
 
 /**
@@ -24,5 +25,16 @@ test(`every method got ${PER_METHOD} bodies, some accepted, and every property h
 test('the fuzz also drives state: valid calls are accepted for the state-changing methods', () => {
   for (const m of ['NetworkDriver.CreateNetwork', 'NetworkDriver.CreateEndpoint', 'IpamDriver.RequestPool', 'IpamDriver.RequestAddress']) {
     expect(results.find((r) => r.method === m)!.accepted).toBeGreaterThan(0);
+  }
+});
+
+test('valid calls reach the child-link modes: macvlan and ipvlan networks, a VLAN tsnet makes, the seeded macvlan network', () => {
+  const accepted = (m: string) => results.find((r) => r.method === m)!.acceptedBodies;
+  const created = accepted('NetworkDriver.CreateNetwork');
+  expect(created.some((b) => b.includes('"mode":"macvlan"'))).toBe(true);
+  expect(created.some((b) => b.includes('"mode":"ipvlan"'))).toBe(true);
+  expect(created.some((b) => b.includes('"parent":"eth1.20"'))).toBe(true);
+  for (const m of ['NetworkDriver.CreateEndpoint', 'NetworkDriver.Join', 'NetworkDriver.Leave', 'NetworkDriver.DeleteEndpoint']) {
+    expect({ m, reached: accepted(m).some((b) => b.includes(CHILD.networkId)) }).toEqual({ m, reached: true });
   }
 });

@@ -26,12 +26,13 @@ export async function startPlugin(): Promise<PluginFixture> {
   const socket = path.join(dir, 'p.sock');
   const store = new SqliteStore(':memory:');
   const kernel = new FakeKernel();
-  const driver = await TsnetDriver.load(store, kernel);
   const ipam = await TsnetIpam.load(store, {
     defaultPoolsV4: [{ base: '10.50.0.0/16', size: 24 }],
     defaultPoolsV6: [{ base: 'fd99::/48', size: 64 }],
     hostRoutes: () => Promise.resolve([]),
   });
+  // Wired as main.ts does: macvlan host shims take their addresses from tsnet's pools.
+  const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
   const server: Server = await listenUnix(createApp(routes(), { driver, ipam }, Promise.resolve()), socket);
   return {
     socket,

@@ -32,7 +32,7 @@ export const ipvlanMode: NetworkMode<IpvlanNetworkRecord, ChildEndpointRecord> =
   firewallView: () => undefined,
   ownedLinks: () => [],
   releaseNetwork: async () => undefined,
-  planEndpoint: (net, req) => planChildEndpoint(net, req, undefined),
+  planEndpoint: (net, req, peers) => planChildEndpoint(net, req, peers, undefined),
   endpointSetupChanges: () => [],
   joinChanges: childLinkChanges,
   leaveLinks: childLinks,

@@ -19,7 +19,7 @@ async function planMacvlanNetwork(req: CreateNetworkRequest, host: HostView): Pr
   const wantShim = shimOpt !== undefined && parseBool(SHIM_OPTION, shimOpt, 'macvlan');
   // The shim is a bridge-mode sibling of the children: private children never talk to it, passthru has no siblings.
   if (wantShim && (macvlanMode === 'private' || macvlanMode === 'passthru')) {
-    throw tsnetError('TSN_INVALID_OPTION', `option ${SHIM_OPTION}=true (mode=macvlan): needs ${MODE_OPT}=bridge or vepa, not ${macvlanMode}`);
+    throw tsnetError('TSN_INVALID_OPTION', `option ${SHIM_OPTION}="true" (mode=macvlan): needs ${MODE_OPT}=bridge or vepa, not "${macvlanMode}"`);
   }
   const common = await planChildCommon(req, host, 'macvlan', [MODE_OPT, SHIM_OPTION], macvlanMode === 'passthru');
   const shim = wantShim ? await planShim(req.networkId, req.ipv4, common.enableIPv6 ? req.ipv6 : [], host) : undefined;
@@ -43,7 +43,7 @@ export const macvlanMode: NetworkMode<MacvlanNetworkRecord, ChildEndpointRecord>
   ownedLinks: (net) => (net.shim ? [net.shim.link] : []),
   // The shim's addresses and routes go with the shim link.
   releaseNetwork: async () => undefined,
-  planEndpoint: (net, req) => planChildEndpoint(net, req, macFor),
+  planEndpoint: (net, req, peers) => planChildEndpoint(net, req, peers, macFor),
   endpointSetupChanges: (net, ep) => shimRoutes(net, ep).map((r) => ({ op: 'route.add', ...r })),
   endpointRemovalChanges: (net, ep) => shimRoutes(net, ep).map((r) => ({ op: 'route.del', ...r })),
   joinChanges: childLinkChanges,

@@ -33,7 +33,7 @@ async function shimAddress(subnets: IpamData[], view: HostView): Promise<{ addre
   if (!got) {
     throw tsnetError(
       'TSN_INVALID_OPTION',
-      `option ${SHIM_OPTION}=true (mode=macvlan): pool ${first.pool} (address space ${first.addressSpace}) is not one of tsnet's IPAM pools; give the shim an address with --aux-address ${SHIM_AUX}=IP`,
+      `option ${SHIM_OPTION}="true" (mode=macvlan): pool ${first.pool} (address space ${first.addressSpace}) is not one of tsnet's IPAM pools; give the shim an address with --aux-address ${SHIM_AUX}=IP`,
     );
   }
   return { address: addressOf(got.address), reserved: got };
