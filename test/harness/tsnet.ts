@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { ensureBusyboxImage } from './busybox';
 import { Docker, Dockerd, DockerdOptions, startDockerd } from './dockerd';
 import { fileTail, isRunning, kill9, onProcessExit, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
@@ -320,6 +321,22 @@ class E2EContext implements E2EEnv {
     this.dockerdValue = undefined;
     if (errors.length > 0) throw new AggregateError(errors, `e2e teardown failed:\n${errors.map((e) => e.message).join('\n')}`);
   }
+}
+
+/** Record counts per store collection of the suite's tsnet (read-only; tsnet may be running). */
+export function storeRows(env: E2EEnv): Record<string, number> {
+  const db = new Database(path.join(env.dockerd.dir, 'tsnet', 'state', 'tsnet.db'), { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
+    return Object.fromEntries(rows.map((r) => [r.collection, r.n]));
+  } finally {
+    db.close();
+  }
+}
+
+/** Links the suite's tsnet made (other tsnets on the host, e.g. a bench, have their own). */
+export function ownLinks(env: E2EEnv, prefix = ''): Promise<string[]> {
+  return linksOwnedBy(`tsnet:${env.name}`, prefix);
 }
 
 /** Fails (after cleaning up) if the stopped tsnet's links, nftables tables (inet, bridge) or DOCKER-USER rule are still there. */
