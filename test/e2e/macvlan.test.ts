@@ -1,7 +1,9 @@
 import { BUSYBOX_IMAGE } from '../harness/busybox';
 import { eventually, run, runOk, sleep } from '../harness/exec';
 import { addrsOn, describeE2E } from '../harness/host';
-import { HostNs, tcpFrom } from '../harness/hostns';
+import { DockerHost } from '../harness/dockerhost';
+import { tcpFrom } from '../harness/hostns';
+import type { Docker } from '../harness/dockerd';
 import { type E2EEnv, ownLinks, setupE2E, storeRows } from '../harness/tsnet';
 import { type LinkDetail, linkDetails, macvlanChildren, makeWire, pingFrom, routeDev, routes, type Wire, type WireOptions, wireTag } from '../harness/wire';
 
@@ -19,27 +21,33 @@ const SERVER = ['nc', '-ll', '-p', '8080', '-e', 'echo', 'hello'];
 type Flavour = 'tsnet' | 'docker';
 const FLAVOURS: readonly Flavour[] = ['tsnet', 'docker'];
 
-/** `docker network create` arguments for a macvlan network on `parent` with subnet `s.0/24` and gateway `s.1`. */
-function createArgs(env: E2EEnv, flavour: Flavour, parent: string, s: string, extra: readonly string[] = []): string[] {
-  const driver = flavour === 'tsnet' ? ['-d', env.name, '--ipam-driver', env.name, '-o', 'mode=macvlan'] : ['-d', 'macvlan'];
-  return ['network', 'create', ...driver, '-o', `parent=${parent}`, '--subnet', `${s}.0/24`, '--gateway', `${s}.1`, ...extra];
+/** Docker's own macvlan driver, where a test runs against it too. */
+const DOCKER_MACVLAN = 'macvlan';
+
+/**
+ * `docker network create` arguments for a macvlan network on `parent` with subnet `s.0/24` and gateway `s.1`:
+ * Docker's macvlan driver with its IPAM, or the tsnet named `driver` with its own.
+ */
+function createArgs(driver: string, parent: string, s: string, extra: readonly string[] = []): string[] {
+  const how = driver === DOCKER_MACVLAN ? ['-d', driver] : ['-d', driver, '--ipam-driver', driver, '-o', 'mode=macvlan'];
+  return ['network', 'create', ...how, '-o', `parent=${parent}`, '--subnet', `${s}.0/24`, '--gateway', `${s}.1`, ...extra];
 }
 
-async function runDetached(env: E2EEnv, name: string, args: readonly string[], cmd: readonly string[] = ['sleep', '3600']): Promise<void> {
-  await env.docker.docker(['run', '-d', '--name', name, ...args, BUSYBOX_IMAGE, ...cmd]);
+async function runDetached(docker: Docker, name: string, args: readonly string[], cmd: readonly string[] = ['sleep', '3600']): Promise<void> {
+  await docker.docker(['run', '-d', '--name', name, ...args, BUSYBOX_IMAGE, ...cmd]);
 }
 
-async function ipOf(env: E2EEnv, container: string, network: string): Promise<string> {
-  return env.docker.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
+async function ipOf(docker: Docker, container: string, network: string): Promise<string> {
+  return docker.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
 }
 
-async function ping(env: E2EEnv, from: string, target: string): Promise<boolean> {
-  return (await env.docker.dockerTry(['exec', from, 'ping', '-c', '1', '-W', '2', target])).code === 0;
+async function ping(docker: Docker, from: string, target: string): Promise<boolean> {
+  return (await docker.dockerTry(['exec', from, 'ping', '-c', '1', '-W', '2', target])).code === 0;
 }
 
 /** The container's `ifname` as the kernel sees it, read from outside (busybox's ip prints no link details). */
-async function containerLink(env: E2EEnv, container: string, ifname = 'eth0'): Promise<LinkDetail | undefined> {
-  const pid = await env.docker.docker(['inspect', '-f', '{{.State.Pid}}', container]);
+async function containerLink(docker: Docker, container: string, ifname = 'eth0'): Promise<LinkDetail | undefined> {
+  const pid = await docker.docker(['inspect', '-f', '{{.State.Pid}}', container]);
   const { stdout } = await runOk('nsenter', ['-t', pid, '-n', 'ip', '-d', '-json', 'link', 'show']);
   return (JSON.parse(stdout) as LinkDetail[]).find((l) => l.ifname === ifname);
 }
@@ -68,6 +76,7 @@ describeE2E('macvlan networks', () => {
   const env = setupE2E({ dockerd: { iptables: true } });
   const wires: Wire[] = [];
   const extraCleanup: Array<() => Promise<void>> = [];
+  const driverOf = (flavour: Flavour): string => (flavour === 'tsnet' ? env.name : DOCKER_MACVLAN);
 
   async function wire(opts: WireOptions = {}): Promise<Wire> {
     const w = await makeWire(wireTag(), opts);
@@ -88,16 +97,16 @@ describeE2E('macvlan networks', () => {
     const s = flavour === 'tsnet' ? '172.21.0' : '172.21.1';
     const w = await wire({ lanAddrs: [`${s}.2/24`] });
     const net = `op-${flavour}`;
-    await d.docker([...createArgs(env, flavour, w.parent, s), net]);
+    await d.docker([...createArgs(driverOf(flavour), w.parent, s), net]);
     expect(JSON.parse(await d.docker(['network', 'inspect', net, '-f', '{{json .IPAM.Config}}']))).toMatchObject([{ Subnet: `${s}.0/24`, Gateway: `${s}.1` }]);
     expect(await d.docker(['network', 'inspect', net, '-f', '{{index .Options "parent"}}'])).toBe(w.parent);
 
-    await runDetached(env, 'ca', ['--network', net, '--ip', `${s}.10`]);
-    await runDetached(env, 'cb', ['--network', net, '--ip', `${s}.11`]);
-    expect(await ipOf(env, 'ca', net)).toBe(`${s}.10`);
-    expect(await ipOf(env, 'cb', net)).toBe(`${s}.11`);
+    await runDetached(env.docker, 'ca', ['--network', net, '--ip', `${s}.10`]);
+    await runDetached(env.docker, 'cb', ['--network', net, '--ip', `${s}.11`]);
+    expect(await ipOf(env.docker, 'ca', net)).toBe(`${s}.10`);
+    expect(await ipOf(env.docker, 'cb', net)).toBe(`${s}.11`);
     // In the container: a macvlan child of the parent in bridge mode, the MAC from the address, the gateway route.
-    const link = await containerLink(env, 'ca');
+    const link = await containerLink(env.docker, 'ca');
     expect(link?.linkinfo?.info_kind).toBe('macvlan');
     expect(link?.linkinfo?.info_data?.mode).toBe('bridge');
     expect(link?.link_index).toBe(await ifindexOf(w.parent));
@@ -107,9 +116,9 @@ describeE2E('macvlan networks', () => {
     // The children live in the containers, none is left in the host namespace.
     expect(await macvlanChildren(w.parent)).toEqual([]);
 
-    expect(await ping(env, 'ca', `${s}.11`)).toBe(true);
-    expect(await ping(env, 'cb', `${s}.10`)).toBe(true);
-    expect(await ping(env, 'ca', `${s}.2`)).toBe(true);
+    expect(await ping(env.docker, 'ca', `${s}.11`)).toBe(true);
+    expect(await ping(env.docker, 'cb', `${s}.10`)).toBe(true);
+    expect(await ping(env.docker, 'ca', `${s}.2`)).toBe(true);
     expect(await w.reaches(`${s}.10`)).toBe(true);
     expect(await w.reaches(`${s}.11`)).toBe(true);
     const shown = await d.docker(['network', 'inspect', net, '-f', '{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}']);
@@ -136,45 +145,46 @@ describeE2E('macvlan networks', () => {
     const [sp, sv] = flavour === 'tsnet' ? ['172.22.0', '172.22.1'] : ['172.22.2', '172.22.3'];
     const wp = await wire({ lanAddrs: [`${sp}.2/24`], hairpin: true });
     const wv = await wire({ lanAddrs: [`${sv}.2/24`], hairpin: true });
-    await d.docker([...createArgs(env, flavour, wp.parent, sp, ['-o', 'macvlan_mode=private']), `priv-${flavour}`]);
-    await d.docker([...createArgs(env, flavour, wv.parent, sv, ['-o', 'macvlan_mode=vepa']), `vepa-${flavour}`]);
-    await runDetached(env, 'p1', ['--network', `priv-${flavour}`, '--ip', `${sp}.10`]);
-    await runDetached(env, 'p2', ['--network', `priv-${flavour}`, '--ip', `${sp}.11`]);
-    await runDetached(env, 'v1', ['--network', `vepa-${flavour}`, '--ip', `${sv}.10`]);
-    await runDetached(env, 'v2', ['--network', `vepa-${flavour}`, '--ip', `${sv}.11`]);
-    expect((await containerLink(env, 'p1'))?.linkinfo?.info_data?.mode).toBe('private');
-    expect((await containerLink(env, 'v1'))?.linkinfo?.info_data?.mode).toBe('vepa');
+    await d.docker([...createArgs(driverOf(flavour), wp.parent, sp, ['-o', 'macvlan_mode=private']), `priv-${flavour}`]);
+    await d.docker([...createArgs(driverOf(flavour), wv.parent, sv, ['-o', 'macvlan_mode=vepa']), `vepa-${flavour}`]);
+    await runDetached(env.docker, 'p1', ['--network', `priv-${flavour}`, '--ip', `${sp}.10`]);
+    await runDetached(env.docker, 'p2', ['--network', `priv-${flavour}`, '--ip', `${sp}.11`]);
+    await runDetached(env.docker, 'v1', ['--network', `vepa-${flavour}`, '--ip', `${sv}.10`]);
+    await runDetached(env.docker, 'v2', ['--network', `vepa-${flavour}`, '--ip', `${sv}.11`]);
+    expect((await containerLink(env.docker, 'p1'))?.linkinfo?.info_data?.mode).toBe('private');
+    expect((await containerLink(env.docker, 'v1'))?.linkinfo?.info_data?.mode).toBe('vepa');
 
     // private: even a switch that reflects frames does not bring siblings together.
-    expect(await ping(env, 'p1', `${sp}.11`)).toBe(false);
-    expect(await ping(env, 'p1', `${sp}.2`)).toBe(true);
+    expect(await ping(env.docker, 'p1', `${sp}.11`)).toBe(false);
+    expect(await ping(env.docker, 'p1', `${sp}.2`)).toBe(true);
     expect(await wp.reaches(`${sp}.11`)).toBe(true);
     // vepa: siblings talk through the switch's hairpin, so not at all once the switch stops reflecting.
-    expect(await ping(env, 'v1', `${sv}.11`)).toBe(true);
-    expect(await ping(env, 'v2', `${sv}.2`)).toBe(true);
+    expect(await ping(env.docker, 'v1', `${sv}.11`)).toBe(true);
+    expect(await ping(env.docker, 'v2', `${sv}.2`)).toBe(true);
     await wv.exec('ip', ['link', 'set', wv.farIf, 'type', 'bridge_slave', 'hairpin', 'off']);
-    expect(await ping(env, 'v1', `${sv}.11`)).toBe(false);
-    expect(await ping(env, 'v1', `${sv}.2`)).toBe(true);
+    expect(await ping(env.docker, 'v1', `${sv}.11`)).toBe(false);
+    expect(await ping(env.docker, 'v1', `${sv}.2`)).toBe(true);
   }, 120_000);
 
-  test('the seeds\' two-host example: 172.20.0.10 on host A and 172.20.0.11 on host B ping each other across the wire', async () => {
-    const d = env.docker;
-    // Host B: its own tsnet in a namespace, with the test doing dockerd's part there.
-    const hostB = await HostNs.create();
+  test.each(FLAVOURS)('the seeds\' two-host example (%s): 172.20.0.10 on host A and 172.20.0.11 on host B, each with its dockerd (and tsnet), ping each other across the wire', async (flavour) => {
+    // Host B: a namespace with its own dockerd and tsnet; the wire's far end is its NIC.
+    const hostB = await DockerHost.create();
     extraCleanup.push(() => hostB.destroy());
     const w = await wire({ farNs: hostB.ns });
-    await d.docker([...createArgs(env, 'tsnet', w.parent, '172.20.0'), 'mynet1']);
-    await runDetached(env, 'demo1', ['--network', 'mynet1', '--ip', '172.20.0.10']);
-    const netB = await hostB.network('172.20.0', { mode: 'macvlan', parent: w.farIf });
-    const demo2 = await hostB.container(netB, 11);
-    const linkB = (await linkDetails(demo2.ns)).find((l) => l.ifname === 'eth0');
-    expect(linkB?.linkinfo?.info_kind).toBe('macvlan');
-    expect(linkB?.address).toBe(macFor('172.20.0.11'));
+    await env.docker.docker([...createArgs(driverOf(flavour), w.parent, '172.20.0'), 'mynet1']);
+    await hostB.docker.docker([...createArgs(flavour === 'tsnet' ? hostB.name : DOCKER_MACVLAN, w.farIf, '172.20.0'), 'mynet1']);
+    await runDetached(env.docker, 'demo1', ['--network', 'mynet1', '--ip', '172.20.0.10']);
+    await runDetached(hostB.docker, 'demo2', ['--network', 'mynet1', '--ip', '172.20.0.11']);
+    expect((await containerLink(hostB.docker, 'demo2'))?.linkinfo?.info_kind).toBe('macvlan');
 
-    expect(await ping(env, 'demo1', '172.20.0.11')).toBe(true);
-    expect(await hostB.ping(demo2.ns, '172.20.0.10')).toBe(true);
-    // No NAT, no bridge: B sees A's container with its own MAC on the wire.
-    expect((await runOk('ip', ['-n', demo2.ns, 'neigh', 'show', '172.20.0.10'])).stdout).toContain(macFor('172.20.0.10'));
+    expect(await ping(env.docker, 'demo1', '172.20.0.11')).toBe(true);
+    expect(await ping(hostB.docker, 'demo2', '172.20.0.10')).toBe(true);
+    // No NAT, no bridge: each side sees the other's container with its own MAC on the wire.
+    expect(await hostB.docker.docker(['exec', 'demo2', 'ip', 'neigh', 'show', '172.20.0.10'])).toContain(macFor('172.20.0.10'));
+    expect(await env.docker.docker(['exec', 'demo1', 'ip', 'neigh', 'show', '172.20.0.11'])).toContain(macFor('172.20.0.11'));
+    await hostB.docker.docker(['rm', '-f', 'demo2']);
+    await hostB.docker.docker(['network', 'rm', 'mynet1']);
+    await eventually(async () => expect(await linkDetails(hostB.ns)).toHaveLength(2)); // lo and its NIC
   }, 120_000);
 
   test('host shim: the host reaches its own macvlan containers (ping, TCP) through a shim, Docker\'s macvlan cannot; the shim and its routes go with the network', async () => {
@@ -184,12 +194,12 @@ describeE2E('macvlan networks', () => {
     const wd = await wire({ lanAddrs: ['172.23.2.2/24'], hostAddrs: ['172.23.2.3/24'] });
     const routesBefore = await routes();
     const shimOpts = ['-o', 'tsnet.host_shim=true'];
-    await d.docker([...createArgs(env, 'tsnet', w.parent, '172.23.0', [...shimOpts, '--aux-address', 'host_shim=172.23.0.250']), 'shim1']);
-    await d.docker([...createArgs(env, 'tsnet', wa.parent, '172.23.1', shimOpts), 'shim2']);
-    await d.docker([...createArgs(env, 'docker', wd.parent, '172.23.2'), 'dmv']);
-    await runDetached(env, 's1', ['--network', 'shim1', '--ip', '172.23.0.10'], SERVER);
-    await runDetached(env, 's2', ['--network', 'shim2'], SERVER);
-    await runDetached(env, 'sd', ['--network', 'dmv', '--ip', '172.23.2.10'], SERVER);
+    await d.docker([...createArgs(env.name, w.parent, '172.23.0', [...shimOpts, '--aux-address', 'host_shim=172.23.0.250']), 'shim1']);
+    await d.docker([...createArgs(env.name, wa.parent, '172.23.1', shimOpts), 'shim2']);
+    await d.docker([...createArgs(DOCKER_MACVLAN, wd.parent, '172.23.2'), 'dmv']);
+    await runDetached(env.docker, 's1', ['--network', 'shim1', '--ip', '172.23.0.10'], SERVER);
+    await runDetached(env.docker, 's2', ['--network', 'shim2'], SERVER);
+    await runDetached(env.docker, 'sd', ['--network', 'dmv', '--ip', '172.23.2.10'], SERVER);
 
     // One shim per network: a bridge-mode macvlan of the parent in the host namespace, tsnet's, up, a /32.
     const shims = [await ownChildren(env, w.parent), await ownChildren(env, wa.parent)];
@@ -200,7 +210,7 @@ describeE2E('macvlan networks', () => {
     expect(shimLink?.flags).toContain('UP');
     expect((await addrsOn(shim)).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`)).toEqual(['172.23.0.250/32']);
     // Allocated from tsnet's pool: an address of the subnet that is neither the gateway nor a container's.
-    const s2ip = await ipOf(env, 's2', 'shim2');
+    const s2ip = await ipOf(env.docker, 's2', 'shim2');
     const shimAaddrs = (await addrsOn(shimA)).filter((a) => a.family === 'inet');
     expect(shimAaddrs).toHaveLength(1);
     expect(shimAaddrs[0]?.prefixlen).toBe(32);
@@ -215,14 +225,14 @@ describeE2E('macvlan networks', () => {
     expect(await tcpFrom(undefined, '172.23.0.10', 8080)).toBe('hello\n');
     expect(await tcpFrom(undefined, s2ip, 8080)).toBe('hello\n');
     expect((await pingFrom(undefined, '172.23.0.2')).received).toBe(1);
-    expect(await ping(env, 's1', '172.23.0.2')).toBe(true);
+    expect(await ping(env.docker, 's1', '172.23.0.2')).toBe(true);
     // Docker's macvlan: the container is up (the LAN reaches it) but the host, whose NIC is its parent, does not.
     expect(await wd.reaches('172.23.2.10')).toBe(true);
     expect((await pingFrom(undefined, '172.23.2.10')).received).toBe(0);
     expect(await tcpFrom(undefined, '172.23.2.10', 8080)).toBeUndefined();
 
     // A container's route comes and goes with its endpoint.
-    await runDetached(env, 's3', ['--network', 'shim1', '--ip', '172.23.0.11'], SERVER);
+    await runDetached(env.docker, 's3', ['--network', 'shim1', '--ip', '172.23.0.11'], SERVER);
     expect(await routeDev('172.23.0.11')).toBe(shim);
     expect(await tcpFrom(undefined, '172.23.0.11', 8080)).toBe('hello\n');
     await d.docker(['rm', '-f', 's3']);
@@ -244,17 +254,17 @@ describeE2E('macvlan networks', () => {
     const d = env.docker;
     const w1 = await wire({ lanAddrs: ['172.24.0.2/24'] });
     const w2 = await wire({ lanAddrs: ['172.24.1.2/24'] });
-    await d.docker([...createArgs(env, 'tsnet', w1.parent, '172.24.0'), 'j1']);
-    await d.docker([...createArgs(env, 'tsnet', w2.parent, '172.24.1'), 'j2']);
-    await runDetached(env, 'c', ['--network', 'j1', '--ip', '172.24.0.10']);
-    await runDetached(env, 'auto', ['--network', 'j1']);
-    const autoIp = await ipOf(env, 'auto', 'j1');
+    await d.docker([...createArgs(env.name, w1.parent, '172.24.0'), 'j1']);
+    await d.docker([...createArgs(env.name, w2.parent, '172.24.1'), 'j2']);
+    await runDetached(env.docker, 'c', ['--network', 'j1', '--ip', '172.24.0.10']);
+    await runDetached(env.docker, 'auto', ['--network', 'j1']);
+    const autoIp = await ipOf(env.docker, 'auto', 'j1');
 
     await d.docker(['network', 'connect', '--ip', '172.24.1.10', 'j2', 'c']);
     expect(await d.docker(['exec', 'c', 'ip', '-o', '-4', 'addr', 'show', 'eth1'])).toContain('172.24.1.10/24');
-    expect((await containerLink(env, 'c', 'eth1'))?.link_index).toBe(await ifindexOf(w2.parent));
+    expect((await containerLink(env.docker, 'c', 'eth1'))?.link_index).toBe(await ifindexOf(w2.parent));
     expect(await w2.reaches('172.24.1.10')).toBe(true);
-    expect(await ping(env, 'c', '172.24.1.2')).toBe(true);
+    expect(await ping(env.docker, 'c', '172.24.1.2')).toBe(true);
     expect(await macvlanChildren(w2.parent)).toEqual([]);
 
     await d.docker(['network', 'disconnect', 'j2', 'c']);
@@ -269,10 +279,10 @@ describeE2E('macvlan networks', () => {
     expect(await ownLinks(env)).toEqual([]);
     expect(await w1.reaches('172.24.0.10')).toBe(false);
     await d.docker(['start', 'c', 'auto']);
-    expect(await ipOf(env, 'c', 'j1')).toBe('172.24.0.10');
+    expect(await ipOf(env.docker, 'c', 'j1')).toBe('172.24.0.10');
     expect(await d.docker(['exec', 'c', 'ip', '-o', '-4', 'addr', 'show', 'eth0'])).toContain('172.24.0.10/24');
     expect(await w1.reaches('172.24.0.10')).toBe(true);
-    const autoIpAfter = await ipOf(env, 'auto', 'j1');
+    const autoIpAfter = await ipOf(env.docker, 'auto', 'j1');
     expect(autoIpAfter).toBe(autoIp);
     expect(await w1.reaches(autoIpAfter)).toBe(true);
 
@@ -289,11 +299,11 @@ describeE2E('macvlan networks', () => {
     const wd = await wire({ lanAddrs: ['172.25.1.2/24'] });
     const parentBefore = (await linkDetails()).find((l) => l.ifname === w.parent);
     const routesBefore = await routes();
-    await d.docker([...createArgs(env, 'docker', wd.parent, '172.25.1'), 'dk']);
-    await runDetached(env, 'k0', ['--network', 'dk', '--ip', '172.25.1.10']);
-    await d.docker([...createArgs(env, 'tsnet', w.parent, '172.25.0', ['-o', 'tsnet.host_shim=true', '--aux-address', 'host_shim=172.25.0.250']), 'kn']);
-    await runDetached(env, 'k1', ['--network', 'kn', '--ip', '172.25.0.10'], SERVER);
-    await runDetached(env, 'k2', ['--network', 'kn', '--ip', '172.25.0.11'], SERVER);
+    await d.docker([...createArgs(DOCKER_MACVLAN, wd.parent, '172.25.1'), 'dk']);
+    await runDetached(env.docker, 'k0', ['--network', 'dk', '--ip', '172.25.1.10']);
+    await d.docker([...createArgs(env.name, w.parent, '172.25.0', ['-o', 'tsnet.host_shim=true', '--aux-address', 'host_shim=172.25.0.250']), 'kn']);
+    await runDetached(env.docker, 'k1', ['--network', 'kn', '--ip', '172.25.0.10'], SERVER);
+    await runDetached(env.docker, 'k2', ['--network', 'kn', '--ip', '172.25.0.11'], SERVER);
     const shims = await ownChildren(env, w.parent);
     expect(shims).toHaveLength(1);
     const state = async (): Promise<unknown> => ({
@@ -342,7 +352,7 @@ describeE2E('macvlan networks', () => {
     expect((await addrsOn(w.parent)).map((a) => a.local)).toContain('172.25.0.3');
     // Docker's macvlan network and container are untouched by tsnet's crash, reconcile and removal.
     expect(await wd.reaches('172.25.1.10')).toBe(true);
-    expect((await containerLink(env, 'k0'))?.link_index).toBe(await ifindexOf(wd.parent));
+    expect((await containerLink(env.docker, 'k0'))?.link_index).toBe(await ifindexOf(wd.parent));
   }, 120_000);
 
   test('refusals that need the real host reach the CLI with tsnet\'s Err and change nothing', async () => {
@@ -357,8 +367,8 @@ describeE2E('macvlan networks', () => {
       await run('ip', ['link', 'del', bridge]);
     });
     await runOk('ip', ['link', 'set', wb.parent, 'master', bridge]);
-    await d.docker([...createArgs(env, 'tsnet', w.parent, '172.26.0'), 'inuse']);
-    await d.docker([...createArgs(env, 'tsnet', wp.parent, '172.26.1', ['-o', 'macvlan_mode=passthru']), 'pt']);
+    await d.docker([...createArgs(env.name, w.parent, '172.26.0'), 'inuse']);
+    await d.docker([...createArgs(env.name, wp.parent, '172.26.1', ['-o', 'macvlan_mode=passthru']), 'pt']);
     await d.docker(['network', 'create', '-d', env.name, '--ipam-driver', env.name, '--subnet', '172.26.9.0/24', 'tsbridge']);
     const tsBridge = `tsbr-${(await d.docker(['network', 'inspect', 'tsbridge', '-f', '{{.Id}}'])).slice(0, 10)}`;
     const before = { own: await ownLinks(env), store: storeRows(env), links: (await linkDetails()).map((l) => l.ifname).sort() };
@@ -369,11 +379,11 @@ describeE2E('macvlan networks', () => {
       expect((await d.dockerTry(['network', 'inspect', name])).code).not.toBe(0);
     };
     const missing = `${tag}x`;
-    await refused('r-missing', createArgs(env, 'tsnet', missing, '172.26.2'), new RegExp(`parent.*${missing}`));
-    await refused('r-port', createArgs(env, 'tsnet', wb.parent, '172.26.3'), new RegExp(`parent.*${wb.parent}.*${bridge}|parent.*${wb.parent}.*(bridge|master)`));
-    await refused('r-tsbr', createArgs(env, 'tsnet', tsBridge, '172.26.4'), new RegExp(`parent.*${tsBridge}`));
-    await refused('r-passthru', createArgs(env, 'tsnet', w.parent, '172.26.5', ['-o', 'macvlan_mode=passthru']), new RegExp(`passthru.*${w.parent}|${w.parent}.*passthru`));
-    await refused('r-besidept', createArgs(env, 'tsnet', wp.parent, '172.26.6'), new RegExp(`${wp.parent}.*passthru|passthru.*${wp.parent}`));
+    await refused('r-missing', createArgs(env.name, missing, '172.26.2'), new RegExp(`parent.*${missing}`));
+    await refused('r-port', createArgs(env.name, wb.parent, '172.26.3'), new RegExp(`parent.*${wb.parent}.*${bridge}|parent.*${wb.parent}.*(bridge|master)`));
+    await refused('r-tsbr', createArgs(env.name, tsBridge, '172.26.4'), new RegExp(`parent.*${tsBridge}`));
+    await refused('r-passthru', createArgs(env.name, w.parent, '172.26.5', ['-o', 'macvlan_mode=passthru']), new RegExp(`passthru.*${w.parent}|${w.parent}.*passthru`));
+    await refused('r-besidept', createArgs(env.name, wp.parent, '172.26.6'), new RegExp(`${wp.parent}.*passthru|passthru.*${wp.parent}`));
     // Overlap on one parent: Docker's IPAM for the second, so only tsnet's driver can see the two subnets meet.
     await refused('r-overlap', ['network', 'create', '-d', env.name, '-o', 'mode=macvlan', '-o', `parent=${w.parent}`, '--subnet', '172.26.0.128/25'], /172\.26\.0\.(0\/24|128\/25)/);
     expect({ own: await ownLinks(env), store: storeRows(env), links: (await linkDetails()).map((l) => l.ifname).sort() }).toEqual(before);

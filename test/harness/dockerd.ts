@@ -89,6 +89,8 @@ export interface DockerdOptions {
   extraArgs?: string[];
   /** How long `start()` waits for the API to answer; default 20 s. */
   readyTimeoutMs?: number;
+  /** Runs dockerd in this named network namespace (only the network: mounts and /run stay the host's), a second host. */
+  netns?: string;
 }
 
 /**
@@ -152,7 +154,10 @@ export class Dockerd {
   async start(): Promise<void> {
     if (this.pid !== undefined) throw new Error(`dockerd already running (pid ${this.pid})`);
     this.dropStaleContainerdPidfile();
-    const child = spawnDaemon('dockerd', this.args(), { logFile: this.logFile });
+    const ns = this.opts.netns;
+    // nsenter execs dockerd in place, so the child is dockerd itself (signals reach it directly).
+    const [cmd, argv] = ns === undefined ? ['dockerd', this.args()] : ['nsenter', [`--net=/run/netns/${ns}`, '--', 'dockerd', ...this.args()]];
+    const child = spawnDaemon(cmd, argv, { logFile: this.logFile });
     this.child = child;
     const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
     try {
