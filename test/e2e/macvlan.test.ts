@@ -195,7 +195,8 @@ describeE2E('macvlan networks', () => {
     const routesBefore = await routes();
     const shimOpts = ['-o', 'tsnet.host_shim=true'];
     await d.docker([...createArgs(env.name, w.parent, '172.23.0', [...shimOpts, '--aux-address', 'host_shim=172.23.0.250']), 'shim1']);
-    await d.docker([...createArgs(env.name, wa.parent, '172.23.1', shimOpts), 'shim2']);
+    // The LAN's machines (.2, .3) are outside the range the IPAM allocates from, as on a real LAN.
+    await d.docker([...createArgs(env.name, wa.parent, '172.23.1', [...shimOpts, '--ip-range', '172.23.1.64/26']), 'shim2']);
     await d.docker([...createArgs(DOCKER_MACVLAN, wd.parent, '172.23.2'), 'dmv']);
     await runDetached(env.docker, 's1', ['--network', 'shim1', '--ip', '172.23.0.10'], SERVER);
     await runDetached(env.docker, 's2', ['--network', 'shim2'], SERVER);
@@ -215,7 +216,8 @@ describeE2E('macvlan networks', () => {
     expect(shimAaddrs).toHaveLength(1);
     expect(shimAaddrs[0]?.prefixlen).toBe(32);
     expect(shimAaddrs[0]?.local).toMatch(/^172\.23\.1\.\d+$/);
-    expect(['172.23.1.1', s2ip]).not.toContain(shimAaddrs[0]?.local);
+    expect(['172.23.1.1', '172.23.1.2', '172.23.1.3', s2ip]).not.toContain(shimAaddrs[0]?.local);
+    expect(s2ip).toMatch(/^172\.23\.1\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])$/);
 
     // The host reaches the containers through the shims; its own route to the LAN stays on the parent.
     expect(await routeDev('172.23.0.10')).toBe(shim);
@@ -254,39 +256,39 @@ describeE2E('macvlan networks', () => {
     const d = env.docker;
     const w1 = await wire({ lanAddrs: ['172.24.0.2/24'] });
     const w2 = await wire({ lanAddrs: ['172.24.1.2/24'] });
-    await d.docker([...createArgs(env.name, w1.parent, '172.24.0'), 'j1']);
+    await d.docker([...createArgs(env.name, w1.parent, '172.24.0', ['--ip-range', '172.24.0.64/26']), 'j1']);
     await d.docker([...createArgs(env.name, w2.parent, '172.24.1'), 'j2']);
-    await runDetached(env.docker, 'c', ['--network', 'j1', '--ip', '172.24.0.10']);
+    await runDetached(env.docker, 'cj', ['--network', 'j1', '--ip', '172.24.0.10']);
     await runDetached(env.docker, 'auto', ['--network', 'j1']);
     const autoIp = await ipOf(env.docker, 'auto', 'j1');
 
-    await d.docker(['network', 'connect', '--ip', '172.24.1.10', 'j2', 'c']);
-    expect(await d.docker(['exec', 'c', 'ip', '-o', '-4', 'addr', 'show', 'eth1'])).toContain('172.24.1.10/24');
-    expect((await containerLink(env.docker, 'c', 'eth1'))?.link_index).toBe(await ifindexOf(w2.parent));
+    await d.docker(['network', 'connect', '--ip', '172.24.1.10', 'j2', 'cj']);
+    expect(await d.docker(['exec', 'cj', 'ip', '-o', '-4', 'addr', 'show', 'eth1'])).toContain('172.24.1.10/24');
+    expect((await containerLink(env.docker, 'cj', 'eth1'))?.link_index).toBe(await ifindexOf(w2.parent));
     expect(await w2.reaches('172.24.1.10')).toBe(true);
-    expect(await ping(env.docker, 'c', '172.24.1.2')).toBe(true);
+    expect(await ping(env.docker, 'cj', '172.24.1.2')).toBe(true);
     expect(await macvlanChildren(w2.parent)).toEqual([]);
 
-    await d.docker(['network', 'disconnect', 'j2', 'c']);
-    expect((await d.dockerTry(['exec', 'c', 'ip', 'link', 'show', 'eth1'])).code).not.toBe(0);
+    await d.docker(['network', 'disconnect', 'j2', 'cj']);
+    expect((await d.dockerTry(['exec', 'cj', 'ip', 'link', 'show', 'eth1'])).code).not.toBe(0);
     await eventually(async () => expect(await macvlanChildren(w2.parent)).toEqual([]));
     expect(await ownLinks(env)).toEqual([]);
     expect(await w2.reaches('172.24.1.10')).toBe(false);
     expect(await w1.reaches('172.24.0.10')).toBe(true);
 
-    await d.docker(['stop', '-t', '0', 'c', 'auto']);
+    await d.docker(['stop', '-t', '0', 'cj', 'auto']);
     await eventually(async () => expect(await macvlanChildren(w1.parent)).toEqual([]));
     expect(await ownLinks(env)).toEqual([]);
     expect(await w1.reaches('172.24.0.10')).toBe(false);
-    await d.docker(['start', 'c', 'auto']);
-    expect(await ipOf(env.docker, 'c', 'j1')).toBe('172.24.0.10');
-    expect(await d.docker(['exec', 'c', 'ip', '-o', '-4', 'addr', 'show', 'eth0'])).toContain('172.24.0.10/24');
+    await d.docker(['start', 'cj', 'auto']);
+    expect(await ipOf(env.docker, 'cj', 'j1')).toBe('172.24.0.10');
+    expect(await d.docker(['exec', 'cj', 'ip', '-o', '-4', 'addr', 'show', 'eth0'])).toContain('172.24.0.10/24');
     expect(await w1.reaches('172.24.0.10')).toBe(true);
     const autoIpAfter = await ipOf(env.docker, 'auto', 'j1');
     expect(autoIpAfter).toBe(autoIp);
     expect(await w1.reaches(autoIpAfter)).toBe(true);
 
-    await d.docker(['rm', '-f', 'c', 'auto']);
+    await d.docker(['rm', '-f', 'cj', 'auto']);
     await eventually(async () => expect(await macvlanChildren(w1.parent)).toEqual([]));
     await d.docker(['network', 'rm', 'j1', 'j2']);
     await eventually(() => expect(storeRows(env)).toEqual({}));
@@ -311,7 +313,9 @@ describeE2E('macvlan networks', () => {
       children: await macvlanChildren(w.parent),
       routes: await routes(),
       store: storeRows(env),
-      shimAddrs: await addrsOn(shims[0] ?? ''),
+      shimAddrs: (await addrsOn(shims[0] ?? '')).filter((x) => x.family === 'inet'),
+      // The same link, not one made again (that would cut the host's path for a moment).
+      shimIndex: await ifindexOf(shims[0] ?? ''),
     });
     const before = await state();
 
@@ -378,14 +382,20 @@ describeE2E('macvlan networks', () => {
       expect({ code: r.code === 0 ? 0 : 1, stderr: r.stderr }).toEqual({ code: 1, stderr: expect.stringMatching(message) as unknown });
       expect((await d.dockerTry(['network', 'inspect', name])).code).not.toBe(0);
     };
+    // tsnet's Err as the CLI prints it: `option parent="IF" (mode=macvlan): why`.
+    const err = (parent: string, why: string): RegExp => new RegExp(`NetworkDriver\\.CreateNetwork: option parent="${parent}" \\(mode=macvlan\\): ${why}`);
     const missing = `${tag}x`;
-    await refused('r-missing', createArgs(env.name, missing, '172.26.2'), new RegExp(`parent.*${missing}`));
-    await refused('r-port', createArgs(env.name, wb.parent, '172.26.3'), new RegExp(`parent.*${wb.parent}.*${bridge}|parent.*${wb.parent}.*(bridge|master)`));
-    await refused('r-tsbr', createArgs(env.name, tsBridge, '172.26.4'), new RegExp(`parent.*${tsBridge}`));
-    await refused('r-passthru', createArgs(env.name, w.parent, '172.26.5', ['-o', 'macvlan_mode=passthru']), new RegExp(`passthru.*${w.parent}|${w.parent}.*passthru`));
-    await refused('r-besidept', createArgs(env.name, wp.parent, '172.26.6'), new RegExp(`${wp.parent}.*passthru|passthru.*${wp.parent}`));
+    await refused('r-missing', createArgs(env.name, missing, '172.26.2'), err(missing, 'no such link'));
+    await refused('r-port', createArgs(env.name, wb.parent, '172.26.3'), err(wb.parent, `the link is a port of bridge ${bridge}`));
+    await refused('r-tsbr', createArgs(env.name, tsBridge, '172.26.4'), err(tsBridge, 'the link belongs to another tsnet network'));
+    await refused('r-passthru', createArgs(env.name, w.parent, '172.26.5', ['-o', 'macvlan_mode=passthru']), err(w.parent, 'macvlan_mode=passthru needs the parent alone, and network [0-9a-f]{12} uses it'));
+    await refused('r-besidept', createArgs(env.name, wp.parent, '172.26.6'), err(wp.parent, 'macvlan_mode=passthru network [0-9a-f]{12} holds it alone'));
     // Overlap on one parent: Docker's IPAM for the second, so only tsnet's driver can see the two subnets meet.
-    await refused('r-overlap', ['network', 'create', '-d', env.name, '-o', 'mode=macvlan', '-o', `parent=${w.parent}`, '--subnet', '172.26.0.128/25'], /172\.26\.0\.(0\/24|128\/25)/);
+    await refused(
+      'r-overlap',
+      ['network', 'create', '-d', env.name, '-o', 'mode=macvlan', '-o', `parent=${w.parent}`, '--subnet', '172.26.0.128/25'],
+      err(w.parent, 'subnet 172\\.26\\.0\\.128/25 overlaps subnet 172\\.26\\.0\\.0/24 of network [0-9a-f]{12} on the same parent'),
+    );
     expect({ own: await ownLinks(env), store: storeRows(env), links: (await linkDetails()).map((l) => l.ifname).sort() }).toEqual(before);
     expect((await linkDetails()).find((l) => l.ifname === wb.parent)?.master).toBe(bridge);
     // The same subnet on another parent is no overlap (another LAN), through the same IPAM as the refused one.
