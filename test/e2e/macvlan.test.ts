@@ -18,6 +18,14 @@ jest.setTimeout(120_000);
 /** A container command answering every TCP connection on port 8080 with "hello". */
 const SERVER = ['nc', '-ll', '-p', '8080', '-e', 'echo', 'hello'];
 
+/** What a TCP connection from `ns` (the host namespace when undefined) to ip:8080 gets, once SERVER has had time to listen. */
+async function fetchHello(ns: string | undefined, ip: string): Promise<string | undefined> {
+  let got: string | undefined;
+  // A container just started may not listen yet (connection refused); a path that is cut stays cut.
+  await eventually(async () => expect((got = await tcpFrom(ns, ip, 8080))).toBe('hello\n')).catch(() => undefined);
+  return got;
+}
+
 type Flavour = 'tsnet' | 'docker';
 const FLAVOURS: readonly Flavour[] = ['tsnet', 'docker'];
 
@@ -224,19 +232,20 @@ describeE2E('macvlan networks', () => {
     expect(await routeDev('172.23.0.2')).toBe(w.parent);
     expect((await pingFrom(undefined, '172.23.0.10')).received).toBe(1);
     expect((await pingFrom(undefined, s2ip)).received).toBe(1);
-    expect(await tcpFrom(undefined, '172.23.0.10', 8080)).toBe('hello\n');
-    expect(await tcpFrom(undefined, s2ip, 8080)).toBe('hello\n');
+    expect(await fetchHello(undefined, '172.23.0.10')).toBe('hello\n');
+    expect(await fetchHello(undefined, s2ip)).toBe('hello\n');
     expect((await pingFrom(undefined, '172.23.0.2')).received).toBe(1);
     expect(await ping(env.docker, 's1', '172.23.0.2')).toBe(true);
     // Docker's macvlan: the container is up (the LAN reaches it) but the host, whose NIC is its parent, does not.
     expect(await wd.reaches('172.23.2.10')).toBe(true);
     expect((await pingFrom(undefined, '172.23.2.10')).received).toBe(0);
+    expect(await fetchHello(wd.farNs, '172.23.2.10')).toBe('hello\n');
     expect(await tcpFrom(undefined, '172.23.2.10', 8080)).toBeUndefined();
 
     // A container's route comes and goes with its endpoint.
     await runDetached(env.docker, 's3', ['--network', 'shim1', '--ip', '172.23.0.11'], SERVER);
     expect(await routeDev('172.23.0.11')).toBe(shim);
-    expect(await tcpFrom(undefined, '172.23.0.11', 8080)).toBe('hello\n');
+    expect(await fetchHello(undefined, '172.23.0.11')).toBe('hello\n');
     await d.docker(['rm', '-f', 's3']);
     await eventually(async () => expect(await routesTo('172.23.0.11')).toEqual([]));
 
@@ -339,7 +348,7 @@ describeE2E('macvlan networks', () => {
     // Reconciled in place: the same links, routes, shim address and records; everything still reachable.
     expect(await state()).toEqual(before);
     expect(await w.reaches('172.25.0.11')).toBe(true);
-    expect(await tcpFrom(undefined, '172.25.0.10', 8080)).toBe('hello\n');
+    expect(await fetchHello(undefined, '172.25.0.10')).toBe('hello\n');
     expect((await pingFrom(undefined, '172.25.0.10')).received).toBe(1);
     expect(await wd.reaches('172.25.1.10')).toBe(true);
 
