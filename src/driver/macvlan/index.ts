@@ -16,7 +16,7 @@ async function planMacvlanNetwork(req: CreateNetworkRequest, host: HostView): Pr
   const o: Record<string, string | undefined> = req.driverOptions;
   const macvlanMode = pickOption('macvlan', MODE_OPT, o[MODE_OPT], MODES, 'bridge');
   const shimOpt = o[SHIM_OPTION];
-  const wantShim = shimOpt !== undefined && parseBool(SHIM_OPTION, shimOpt);
+  const wantShim = shimOpt !== undefined && parseBool(SHIM_OPTION, shimOpt, 'macvlan');
   // The shim is a bridge-mode sibling of the children: private children never talk to it, passthru has no siblings.
   if (wantShim && (macvlanMode === 'private' || macvlanMode === 'passthru')) {
     throw tsnetError('TSN_INVALID_OPTION', `option ${SHIM_OPTION}=true (mode=macvlan): needs ${MODE_OPT}=bridge or vepa, not ${macvlanMode}`);
@@ -52,7 +52,7 @@ export const macvlanMode: NetworkMode<MacvlanNetworkRecord, ChildEndpointRecord>
   endpointRepair: (net, ep, links) => {
     // A shim made again by the network's repair lost its routes with it.
     const lostShim = net.shim !== undefined && !links.has(net.shim.link);
-    return { ...childEndpointRepair(ep), rebuild: lostShim && shimRoutes(net, ep).length > 0 };
+    return { ...childEndpointRepair(net, ep, links), rebuild: lostShim && shimRoutes(net, ep).length > 0 };
   },
   joinResponse: (net, ep) => childJoinResponse(net, ep, false),
   operInfo: (net, ep) => ({ parent: net.parent, link: ep.link, macvlanMode: net.settings.macvlanMode, ...(ep.mac ? { macAddress: ep.mac } : {}) }),
