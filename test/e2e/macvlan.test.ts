@@ -368,6 +368,73 @@ describeE2E('macvlan networks', () => {
     expect((await containerLink(env.docker, 'k0'))?.link_index).toBe(await ifindexOf(wd.parent));
   }, 120_000);
 
+  test('dockerd restarted: a --restart always container comes back on its macvlan network (tsnet needs no Docker API at boot)', async () => {
+    const d = env.docker;
+    const w = await wire({ lanAddrs: ['172.27.1.2/24'] });
+    await d.docker([...createArgs(env.name, w.parent, '172.27.1'), 'boot']);
+    await runDetached(d, 'always', ['--restart', 'always', '--stop-timeout', '1', '--network', 'boot', '--ip', '172.27.1.10']);
+    const rows = storeRows(env);
+    await env.dockerd.stop();
+    await eventually(async () => expect(await macvlanChildren(w.parent)).toEqual([]));
+    await env.dockerd.start();
+    await eventually(async () => expect(await d.docker(['inspect', '-f', '{{.State.Running}}', 'always'])).toBe('true'), 30_000, 200);
+    expect(await ipOf(d, 'always', 'boot')).toBe('172.27.1.10');
+    expect((await containerLink(d, 'always'))?.link_index).toBe(await ifindexOf(w.parent));
+    await eventually(async () => expect(await w.reaches('172.27.1.10')).toBe(true));
+    expect(storeRows(env)).toEqual(rows);
+    expect(await macvlanChildren(w.parent)).toEqual([]);
+  }, 120_000);
+
+  test('a parent deleted behind tsnet\'s back (containers and shim up): tsnet restarts, and rm still removes all it made', async () => {
+    const d = env.docker;
+    const w = await wire({ lanAddrs: ['172.27.2.2/24'], hostAddrs: ['172.27.2.3/24'] });
+    await d.docker([...createArgs(env.name, w.parent, '172.27.2', ['-o', 'tsnet.host_shim=true', '--aux-address', 'host_shim=172.27.2.250']), 'gone']);
+    await runDetached(d, 'g1', ['--network', 'gone', '--ip', '172.27.2.10']);
+    expect(await ownLinks(env)).toHaveLength(1);
+    // The NIC goes (unplugged, renamed, a VM's NIC removed): its children, the shim and the container's eth0, go with it.
+    await runOk('ip', ['link', 'del', w.parent]);
+    expect(await ownLinks(env)).toEqual([]);
+    await env.tsnet.restart();
+    expect(await ownLinks(env)).toEqual([]);
+    await d.docker(['rm', '-f', 'g1']);
+    await d.docker(['network', 'rm', 'gone']);
+    await eventually(() => expect(storeRows(env)).toEqual({}));
+    expect(await ownLinks(env)).toEqual([]);
+    expect(await routesTo('172.27.2.10')).toEqual([]);
+  }, 120_000);
+
+  test('dual stack: IPv6 addresses on the wire, containers and the LAN reach each other over IPv6, the shim has a /128 and routes /128s', async () => {
+    const d = env.docker;
+    const v6 = 'fd00:7473:27::';
+    const w = await wire({ lanAddrs: ['172.27.3.2/24', `${v6}2/64`], hostAddrs: ['172.27.3.3/24', `${v6}3/64`] });
+    await d.docker([
+      ...createArgs(env.name, w.parent, '172.27.3', ['--ip-range', '172.27.3.64/26', '-o', 'tsnet.host_shim=true']),
+      '--ipv6', '--subnet', `${v6}/64`, '--gateway', `${v6}1`, '--ip-range', `${v6}100/120`, 'dual',
+    ]);
+    await runDetached(d, 'd1', ['--network', 'dual']);
+    await runDetached(d, 'd2', ['--network', 'dual']);
+    const v6of = (c: string): Promise<string> => d.docker(['inspect', '-f', '{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}', c]);
+    const [a1, a2] = [await v6of('d1'), await v6of('d2')];
+    expect(a1).toMatch(/^fd00:7473:27::1[0-9a-f]{2}$/);
+    const shim = (await ownChildren(env, w.parent)).at(0) ?? '';
+    const shimV6 = (await addrsOn(shim)).filter((a) => a.family === 'inet6' && a.scope === 'global');
+    expect(shimV6.map((a) => a.prefixlen)).toEqual([128]);
+    expect(shimV6[0]?.local).toMatch(/^fd00:7473:27::1[0-9a-f]{2}$/);
+    expect([a1, a2]).not.toContain(shimV6[0]?.local);
+    // Containers' addresses may still be tentative (duplicate address detection) right after the start.
+    await eventually(async () => expect(await d.dockerTry(['exec', 'd1', 'ping', '-6', '-c', '1', '-W', '1', a2])).toMatchObject({ code: 0 }), 10_000, 200);
+    await eventually(async () => expect(await w.reaches(a1)).toBe(true), 10_000, 200);
+    expect(await routeDev(a1)).toBe(shim);
+    expect(await routeDev(`${v6}2`)).toBe(w.parent);
+    await eventually(async () => expect((await pingFrom(undefined, a2)).received).toBe(1), 10_000, 200);
+    expect(await d.docker(['exec', 'd1', 'ip', '-6', 'route'])).toMatch(new RegExp(`default via ${v6}1 dev eth0`));
+    await d.docker(['rm', '-f', 'd1', 'd2']);
+    await eventually(async () => expect(await routesTo(a1)).toEqual([]));
+    await d.docker(['network', 'rm', 'dual']);
+    await eventually(async () => expect(await ownLinks(env)).toEqual([]));
+    await eventually(() => expect(storeRows(env)).toEqual({}));
+  }, 120_000);
+
   test('refusals that need the real host reach the CLI with tsnet\'s Err and change nothing', async () => {
     const d = env.docker;
     const w = await wire({ lanAddrs: ['172.26.0.2/24'] });

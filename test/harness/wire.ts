@@ -148,10 +148,12 @@ export async function macvlanChildren(parent: string, netns?: string): Promise<s
     .sort();
 }
 
-/** `ip route show` lines (host namespace, or `netns`), trimmed. */
+/** `ip route show` lines of both families (host namespace, or `netns`), trimmed. */
 export async function routes(netns?: string): Promise<string[]> {
-  const { stdout } = await runOk('ip', [...(netns === undefined ? [] : ['-n', netns]), 'route', 'show']);
-  return stdout
+  const ns = netns === undefined ? [] : ['-n', netns];
+  const out = await Promise.all(['-4', '-6'].map(async (family) => (await runOk('ip', [...ns, family, 'route', 'show'])).stdout));
+  return out
+    .join('\n')
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '');
