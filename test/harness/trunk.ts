@@ -4,7 +4,10 @@
  * for host B, which has its own VLAN subinterfaces and addresses (or macvlan children, as its containers would).
  */
 import { randomBytes } from 'node:crypto';
-import { onProcessExit, patient, run, runOk, runSync, sleep } from './exec';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { isRunning, onProcessExit, patient, run, runOk, runSync, spawnDaemon, terminate, waitFor } from './exec';
 import { delNetns, makeNetns } from './host';
 
 export interface Trunk {
@@ -22,13 +25,48 @@ export interface Trunk {
   macvlan(dev: string, cidr: string): Promise<string>;
   /** One ping from host B. */
   ping(ip: string): Promise<boolean>;
-  /**
-   * Captures on end B until `count` frames match `filter` (tcpdump syntax) while `traffic` runs, repeatedly, until
-   * the capture ends; the captured lines (`tcpdump -e -nn`: link headers, 802.1Q tags included).
-   */
-  capture(filter: string, count: number, traffic: () => Promise<unknown>): Promise<string[]>;
+  /** Starts tcpdump on end B for frames matching `filter` (tcpdump syntax); resolves once it listens. */
+  sniff(filter: string): Promise<Sniffer>;
   /** Deletes host B's namespace (which takes end B, so the pair, and everything in it) and end A. Never throws. */
   destroy(): Promise<void>;
+}
+
+/** A running capture; its lines are `tcpdump -e -nn` output: link headers, 802.1Q tags included. */
+export interface Sniffer {
+  /** The frames captured so far. */
+  frames(): string[];
+  /** Ends the capture (tcpdump flushes what it has on SIGTERM); every frame captured. */
+  stop(): Promise<string[]>;
+}
+
+/** A frame line starts with tcpdump's timestamp; its notices (listening, counts) do not. */
+const FRAME = /^\d\d:\d\d:\d\d\.\d+ /;
+
+async function sniff(ns: string, dev: string, filter: string): Promise<Sniffer> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-sniff-'));
+  const logFile = path.join(dir, 'tcpdump.log');
+  const child = spawnDaemon('ip', ['netns', 'exec', ns, 'tcpdump', '-e', '-nn', '-l', '--immediate-mode', '-i', dev, filter], { logFile });
+  const lines = (): string[] => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n') : []);
+  const stop = async (): Promise<string[]> => {
+    await terminate(child, patient(5_000));
+    const frames = lines().filter((l) => FRAME.test(l));
+    fs.rmSync(dir, { recursive: true, force: true });
+    return frames;
+  };
+  try {
+    await waitFor(
+      () => {
+        if (!isRunning(child)) throw new Error(`tcpdump on ${dev} in ${ns} exited: ${lines().join('\n')}`);
+        return lines().some((l) => l.startsWith('listening on'));
+      },
+      patient(10_000),
+      () => `tcpdump on ${dev} in ${ns} not listening: ${lines().join('\n')}`,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { frames: () => lines().filter((l) => FRAME.test(l)), stop };
 }
 
 /** Namespaces and links made by this process, deleted at exit even when a test crashed before its cleanup. */
@@ -41,6 +79,25 @@ onProcessExit(() => {
 });
 
 let seq = 0;
+
+/**
+ * A trunk for the calling `describe`: made in beforeAll (then `setUp` adds host B's addresses), destroyed in
+ * afterAll. Returns its getter.
+ */
+export function useTrunk(setUp: (t: Trunk) => Promise<void>): () => Trunk {
+  let trunk: Trunk | undefined;
+  beforeAll(async () => {
+    trunk = await makeTrunk();
+    await setUp(trunk);
+  }, patient(60_000));
+  afterAll(async () => {
+    await trunk?.destroy();
+  });
+  return () => {
+    if (!trunk) throw new Error('useTrunk: the trunk is not made (beforeAll failed or has not run)');
+    return trunk;
+  };
+}
 
 /**
  * A fresh trunk with names unique to this run: ends `tk<6 hex>a` / `…b` (VLAN children `…a.100` stay within 15
@@ -94,19 +151,6 @@ export async function makeTrunk(): Promise<Trunk> {
     },
     // busybox's ping: the host may have no ping of its own.
     ping: async (ip) => (await run('ip', ['netns', 'exec', ns, '/bin/busybox', 'ping', '-c', '1', '-W', '2', ip], { timeoutMs: patient(15_000) })).code === 0,
-    capture: async (filter, count, traffic) => {
-      const state = { done: false };
-      const dump = run('ip', ['netns', 'exec', ns, 'tcpdump', '-e', '-nn', '-l', '--immediate-mode', '-i', b, '-c', String(count), filter], { timeoutMs: patient(60_000) }).finally(() => {
-        state.done = true;
-      });
-      // tcpdump says nothing when it is ready, so the traffic repeats until the capture has what it waits for.
-      for (let i = 0; i < 20 && !state.done; i++) {
-        await traffic();
-        await sleep(250);
-      }
-      const r = await dump;
-      if (r.code !== 0) throw new Error(`tcpdump on ${b} in ${ns} failed (${r.code}): ${r.stderr}`);
-      return r.stdout.split('\n').filter((l) => l !== '');
-    },
+    sniff: (filter) => sniff(ns, b, filter),
   };
 }
