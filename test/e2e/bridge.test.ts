@@ -1,26 +1,14 @@
 import { BUSYBOX_IMAGE } from '../harness/busybox';
+import { containerIp as ip, ownLinks, ping, runDetached, storeRows } from '../harness/containers';
 import { eventually, run, runOk } from '../harness/exec';
 import { addrsOn, describeE2E, links, nftTableExists } from '../harness/host';
-import { type E2EEnv, ownLinks, setupE2E, storeRows } from '../harness/tsnet';
+import { setupE2E } from '../harness/tsnet';
 
 /**
  * Bridge networks through the docker CLI against a private dockerd, dockerd's default firewall (iptables=true,
  * br_netfilter, FORWARD policy DROP): what an operator does, checked in the kernel and in tsnet's store.
  */
 jest.setTimeout(120_000);
-
-async function ip(env: E2EEnv, container: string, network: string): Promise<string> {
-  return env.docker.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
-}
-
-async function runDetached(env: E2EEnv, name: string, args: string[]): Promise<void> {
-  await env.docker.docker(['run', '-d', '--name', name, ...args, BUSYBOX_IMAGE, 'sleep', '3600']);
-}
-
-async function ping(env: E2EEnv, from: string, target: string, v6 = false): Promise<boolean> {
-  const res = await env.docker.dockerTry(['exec', from, 'ping', ...(v6 ? ['-6'] : []), '-c', '1', '-W', '2', target]);
-  return res.code === 0;
-}
 
 describeE2E('bridge networks under dockerd --iptables=true', () => {
   const env = setupE2E({ dockerd: { iptables: true } });

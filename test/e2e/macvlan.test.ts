@@ -1,11 +1,11 @@
-import { BUSYBOX_IMAGE } from '../harness/busybox';
+import { containerIp, ownLinks, ping, runDetached, storeRows } from '../harness/containers';
 import { eventually, run, runOk, sleep } from '../harness/exec';
 import { addrsOn, describeE2E } from '../harness/host';
 import { DockerHost } from '../harness/dockerhost';
 import { tcpFrom } from '../harness/hostns';
 import type { Docker } from '../harness/dockerd';
-import { type E2EEnv, ownLinks, setupE2E, storeRows } from '../harness/tsnet';
-import { type LinkDetail, linkDetails, macvlanChildren, makeWire, pingFrom, routeDev, routes, type Wire, type WireOptions, wireTag } from '../harness/wire';
+import { type E2EEnv, setupE2E } from '../harness/tsnet';
+import { allLinkDetails, type LinkDetail, macvlanChildren, makeWire, pingFrom, routeDev, routes, type Wire, type WireOptions, wireTag } from '../harness/wire';
 
 /**
  * macvlan networks through the docker CLI against a private dockerd, on a veth "wire" whose host end is the parent
@@ -41,27 +41,15 @@ function createArgs(driver: string, parent: string, s: string, extra: readonly s
   return ['network', 'create', ...how, '-o', `parent=${parent}`, '--subnet', `${s}.0/24`, '--gateway', `${s}.1`, ...extra];
 }
 
-async function runDetached(docker: Docker, name: string, args: readonly string[], cmd: readonly string[] = ['sleep', '3600']): Promise<void> {
-  await docker.docker(['run', '-d', '--name', name, ...args, BUSYBOX_IMAGE, ...cmd]);
-}
-
-async function ipOf(docker: Docker, container: string, network: string): Promise<string> {
-  return docker.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
-}
-
-async function ping(docker: Docker, from: string, target: string): Promise<boolean> {
-  return (await docker.dockerTry(['exec', from, 'ping', '-c', '1', '-W', '2', target])).code === 0;
-}
-
 /** The container's `ifname` as the kernel sees it, read from outside (busybox's ip prints no link details). */
-async function containerLink(docker: Docker, container: string, ifname = 'eth0'): Promise<LinkDetail | undefined> {
-  const pid = await docker.docker(['inspect', '-f', '{{.State.Pid}}', container]);
+async function containerLink(on: { docker: Docker }, container: string, ifname = 'eth0'): Promise<LinkDetail | undefined> {
+  const pid = await on.docker.docker(['inspect', '-f', '{{.State.Pid}}', container]);
   const { stdout } = await runOk('nsenter', ['-t', pid, '-n', 'ip', '-d', '-json', 'link', 'show']);
   return (JSON.parse(stdout) as LinkDetail[]).find((l) => l.ifname === ifname);
 }
 
 async function ifindexOf(name: string): Promise<number | undefined> {
-  return (await linkDetails()).find((l) => l.ifname === name)?.ifindex;
+  return (await allLinkDetails()).find((l) => l.ifname === name)?.ifindex;
 }
 
 /** Docker's (and tsnet's) MAC for an IPv4 address: 02:42 and the four address bytes. */
@@ -109,12 +97,12 @@ describeE2E('macvlan networks', () => {
     expect(JSON.parse(await d.docker(['network', 'inspect', net, '-f', '{{json .IPAM.Config}}']))).toMatchObject([{ Subnet: `${s}.0/24`, Gateway: `${s}.1` }]);
     expect(await d.docker(['network', 'inspect', net, '-f', '{{index .Options "parent"}}'])).toBe(w.parent);
 
-    await runDetached(env.docker, 'ca', ['--network', net, '--ip', `${s}.10`]);
-    await runDetached(env.docker, 'cb', ['--network', net, '--ip', `${s}.11`]);
-    expect(await ipOf(env.docker, 'ca', net)).toBe(`${s}.10`);
-    expect(await ipOf(env.docker, 'cb', net)).toBe(`${s}.11`);
+    await runDetached(env, 'ca', ['--network', net, '--ip', `${s}.10`]);
+    await runDetached(env, 'cb', ['--network', net, '--ip', `${s}.11`]);
+    expect(await containerIp(env, 'ca', net)).toBe(`${s}.10`);
+    expect(await containerIp(env, 'cb', net)).toBe(`${s}.11`);
     // In the container: a macvlan child of the parent in bridge mode, the MAC from the address, the gateway route.
-    const link = await containerLink(env.docker, 'ca');
+    const link = await containerLink(env, 'ca');
     expect(link?.linkinfo?.info_kind).toBe('macvlan');
     expect(link?.linkinfo?.info_data?.mode).toBe('bridge');
     expect(link?.link_index).toBe(await ifindexOf(w.parent));
@@ -124,9 +112,9 @@ describeE2E('macvlan networks', () => {
     // The children live in the containers, none is left in the host namespace.
     expect(await macvlanChildren(w.parent)).toEqual([]);
 
-    expect(await ping(env.docker, 'ca', `${s}.11`)).toBe(true);
-    expect(await ping(env.docker, 'cb', `${s}.10`)).toBe(true);
-    expect(await ping(env.docker, 'ca', `${s}.2`)).toBe(true);
+    expect(await ping(env, 'ca', `${s}.11`)).toBe(true);
+    expect(await ping(env, 'cb', `${s}.10`)).toBe(true);
+    expect(await ping(env, 'ca', `${s}.2`)).toBe(true);
     expect(await w.reaches(`${s}.10`)).toBe(true);
     expect(await w.reaches(`${s}.11`)).toBe(true);
     const shown = await d.docker(['network', 'inspect', net, '-f', '{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}']);
@@ -142,7 +130,7 @@ describeE2E('macvlan networks', () => {
       await eventually(async () => expect(await ownLinks(env)).toEqual([]));
     }
     // The parent is the host's NIC: never deleted, never changed.
-    const parent = (await linkDetails()).find((l) => l.ifname === w.parent);
+    const parent = (await allLinkDetails()).find((l) => l.ifname === w.parent);
     expect(parent?.flags).toContain('UP');
     expect(parent?.master).toBeUndefined();
     expect(await macvlanChildren(w.parent)).toEqual([]);
@@ -155,23 +143,23 @@ describeE2E('macvlan networks', () => {
     const wv = await wire({ lanAddrs: [`${sv}.2/24`], hairpin: true });
     await d.docker([...createArgs(driverOf(flavour), wp.parent, sp, ['-o', 'macvlan_mode=private']), `priv-${flavour}`]);
     await d.docker([...createArgs(driverOf(flavour), wv.parent, sv, ['-o', 'macvlan_mode=vepa']), `vepa-${flavour}`]);
-    await runDetached(env.docker, 'p1', ['--network', `priv-${flavour}`, '--ip', `${sp}.10`]);
-    await runDetached(env.docker, 'p2', ['--network', `priv-${flavour}`, '--ip', `${sp}.11`]);
-    await runDetached(env.docker, 'v1', ['--network', `vepa-${flavour}`, '--ip', `${sv}.10`]);
-    await runDetached(env.docker, 'v2', ['--network', `vepa-${flavour}`, '--ip', `${sv}.11`]);
-    expect((await containerLink(env.docker, 'p1'))?.linkinfo?.info_data?.mode).toBe('private');
-    expect((await containerLink(env.docker, 'v1'))?.linkinfo?.info_data?.mode).toBe('vepa');
+    await runDetached(env, 'p1', ['--network', `priv-${flavour}`, '--ip', `${sp}.10`]);
+    await runDetached(env, 'p2', ['--network', `priv-${flavour}`, '--ip', `${sp}.11`]);
+    await runDetached(env, 'v1', ['--network', `vepa-${flavour}`, '--ip', `${sv}.10`]);
+    await runDetached(env, 'v2', ['--network', `vepa-${flavour}`, '--ip', `${sv}.11`]);
+    expect((await containerLink(env, 'p1'))?.linkinfo?.info_data?.mode).toBe('private');
+    expect((await containerLink(env, 'v1'))?.linkinfo?.info_data?.mode).toBe('vepa');
 
     // private: even a switch that reflects frames does not bring siblings together.
-    expect(await ping(env.docker, 'p1', `${sp}.11`)).toBe(false);
-    expect(await ping(env.docker, 'p1', `${sp}.2`)).toBe(true);
+    expect(await ping(env, 'p1', `${sp}.11`)).toBe(false);
+    expect(await ping(env, 'p1', `${sp}.2`)).toBe(true);
     expect(await wp.reaches(`${sp}.11`)).toBe(true);
     // vepa: siblings talk through the switch's hairpin, so not at all once the switch stops reflecting.
-    expect(await ping(env.docker, 'v1', `${sv}.11`)).toBe(true);
-    expect(await ping(env.docker, 'v2', `${sv}.2`)).toBe(true);
+    expect(await ping(env, 'v1', `${sv}.11`)).toBe(true);
+    expect(await ping(env, 'v2', `${sv}.2`)).toBe(true);
     await wv.exec('ip', ['link', 'set', wv.farIf, 'type', 'bridge_slave', 'hairpin', 'off']);
-    expect(await ping(env.docker, 'v1', `${sv}.11`)).toBe(false);
-    expect(await ping(env.docker, 'v1', `${sv}.2`)).toBe(true);
+    expect(await ping(env, 'v1', `${sv}.11`)).toBe(false);
+    expect(await ping(env, 'v1', `${sv}.2`)).toBe(true);
   }, 120_000);
 
   test.each(FLAVOURS)('the seeds\' two-host example (%s): 172.20.0.10 on host A and 172.20.0.11 on host B, each with its dockerd (and tsnet), ping each other across the wire', async (flavour) => {
@@ -181,18 +169,18 @@ describeE2E('macvlan networks', () => {
     const w = await wire({ farNs: hostB.ns });
     await env.docker.docker([...createArgs(driverOf(flavour), w.parent, '172.20.0'), 'mynet1']);
     await hostB.docker.docker([...createArgs(flavour === 'tsnet' ? hostB.name : DOCKER_MACVLAN, w.farIf, '172.20.0'), 'mynet1']);
-    await runDetached(env.docker, 'demo1', ['--network', 'mynet1', '--ip', '172.20.0.10']);
-    await runDetached(hostB.docker, 'demo2', ['--network', 'mynet1', '--ip', '172.20.0.11']);
-    expect((await containerLink(hostB.docker, 'demo2'))?.linkinfo?.info_kind).toBe('macvlan');
+    await runDetached(env, 'demo1', ['--network', 'mynet1', '--ip', '172.20.0.10']);
+    await runDetached(hostB, 'demo2', ['--network', 'mynet1', '--ip', '172.20.0.11']);
+    expect((await containerLink(hostB, 'demo2'))?.linkinfo?.info_kind).toBe('macvlan');
 
-    expect(await ping(env.docker, 'demo1', '172.20.0.11')).toBe(true);
-    expect(await ping(hostB.docker, 'demo2', '172.20.0.10')).toBe(true);
+    expect(await ping(env, 'demo1', '172.20.0.11')).toBe(true);
+    expect(await ping(hostB, 'demo2', '172.20.0.10')).toBe(true);
     // No NAT, no bridge: each side sees the other's container with its own MAC on the wire.
     expect(await hostB.docker.docker(['exec', 'demo2', 'ip', 'neigh', 'show', '172.20.0.10'])).toContain(macFor('172.20.0.10'));
     expect(await env.docker.docker(['exec', 'demo1', 'ip', 'neigh', 'show', '172.20.0.11'])).toContain(macFor('172.20.0.11'));
     await hostB.docker.docker(['rm', '-f', 'demo2']);
     await hostB.docker.docker(['network', 'rm', 'mynet1']);
-    await eventually(async () => expect(await linkDetails(hostB.ns)).toHaveLength(2)); // lo and its NIC
+    await eventually(async () => expect(await allLinkDetails(hostB.ns)).toHaveLength(2)); // lo and its NIC
   }, 120_000);
 
   test('host shim: the host reaches its own macvlan containers (ping, TCP) through a shim, Docker\'s macvlan cannot; the shim and its routes go with the network', async () => {
@@ -206,20 +194,20 @@ describeE2E('macvlan networks', () => {
     // The LAN's machines (.2, .3) are outside the range the IPAM allocates from, as on a real LAN.
     await d.docker([...createArgs(env.name, wa.parent, '172.23.1', [...shimOpts, '--ip-range', '172.23.1.64/26']), 'shim2']);
     await d.docker([...createArgs(DOCKER_MACVLAN, wd.parent, '172.23.2'), 'dmv']);
-    await runDetached(env.docker, 's1', ['--network', 'shim1', '--ip', '172.23.0.10'], SERVER);
-    await runDetached(env.docker, 's2', ['--network', 'shim2'], SERVER);
-    await runDetached(env.docker, 'sd', ['--network', 'dmv', '--ip', '172.23.2.10'], SERVER);
+    await runDetached(env, 's1', ['--network', 'shim1', '--ip', '172.23.0.10'], SERVER);
+    await runDetached(env, 's2', ['--network', 'shim2'], SERVER);
+    await runDetached(env, 'sd', ['--network', 'dmv', '--ip', '172.23.2.10'], SERVER);
 
     // One shim per network: a bridge-mode macvlan of the parent in the host namespace, tsnet's, up, a /32.
     const shims = [await ownChildren(env, w.parent), await ownChildren(env, wa.parent)];
     expect(shims.map((l) => l.length)).toEqual([1, 1]);
     const [shim, shimA] = shims.map((l) => l[0] ?? '');
-    const shimLink = (await linkDetails()).find((l) => l.ifname === shim);
+    const shimLink = (await allLinkDetails()).find((l) => l.ifname === shim);
     expect(shimLink?.linkinfo?.info_data?.mode).toBe('bridge');
     expect(shimLink?.flags).toContain('UP');
     expect((await addrsOn(shim)).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`)).toEqual(['172.23.0.250/32']);
     // Allocated from tsnet's pool: an address of the subnet that is neither the gateway nor a container's.
-    const s2ip = await ipOf(env.docker, 's2', 'shim2');
+    const s2ip = await containerIp(env, 's2', 'shim2');
     const shimAaddrs = (await addrsOn(shimA)).filter((a) => a.family === 'inet');
     expect(shimAaddrs).toHaveLength(1);
     expect(shimAaddrs[0]?.prefixlen).toBe(32);
@@ -235,7 +223,7 @@ describeE2E('macvlan networks', () => {
     expect(await fetchHello(undefined, '172.23.0.10')).toBe('hello\n');
     expect(await fetchHello(undefined, s2ip)).toBe('hello\n');
     expect((await pingFrom(undefined, '172.23.0.2')).received).toBe(1);
-    expect(await ping(env.docker, 's1', '172.23.0.2')).toBe(true);
+    expect(await ping(env, 's1', '172.23.0.2')).toBe(true);
     // Docker's macvlan: the container is up (the LAN reaches it) but the host, whose NIC is its parent, does not.
     expect(await wd.reaches('172.23.2.10')).toBe(true);
     expect((await pingFrom(undefined, '172.23.2.10')).received).toBe(0);
@@ -243,7 +231,7 @@ describeE2E('macvlan networks', () => {
     expect(await tcpFrom(undefined, '172.23.2.10', 8080)).toBeUndefined();
 
     // A container's route comes and goes with its endpoint.
-    await runDetached(env.docker, 's3', ['--network', 'shim1', '--ip', '172.23.0.11'], SERVER);
+    await runDetached(env, 's3', ['--network', 'shim1', '--ip', '172.23.0.11'], SERVER);
     expect(await routeDev('172.23.0.11')).toBe(shim);
     expect(await fetchHello(undefined, '172.23.0.11')).toBe('hello\n');
     await d.docker(['rm', '-f', 's3']);
@@ -267,15 +255,15 @@ describeE2E('macvlan networks', () => {
     const w2 = await wire({ lanAddrs: ['172.24.1.2/24'] });
     await d.docker([...createArgs(env.name, w1.parent, '172.24.0', ['--ip-range', '172.24.0.64/26']), 'j1']);
     await d.docker([...createArgs(env.name, w2.parent, '172.24.1'), 'j2']);
-    await runDetached(env.docker, 'cj', ['--network', 'j1', '--ip', '172.24.0.10']);
-    await runDetached(env.docker, 'auto', ['--network', 'j1']);
-    const autoIp = await ipOf(env.docker, 'auto', 'j1');
+    await runDetached(env, 'cj', ['--network', 'j1', '--ip', '172.24.0.10']);
+    await runDetached(env, 'auto', ['--network', 'j1']);
+    const autoIp = await containerIp(env, 'auto', 'j1');
 
     await d.docker(['network', 'connect', '--ip', '172.24.1.10', 'j2', 'cj']);
     expect(await d.docker(['exec', 'cj', 'ip', '-o', '-4', 'addr', 'show', 'eth1'])).toContain('172.24.1.10/24');
-    expect((await containerLink(env.docker, 'cj', 'eth1'))?.link_index).toBe(await ifindexOf(w2.parent));
+    expect((await containerLink(env, 'cj', 'eth1'))?.link_index).toBe(await ifindexOf(w2.parent));
     expect(await w2.reaches('172.24.1.10')).toBe(true);
-    expect(await ping(env.docker, 'cj', '172.24.1.2')).toBe(true);
+    expect(await ping(env, 'cj', '172.24.1.2')).toBe(true);
     expect(await macvlanChildren(w2.parent)).toEqual([]);
 
     await d.docker(['network', 'disconnect', 'j2', 'cj']);
@@ -290,10 +278,10 @@ describeE2E('macvlan networks', () => {
     expect(await ownLinks(env)).toEqual([]);
     expect(await w1.reaches('172.24.0.10')).toBe(false);
     await d.docker(['start', 'cj', 'auto']);
-    expect(await ipOf(env.docker, 'cj', 'j1')).toBe('172.24.0.10');
+    expect(await containerIp(env, 'cj', 'j1')).toBe('172.24.0.10');
     expect(await d.docker(['exec', 'cj', 'ip', '-o', '-4', 'addr', 'show', 'eth0'])).toContain('172.24.0.10/24');
     expect(await w1.reaches('172.24.0.10')).toBe(true);
-    const autoIpAfter = await ipOf(env.docker, 'auto', 'j1');
+    const autoIpAfter = await containerIp(env, 'auto', 'j1');
     expect(autoIpAfter).toBe(autoIp);
     expect(await w1.reaches(autoIpAfter)).toBe(true);
 
@@ -308,13 +296,13 @@ describeE2E('macvlan networks', () => {
     const d = env.docker;
     const w = await wire({ lanAddrs: ['172.25.0.2/24'], hostAddrs: ['172.25.0.3/24'] });
     const wd = await wire({ lanAddrs: ['172.25.1.2/24'] });
-    const parentBefore = (await linkDetails()).find((l) => l.ifname === w.parent);
+    const parentBefore = (await allLinkDetails()).find((l) => l.ifname === w.parent);
     const routesBefore = await routes();
     await d.docker([...createArgs(DOCKER_MACVLAN, wd.parent, '172.25.1'), 'dk']);
-    await runDetached(env.docker, 'k0', ['--network', 'dk', '--ip', '172.25.1.10']);
+    await runDetached(env, 'k0', ['--network', 'dk', '--ip', '172.25.1.10']);
     await d.docker([...createArgs(env.name, w.parent, '172.25.0', ['-o', 'tsnet.host_shim=true', '--aux-address', 'host_shim=172.25.0.250']), 'kn']);
-    await runDetached(env.docker, 'k1', ['--network', 'kn', '--ip', '172.25.0.10'], SERVER);
-    await runDetached(env.docker, 'k2', ['--network', 'kn', '--ip', '172.25.0.11'], SERVER);
+    await runDetached(env, 'k1', ['--network', 'kn', '--ip', '172.25.0.10'], SERVER);
+    await runDetached(env, 'k2', ['--network', 'kn', '--ip', '172.25.0.11'], SERVER);
     const shims = await ownChildren(env, w.parent);
     expect(shims).toHaveLength(1);
     const state = async (): Promise<unknown> => ({
@@ -360,26 +348,26 @@ describeE2E('macvlan networks', () => {
     });
     await eventually(() => expect(storeRows(env)).toEqual({}));
     expect(await routes()).toEqual(routesBefore);
-    const parentAfter = (await linkDetails()).find((l) => l.ifname === w.parent);
+    const parentAfter = (await allLinkDetails()).find((l) => l.ifname === w.parent);
     expect(parentAfter).toMatchObject({ ifindex: parentBefore?.ifindex, address: parentBefore?.address, flags: parentBefore?.flags });
     expect((await addrsOn(w.parent)).map((a) => a.local)).toContain('172.25.0.3');
     // Docker's macvlan network and container are untouched by tsnet's crash, reconcile and removal.
     expect(await wd.reaches('172.25.1.10')).toBe(true);
-    expect((await containerLink(env.docker, 'k0'))?.link_index).toBe(await ifindexOf(wd.parent));
+    expect((await containerLink(env, 'k0'))?.link_index).toBe(await ifindexOf(wd.parent));
   }, 120_000);
 
   test('dockerd restarted: a --restart always container comes back on its macvlan network (tsnet needs no Docker API at boot)', async () => {
     const d = env.docker;
     const w = await wire({ lanAddrs: ['172.27.1.2/24'] });
     await d.docker([...createArgs(env.name, w.parent, '172.27.1'), 'boot']);
-    await runDetached(d, 'always', ['--restart', 'always', '--stop-timeout', '1', '--network', 'boot', '--ip', '172.27.1.10']);
+    await runDetached(env, 'always', ['--restart', 'always', '--stop-timeout', '1', '--network', 'boot', '--ip', '172.27.1.10']);
     const rows = storeRows(env);
     await env.dockerd.stop();
     await eventually(async () => expect(await macvlanChildren(w.parent)).toEqual([]));
     await env.dockerd.start();
     await eventually(async () => expect(await d.docker(['inspect', '-f', '{{.State.Running}}', 'always'])).toBe('true'), 30_000, 200);
-    expect(await ipOf(d, 'always', 'boot')).toBe('172.27.1.10');
-    expect((await containerLink(d, 'always'))?.link_index).toBe(await ifindexOf(w.parent));
+    expect(await containerIp(env, 'always', 'boot')).toBe('172.27.1.10');
+    expect((await containerLink(env, 'always'))?.link_index).toBe(await ifindexOf(w.parent));
     await eventually(async () => expect(await w.reaches('172.27.1.10')).toBe(true));
     expect(storeRows(env)).toEqual(rows);
     expect(await macvlanChildren(w.parent)).toEqual([]);
@@ -389,7 +377,7 @@ describeE2E('macvlan networks', () => {
     const d = env.docker;
     const w = await wire({ lanAddrs: ['172.27.2.2/24'], hostAddrs: ['172.27.2.3/24'] });
     await d.docker([...createArgs(env.name, w.parent, '172.27.2', ['-o', 'tsnet.host_shim=true', '--aux-address', 'host_shim=172.27.2.250']), 'gone']);
-    await runDetached(d, 'g1', ['--network', 'gone', '--ip', '172.27.2.10']);
+    await runDetached(env, 'g1', ['--network', 'gone', '--ip', '172.27.2.10']);
     expect(await ownLinks(env)).toHaveLength(1);
     // The NIC goes (unplugged, renamed, a VM's NIC removed): its children, the shim and the container's eth0, go with it.
     await runOk('ip', ['link', 'del', w.parent]);
@@ -411,8 +399,8 @@ describeE2E('macvlan networks', () => {
       ...createArgs(env.name, w.parent, '172.27.3', ['--ip-range', '172.27.3.64/26', '-o', 'tsnet.host_shim=true']),
       '--ipv6', '--subnet', `${v6}/64`, '--gateway', `${v6}1`, '--ip-range', `${v6}100/120`, 'dual',
     ]);
-    await runDetached(d, 'd1', ['--network', 'dual']);
-    await runDetached(d, 'd2', ['--network', 'dual']);
+    await runDetached(env, 'd1', ['--network', 'dual']);
+    await runDetached(env, 'd2', ['--network', 'dual']);
     const v6of = (c: string): Promise<string> => d.docker(['inspect', '-f', '{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}', c]);
     const [a1, a2] = [await v6of('d1'), await v6of('d2')];
     expect(a1).toMatch(/^fd00:7473:27::1[0-9a-f]{2}$/);
@@ -451,7 +439,7 @@ describeE2E('macvlan networks', () => {
     await d.docker([...createArgs(env.name, wp.parent, '172.26.1', ['-o', 'macvlan_mode=passthru']), 'pt']);
     await d.docker(['network', 'create', '-d', env.name, '--ipam-driver', env.name, '--subnet', '172.26.9.0/24', 'tsbridge']);
     const tsBridge = `tsbr-${(await d.docker(['network', 'inspect', 'tsbridge', '-f', '{{.Id}}'])).slice(0, 10)}`;
-    const before = { own: await ownLinks(env), store: storeRows(env), links: (await linkDetails()).map((l) => l.ifname).sort() };
+    const before = { own: await ownLinks(env), store: storeRows(env), links: (await allLinkDetails()).map((l) => l.ifname).sort() };
 
     const refused = async (name: string, args: string[], message: RegExp): Promise<void> => {
       const r = await d.dockerTry([...args, name]);
@@ -472,8 +460,8 @@ describeE2E('macvlan networks', () => {
       ['network', 'create', '-d', env.name, '-o', 'mode=macvlan', '-o', `parent=${w.parent}`, '--subnet', '172.26.0.128/25'],
       err(w.parent, 'subnet 172\\.26\\.0\\.128/25 overlaps subnet 172\\.26\\.0\\.0/24 of network [0-9a-f]{12} on the same parent'),
     );
-    expect({ own: await ownLinks(env), store: storeRows(env), links: (await linkDetails()).map((l) => l.ifname).sort() }).toEqual(before);
-    expect((await linkDetails()).find((l) => l.ifname === wb.parent)?.master).toBe(bridge);
+    expect({ own: await ownLinks(env), store: storeRows(env), links: (await allLinkDetails()).map((l) => l.ifname).sort() }).toEqual(before);
+    expect((await allLinkDetails()).find((l) => l.ifname === wb.parent)?.master).toBe(bridge);
     // The same subnet on another parent is no overlap (another LAN), through the same IPAM as the refused one.
     const wo = await wire();
     await d.docker(['network', 'create', '-d', env.name, '-o', 'mode=macvlan', '-o', `parent=${wo.parent}`, '--subnet', '172.26.0.128/25', 'r-other']);

@@ -6,10 +6,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 import { ensureBusyboxImage } from './busybox';
 import { Docker, Dockerd, DockerdOptions, startDockerd } from './dockerd';
-import { fileTail, isRunning, kill9, onProcessExit, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
+import { fileTail, isRunning, kill9, onProcessExit, patient, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
 import { forwardingOn, linksOwnedBy, PLUGIN_DIR } from './host';
 
 /** Root of the tsnet repository (holds src/, dist/, tsconfig.json). */
@@ -40,7 +39,7 @@ export function ensureBuilt(): Promise<void> {
       // tsc under the node running the tests, not whichever `node` its #! line finds on PATH.
       await runOk(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
         cwd: REPO_ROOT,
-        timeoutMs: 180_000,
+        timeoutMs: patient(180_000),
       });
     }
   })();
@@ -122,7 +121,7 @@ export interface TsnetOptions {
 }
 
 /** Grace between SIGTERM and SIGKILL when stopping tsnet. */
-const STOP_GRACE_MS = 10_000;
+const STOP_GRACE_MS = patient(10_000);
 
 /** A tsnet process that can be stopped, crashed and started again on the same state dir and socket. */
 export class TsnetProcess {
@@ -155,7 +154,7 @@ export class TsnetProcess {
     const [cmd, argv] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, ...args]] : [process.execPath, args];
     const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
-    const timeoutMs = this.opts.readyTimeoutMs ?? 15_000;
+    const timeoutMs = this.opts.readyTimeoutMs ?? patient(15_000);
     try {
       await waitFor(
         async () => {
@@ -323,22 +322,6 @@ class E2EContext implements E2EEnv {
   }
 }
 
-/** Record counts per store collection of the suite's tsnet (read-only; tsnet may be running). */
-export function storeRows(env: E2EEnv): Record<string, number> {
-  const db = new Database(path.join(env.dockerd.dir, 'tsnet', 'state', 'tsnet.db'), { readonly: true, fileMustExist: true });
-  try {
-    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
-    return Object.fromEntries(rows.map((r) => [r.collection, r.n]));
-  } finally {
-    db.close();
-  }
-}
-
-/** Links the suite's tsnet made (other tsnets on the host, e.g. a bench, have their own). */
-export function ownLinks(env: E2EEnv, prefix = ''): Promise<string[]> {
-  return linksOwnedBy(`tsnet:${env.name}`, prefix);
-}
-
 /** Fails (after cleaning up) if the stopped tsnet's links, nftables tables (inet, bridge) or DOCKER-USER rule are still there. */
 async function removeLeftovers(t: TsnetProcess): Promise<void> {
   const left: string[] = [];
@@ -380,7 +363,7 @@ function keepLogs(dir: string, name: string): void {
  */
 export function setupE2E(opts: E2EOptions = {}): E2EEnv {
   const ctx = new E2EContext(opts);
-  const timeout = opts.hookTimeoutMs ?? 120_000;
+  const timeout = opts.hookTimeoutMs ?? patient(120_000);
   beforeAll(() => ctx.setUp(), timeout);
   afterAll(() => ctx.tearDown(), timeout);
   return ctx;

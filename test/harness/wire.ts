@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { onProcessExit, run, runOk, runSync } from './exec';
+import type { LinkDetails } from './containers';
 import { delNetns, makeNetns } from './host';
 
 export interface WireOptions {
@@ -118,31 +119,23 @@ export async function makeWire(tag: string, opts: WireOptions = {}): Promise<Wir
   };
 }
 
-/** `ip -d -json link` entry: the fields macvlan tests read. */
-export interface LinkDetail {
-  ifname: string;
+/** {@link LinkDetails} with what macvlan tests read besides. */
+export interface LinkDetail extends LinkDetails {
   ifindex: number;
-  /** The lower link's name (same namespace) — `ip`'s `name@lower`. */
-  link?: string;
-  /** The lower link's ifindex when it is in another namespace. */
+  /** The lower link's ifindex (also when it is in another namespace, where `link` is absent). */
   link_index?: number;
-  address?: string;
-  operstate: string;
-  flags: string[];
-  ifalias?: string;
   master?: string;
-  linkinfo?: { info_kind?: string; info_data?: { mode?: string } };
 }
 
 /** Every link of the host namespace (or `netns`), with details. */
-export async function linkDetails(netns?: string): Promise<LinkDetail[]> {
+export async function allLinkDetails(netns?: string): Promise<LinkDetail[]> {
   const { stdout } = await runOk('ip', [...(netns === undefined ? [] : ['-n', netns]), '-d', '-json', 'link', 'show']);
   return stdout.trim() === '' ? [] : (JSON.parse(stdout) as LinkDetail[]);
 }
 
 /** Sorted names of the macvlan links on `parent` in the host namespace (or `netns`). */
 export async function macvlanChildren(parent: string, netns?: string): Promise<string[]> {
-  return (await linkDetails(netns))
+  return (await allLinkDetails(netns))
     .filter((l) => l.linkinfo?.info_kind === 'macvlan' && l.link === parent)
     .map((l) => l.ifname)
     .sort();
