@@ -1,43 +1,14 @@
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import { BUSYBOX_IMAGE } from '../harness/busybox';
+import { containerIp as ip, ownLinks, ping, runDetached, storeRows } from '../harness/containers';
 import { eventually, run, runOk } from '../harness/exec';
-import { addrsOn, describeE2E, links, linksOwnedBy, nftTableExists } from '../harness/host';
-import { type E2EEnv, setupE2E } from '../harness/tsnet';
+import { addrsOn, describeE2E, links, nftTableExists } from '../harness/host';
+import { setupE2E } from '../harness/tsnet';
 
 /**
  * Bridge networks through the docker CLI against a private dockerd, dockerd's default firewall (iptables=true,
  * br_netfilter, FORWARD policy DROP): what an operator does, checked in the kernel and in tsnet's store.
  */
 jest.setTimeout(120_000);
-
-function storeRows(env: E2EEnv): Record<string, number> {
-  const db = new Database(path.join(env.dockerd.dir, 'tsnet', 'state', 'tsnet.db'), { readonly: true, fileMustExist: true });
-  try {
-    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
-    return Object.fromEntries(rows.map((r) => [r.collection, r.n]));
-  } finally {
-    db.close();
-  }
-}
-
-/** Links this test's tsnet made (other tsnets on the host, e.g. a bench, have their own). */
-function ownLinks(env: E2EEnv, prefix = ''): Promise<string[]> {
-  return linksOwnedBy(`tsnet:${env.name}`, prefix);
-}
-
-async function ip(env: E2EEnv, container: string, network: string): Promise<string> {
-  return env.docker.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
-}
-
-async function runDetached(env: E2EEnv, name: string, args: string[]): Promise<void> {
-  await env.docker.docker(['run', '-d', '--name', name, ...args, BUSYBOX_IMAGE, 'sleep', '3600']);
-}
-
-async function ping(env: E2EEnv, from: string, target: string, v6 = false): Promise<boolean> {
-  const res = await env.docker.dockerTry(['exec', from, 'ping', ...(v6 ? ['-6'] : []), '-c', '1', '-W', '2', target]);
-  return res.code === 0;
-}
 
 describeE2E('bridge networks under dockerd --iptables=true', () => {
   const env = setupE2E({ dockerd: { iptables: true } });

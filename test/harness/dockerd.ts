@@ -4,11 +4,11 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileTail, isRunning, kill9, onProcessExit, run, RunOptions, RunResult, runOk, runPipeOk, runSync, spawnDaemon, terminate, waitFor } from './exec';
+import { fileTail, isRunning, kill9, onProcessExit, patient, run, RunOptions, RunResult, runOk, runPipeOk, runSync, SLOWDOWN, spawnDaemon, terminate, waitFor } from './exec';
 import { isLiveProcess, mountsUnder, pidsInCgroupsNamed, pidsReferencing } from './host';
 
 /** Default per-command timeout of the docker CLI; `docker run` of a short command takes well under this. */
-const DOCKER_TIMEOUT_MS = 60_000;
+const DOCKER_TIMEOUT_MS = patient(60_000);
 
 const BUILTIN_NETWORKS = new Set(['bridge', 'host', 'none']);
 
@@ -89,13 +89,20 @@ export interface DockerdOptions {
   extraArgs?: string[];
   /** How long `start()` waits for the API to answer; default 20 s. */
   readyTimeoutMs?: number;
+  /** Runs dockerd in this named network namespace (only the network: mounts and /run stay the host's), a second host. */
+  netns?: string;
+  /**
+   * Start containerd here and point dockerd at it, instead of letting dockerd start its own: dockerd gives that one
+   * 15 s to come up, which an emulated CPU can exceed. Default: on a slow host ({@link SLOWDOWN}).
+   */
+  ownContainerd?: boolean;
 }
 
 /**
  * Grace between SIGTERM and SIGKILL when stopping dockerd. dockerd stops each running container with its own
  * stop timeout (10 s unless `docker run --stop-timeout`), and busybox as pid 1 ignores SIGTERM, so this must exceed it.
  */
-const STOP_GRACE_MS = 15_000;
+const STOP_GRACE_MS = patient(15_000);
 
 /**
  * One dockerd and its temp dir. `start()`/`stop()` may alternate (a restart keeps the data-root);
@@ -112,6 +119,7 @@ export class Dockerd {
   /** CLI bound to this daemon. */
   readonly docker: Docker;
   private child: ChildProcess | undefined;
+  private containerd: ChildProcess | undefined;
   private readonly unregisterExitHook: () => void;
 
   constructor(private readonly opts: DockerdOptions = {}) {
@@ -145,16 +153,49 @@ export class Dockerd {
       `--iptables=${o.iptables ?? true}`,
     ];
     if (o.ipForward !== undefined) args.push(`--ip-forward=${o.ipForward}`);
+    if (this.ownsContainerd) args.push(`--containerd=${this.containerdSocket}`);
     return [...args, ...(o.extraArgs ?? [])];
+  }
+
+  private get ownsContainerd(): boolean {
+    return this.opts.ownContainerd ?? SLOWDOWN > 1;
+  }
+
+  private get containerdSocket(): string {
+    return path.join(this.dir, 'containerd', 'containerd.sock');
+  }
+
+  /** Starts the containerd of {@link DockerdOptions.ownContainerd} unless it runs; it stays up across dockerd restarts. */
+  private async startContainerd(): Promise<void> {
+    if (this.containerd && isRunning(this.containerd)) return;
+    const dir = path.join(this.dir, 'containerd');
+    fs.rmSync(this.containerdSocket, { force: true });
+    const logFile = path.join(this.dir, 'containerd.log');
+    const child = spawnDaemon('containerd', ['--address', this.containerdSocket, '--root', path.join(dir, 'root'), '--state', path.join(dir, 'state'), '--log-level', 'warn'], { logFile });
+    this.containerd = child;
+    const timeoutMs = patient(20_000);
+    await waitFor(
+      () => {
+        if (!isRunning(child)) throw new Error(`containerd exited (code ${child.exitCode}) during start\n${fileTail(logFile)}`);
+        return fs.existsSync(this.containerdSocket);
+      },
+      timeoutMs,
+      () => `containerd not ready after ${timeoutMs} ms\n${fileTail(logFile)}`,
+      200,
+    );
   }
 
   /** Starts dockerd and waits until `docker version` answers; on timeout kills it and throws with the log tail. */
   async start(): Promise<void> {
     if (this.pid !== undefined) throw new Error(`dockerd already running (pid ${this.pid})`);
     this.dropStaleContainerdPidfile();
-    const child = spawnDaemon('dockerd', this.args(), { logFile: this.logFile });
+    if (this.ownsContainerd) await this.startContainerd();
+    const ns = this.opts.netns;
+    // nsenter execs dockerd in place, so the child is dockerd itself (signals reach it directly).
+    const [cmd, argv] = ns === undefined ? ['dockerd', this.args()] : ['nsenter', [`--net=/run/netns/${ns}`, '--', 'dockerd', ...this.args()]];
+    const child = spawnDaemon(cmd, argv, { logFile: this.logFile });
     this.child = child;
-    const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
+    const timeoutMs = this.opts.readyTimeoutMs ?? patient(20_000);
     try {
       await waitFor(
         async () => {
@@ -210,6 +251,7 @@ export class Dockerd {
   async destroy(): Promise<void> {
     try {
       await this.stop();
+      if (this.containerd) await terminate(this.containerd, STOP_GRACE_MS);
     } finally {
       removeDockerdDir(this.dir);
       this.unregisterExitHook();

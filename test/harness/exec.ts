@@ -24,7 +24,18 @@ export interface RunOptions {
   cwd?: string;
 }
 
-const DEFAULT_TIMEOUT_MS = 30_000;
+/**
+ * How many times longer the harness waits on a slow host. `make test` sets TSNET_E2E_SLOW=1 for its VM run, where a
+ * software-emulated CPU starts node, dockerd and containerd many times slower than a real one.
+ */
+export const SLOWDOWN = process.env.TSNET_E2E_SLOW === '1' ? 8 : 1;
+
+/** `ms` stretched by {@link SLOWDOWN}: every timeout of the harness, and of suites that run in the VM. */
+export function patient(ms: number): number {
+  return ms * SLOWDOWN;
+}
+
+const DEFAULT_TIMEOUT_MS = patient(30_000);
 
 /** Renders argv for error messages; quoting only so an empty or spaced argument stays visible. */
 export function formatCommand(cmd: string, args: readonly string[]): string {

@@ -41,6 +41,14 @@ function tcpClientScript(host: string, port: number): string {
   return `const s=require('net').connect(${port},${JSON.stringify(host)});let b='';s.setTimeout(2000,()=>process.exit(3));s.on('data',d=>b+=d);s.on('end',()=>{process.stdout.write(b);process.exit(0)});s.on('error',()=>process.exit(2))`;
 }
 
+/** What a TCP connection from namespace `ns` (the host namespace when undefined) to host:port receives, or undefined when nothing answers. */
+export async function tcpFrom(ns: string | undefined, host: string, port: number): Promise<string | undefined> {
+  const client = [process.execPath, '-e', tcpClientScript(host, port)];
+  const [cmd, args] = ns === undefined ? [process.execPath, client.slice(1)] : ['ip', ['netns', 'exec', ns, ...client]];
+  const res = await run(cmd, args, { timeoutMs: 10_000 });
+  return res.code === 0 ? res.stdout : undefined;
+}
+
 /** Namespaces made by this process, deleted at exit even when a test forgot (or crashed before) its cleanup. */
 const live = new Set<string>();
 onProcessExit(() => {
@@ -183,9 +191,8 @@ export class HostNs {
   }
 
   /** What a TCP connection from namespace `ns` to host:port receives, or undefined when nothing answers. */
-  async tcp(ns: string, host: string, port: number): Promise<string | undefined> {
-    const res = await run('ip', ['netns', 'exec', ns, process.execPath, '-e', tcpClientScript(host, port)], { timeoutMs: 10_000 });
-    return res.code === 0 ? res.stdout : undefined;
+  tcp(ns: string, host: string, port: number): Promise<string | undefined> {
+    return tcpFrom(ns, host, port);
   }
 
   /** One ping from namespace `ns`. */

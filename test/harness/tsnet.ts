@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { ensureBusyboxImage } from './busybox';
 import { Docker, Dockerd, DockerdOptions, startDockerd } from './dockerd';
-import { fileTail, isRunning, kill9, onProcessExit, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
+import { fileTail, isRunning, kill9, onProcessExit, patient, run, runOk, spawnDaemon, terminate, waitFor } from './exec';
 import { forwardingOn, linksOwnedBy, PLUGIN_DIR } from './host';
 
 /** Root of the tsnet repository (holds src/, dist/, tsconfig.json). */
@@ -39,7 +39,7 @@ export function ensureBuilt(): Promise<void> {
       // tsc under the node running the tests, not whichever `node` its #! line finds on PATH.
       await runOk(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
         cwd: REPO_ROOT,
-        timeoutMs: 180_000,
+        timeoutMs: patient(180_000),
       });
     }
   })();
@@ -121,7 +121,7 @@ export interface TsnetOptions {
 }
 
 /** Grace between SIGTERM and SIGKILL when stopping tsnet. */
-const STOP_GRACE_MS = 10_000;
+const STOP_GRACE_MS = patient(10_000);
 
 /** A tsnet process that can be stopped, crashed and started again on the same state dir and socket. */
 export class TsnetProcess {
@@ -154,7 +154,7 @@ export class TsnetProcess {
     const [cmd, argv] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, ...args]] : [process.execPath, args];
     const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
-    const timeoutMs = this.opts.readyTimeoutMs ?? 15_000;
+    const timeoutMs = this.opts.readyTimeoutMs ?? patient(15_000);
     try {
       await waitFor(
         async () => {
@@ -363,7 +363,7 @@ function keepLogs(dir: string, name: string): void {
  */
 export function setupE2E(opts: E2EOptions = {}): E2EEnv {
   const ctx = new E2EContext(opts);
-  const timeout = opts.hookTimeoutMs ?? 120_000;
+  const timeout = opts.hookTimeoutMs ?? patient(120_000);
   beforeAll(() => ctx.setUp(), timeout);
   afterAll(() => ctx.tearDown(), timeout);
   return ctx;
