@@ -24,6 +24,7 @@ import { LinkReaper } from './reaper';
 import { applyRemovals, tearDown } from './teardown';
 import { claimParent, parentRepairSteps, releaseParent } from './parent';
 import { ForwardingOwner } from './forwarding';
+import { readOnce } from './host-view';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -107,8 +108,7 @@ export class TsnetDriver implements NetworkDriver {
       await this.reaper.flush();
       const others = [...this.networks.values()];
       const host: HostView = {
-        link: (name) => this.kernel.link(name),
-        links: () => this.kernel.links(),
+        ...readOnce(this.kernel),
         claimed: new Set([...others.flatMap((n) => this.modeOf(n).networkLinks()), ...this.parents.keys()]),
         networks: others,
         parents: this.parents,
@@ -117,7 +117,7 @@ export class TsnetDriver implements NetworkDriver {
       const net = await planNetwork(req, host);
       const mode = this.modeOf(net);
       try {
-        await this.buildNetwork(net, mode);
+        await this.buildNetwork(net, mode, host);
       } catch (err) {
         await this.releaseAddresses(mode.reservedAddresses());
         throw err;
@@ -130,7 +130,7 @@ export class TsnetDriver implements NetworkDriver {
    * The network record and its parent's (when it has one) go in one commit, before the kernel steps; the parent's
    * steps (making an owned link) come first. A failure takes both records back.
    */
-  private async buildNetwork(net: NetworkRecord, mode: BoundNetwork): Promise<void> {
+  private async buildNetwork(net: NetworkRecord, mode: BoundNetwork, host: HostView): Promise<void> {
     const choice = mode.parent();
     const steps = mode.setupSteps(this.kernel);
     await this.forwarding.claim(steps);
@@ -139,7 +139,7 @@ export class TsnetDriver implements NetworkDriver {
       return;
     }
     const before = this.parents.get(choice.link);
-    const claim = claimParent(before, choice, await this.kernel.link(choice.link), net.id, this.kernel.owner);
+    const claim = claimParent(before, choice, await host.link(choice.link), net.id, this.kernel.owner);
     const restore = before ? put('parent', before.link, before) : del('parent', choice.link);
     this.parents.set(claim.record.link, claim.record);
     try {
@@ -191,7 +191,8 @@ export class TsnetDriver implements NetworkDriver {
       await tearDown('releasing the network', () => mode.releaseNetwork(this.kernel)).catch(logLeftover);
       await this.releaseAddresses(mode.reservedAddresses());
       this.reaper.schedule(links);
-      if (!this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
+      // Only a network with a firewall part can leave the table unneeded (the job costs five failing nft/iptables runs).
+      if (mode.firewallView() !== undefined && !this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
     });
   }

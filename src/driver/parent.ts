@@ -90,7 +90,9 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
       if (clash) refuse(`subnet ${mine} overlaps subnet ${clash.pool} of network ${short(n.id)} on the same parent`);
     }
   }
-  const info = await host.link(link);
+  // The whole list first: the children on the parent are needed anyway, and the lookup then costs no second read.
+  const all = await host.links();
+  const info = all.find((l) => l.name === link);
   if (info) {
     // A generated link is only ever its own network's parent (a parent-less network's dummy): never another's.
     if (isGeneratedLink(info) && info.kind !== 'vlan' && spec.kind !== 'dummy') refuse(`a ${info.kind} link tsnet generated cannot be a parent`);

@@ -106,6 +106,8 @@ export class FakeKernel implements Kernel {
   get background(): this {
     return this;
   }
+  /** Every read of links (`links`, `link NAME`), in order: each costs an `ip` spawn in the real kernel. */
+  readonly reads: string[] = [];
   /** Every change applied, in order (failed ones excluded). */
   readonly applied: KernelChange[] = [];
   readonly linkMap = new Map<string, LinkInfo & { peer?: string; macvlanMode?: string }>();
@@ -257,10 +259,12 @@ export class FakeKernel implements Kernel {
   }
 
   links(): Promise<LinkInfo[]> {
+    this.reads.push('links');
     return Promise.resolve([...this.linkMap.values()].map((l) => ({ ...l, addresses: [...l.addresses] })));
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {
+    this.reads.push(`link ${name}`);
     await this.checkpoint([{ call: 'link', name }]);
     const l = this.linkMap.get(name);
     return l ? { ...l, addresses: [...l.addresses] } : undefined;

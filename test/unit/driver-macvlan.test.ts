@@ -25,6 +25,15 @@ describe('macvlan on an existing parent', () => {
     expect(await store.all('parent')).toEqual([{ link: 'eth1', owned: false, spec: { kind: 'nic' }, users: [NID] }]);
   });
 
+  test('CreateNetwork reads the host once; network rm leaves the firewall alone (a macvlan network has no firewall part)', async () => {
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
+    // Every read is an ip spawn: the parent lookup and the search for links on it share one listing.
+    expect(kernel.reads).toEqual(['links']);
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect(kernel.firewall.calls).toEqual([]);
+  });
+
   test('an endpoint gets the MAC Docker derives from its IPv4; Join makes the macvlan child and replies with it and the gateway', async () => {
     const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     expect(await endpoint(driver, EID, '192.168.10.5/24')).toEqual({ macAddress: '02:42:c0:a8:0a:05' });
