@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { arping, catIn, cleanAfterEach, linkDetails, networkId, ownLinks, ping, runDetached, storeRows, vethPair } from '../harness/containers';
-import { eventually, fileTail, patient, run, runOk, spawnDaemon, terminate, waitFor } from '../harness/exec';
+import { eventually, fileTail, patient, run, type RunResult, runOk, spawnDaemon, terminate, waitFor } from '../harness/exec';
 import { describeKernel } from '../harness/kernel';
 import { type E2EEnv, setupE2E } from '../harness/tsnet';
 import { useTrunk } from '../harness/trunk';
@@ -37,10 +37,17 @@ describeKernel(['vlan', 'ipvlan', 'dummy'], 'VLAN, ipvlan and dummy parents', ()
   });
   cleanAfterEach(env);
 
-  /** `docker network create -d <tsnet>` with tsnet's IPAM (unless `ipam` is docker) and `-o` options. */
-  function create(name: string, options: string[], args: string[], ipam: 'tsnet' | 'docker' = 'tsnet'): Promise<string> {
+  /** `docker network create -d <tsnet>` with tsnet's IPAM (unless `ipam` is docker) and `-o` options: its outcome. */
+  function tryCreate(name: string, options: string[], args: string[], ipam: 'tsnet' | 'docker' = 'tsnet'): Promise<RunResult> {
     const ipamArgs = ipam === 'tsnet' ? ['--ipam-driver', env.name] : [];
-    return env.docker.docker(['network', 'create', '-d', env.name, ...ipamArgs, ...options.flatMap((o) => ['-o', o]), ...args, name]);
+    return env.docker.dockerTry(['network', 'create', '-d', env.name, ...ipamArgs, ...options.flatMap((o) => ['-o', o]), ...args, name]);
+  }
+
+  /** {@link tryCreate} that must succeed; the network id. */
+  async function create(name: string, options: string[], args: string[]): Promise<string> {
+    const r = await tryCreate(name, options, args);
+    if (r.code !== 0) throw new Error(`docker network create ${name} failed: ${r.stderr}`);
+    return r.stdout.trim();
   }
 
   /**
@@ -168,19 +175,7 @@ describeKernel(['vlan', 'ipvlan', 'dummy'], 'VLAN, ipvlan and dummy parents', ()
       await macvlanNet('first', v100, ['--subnet', '10.100.0.0/24']);
       const before = { links: await ownLinks(env), rows: storeRows(env) };
       // Docker's own IPAM knows nothing of tsnet's pools, so the overlap reaches tsnet's parent check.
-      const overlap = await d.dockerTry([
-        'network',
-        'create',
-        '-d',
-        env.name,
-        '-o',
-        'mode=macvlan',
-        '-o',
-        `parent=${v100}`,
-        '--subnet',
-        '10.100.0.128/25',
-        'second',
-      ]);
+      const overlap = await tryCreate('second', ['mode=macvlan', `parent=${v100}`], ['--subnet', '10.100.0.128/25'], 'docker');
       expect(overlap.code).not.toBe(0);
       expect(overlap.stderr).toContain(`option parent="${v100}" (mode=macvlan): subnet 10.100.0.128/25 overlaps subnet 10.100.0.0/24`);
 
@@ -188,62 +183,20 @@ describeKernel(['vlan', 'ipvlan', 'dummy'], 'VLAN, ipvlan and dummy parents', ()
       const down = `tkd${tag}a`;
       const pair = await vethPair(down, `tkd${tag}b`);
       try {
-        const refused = await d.dockerTry([
-          'network',
-          'create',
-          '-d',
-          env.name,
-          '--ipam-driver',
-          env.name,
-          '-o',
-          'mode=macvlan',
-          '-o',
-          `parent=${down}`,
-          '--subnet',
-          '10.41.0.0/24',
-          'ondown',
-        ]);
+        const refused = await tryCreate('ondown', ['mode=macvlan', `parent=${down}`], ['--subnet', '10.41.0.0/24']);
         expect(refused.code).not.toBe(0);
         expect(refused.stderr).toContain(`option parent="${down}" (mode=macvlan): the link is down`);
         expect((await linkDetails(down))?.flags).not.toContain('UP');
         // An existing subinterface that is down is the operator's too: refused, not brought up.
         await runOk('ip', ['link', 'add', 'link', down, 'name', `${down}.7`, 'type', 'vlan', 'id', '7']);
-        const vlanDown = await d.dockerTry([
-          'network',
-          'create',
-          '-d',
-          env.name,
-          '--ipam-driver',
-          env.name,
-          '-o',
-          'mode=macvlan',
-          '-o',
-          `parent=${down}.7`,
-          '--subnet',
-          '10.42.0.0/24',
-          'onvlandown',
-        ]);
+        const vlanDown = await tryCreate('onvlandown', ['mode=macvlan', `parent=${down}.7`], ['--subnet', '10.42.0.0/24']);
         expect(vlanDown.stderr).toContain(`option parent="${down}.7" (mode=macvlan): the link is down`);
         expect((await linkDetails(`${down}.7`))?.flags).not.toContain('UP');
       } finally {
         await pair.del();
       }
       const orphan = `tkn${tag}.100`;
-      const noLower = await d.dockerTry([
-        'network',
-        'create',
-        '-d',
-        env.name,
-        '--ipam-driver',
-        env.name,
-        '-o',
-        'mode=macvlan',
-        '-o',
-        `parent=${orphan}`,
-        '--subnet',
-        '10.43.0.0/24',
-        'nolower',
-      ]);
+      const noLower = await tryCreate('nolower', ['mode=macvlan', `parent=${orphan}`], ['--subnet', '10.43.0.0/24']);
       expect(noLower.code).not.toBe(0);
       expect(noLower.stderr).toContain(`option parent="${orphan}" (mode=macvlan): the VLAN's lower link tkn${tag} does not exist`);
 
@@ -333,21 +286,7 @@ describeKernel(['vlan', 'ipvlan', 'dummy'], 'VLAN, ipvlan and dummy parents', ()
       // existing child of that parent to it, so a second network's Join would silently turn the first one's l2 into l3.
       await create('ml2', ['mode=ipvlan', `parent=${trunk().a}`], ['--subnet', '10.50.0.0/24']);
       for (const opt of ['ipvlan_mode=l3', 'ipvlan_flag=private']) {
-        const r = await env.docker.dockerTry([
-          'network',
-          'create',
-          '-d',
-          env.name,
-          '-o',
-          'mode=ipvlan',
-          '-o',
-          opt,
-          '-o',
-          `parent=${trunk().a}`,
-          '--subnet',
-          '10.51.0.0/24',
-          'ml3',
-        ]);
+        const r = await tryCreate('ml3', ['mode=ipvlan', opt, `parent=${trunk().a}`], ['--subnet', '10.51.0.0/24'], 'docker');
         expect({ opt, code: r.code }).toEqual({ opt, code: 1 });
         expect(r.stderr).toContain(`option parent="${trunk().a}" (mode=ipvlan)`);
       }
