@@ -137,7 +137,7 @@ test: deps-test build lint
 	vm=none; secs=; if [ -s $(VM_SUITES) ] && [ -x "$(VMRUN)" ]; then \
 	  start=$$(date +%s); $(VMRUN) $(VMRUN_OPTS) -- env TSNET_E2E_SLOW=1 TSNET_E2E_LOG_DIR=$(CURDIR)/.tmp/vm-logs $(JEST_RUN) --outputFile=.tmp/jest-vm-results.json $$(sort -u $(VM_SUITES)); \
 	  vm=$$?; secs=$$(( $$(date +%s) - start )); fi; \
-	$(NODE) test/summary.ts .tmp/jest-results.json $$rc $(VM_SUITES) .tmp/jest-vm-results.json $$vm $$secs
+	$(NODE) --disable-warning=MODULE_TYPELESS_PACKAGE_JSON test/summary.ts .tmp/jest-results.json $$rc $(VM_SUITES) .tmp/jest-vm-results.json $$vm $$secs
 
 # What the suite runs without root, dockerd or the kernel: type checks and unit tests.
 test-unit: build lint

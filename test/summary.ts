@@ -2,7 +2,7 @@
  * The last lines of `make test`: the native jest run, the VM run of the suites this kernel cannot run (when there
  * is one), and their total. Run by node itself (type stripping: no imports but node's own), so it needs no build:
  *
- *   node test/summary.ts NATIVE.json NATIVE_RC SUITES_FILE VM.json VM_STATE [VM_SECONDS]
+ *   node --disable-warning=MODULE_TYPELESS_PACKAGE_JSON test/summary.ts NATIVE.json NATIVE_RC SUITES_FILE VM.json VM_STATE [VM_SECONDS]
  *
  * VM_STATE is vmrun's exit code, or `none` when no vmrun was found. Exits non-zero when anything failed.
  */
@@ -104,7 +104,16 @@ function main(args: string[]): number {
     console.log(`tests: no jest report (${nativeFile}): the native run did not finish`);
     return 1;
   }
-  const suites = fs.existsSync(suitesFile) ? [...new Set(fs.readFileSync(suitesFile, 'utf8').split('\n').filter((s) => s !== ''))].sort() : [];
+  const suites = fs.existsSync(suitesFile)
+    ? [
+        ...new Set(
+          fs
+            .readFileSync(suitesFile, 'utf8')
+            .split('\n')
+            .filter((s) => s !== ''),
+        ),
+      ].sort()
+    : [];
   const vm: VmOutcome =
     suites.length === 0
       ? { kind: 'none-needed' }

@@ -35,7 +35,11 @@ function probe(): Map<KernelFeature, string | undefined> {
   const created = ip(['link', 'add', veth, 'type', 'veth', 'peer', 'name', `${base}b`]);
   if (!created.ok) {
     const why = `cannot make the veth pair to probe on: ${created.error}`;
-    return new Map([['vlan', why], ['ipvlan', why], ['dummy', why]]);
+    return new Map([
+      ['vlan', why],
+      ['ipvlan', why],
+      ['dummy', why],
+    ]);
   }
   const result = new Map<KernelFeature, string | undefined>();
   try {

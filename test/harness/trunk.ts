@@ -150,7 +150,8 @@ export async function makeTrunk(): Promise<Trunk> {
       return child;
     },
     // busybox's ping: the host may have no ping of its own.
-    ping: async (ip) => (await run('ip', ['netns', 'exec', ns, '/bin/busybox', 'ping', '-c', '1', '-W', '2', ip], { timeoutMs: patient(15_000) })).code === 0,
+    ping: async (ip) =>
+      (await run('ip', ['netns', 'exec', ns, '/bin/busybox', 'ping', '-c', '1', '-W', '2', ip], { timeoutMs: patient(15_000) })).code === 0,
     sniff: (filter) => sniff(ns, b, filter),
   };
 }

@@ -11,7 +11,11 @@ function file(name: string, statuses: string[], status = statuses.includes('fail
 }
 
 const native: JestReport = {
-  testResults: [file('/r/test/unit/a.test.ts', ['passed', 'passed', 'passed']), file('/r/test/e2e/bridge.test.ts', ['passed', 'pending']), file('/r/test/e2e/vlan.test.ts', ['pending', 'pending', 'pending'])],
+  testResults: [
+    file('/r/test/unit/a.test.ts', ['passed', 'passed', 'passed']),
+    file('/r/test/e2e/bridge.test.ts', ['passed', 'pending']),
+    file('/r/test/e2e/vlan.test.ts', ['pending', 'pending', 'pending']),
+  ],
 };
 
 test('counts passed, failed and skipped (pending, todo) tests; a file that could not run counts as one failure', () => {
@@ -27,7 +31,11 @@ test('no suite needed the VM: one line, the native counts', () => {
 test('a suite skipped natively and run in the VM is counted once, with its VM results', () => {
   const vm: JestReport = { testResults: [file('/r/test/e2e/vlan.test.ts', ['passed', 'passed', 'pending'])] };
   const s = summarise(native, 0, { kind: 'ran', suites: ['/r/test/e2e/vlan.test.ts'], rc: 0, report: vm, seconds: 300 });
-  expect(s.lines).toEqual(['native: 4 passed, 0 failed, 1 skipped', 'vm: 2 passed, 0 failed, 1 skipped (1 suite in one vmrun call, 300 s)', 'tests: 6 passed, 0 failed, 2 skipped']);
+  expect(s.lines).toEqual([
+    'native: 4 passed, 0 failed, 1 skipped',
+    'vm: 2 passed, 0 failed, 1 skipped (1 suite in one vmrun call, 300 s)',
+    'tests: 6 passed, 0 failed, 2 skipped',
+  ]);
   expect(s.ok).toBe(true);
 });
 
@@ -68,11 +76,15 @@ test('as make runs it: node strips the types, reads the reports and the suite li
     const suites = write('suites', '/r/test/e2e/vlan.test.ts\n/r/test/e2e/vlan.test.ts\n');
     const vmFile = write('vm.json', { testResults: [file('/r/test/e2e/vlan.test.ts', ['passed', 'passed', 'passed'])] });
     const script = path.resolve(__dirname, '..', 'summary.ts');
-    const out = execFileSync(process.execPath, [script, nativeFile, '0', suites, vmFile, '0', '42'], { encoding: 'utf8' });
-    expect(out.trim().split('\n')).toEqual(['native: 4 passed, 0 failed, 1 skipped', 'vm: 3 passed, 0 failed, 0 skipped (1 suite in one vmrun call, 42 s)', 'tests: 7 passed, 0 failed, 1 skipped']);
+    const out = execFileSync(process.execPath, ['--disable-warning=MODULE_TYPELESS_PACKAGE_JSON', script, nativeFile, '0', suites, vmFile, '0', '42'], { encoding: 'utf8' });
+    expect(out.trim().split('\n')).toEqual([
+      'native: 4 passed, 0 failed, 1 skipped',
+      'vm: 3 passed, 0 failed, 0 skipped (1 suite in one vmrun call, 42 s)',
+      'tests: 7 passed, 0 failed, 1 skipped',
+    ]);
     let failedRc = 0;
     try {
-      execFileSync(process.execPath, [script, nativeFile, '0', suites, path.join(dir, 'missing.json'), '125'], { encoding: 'utf8', stdio: 'pipe' });
+      execFileSync(process.execPath, ['--disable-warning=MODULE_TYPELESS_PACKAGE_JSON', script, nativeFile, '0', suites, path.join(dir, 'missing.json'), '125'], { encoding: 'utf8', stdio: 'pipe' });
     } catch (e) {
       failedRc = (e as { status: number }).status;
     }
