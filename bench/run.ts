@@ -22,19 +22,21 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../test/harness/busybox';
-import { type Docker, type Dockerd, startDockerd } from '../test/harness/dockerd';
-import { onProcessExit, run, sleep, spawnDaemon, terminate, waitFor } from '../test/harness/exec';
+import { BUSYBOX_IMAGE } from '../test/harness/busybox';
+import type { Docker, Dockerd } from '../test/harness/dockerd';
+import { run, sleep, spawnDaemon, terminate, waitFor } from '../test/harness/exec';
 import { forwardingOn, pidsInCgroupsNamed } from '../test/harness/host';
-import { ensureBuilt, pluginCall, TsnetProcess, uniquePluginName } from '../test/harness/tsnet';
-import { abortedBy, checkAborted } from './lib/abort';
-import { envInt, linkHarnessRoot, REPO, RESULTS_DIR } from './lib/config';
+import { pluginCall, type TsnetProcess } from '../test/harness/tsnet';
+import { checkAborted } from './lib/abort';
+import { envInt, REPO, RESULTS_DIR } from './lib/config';
 import { hostFacts, linkGone, livePid, quiesce, readRssKiB } from './lib/host';
 import { iperfArgs, iperfClient, type IperfRun, iperfTimeoutMs, IPERF_MOUNTS } from './lib/iperf';
-import { otherDockerdsSeen, progress, setOwnDockerd } from './lib/progress';
+import { measureThenTearDown, otherDockerdsSeen, progress, saveResults } from './lib/progress';
 import { callRows, f, mdTable, ok, okMin, pct, statsRows, textTable } from './lib/report';
-import { groupStats, median, r2, ratio, type Stats, stats } from './lib/stats';
-import { breakdown, type Breakdown, callInstances, type CommandShare, commandShares, TsnetLog } from './lib/tsnet-log';
+import { Session } from './lib/session';
+import { groupStats, median, type Pair, pair, r2, ratio, type Stats, stats } from './lib/stats';
+import { reviveDaemons, stopAfterAbort, teardownSteps, tsnetAnswers } from './lib/teardown';
+import { breakdown, type Breakdown, callInstances, type CommandShare, commandShares, type TsnetLog } from './lib/tsnet-log';
 
 // ---------------------------------------------------------------------------------------------------------------
 // configuration
@@ -175,18 +177,6 @@ async function machine(docker: Docker) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // the run
-
-interface Pair {
-  tsnet: Stats;
-  docker: Stats;
-  ratio: number;
-}
-
-function pair(t: number[], d: number[]): Pair {
-  const ts = stats(t);
-  const ds = stats(d);
-  return { tsnet: ts, docker: ds, ratio: ratio(ts.median, ds.median) };
-}
 
 interface Env {
   dockerd: Dockerd;
@@ -698,42 +688,12 @@ async function benchPorts(env: Env): Promise<Record<string, unknown>> {
 
 /** Every step runs even if an earlier one failed; errors are collected. */
 async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: TsnetProcess | undefined): Promise<string[]> {
-  const errors: string[] = [];
-  const step = async (what: string, fn: () => unknown): Promise<void> => {
-    try {
-      await fn();
-    } catch (e) {
-      errors.push(`${what}: ${(e as Error).message.split('\n')[0]}`);
-    }
-  };
-  if (abortedBy()) {
-    // A terminal's Ctrl-C reaches the whole process group, dockerd and tsnet included: they may be on their way out.
-    // Stop both for a known state; what they made is then removed by starting them again below.
-    await sleep(500);
-    if (tsnet) await step('stop tsnet after abort', () => tsnet.stop());
-    if (dockerd) await step('stop dockerd after abort', () => dockerd.stop());
-  }
+  const steps = teardownSteps();
+  const { errors, step } = steps;
+  await stopAfterAbort(steps, dockerd, tsnet);
   // (g)'s iperf3 servers on the host (those in containers go with the containers).
   await step('stop the host\'s iperf3 servers', () => stopHostIperf());
-  // A dead tsnet or dockerd is started again (same state dir / data-root): tsnet's reconciliation and dockerd's
-  // deletes then remove what was made.
-  // Alive means answering: a process killed a moment ago may not have been reaped yet.
-  const tsnetAnswers = async (t: TsnetProcess) =>
-    t.pid !== undefined && (await pluginCall(t.socket, 'Plugin.Activate', {}, 3_000).then((r) => r.status === 200, () => false));
-  const dockerdAnswers = async (d: Dockerd) =>
-    d.pid !== undefined && (await d.docker.dockerTry(['version'], { timeoutMs: 10_000 }).then((r) => r.code === 0, () => false));
-  if (tsnet && (env.tsnetNetworks?.size || env.endpoints?.live.size) && !(await tsnetAnswers(tsnet))) {
-    await step('restart tsnet', async () => {
-      await tsnet.kill9();
-      await tsnet.start();
-    });
-  }
-  if (dockerd && !(await dockerdAnswers(dockerd))) {
-    await step('restart dockerd', async () => {
-      await dockerd.kill9();
-      await dockerd.start();
-    });
-  }
+  await reviveDaemons(steps, dockerd, tsnet, Boolean(env.tsnetNetworks?.size || env.endpoints?.live.size));
   if (tsnet && env.endpoints && env.endpoints.live.size > 0) {
     const eps = env.endpoints;
     await step(`remove ${eps.live.size} endpoints`, () => eps.removeAll());
@@ -1116,33 +1076,14 @@ function renderPorts(r: Results, out: string[]): void {
 // ---------------------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const started = new Date();
-  const t0 = performance.now();
-  const loadStart = os.loadavg();
-  linkHarnessRoot();
-  await ensureBuilt();
-  let dockerd: Dockerd | undefined;
-  let tsnet: TsnetProcess | undefined;
-  let unregisterSocket: (() => void) | undefined;
+  const session = await Session.prepare();
+  const { started, t0, loadStart } = session;
   let restoreForwarding: (() => void) | undefined;
   const env: Partial<Env> = { tsnetNetworks: new Set(), netIds: new Map() };
-  let results: Results | undefined;
-  let failure: unknown;
-  try {
-    progress('starting a private dockerd (--iptables=true)');
+  const measure = async (): Promise<Results> => {
     restoreForwarding = forwardingOn();
-    dockerd = await startDockerd({ iptables: true });
-    setOwnDockerd(dockerd.pid);
-    const docker = dockerd.docker;
-    await ensureBusyboxImage(docker);
-    const name = uniquePluginName();
-    const logFile = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
-    tsnet = new TsnetProcess({ name, stateDir: path.join(dockerd.dir, 'tsnet', 'state'), logFile });
-    const socket = tsnet.socket;
-    unregisterSocket = onProcessExit(() => fs.rmSync(socket, { force: true }));
-    progress(`starting tsnet as legacy plugin "${name}" (--log-level debug)`);
-    await tsnet.start();
-    Object.assign(env, { dockerd, docker, tsnet, name, log: new TsnetLog(logFile) });
+    const { dockerd, docker, tsnet, name, log } = await session.start();
+    Object.assign(env, { dockerd, docker, tsnet, name, log });
     const e = env as Env;
     const mach = await machine(docker);
 
@@ -1173,7 +1114,7 @@ async function main(): Promise<void> {
     for (const d of ['tsnet', 'docker'] as const) await rmNet(e, `bench-gh-${d}`, e.netIds.get(`bench-gh-${d}`));
     await sleep(500);
     rss.afterGH = readRssKiB(livePid(tsnet.pid, 'tsnet'));
-    results = {
+    return {
       date: started.toISOString(),
       machine: mach,
       durationS: 0,
@@ -1188,31 +1129,18 @@ async function main(): Promise<void> {
       g,
       h,
     };
-  } catch (err) {
-    failure = err;
-  } finally {
-    progress('tearing down');
-    const errors = await teardown(env, dockerd, tsnet);
+  };
+  const results = await measureThenTearDown(t0, measure, async () => {
+    const errors = await teardown(env, session.dockerd, session.tsnet);
     restoreForwarding?.();
-    unregisterSocket?.();
-    if (errors.length > 0) {
-      console.error(`teardown problems:\n  ${errors.join('\n  ')}`);
-      failure ??= new Error('teardown failed');
-    }
-  }
-  if (failure !== undefined || !results) {
-    console.error(`bench failed: ${failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}`);
-    process.exitCode = 1;
-    return;
-  }
-  results.durationS = (performance.now() - t0) / 1000;
-  results.otherDockerdSeen = otherDockerdsSeen();
-  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+    session.release();
+    return errors;
+  });
+  if (!results) return;
   const host = (os.hostname().replace(/[^A-Za-z0-9_.-]/g, '') || 'node').slice(0, 40);
   const base = path.join(RESULTS_DIR, `${started.toISOString().slice(0, 10)}-${host}`);
   const md = renderMarkdown(results);
-  fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
-  fs.writeFileSync(`${base}.md`, md);
+  saveResults(base, results, md);
   fs.writeFileSync(path.join(RESULTS_DIR, 'latest.md'), md);
 
   const rss = results.d.rssKiB;

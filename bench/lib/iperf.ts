@@ -52,15 +52,7 @@ export async function iperfClient(what: string, exec: () => Promise<RunResult>):
   throw new Error(`iperf3 ${what}: ${last}`);
 }
 
-export const iperfArgs = (server: string, port: number, seconds: number): string[] => [
-  '-c',
-  server,
-  '-p',
-  String(port),
-  '-t',
-  String(seconds),
-  '-O',
-  '1',
-  '-J',
-];
+export function iperfArgs(server: string, port: number, seconds: number): string[] {
+  return ['-c', server, '-p', String(port), '-t', String(seconds), '-O', '1', '-J'];
+}
 export const iperfTimeoutMs = (seconds: number) => (seconds + 1) * 1000 + 30_000;

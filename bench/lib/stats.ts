@@ -57,3 +57,16 @@ export function groupStats<T>(items: T[], key: (t: T) => string | undefined, val
   }
   return Object.fromEntries([...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, vs]) => [k, stats(vs)]));
 }
+
+/** tsnet and Docker measured alike; ratio = tsnet / Docker of the medians. */
+export interface Pair {
+  tsnet: Stats;
+  docker: Stats;
+  ratio: number;
+}
+
+export function pair(t: number[], d: number[]): Pair {
+  const ts = stats(t);
+  const ds = stats(d);
+  return { tsnet: ts, docker: ds, ratio: ratio(ts.median, ds.median) };
+}
