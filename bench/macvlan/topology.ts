@@ -9,8 +9,9 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { onProcessExit, run, runOk, runSync, spawnDaemon, terminate, waitFor } from '../../test/harness/exec';
+import { onProcessExit, run, runOk, runSync, sleep, spawnDaemon, terminate, waitFor } from '../../test/harness/exec';
 import { delNetns, makeNetns } from '../../test/harness/host';
+import { linkGone } from '../lib/host';
 
 export const VARIANTS = ['raw', 'tsnet', 'docker'] as const;
 export type Variant = (typeof VARIANTS)[number];
@@ -124,17 +125,24 @@ export class Topology {
 
   /**
    * Stops the servers and deletes the namespaces (each takes its veth ends, and so the pairs and every macvlan child
-   * of the parents) and any parent still there; the names of parents that had to be deleted by hand.
+   * of the parents); the names of parents still there 5 s later, then deleted by hand.
    */
   async destroy(): Promise<string[]> {
     await this.stopServers();
     for (const ns of this.namespaces) await delNetns(ns);
     this.namespaces.clear();
-    const leftover: string[] = [];
-    for (const v of VARIANTS) {
-      if ((await run('ip', ['link', 'del', 'dev', this.wires[v].parent])).code === 0) leftover.push(this.wires[v].parent);
-    }
     this.unregisterExit();
+    // The kernel dismantles a deleted namespace in the background: its veth ends (and so the parents) go a moment later.
+    const parents = VARIANTS.map((v) => this.wires[v].parent);
+    const present = async () => {
+      const out: string[] = [];
+      for (const p of parents) if (!(await linkGone(p))) out.push(p);
+      return out;
+    };
+    const deadline = Date.now() + 5_000;
+    while ((await present()).length > 0 && Date.now() < deadline) await sleep(50);
+    const leftover = await present();
+    for (const p of leftover) await run('ip', ['link', 'del', 'dev', p]);
     return leftover;
   }
 }
