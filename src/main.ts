@@ -39,12 +39,13 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
   const links = () => kernel.links();
   const kernel: Iproute2Kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
   const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
-  const driver = await TsnetDriver.load(store, kernel);
   const ipam = await TsnetIpam.load(store, {
     defaultPoolsV4: config.defaultPoolsV4,
     defaultPoolsV6: config.defaultPoolsV6,
     hostRoutes: async (v6) => (await kernel.routes(v6)).map((r) => r.dst),
   });
+  // The driver takes host addresses (macvlan host shims) from tsnet's own pools.
+  const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
   let markReady!: () => void;
   const ready = new Promise<void>((resolve) => (markReady = resolve));
   const server = await listenUnix(createApp(routes(), { driver, ipam }, ready), config.socket);

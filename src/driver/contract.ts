@@ -87,6 +87,20 @@ export interface ExternalConnectivityRequest {
   portBindings: PortBinding[];
 }
 
+/**
+ * Host addresses the driver takes from tsnet's own IPAM (a macvlan network's host shim). Implemented by the IPAM
+ * driver; the network driver only sees this.
+ */
+export interface HostAddressPool {
+  /**
+   * Reserves a free address of the pool `pool` (canonical CIDR) of `addressSpace` when that pool is one of tsnet's,
+   * committed before it resolves; undefined when it is not tsnet's pool.
+   */
+  reserve(addressSpace: string, pool: string): Promise<{ poolId: string; address: string } | undefined>;
+  /** Frees what reserve gave; an unknown pool or address succeeds (the pool may have gone first). */
+  release(poolId: string, address: string): Promise<void>;
+}
+
 export interface Capabilities {
   scope: 'local' | 'global';
   connectivityScope: 'local' | 'global';

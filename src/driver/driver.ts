@@ -2,14 +2,15 @@ import { describeChain, tsnetError } from '../errors';
 import type { FwNetwork, Kernel } from '../kernel/contract';
 import { isGeneratedLink } from '../kernel/names';
 import { log, withLogContext } from '../log';
-import { del, put, type Store } from '../store/contract';
-import type { Collections, EndpointRecord, NetworkRecord } from '../store/records';
+import { del, put, type Store, type StoreOp } from '../store/contract';
+import type { Collections, EndpointRecord, HostAddress, NetworkRecord, ParentRecord } from '../store/records';
 import type {
   Capabilities,
   CreateEndpointRequest,
   CreateNetworkRequest,
   EndpointInterface,
   ExternalConnectivityRequest,
+  HostAddressPool,
   JoinRequest,
   JoinResponse,
   NetworkDriver,
@@ -21,12 +22,19 @@ import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals, tearDown } from './teardown';
+import { claimParent, parentRepairSteps, releaseParent } from './parent';
 import { ForwardingOwner } from './forwarding';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
   log.error('network teardown incomplete after its removal was committed', { error: describeChain(err) });
 }
+
+/** Without tsnet's IPAM wired in, no pool is tsnet's. */
+const NO_HOST_ADDRESSES: HostAddressPool = { reserve: async () => undefined, release: async () => undefined };
+
+/** Each name once (a link may be both a Leave link and an endpoint link). */
+const unique = (links: string[]) => [...new Set(links)];
 
 /**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
@@ -46,6 +54,8 @@ function logLeftover(err: unknown): void {
 export class TsnetDriver implements NetworkDriver {
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly endpoints = new Map<string, EndpointRecord>();
+  /** Shared parent links of child-link networks, by link name (changed only under `topology`). */
+  private readonly parents = new Map<string, ParentRecord>();
   private readonly topology = new Mutex();
   private readonly locks = new KeyedMutex();
   private readonly reaper: LinkReaper;
@@ -55,14 +65,16 @@ export class TsnetDriver implements NetworkDriver {
     private readonly store: Store,
     readonly kernel: Kernel,
     private readonly forwarding: ForwardingOwner,
+    private readonly hostAddresses: HostAddressPool,
   ) {
     this.reaper = new LinkReaper(kernel.background, store);
   }
 
-  static async load(store: Store, kernel: Kernel): Promise<TsnetDriver> {
-    const d = new TsnetDriver(store, kernel, await ForwardingOwner.load(store, kernel));
+  static async load(store: Store, kernel: Kernel, hostAddresses: HostAddressPool = NO_HOST_ADDRESSES): Promise<TsnetDriver> {
+    const d = new TsnetDriver(store, kernel, await ForwardingOwner.load(store, kernel), hostAddresses);
     for (const n of await store.all('network')) d.networks.set(n.id, n);
     for (const e of await store.all('endpoint')) d.endpoints.set(e.id, e);
+    for (const p of await store.all('parent')) d.parents.set(p.link, p);
     return d;
   }
 
@@ -71,12 +83,18 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   /** Snapshot of the state, for reconciliation and inspection. */
-  state(): { networks: NetworkRecord[]; endpoints: EndpointRecord[] } {
-    return { networks: [...this.networks.values()], endpoints: [...this.endpoints.values()] };
+  state(): { networks: NetworkRecord[]; endpoints: EndpointRecord[]; parents: ParentRecord[] } {
+    return { networks: [...this.networks.values()], endpoints: [...this.endpoints.values()], parents: [...this.parents.values()] };
   }
 
+  /**
+   * One answer for every mode (capabilities are per driver). Scope local: state lives on this host, and a network
+   * created without --scope stays local (dockerd takes the default scope from here), bridges included.
+   * ConnectivityScope global, as Docker's macvlan and ipvlan: a --config-only network per host plus a
+   * `--scope swarm --config-from` network lets swarm services attach to macvlan or VLAN networks.
+   */
   capabilities(): Capabilities {
-    return { scope: 'local', connectivityScope: 'local' };
+    return { scope: 'local', connectivityScope: 'global' };
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<void> {
@@ -91,16 +109,56 @@ export class TsnetDriver implements NetworkDriver {
       const host: HostView = {
         link: (name) => this.kernel.link(name),
         links: () => this.kernel.links(),
-        claimed: new Set(others.flatMap((n) => this.modeOf(n).networkLinks())),
+        claimed: new Set([...others.flatMap((n) => this.modeOf(n).networkLinks()), ...this.parents.keys()]),
         networks: others,
+        parents: this.parents,
+        hostAddresses: this.hostAddresses,
       };
       const net = await planNetwork(req, host);
       const mode = this.modeOf(net);
-      const steps = mode.setupSteps(this.kernel);
-      await this.forwarding.claim(steps);
-      await this.recordThenBuild('network', this.networks, net, steps);
-      log.info('network created', { mode: net.mode, links: mode.networkLinks(), subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
+      try {
+        await this.buildNetwork(net, mode);
+      } catch (err) {
+        await this.releaseAddresses(mode.reservedAddresses());
+        throw err;
+      }
+      log.info('network created', { mode: net.mode, links: mode.networkLinks(), parent: mode.parent()?.link, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
     });
+  }
+
+  /**
+   * The network record and its parent's (when it has one) go in one commit, before the kernel steps; the parent's
+   * steps (making an owned link) come first. A failure takes both records back.
+   */
+  private async buildNetwork(net: NetworkRecord, mode: BoundNetwork): Promise<void> {
+    const choice = mode.parent();
+    const steps = mode.setupSteps(this.kernel);
+    await this.forwarding.claim(steps);
+    if (!choice) {
+      await this.recordThenBuild('network', this.networks, net, steps);
+      return;
+    }
+    const before = this.parents.get(choice.link);
+    const claim = claimParent(before, choice, await this.kernel.link(choice.link), net.id);
+    const restore = before ? put('parent', before.link, before) : del('parent', choice.link);
+    this.parents.set(claim.record.link, claim.record);
+    try {
+      await this.recordThenBuild('network', this.networks, net, [...claim.steps, ...steps], {
+        ops: [put('parent', claim.record.link, claim.record)],
+        undo: [restore],
+      });
+    } catch (err) {
+      if (before) this.parents.set(before.link, before);
+      else this.parents.delete(choice.link);
+      throw err;
+    }
+  }
+
+  /** Addresses are the IPAM's to free: a failure is logged (the pool frees them when it goes). */
+  private async releaseAddresses(addresses: HostAddress[]): Promise<void> {
+    for (const a of addresses) {
+      await this.hostAddresses.release(a.poolId, a.address).catch((err: unknown) => log.error('host address not released', { address: a.address, error: describeChain(err) }));
+    }
   }
 
   deleteNetwork(networkId: string): Promise<void> {
@@ -110,12 +168,19 @@ export class TsnetDriver implements NetworkDriver {
       const mode = this.modeOf(net);
       // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
       const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
-      const links = [...stale.flatMap((e) => [...mode.leaveLinks(e), ...mode.endpointLinks(e)]), ...mode.ownedLinks()];
+      const choice = mode.parent();
+      const parent = choice ? releaseParent(this.parents.get(choice.link), networkId) : { ops: [], links: [] };
+      // The parent goes last: its children die with it, and a shared one outlives this network.
+      const links = unique([...stale.flatMap((e) => [...mode.leaveLinks(e), ...mode.endpointLinks(e)]), ...mode.ownedLinks(), ...parent.links]);
       // The removal is committed first: dockerd forgets the network whatever this call answers, so no failure below
       // may leave a live record behind. What a failure leaves belongs to no record: the links are tombstoned and the
       // next start's firewall sync drops stale elements; addresses left on an adopted bridge are logged.
-      await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...LinkReaper.tombstones(links)]);
+      await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...parent.ops, ...LinkReaper.tombstones(links)]);
       this.networks.delete(networkId);
+      if (choice) {
+        if (parent.next) this.parents.set(choice.link, parent.next);
+        else this.parents.delete(choice.link);
+      }
       for (const e of stale) this.endpoints.delete(e.id);
       const noIcc = stale.flatMap((e) => this.noIccPorts(net, e));
       if (noIcc.length > 0) await tearDown('releasing icc=false ports of stale endpoints', () => this.kernel.firewall.removeNoIccPorts(noIcc)).catch(logLeftover);
@@ -123,6 +188,7 @@ export class TsnetDriver implements NetworkDriver {
       if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
       for (const e of stale) this.ports.release(e.id);
       await tearDown('releasing the network', () => mode.releaseNetwork(this.kernel)).catch(logLeftover);
+      await this.releaseAddresses(mode.reservedAddresses());
       this.reaper.schedule(links);
       if (!this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
@@ -152,8 +218,10 @@ export class TsnetDriver implements NetworkDriver {
       const ep = this.endpoints.get(endpointId) ?? found;
       const net = this.networks.get(networkId);
       const mode = net ? this.modeOf(net) : undefined;
-      const links = mode ? [...mode.leaveLinks(ep), ...mode.endpointLinks(ep)] : [];
+      const links = mode ? unique([...mode.leaveLinks(ep), ...mode.endpointLinks(ep)]) : [];
       if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
+      const removals = mode?.endpointRemovalChanges(ep) ?? [];
+      if (removals.length > 0) await tearDown('removing endpoint routes', () => applyRemovals(this.kernel, removals));
       await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
       this.endpoints.delete(endpointId);
       this.reaper.schedule(links);
@@ -333,14 +401,20 @@ export class TsnetDriver implements NetworkDriver {
    * The creation order that keeps crashes harmless: the record is committed first, then the kernel steps run; if
    * they fail (and were rolled back) the record goes again. Memory never runs ahead of disk.
    */
-  private async recordThenBuild<C extends 'network' | 'endpoint'>(collection: C, map: Map<string, Collections[C]>, rec: Collections[C], steps: Step[]): Promise<void> {
-    await this.store.commit([put(collection, rec.id, rec)]);
+  private async recordThenBuild<C extends 'network' | 'endpoint'>(
+    collection: C,
+    map: Map<string, Collections[C]>,
+    rec: Collections[C],
+    steps: Step[],
+    shared: { ops: StoreOp[]; undo: StoreOp[] } = { ops: [], undo: [] },
+  ): Promise<void> {
+    await this.store.commit([put(collection, rec.id, rec), ...shared.ops]);
     map.set(rec.id, rec);
     try {
       await runSteps(this.kernel, `${collection} ${rec.id.slice(0, 12)}`, steps);
     } catch (err) {
       map.delete(rec.id);
-      await this.store.commit([del(collection, rec.id)]);
+      await this.store.commit([del(collection, rec.id), ...shared.undo]);
       throw err;
     }
   }
@@ -360,6 +434,16 @@ export class TsnetDriver implements NetworkDriver {
     const fw = this.kernel.firewall;
     await this.forwarding.restore();
     const wanted = new Set<string>();
+    // Parents first: a network's links (the shim) and its endpoints' go on them.
+    for (const p of this.parents.values()) {
+      wanted.add(p.link);
+      const steps = parentRepairSteps(p, links.get(p.link));
+      if (steps.length === 0) continue;
+      log.info('reconcile: restoring parent link', { parent: p.link, steps: steps.map((s) => s.name) });
+      await runSteps(this.kernel, `reconcile parent ${p.link}`, steps).catch((err: unknown) =>
+        log.error('reconcile: parent restore failed', { parent: p.link, error: describeChain(err) }),
+      );
+    }
     for (const net of this.networks.values()) {
       await withLogContext({ networkId: net.id }, async () => {
         const mode = this.modeOf(net);

@@ -1,7 +1,8 @@
 import { tsnetError } from '../errors';
 import type { FwNetwork, Kernel, KernelChange, LinkInfo } from '../kernel/contract';
-import type { EndpointRecord, NetworkRecord } from '../store/records';
-import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, PortBinding } from './contract';
+import type { EndpointRecord, HostAddress, NetworkRecord, ParentRecord } from '../store/records';
+import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, HostAddressPool, JoinResponse, PortBinding } from './contract';
+import type { ParentChoice } from './parent';
 import type { PortWant } from './port-allocator';
 import type { Step } from './steps';
 
@@ -13,6 +14,10 @@ export interface HostView {
   claimed: ReadonlySet<string>;
   /** The other tsnet networks. */
   networks: readonly NetworkRecord[];
+  /** Parent links child-link networks share, by name. */
+  parents: ReadonlyMap<string, ParentRecord>;
+  /** tsnet's IPAM, for addresses the network itself needs on the host. */
+  hostAddresses: HostAddressPool;
 }
 
 /** How an endpoint stands after a restart, as its mode sees the host's links. */
@@ -34,8 +39,15 @@ export interface NetworkMode<N extends NetworkRecord, E extends EndpointRecord> 
   /** The `-o mode` value, which is also the records' `mode`. */
   readonly name: N['mode'];
   isEndpoint(ep: EndpointRecord): ep is E;
-  /** Validates options against the host and decides the record; touches nothing. */
+  /**
+   * Validates options against the host and decides the record; touches nothing but the host addresses it reserves
+   * (listed by reservedAddresses; the driver releases them when the network is not made, or goes).
+   */
   planNetwork(req: CreateNetworkRequest, host: HostView): Promise<N>;
+  /** The shared parent link the network's links go on (the driver reference-counts it); undefined for none. */
+  parentOf?(net: N): ParentChoice;
+  /** Addresses reserved in tsnet's IPAM for the network. */
+  reservedAddresses?(net: N): HostAddress[];
   /** Links the network's record claims (for conflict checks and reconciliation). */
   networkLinks(net: N): string[];
   setupSteps(net: N, kernel: Kernel): Step[];
@@ -56,14 +68,16 @@ export interface NetworkMode<N extends NetworkRecord, E extends EndpointRecord> 
   planEndpoint(net: N, req: CreateEndpointRequest): { ep: E; reply: EndpointInterface };
   /** Kernel work of CreateEndpoint. */
   endpointSetupChanges(net: N, ep: E): KernelChange[];
+  /** Kernel removals of DeleteEndpoint besides its links (applied before the record goes; already-gone is fine). */
+  endpointRemovalChanges?(net: N, ep: E): KernelChange[];
   /** Kernel work of Join, before the reply (the link dockerd moves into the sandbox, if it is made then). */
   joinChanges(net: N, ep: E): KernelChange[];
   /** Host links to delete at Leave (the sandbox gave them back, or took them with it). */
   leaveLinks(ep: E): string[];
   /** Links to delete when the endpoint goes. */
   endpointLinks(ep: E): string[];
-  /** The endpoint's state after a restart, given the host's links. */
-  endpointRepair(ep: E, links: ReadonlyMap<string, LinkInfo>): EndpointRepair;
+  /** The endpoint's state after a restart, given the host's links (as they were before the network's repair). */
+  endpointRepair(net: N, ep: E, links: ReadonlyMap<string, LinkInfo>): EndpointRepair;
   joinResponse(net: N, ep: E): JoinResponse;
   /** Free-form data for `docker inspect`. */
   operInfo(net: N, ep: E): Record<string, unknown>;
@@ -80,8 +94,11 @@ export interface BoundNetwork {
   firewallView(): FwNetwork | undefined;
   ownedLinks(): string[];
   releaseNetwork(kernel: Kernel): Promise<void>;
+  parent(): ParentChoice | undefined;
+  reservedAddresses(): HostAddress[];
   planEndpoint(req: CreateEndpointRequest): { ep: EndpointRecord; reply: EndpointInterface };
   endpointSetupChanges(ep: EndpointRecord): KernelChange[];
+  endpointRemovalChanges(ep: EndpointRecord): KernelChange[];
   joinChanges(ep: EndpointRecord): KernelChange[];
   leaveLinks(ep: EndpointRecord): string[];
   endpointLinks(ep: EndpointRecord): string[];
@@ -106,12 +123,15 @@ export function bindMode<N extends NetworkRecord, E extends EndpointRecord>(mode
     firewallView: () => mode.firewallView(net),
     ownedLinks: () => mode.ownedLinks(net),
     releaseNetwork: (kernel) => mode.releaseNetwork(net, kernel),
+    parent: () => mode.parentOf?.(net),
+    reservedAddresses: () => mode.reservedAddresses?.(net) ?? [],
     planEndpoint: (req) => mode.planEndpoint(net, req),
     endpointSetupChanges: (ep) => mode.endpointSetupChanges(net, own(ep)),
+    endpointRemovalChanges: (ep) => mode.endpointRemovalChanges?.(net, own(ep)) ?? [],
     joinChanges: (ep) => mode.joinChanges(net, own(ep)),
     leaveLinks: (ep) => mode.leaveLinks(own(ep)),
     endpointLinks: (ep) => mode.endpointLinks(own(ep)),
-    endpointRepair: (ep, links) => mode.endpointRepair(own(ep), links),
+    endpointRepair: (ep, links) => mode.endpointRepair(net, own(ep), links),
     joinResponse: (ep) => mode.joinResponse(net, own(ep)),
     operInfo: (ep) => mode.operInfo(net, own(ep)),
     portWants: (ep, bindings) => mode.portWants?.(net, own(ep), bindings),

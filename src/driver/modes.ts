@@ -1,6 +1,8 @@
 import { assertNever, tsnetError } from '../errors';
 import type { NetworkRecord } from '../store/records';
 import { bridgeMode } from './bridge';
+import { ipvlanMode } from './ipvlan';
+import { macvlanMode } from './macvlan';
 import type { CreateNetworkRequest } from './contract';
 import { bindMode, type BoundNetwork, type HostView } from './mode';
 
@@ -13,6 +15,8 @@ type ModeName = NetworkRecord['mode'];
 /** The registry, keyed by `-o mode`: a record mode without its planner does not compile. */
 const PLANNERS: { [M in ModeName]: (req: CreateNetworkRequest, host: HostView) => Promise<Extract<NetworkRecord, { mode: M }>> } = {
   bridge: (req, host) => bridgeMode.planNetwork(req, host),
+  macvlan: (req, host) => macvlanMode.planNetwork(req, host),
+  ipvlan: (req, host) => ipvlanMode.planNetwork(req, host),
 };
 
 function isModeName(name: string): name is ModeName {
@@ -31,10 +35,13 @@ export async function planNetwork(req: CreateNetworkRequest, host: HostView): Pr
 /** The network with its mode's behaviour bound. */
 export function modeOf(net: NetworkRecord): BoundNetwork {
   switch (net.mode) {
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- one mode until the others land (step 4)
     case 'bridge':
       return bindMode(bridgeMode, net);
+    case 'macvlan':
+      return bindMode(macvlanMode, net);
+    case 'ipvlan':
+      return bindMode(ipvlanMode, net);
     default:
-      return assertNever(net.mode, 'network mode');
+      return assertNever(net, 'network mode');
   }
 }

@@ -17,7 +17,8 @@ import {
   REQUEST_ADDRESS_TYPE,
   SERIAL_OPTION,
 } from './contract';
-import { addressAt, type Cidr, contains, offsetOf, overlaps, parseCidr, parseIp, tryParseIp } from '../netaddr';
+import { addressAt, addressOf, type Cidr, contains, offsetOf, overlaps, parseCidr, parseIp, tryParseIp } from '../netaddr';
+import type { HostAddressPool } from '../driver/contract';
 import { type DefaultPool, dynamicRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from './pools';
 
 /** What {@link TsnetIpam.load} needs besides the store. */
@@ -137,6 +138,20 @@ export class TsnetIpam implements Ipam {
     for (const record of await store.all('address')) ipam.restoreAddress(record);
     return ipam;
   }
+
+  /**
+   * Addresses the network driver needs on the host (a macvlan host shim), from the pool a network was created on
+   * when that pool is this IPAM's: dockerd never hands them out to a container then.
+   */
+  readonly hostAddresses: HostAddressPool = {
+    reserve: async (addressSpace, pool) => {
+      const state = [...this.pools.values()].find((p) => p.record.addressSpace === addressSpace && p.record.pool === pool);
+      if (!state) return undefined;
+      const got = await this.requestAddress({ poolId: state.record.id, address: '', options: {} });
+      return { poolId: state.record.id, address: addressOf(got.address) };
+    },
+    release: (poolId, address) => this.releaseAddress(poolId, address),
+  };
 
   /** tsnet persists its allocations, so dockerd needs neither MACs nor a replay at start. */
   capabilities(): IpamCapabilities {

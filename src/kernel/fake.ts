@@ -108,7 +108,7 @@ export class FakeKernel implements Kernel {
   }
   /** Every change applied, in order (failed ones excluded). */
   readonly applied: KernelChange[] = [];
-  readonly linkMap = new Map<string, LinkInfo & { peer?: string }>();
+  readonly linkMap = new Map<string, LinkInfo & { peer?: string; macvlanMode?: string }>();
   readonly sysctls = new Map<string, string>();
   /** Routes as the kernel keeps them (route.add/route.del change it; tests may seed it). */
   routeTable: RouteInfo[] = [];
@@ -160,14 +160,18 @@ export class FakeKernel implements Kernel {
 
   private step(c: KernelChange): string | undefined {
     const need = (n: string) => (this.linkMap.has(n) ? undefined : `Cannot find device "${n}"`);
-    const fresh = (n: string, kind: string, mtu?: number, mac?: string, extra: Partial<LinkInfo & { peer: string }> = {}) => {
+    const fresh = (n: string, kind: string, mtu?: number, mac?: string, extra: Partial<LinkInfo & { peer: string; macvlanMode: string }> = {}) => {
       this.linkMap.set(n, { name: n, kind, owner: this.owner, mtu: mtu ?? 1500, mac: mac ?? '02:00:00:00:00:00', up: false, addresses: [], ...extra });
     };
     // A child of `parent` (macvlan, ipvlan, VLAN): the kernel refuses one without its parent or with a taken name.
-    const child = (n: string, parent: string, kind: string, mtu?: number, mac?: string, extra: Partial<LinkInfo> = {}) => {
+    const child = (n: string, parent: string, kind: string, mtu?: number, mac?: string, extra: Partial<LinkInfo & { macvlanMode: string }> = {}) => {
       if (this.linkMap.has(n)) return 'File exists';
       const p = this.linkMap.get(parent);
       if (!p) return need(parent);
+      // The kernel keeps one port type per parent (macvlan or ipvlan), and a passthru macvlan alone on it.
+      const siblings = [...this.linkMap.values()].filter((l) => l.lower === parent && (l.kind === 'macvlan' || l.kind === 'ipvlan'));
+      const busy = (s: { kind: string; macvlanMode?: string }) => s.kind !== kind || s.macvlanMode === 'passthru';
+      if (kind !== 'vlan' && (siblings.some(busy) || (extra.macvlanMode === 'passthru' && siblings.length > 0))) return 'Device or resource busy';
       fresh(n, kind, mtu ?? p.mtu, mac ?? (kind === 'macvlan' ? undefined : p.mac), { lower: parent, ...extra });
       return undefined;
     };
@@ -182,7 +186,7 @@ export class FakeKernel implements Kernel {
         fresh(c.peer, 'veth', c.mtu, c.peerMac, { peer: c.name, lower: c.name });
         return undefined;
       case 'macvlan.add':
-        return child(c.name, c.parent, 'macvlan', c.mtu, c.mac);
+        return child(c.name, c.parent, 'macvlan', c.mtu, c.mac, { macvlanMode: c.mode });
       case 'ipvlan.add':
         return child(c.name, c.parent, 'ipvlan', c.mtu);
       case 'vlan.add':

@@ -1,4 +1,4 @@
-import type { FwPort } from '../kernel/contract';
+import type { FwPort, IpvlanFlag, IpvlanMode, MacvlanMode } from '../kernel/contract';
 
 /**
  * Persisted shapes: what tsnet must remember across restarts because dockerd never replays CreateNetwork or
@@ -75,13 +75,66 @@ export interface BridgeNetworkRecord extends NetworkCommon {
   settings: BridgeSettings;
 }
 
-export type NetworkRecord = BridgeNetworkRecord;
+/**
+ * How tsnet gets a child-link network's parent when the link is missing: a NIC is the host's (refused when missing),
+ * an 802.1Q subinterface `lower.vlanId` and a dummy link tsnet makes itself.
+ */
+export type ParentSpec = { kind: 'nic' } | { kind: 'vlan'; lower: string; vlanId: number } | { kind: 'dummy' };
+
+/** Settings every child-link (macvlan, ipvlan) network keeps. */
+export interface ChildNetworkCommon extends NetworkCommon {
+  /** The link the children are made on (see the `parent` collection for who owns it). */
+  parent: string;
+  parentSpec: ParentSpec;
+  ifacePrefix: string;
+}
+
+/**
+ * The host's way into its own macvlan containers: a bridge-mode macvlan link on the parent with a /32 (/128) host
+ * address, and a route per endpoint address out of it.
+ */
+export interface HostShim {
+  link: string;
+  /** Addresses on the shim, /32 or /128. */
+  addresses: string[];
+  /** Addresses tsnet's IPAM reserved for it (released with the network); aux addresses are dockerd's. */
+  reserved: HostAddress[];
+}
+
+/** An address the driver reserved in tsnet's IPAM (plain address). */
+export interface HostAddress {
+  poolId: string;
+  address: string;
+}
+
+export interface MacvlanSettings {
+  macvlanMode: MacvlanMode;
+}
+
+export interface MacvlanNetworkRecord extends ChildNetworkCommon {
+  mode: 'macvlan';
+  settings: MacvlanSettings;
+  shim?: HostShim;
+}
+
+export interface IpvlanSettings {
+  ipvlanMode: IpvlanMode;
+  ipvlanFlag: IpvlanFlag;
+}
+
+export interface IpvlanNetworkRecord extends ChildNetworkCommon {
+  mode: 'ipvlan';
+  settings: IpvlanSettings;
+}
+
+export type ChildNetworkRecord = MacvlanNetworkRecord | IpvlanNetworkRecord;
+
+export type NetworkRecord = BridgeNetworkRecord | ChildNetworkRecord;
 
 /** What every endpoint record holds, whatever its mode. */
 export interface EndpointCommon {
   id: string;
   networkId: string;
-  mac: string;
   /** CIDR. */
   address?: string;
   /** CIDR. */
@@ -96,13 +149,36 @@ export interface EndpointCommon {
 /** An endpoint of a bridge network: a veth pair. */
 export interface BridgeEndpointRecord extends EndpointCommon {
   mode: 'bridge';
+  mac: string;
   /** Host-side veth, on the bridge. */
   hostIf: string;
   /** Container-side veth until dockerd moves it into the sandbox. */
   containerIf: string;
 }
 
-export type EndpointRecord = BridgeEndpointRecord;
+/** An endpoint of a macvlan or ipvlan network: one child link of the parent, made at Join. */
+export interface ChildEndpointRecord extends EndpointCommon {
+  mode: ChildNetworkRecord['mode'];
+  /** The child's name in the host namespace (dockerd moves it into the sandbox and renames it). */
+  link: string;
+  /** macvlan only: ipvlan children share the parent's MAC. */
+  mac?: string;
+}
+
+export type EndpointRecord = BridgeEndpointRecord | ChildEndpointRecord;
+
+/**
+ * A parent link child-link networks share, keyed by link name. Ownership belongs to the link: when tsnet created it
+ * (`owned`), it is deleted when its last user goes, whichever network made it; a link tsnet found is never deleted.
+ */
+export interface ParentRecord {
+  link: string;
+  owned: boolean;
+  /** How to make the link again after a restart (owned links). */
+  spec: ParentSpec;
+  /** Ids of the networks on it. */
+  users: string[];
+}
 
 /**
  * A link tsnet removed from its state and still has to delete from the kernel (deletion runs in the background:
@@ -134,6 +210,7 @@ export interface Collections {
   pool: PoolRecord;
   address: AddressRecord;
   host: HostSysctlRecord;
+  parent: ParentRecord;
 }
 
 export type CollectionName = keyof Collections;

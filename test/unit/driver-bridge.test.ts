@@ -51,7 +51,7 @@ describe('bridge network lifecycle', () => {
     [{ 'com.docker.network.bridge.name': 'waytoolongname123' }, /waytoolongname123/],
     [{ 'com.docker.network.bridge.enable_icc': 'maybe' }, /enable_icc="maybe"/],
     [{ 'com.docker.network.bridge.host_binding_ipv4': '1.2.3' }, /host_binding_ipv4="1.2.3"/],
-    [{ mode: 'macvlan' }, /mode="macvlan"/],
+    [{ mode: 'vxlan' }, /mode="vxlan"/],
   ])('bad option %j is refused naming it and changes nothing', async (opts, re) => {
     const { store, kernel, driver } = await setup();
     const err = await expectCode(driver.createNetwork(netReq({ driverOptions: opts })), 'TSN_INVALID_OPTION');

@@ -51,7 +51,7 @@ async function createNet(): Promise<string> {
 describe('handshake (empty bodies, no Content-Type)', () => {
   test.each([
     ['Plugin.Activate', { Implements: ['NetworkDriver', 'IpamDriver'] }],
-    ['NetworkDriver.GetCapabilities', { Scope: 'local', ConnectivityScope: 'local', GwAllocChecker: false }],
+    ['NetworkDriver.GetCapabilities', { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false }],
     ['IpamDriver.GetCapabilities', { RequiresMACAddress: false, RequiresRequestReplay: false }],
     ['IpamDriver.GetDefaultAddressSpaces', { LocalDefaultAddressSpace: 'tsnet-local', GlobalDefaultAddressSpace: 'tsnet-global' }],
   ])('%s', async (method, expected) => {

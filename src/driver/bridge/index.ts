@@ -8,7 +8,6 @@ import { bridgeFirewallView, bridgeRepairSteps, bridgeSetupSteps, planBridgeNetw
 /** Linux bridge + veth pairs, docker0's model: all kernel work at CreateNetwork and CreateEndpoint, none at Join. */
 export const bridgeMode: NetworkMode<BridgeNetworkRecord, BridgeEndpointRecord> = {
   name: 'bridge',
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- always true until the other modes land (step 4)
   isEndpoint: (ep): ep is BridgeEndpointRecord => ep.mode === 'bridge',
   planNetwork: planBridgeNetwork,
   networkLinks: (net) => [net.bridge],
@@ -22,7 +21,7 @@ export const bridgeMode: NetworkMode<BridgeNetworkRecord, BridgeEndpointRecord> 
   joinChanges: () => [],
   leaveLinks: () => [],
   endpointLinks,
-  endpointRepair: bridgeEndpointRepair,
+  endpointRepair: (_net, ep, links) => bridgeEndpointRepair(ep, links),
   joinResponse: bridgeJoinResponse,
   operInfo: (net, ep) => ({ hostInterface: ep.hostIf, bridge: net.bridge, macAddress: ep.mac }),
   portWants: bridgePortWants,

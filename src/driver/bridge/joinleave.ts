@@ -1,14 +1,6 @@
-import { addressOf, subnetOf } from '../../netaddr';
-import type { BridgeEndpointRecord, BridgeNetworkRecord, SubnetRecord } from '../../store/records';
+import type { BridgeEndpointRecord, BridgeNetworkRecord } from '../../store/records';
+import { gatewayFor } from '../subnets';
 import type { JoinResponse } from '../contract';
-
-/** Plain gateway of the subnet holding `cidr`. */
-function gatewayFor(cidr: string | undefined, subnets: SubnetRecord[]): string | undefined {
-  if (cidr === undefined) return undefined;
-  const pool = subnetOf(cidr, subnets.map((s) => s.pool));
-  const gw = subnets.find((s) => s.pool === pool)?.gateway;
-  return gw === undefined ? undefined : addressOf(gw);
-}
 
 /**
  * Join reply: the container end of the veth and the gateways. Without any gateway dockerd would add an eth1 on

@@ -1,19 +1,16 @@
-import type { BridgeNetworkRecord, SubnetRecord } from '../../store/records';
+import type { BridgeNetworkRecord } from '../../store/records';
 import type { Firewall, FwNetwork, Kernel, KernelChange, LinkInfo } from '../../kernel/contract';
 import { bridgeNameFor } from '../../kernel/names';
 import { tsnetError } from '../../errors';
 import { randomMac } from '../../netaddr';
-import type { CreateNetworkRequest, IpamData } from '../contract';
+import type { CreateNetworkRequest } from '../contract';
+import { subnetRecord } from '../subnets';
 import type { HostView } from '../mode';
 import type { Step } from '../steps';
 import { applyRemovals } from '../teardown';
 import { log } from '../../log';
 import { FORWARDING_SYSCTL } from '../forwarding';
 import { parseBridgeOptions } from './options';
-
-function subnet(d: IpamData): SubnetRecord {
-  return { pool: d.pool, ...(d.gateway ? { gateway: d.gateway } : {}), auxAddresses: { ...d.auxAddresses } };
-}
 
 /**
  * Decides a bridge network's record from the request and the host: the bridge name (given or derived from the id),
@@ -30,7 +27,7 @@ export async function planBridgeNetwork(req: CreateNetworkRequest, host: HostVie
   if (existing && existing.kind !== 'bridge') {
     throw tsnetError('TSN_INVALID_OPTION', `bridge name "${bridge}": a ${existing.kind || 'non-bridge'} link of that name exists`);
   }
-  const ipv6 = req.enableIPv6 ? req.ipv6.map(subnet) : [];
+  const ipv6 = req.enableIPv6 ? req.ipv6.map(subnetRecord) : [];
   const gateways = [
     ...(settings.inhibitIpv4 ? [] : req.ipv4.flatMap((d) => (d.gateway ? [d.gateway] : []))),
     ...ipv6.flatMap((d) => (d.gateway ? [d.gateway] : [])),
@@ -44,7 +41,7 @@ export async function planBridgeNetwork(req: CreateNetworkRequest, host: HostVie
     bridgeAddresses: gateways.filter((g) => !existing?.addresses.includes(g)),
     mac: existing?.mac ?? randomMac(),
     ...(mtu !== undefined ? { mtu } : {}),
-    ipv4: req.ipv4.map(subnet),
+    ipv4: req.ipv4.map(subnetRecord),
     ipv6,
     enableIPv6: req.enableIPv6,
     internal: req.internal,

@@ -2,6 +2,7 @@ import ipaddr from 'ipaddr.js';
 import { tsnetError } from '../../errors';
 import { validateIfName } from '../../kernel/names';
 import type { BridgeSettings } from '../../store/records';
+import { IFACE_PREFIX_OPTION, parseBool, parseIfacePrefix } from '../option-values';
 
 /** Option names shared with Docker's bridge driver, so `-o` works the same on `-d bridge` and `-d tsnet`. */
 export const OPT = {
@@ -12,19 +13,13 @@ export const OPT = {
   enableMasquerade: 'com.docker.network.bridge.enable_ip_masquerade',
   hostBindingIpv4: 'com.docker.network.bridge.host_binding_ipv4',
   inhibitIpv4: 'com.docker.network.bridge.inhibit_ipv4',
-  ifacePrefix: 'com.docker.network.container_iface_prefix',
+  ifacePrefix: IFACE_PREFIX_OPTION,
 } as const;
 
 /** A bridge network's options: the settings its record keeps, plus what decides its bridge. */
 export interface BridgeOptions extends BridgeSettings {
   bridgeName?: string;
   mtu?: number;
-}
-
-export function parseBool(key: string, v: string): boolean {
-  if (/^(1|t|true)$/i.test(v)) return true;
-  if (/^(0|f|false)$/i.test(v)) return false;
-  throw tsnetError('TSN_INVALID_OPTION', `option ${key}="${v}": expected true or false`);
 }
 
 /**
@@ -70,12 +65,6 @@ export function parseBridgeOptions(generic: Record<string, string>): BridgeOptio
     out.hostBindingIpv4 = hostIp;
   }
   const prefix = get(OPT.ifacePrefix);
-  if (prefix !== undefined) {
-    // dockerd appends the interface index, so leave room for it within IFNAMSIZ.
-    if (!/^[a-z][a-z0-9]{0,11}$/.test(prefix)) {
-      throw tsnetError('TSN_INVALID_OPTION', `option ${OPT.ifacePrefix}="${prefix}": expected 1-12 lowercase letters/digits starting with a letter`);
-    }
-    out.ifacePrefix = prefix;
-  }
+  if (prefix !== undefined) out.ifacePrefix = parseIfacePrefix(prefix);
   return out;
 }
