@@ -237,17 +237,17 @@ async function benchIperf(env: Env, nets: Record<Driver, string>, containers: st
   return { paths, seconds: IPERF_SECONDS, reps: IPERF_REPS, load, orders: ORDERS.slice(0, IPERF_REPS).map((o) => o.join(',')) };
 }
 
-/** Medians, their ratios, and the ratios within each round (the same moment's load on both sides). */
+/** Medians, their ratios, and the ratios within each round (the same moment's load on both sides), in percent. */
 function iperfPath(runs: Record<Variant, IperfRun[]>): IperfPath {
   const g = (v: Variant) => runs[v].map((r) => r.gbps);
   const s = { raw: stats(g('raw')), tsnet: stats(g('tsnet')), docker: stats(g('docker')) };
-  const within = (a: Variant, b: Variant) => stats(g(a).map((x, i) => x / g(b)[i]));
+  const within = (a: Variant, b: Variant) => stats(g(a).map((x, i) => (100 * x) / g(b)[i]));
   return {
     gbps: s,
     tsnetOfRaw: ratio(s.tsnet.median, s.raw.median),
     dockerOfRaw: ratio(s.docker.median, s.raw.median),
     tsnetOfDocker: ratio(s.tsnet.median, s.docker.median),
-    perRound: { tsnetOfRaw: within('tsnet', 'raw'), dockerOfRaw: within('docker', 'raw'), tsnetOfDocker: within('tsnet', 'docker') },
+    perRoundPct: { tsnetOfRaw: within('tsnet', 'raw'), dockerOfRaw: within('docker', 'raw'), tsnetOfDocker: within('tsnet', 'docker') },
     runs,
   };
 }

@@ -17,8 +17,8 @@ export interface IperfPath {
   tsnetOfRaw: number;
   dockerOfRaw: number;
   tsnetOfDocker: number;
-  /** The same ratios taken within each round, then summarised. */
-  perRound: { tsnetOfRaw: Stats; dockerOfRaw: Stats; tsnetOfDocker: Stats };
+  /** The same ratios taken within each round, in percent, then summarised. */
+  perRoundPct: { tsnetOfRaw: Stats; dockerOfRaw: Stats; tsnetOfDocker: Stats };
   runs: Record<Variant, IperfRun[]>;
 }
 
@@ -52,6 +52,8 @@ export interface Results {
 
 const gb = (x: number) => x.toFixed(2);
 const r3 = (x: number) => x.toFixed(3);
+/** A per-round ratio in percent: median (min–max). */
+const pctRange = (s: Stats) => `${s.median.toFixed(1)} % (${s.min.toFixed(1)}–${s.max.toFixed(1)})`;
 /** Spread of a variant's runs: (max − min) / median. */
 const spread = (s: Stats) => `${((100 * (s.max - s.min)) / s.median).toFixed(1)} %`;
 
@@ -105,25 +107,18 @@ export function summaryRows(r: Results): string[][] {
 }
 
 function iperfRows(r: Results): string[][] {
-  const rows: string[][] = [['path', 'variant', 'median', 'min–max', 'spread', 'of raw: ratio of medians', 'of raw: per round, median (min–max)']];
+  const rows: string[][] = [
+    ['path', 'variant', 'median Gbit/s', 'min–max', 'spread', 'ratio of medians (of raw)', 'per round: % of raw, median (min–max)'],
+  ];
   for (const p of G_PATHS) {
     const x = r.g.paths[p];
     for (const v of VARIANTS) {
       const s = x.gbps[v];
-      const perRound = v === 'tsnet' ? x.perRound.tsnetOfRaw : v === 'docker' ? x.perRound.dockerOfRaw : undefined;
+      const perRound = v === 'tsnet' ? x.perRoundPct.tsnetOfRaw : v === 'docker' ? x.perRoundPct.dockerOfRaw : undefined;
       const ofRaw = v === 'tsnet' ? x.tsnetOfRaw : v === 'docker' ? x.dockerOfRaw : 1;
-      rows.push([
-        PATH_LABEL[p],
-        v,
-        gb(s.median),
-        `${gb(s.min)}–${gb(s.max)}`,
-        spread(s),
-        r3(ofRaw),
-        perRound ? `${r3(perRound.median)} (${r3(perRound.min)}–${r3(perRound.max)})` : '',
-      ]);
+      rows.push([PATH_LABEL[p], v, gb(s.median), `${gb(s.min)}–${gb(s.max)}`, spread(s), r3(ofRaw), perRound ? pctRange(perRound) : '']);
     }
-    const t = x.perRound.tsnetOfDocker;
-    rows.push([PATH_LABEL[p], 'tsnet / Docker', r3(x.tsnetOfDocker), '', '', '', `${r3(t.median)} (${r3(t.min)}–${r3(t.max)})`]);
+    rows.push([PATH_LABEL[p], 'tsnet / Docker', '', '', '', r3(x.tsnetOfDocker), `${pctRange(x.perRoundPct.tsnetOfDocker)} of Docker`]);
   }
   return rows;
 }
@@ -187,7 +182,7 @@ export function renderMarkdown(r: Results): string {
     `(${r.g.orders.map((o) => `\`${o}\``).join(', ')}: every order once per six rounds, so no variant always goes first or follows the same one).`,
     "Container → LAN peer: client in the container, server in the LAN namespace on the wire's `.1`; LAN peer → container: the same with",
     '`-R` (the LAN peer sends); container → container: two children of one parent, macvlan bridge mode (the frames never reach the wire).',
-    'Ratios: of the medians, and per round (the two variants measured minutes apart at most, under the same load), summarised.',
+    'Ratios: of the medians, and per round (the variants of one path measured back to back, seconds apart, under the same load), summarised.',
   );
   out.push(mdTable(iperfRows(r)), '');
   para(
