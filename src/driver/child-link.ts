@@ -1,5 +1,5 @@
 import { tsnetError } from '../errors';
-import type { KernelChange } from '../kernel/contract';
+import type { KernelChange, LinkInfo } from '../kernel/contract';
 import { childNameFor } from '../kernel/names';
 import type { ChildEndpointRecord, ChildNetworkCommon, ChildNetworkRecord } from '../store/records';
 import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, StaticRoute } from './contract';
@@ -66,7 +66,10 @@ export function planChildEndpoint(
   checkOnSubnet('Address', address, net.ipv4);
   checkOnSubnet('AddressIPv6', addressIPv6, net.ipv6);
   if (macAddress !== undefined && mac === undefined) {
-    throw tsnetError('TSN_INVALID_ADDRESS', `Interface.MacAddress ${JSON.stringify(macAddress)}: ${net.mode} links share their parent's MAC, so mode=${net.mode} takes no --mac-address`);
+    throw tsnetError(
+      'TSN_INVALID_ADDRESS',
+      `Interface.MacAddress ${JSON.stringify(macAddress)}: ${net.mode} links share their parent's MAC, so mode=${net.mode} takes no --mac-address`,
+    );
   }
   checkMac(macAddress);
   const chosen = mac && (macAddress ?? mac(address)).toLowerCase();
@@ -87,7 +90,9 @@ export function planChildEndpoint(
 export function childLinkChanges(net: ChildNetworkRecord, ep: ChildEndpointRecord): KernelChange[] {
   switch (net.mode) {
     case 'macvlan':
-      return [{ op: 'macvlan.add', name: ep.link, parent: net.parent, mode: net.settings.macvlanMode, ...(ep.mac !== undefined ? { mac: ep.mac } : {}) }];
+      return [
+        { op: 'macvlan.add', name: ep.link, parent: net.parent, mode: net.settings.macvlanMode, ...(ep.mac !== undefined ? { mac: ep.mac } : {}) },
+      ];
     case 'ipvlan':
       return [{ op: 'ipvlan.add', name: ep.link, parent: net.parent, mode: net.settings.ipvlanMode, flag: net.settings.ipvlanFlag }];
   }
@@ -124,6 +129,10 @@ export function childLinks(ep: ChildEndpointRecord): string[] {
  * After a restart nothing is rebuilt: a joined endpoint's link lives in its sandbox (or, between Join and the move,
  * in the host namespace, where the sweep must leave it for dockerd's Leave); an unjoined one has no link yet.
  */
-export function childEndpointRepair(ep: ChildEndpointRecord): EndpointRepair {
-  return { wanted: ep.sandboxKey ? [ep.link] : [], rebuild: false };
+export function childEndpointRepair(net: ChildNetworkRecord, ep: ChildEndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair {
+  const wanted = ep.sandboxKey ? [ep.link] : [];
+  // A child dies with its parent, even inside its sandbox: a parent made again does not bring it back.
+  if (ep.sandboxKey && !links.has(net.parent))
+    return { wanted, rebuild: false, lost: `joined endpoint lost its ${net.mode} link with parent ${net.parent}` };
+  return { wanted, rebuild: false };
 }

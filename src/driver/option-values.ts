@@ -14,7 +14,10 @@ export function parseBool(key: string, v: string): boolean {
 export function parseIfacePrefix(prefix: string): string {
   // dockerd appends the interface index, so leave room for it within IFNAMSIZ.
   if (!/^[a-z][a-z0-9]{0,11}$/.test(prefix)) {
-    throw tsnetError('TSN_INVALID_OPTION', `option ${IFACE_PREFIX_OPTION}="${prefix}": expected 1-12 lowercase letters/digits starting with a letter`);
+    throw tsnetError(
+      'TSN_INVALID_OPTION',
+      `option ${IFACE_PREFIX_OPTION}="${prefix}": expected 1-12 lowercase letters/digits starting with a letter`,
+    );
   }
   return prefix;
 }

@@ -36,7 +36,7 @@ export function parseParent(value: string | undefined, networkId: string, mode: 
   const lower = link.slice(0, dot);
   const id = link.slice(dot + 1);
   const vlanId = Number(id);
-  if (!/^[1-9][0-9]{0,3}$/.test(id) || vlanId > 4094 || lower === '') {
+  if (!/^[1-9][0-9]{0,3}$/.test(id) || vlanId > 4094 || lower === '' || lower.endsWith('.')) {
     throw tsnetError('TSN_INVALID_OPTION', `${field} "${link}": a name with a dot is an 802.1Q subinterface NAME.ID, with a VLAN id from 1 to 4094`);
   }
   return { link, spec: { kind: 'vlan', lower: validateIfName(lower, `${field} "${link}": the VLAN's lower link`), vlanId } };
@@ -97,7 +97,8 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
     const children = await childrenOn(link, host);
     const other = children.find((c) => c.kind !== use.mode);
     if (other) refuse(`${other.kind} link ${other.name} is on it, and a parent carries macvlan or ipvlan links, never both`);
-    if (use.passthru && children.length > 0) refuse(`macvlan_mode=passthru needs the parent alone, and ${children[0].kind} link ${children[0].name} is on it`);
+    if (use.passthru && children.length > 0)
+      refuse(`macvlan_mode=passthru needs the parent alone, and ${children[0].kind} link ${children[0].name} is on it`);
     return;
   }
   switch (spec.kind) {
@@ -108,7 +109,8 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
     case 'vlan': {
       const lower = await host.link(spec.lower);
       if (!lower) return refuse(`the VLAN's lower link ${spec.lower} does not exist`);
-      if (host.claimed.has(spec.lower) || (isGeneratedLink(lower) && lower.kind !== 'vlan')) refuse(`the VLAN's lower link ${spec.lower} belongs to tsnet`);
+      if (host.claimed.has(spec.lower) || (isGeneratedLink(lower) && lower.kind !== 'vlan'))
+        refuse(`the VLAN's lower link ${spec.lower} belongs to tsnet`);
       checkForeign(lower, (why) => refuse(`the VLAN's lower link ${spec.lower}: ${why}`));
       const twin = (await host.links()).find((l) => l.kind === 'vlan' && l.lower === spec.lower && l.vlanId === spec.vlanId);
       if (twin) refuse(`VLAN ${spec.vlanId} of ${spec.lower} exists as ${twin.name}; name that link as the parent`);

@@ -15,7 +15,10 @@ export function subnetRecord(d: IpamData): SubnetRecord {
 /** Plain gateway of the subnet holding `cidr`. */
 export function gatewayFor(cidr: string | undefined, subnets: SubnetRecord[]): string | undefined {
   if (cidr === undefined) return undefined;
-  const pool = subnetOf(cidr, subnets.map((s) => s.pool));
+  const pool = subnetOf(
+    cidr,
+    subnets.map((s) => s.pool),
+  );
   const gw = subnets.find((s) => s.pool === pool)?.gateway;
   return gw === undefined ? undefined : addressOf(gw);
 }

@@ -8,7 +8,12 @@ import { NID, netReq } from './driver-fixtures';
 export const SANDBOX = '/var/run/docker/netns/child';
 
 /** A network of `mode` on `parent` (none: the network's own dummy) with 192.168.10.0/24, gateway .1. */
-export function childReq(mode: 'macvlan' | 'ipvlan', parent: string | undefined, over: Partial<CreateNetworkRequest> = {}, options: Record<string, string> = {}): CreateNetworkRequest {
+export function childReq(
+  mode: 'macvlan' | 'ipvlan',
+  parent: string | undefined,
+  over: Partial<CreateNetworkRequest> = {},
+  options: Record<string, string> = {},
+): CreateNetworkRequest {
   return netReq({
     ipv4: [{ addressSpace: 'tsnet-local', pool: '192.168.10.0/24', gateway: '192.168.10.1/24', auxAddresses: {} }],
     ...over,

@@ -1,5 +1,7 @@
 import { TsnetDriver } from '../../src/driver/driver';
 import { FakeKernel } from '../../src/kernel/fake';
+import { TsnetIpam } from '../../src/ipam/driver';
+import { SqliteStore } from '../../src/store/sqlite';
 import { EID, EID2, NID, NID2, expectCode, setup } from './driver-fixtures';
 import { SANDBOX, addNic, childReq, endpoint, join } from './child-fixtures';
 
@@ -13,7 +15,14 @@ describe('macvlan on an existing parent', () => {
     await driver.createNetwork(childReq('macvlan', 'eth1'));
     expect(kernel.applied).toEqual([]);
     expect(await store.all('network')).toEqual([
-      expect.objectContaining({ id: NID, mode: 'macvlan', parent: 'eth1', parentSpec: { kind: 'nic' }, settings: { macvlanMode: 'bridge' }, internal: false }),
+      expect.objectContaining({
+        id: NID,
+        mode: 'macvlan',
+        parent: 'eth1',
+        parentSpec: { kind: 'nic' },
+        settings: { macvlanMode: 'bridge' },
+        internal: false,
+      }),
     ]);
     expect(await store.all('parent')).toEqual([{ link: 'eth1', owned: false, spec: { kind: 'nic' }, users: [NID] }]);
   });
@@ -76,7 +85,12 @@ describe('macvlan on an existing parent', () => {
         { 'com.docker.network.container_iface_prefix': 'lan' },
       ),
     );
-    await driver.createEndpoint({ networkId: NID, endpointId: EID, iface: { address: '192.168.10.5/24', addressIPv6: 'fd00:10::5/64' }, options: {} });
+    await driver.createEndpoint({
+      networkId: NID,
+      endpointId: EID,
+      iface: { address: '192.168.10.5/24', addressIPv6: 'fd00:10::5/64' },
+      options: {},
+    });
     expect(await join(driver, EID)).toEqual({
       srcName: CHILD,
       dstPrefix: 'lan',
@@ -146,7 +160,11 @@ describe('macvlan on an existing parent', () => {
     await driver.createNetwork(childReq('macvlan', 'eth1'));
     await endpoint(driver, EID, '192.168.10.5/24');
     await join(driver, EID);
-    await driver.programExternalConnectivity({ networkId: NID, endpointId: EID, portBindings: [{ proto: 'tcp', port: 80, hostPort: 8080, hostPortEnd: 8080 }] });
+    await driver.programExternalConnectivity({
+      networkId: NID,
+      endpointId: EID,
+      portBindings: [{ proto: 'tcp', port: 80, hostPort: 8080, hostPortEnd: 8080 }],
+    });
     expect(kernel.firewall.ports.size).toBe(0);
     expect(kernel.firewall.networks.size).toBe(0);
   });
@@ -208,7 +226,15 @@ describe('macvlan options and parent checks', () => {
     await driver.createNetwork(childReq('macvlan', undefined, { networkId: NID2 }, { mode: 'bridge' }));
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'tsbr-cccccccccc')), 'TSN_INVALID_OPTION');
     expect(err.message).toMatch(/option parent="tsbr-cccccccccc" \(mode=macvlan\): the link belongs to another tsnet network/);
-    kernel.linkMap.set('tsbr-eeeeeeeeee', { name: 'tsbr-eeeeeeeeee', kind: 'bridge', owner: kernel.owner, mtu: 1500, mac: '02:00:00:00:00:02', up: true, addresses: [] });
+    kernel.linkMap.set('tsbr-eeeeeeeeee', {
+      name: 'tsbr-eeeeeeeeee',
+      kind: 'bridge',
+      owner: kernel.owner,
+      mtu: 1500,
+      mac: '02:00:00:00:00:02',
+      up: true,
+      addresses: [],
+    });
     const err2 = await expectCode(driver.createNetwork(childReq('macvlan', 'tsbr-eeeeeeeeee')), 'TSN_INVALID_OPTION');
     expect(err2.message).toMatch(/a bridge link tsnet generated cannot be a parent/);
   });
@@ -231,14 +257,24 @@ describe('macvlan options and parent checks', () => {
     addNic(kernel, 'eth3');
     await driver.createNetwork(childReq('macvlan', 'eth1'));
     const sub2 = { ipv4: [{ addressSpace: 'tsnet-local', pool: '10.2.0.0/24', auxAddresses: {} }] };
-    let err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', { networkId: NID2, ...sub2 }, { macvlan_mode: 'passthru' })), 'TSN_INVALID_OPTION');
-    expect(err.message).toBe(`option parent="eth1" (mode=macvlan): macvlan_mode=passthru needs the parent alone, and network ${NID.slice(0, 12)} uses it`);
+    let err = await expectCode(
+      driver.createNetwork(childReq('macvlan', 'eth1', { networkId: NID2, ...sub2 }, { macvlan_mode: 'passthru' })),
+      'TSN_INVALID_OPTION',
+    );
+    expect(err.message).toBe(
+      `option parent="eth1" (mode=macvlan): macvlan_mode=passthru needs the parent alone, and network ${NID.slice(0, 12)} uses it`,
+    );
     kernel.linkMap.set('mv0', { name: 'mv0', kind: 'macvlan', lower: 'eth2', mtu: 1500, mac: '02:00:00:00:00:03', up: true, addresses: [] });
-    err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth2', { networkId: NID2, ...sub2 }, { macvlan_mode: 'passthru' })), 'TSN_INVALID_OPTION');
+    err = await expectCode(
+      driver.createNetwork(childReq('macvlan', 'eth2', { networkId: NID2, ...sub2 }, { macvlan_mode: 'passthru' })),
+      'TSN_INVALID_OPTION',
+    );
     expect(err.message).toBe('option parent="eth2" (mode=macvlan): macvlan_mode=passthru needs the parent alone, and macvlan link mv0 is on it');
     await driver.createNetwork(childReq('macvlan', 'eth3', { networkId: NID2, ...sub2 }, { macvlan_mode: 'passthru' }));
     err = await expectCode(
-      driver.createNetwork(childReq('macvlan', 'eth3', { networkId: 'e'.repeat(64), ipv4: [{ addressSpace: 'tsnet-local', pool: '10.3.0.0/24', auxAddresses: {} }] })),
+      driver.createNetwork(
+        childReq('macvlan', 'eth3', { networkId: 'e'.repeat(64), ipv4: [{ addressSpace: 'tsnet-local', pool: '10.3.0.0/24', auxAddresses: {} }] }),
+      ),
       'TSN_INVALID_OPTION',
     );
     expect(err.message).toBe(`option parent="eth3" (mode=macvlan): macvlan_mode=passthru network ${NID2.slice(0, 12)} holds it alone`);
@@ -251,9 +287,13 @@ describe('macvlan options and parent checks', () => {
     await driver.createNetwork(childReq('macvlan', 'eth1'));
     const overlapping = { networkId: NID2, ipv4: [{ addressSpace: 'tsnet-local', pool: '192.168.10.128/25', auxAddresses: {} }] };
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', overlapping)), 'TSN_INVALID_OPTION');
-    expect(err.message).toBe(`option parent="eth1" (mode=macvlan): subnet 192.168.10.128/25 overlaps subnet 192.168.10.0/24 of network ${NID.slice(0, 12)} on the same parent`);
+    expect(err.message).toBe(
+      `option parent="eth1" (mode=macvlan): subnet 192.168.10.128/25 overlaps subnet 192.168.10.0/24 of network ${NID.slice(0, 12)} on the same parent`,
+    );
     await driver.createNetwork(childReq('macvlan', 'eth2', overlapping));
-    await driver.createNetwork(childReq('macvlan', 'eth1', { networkId: 'e'.repeat(64), ipv4: [{ addressSpace: 'tsnet-local', pool: '192.168.11.0/24', auxAddresses: {} }] }));
+    await driver.createNetwork(
+      childReq('macvlan', 'eth1', { networkId: 'e'.repeat(64), ipv4: [{ addressSpace: 'tsnet-local', pool: '192.168.11.0/24', auxAddresses: {} }] }),
+    );
     expect(driver.state().parents.find((p) => p.link === 'eth1')?.users).toEqual([NID, 'e'.repeat(64)]);
   });
 
@@ -262,7 +302,9 @@ describe('macvlan options and parent checks', () => {
     addNic(kernel, 'eth1');
     kernel.linkMap.set('ipv0', { name: 'ipv0', kind: 'ipvlan', lower: 'eth1', mtu: 1500, mac: '02:00:00:00:00:01', up: true, addresses: [] });
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1')), 'TSN_INVALID_OPTION');
-    expect(err.message).toBe('option parent="eth1" (mode=macvlan): ipvlan link ipv0 is on it, and a parent carries macvlan or ipvlan links, never both');
+    expect(err.message).toBe(
+      'option parent="eth1" (mode=macvlan): ipvlan link ipv0 is on it, and a parent carries macvlan or ipvlan links, never both',
+    );
   });
 });
 
@@ -274,8 +316,26 @@ describe('macvlan across a restart', () => {
     await endpoint(driver, EID, '192.168.10.5/24');
     await join(driver, EID);
     // A child left by a crash between making it and recording its endpoint, and another tsnet's child.
-    kernel.linkMap.set(CHILD2, { name: CHILD2, kind: 'macvlan', lower: 'eth1', owner: kernel.owner, mtu: 1500, mac: '02:00:00:00:00:04', up: false, addresses: [] });
-    kernel.linkMap.set('tsmeeeeeeeeeeee', { name: 'tsmeeeeeeeeeeee', kind: 'macvlan', lower: 'eth1', owner: 'tsnet:other', mtu: 1500, mac: '02:00:00:00:00:05', up: false, addresses: [] });
+    kernel.linkMap.set(CHILD2, {
+      name: CHILD2,
+      kind: 'macvlan',
+      lower: 'eth1',
+      owner: kernel.owner,
+      mtu: 1500,
+      mac: '02:00:00:00:00:04',
+      up: false,
+      addresses: [],
+    });
+    kernel.linkMap.set('tsmeeeeeeeeeeee', {
+      name: 'tsmeeeeeeeeeeee',
+      kind: 'macvlan',
+      lower: 'eth1',
+      owner: 'tsnet:other',
+      mtu: 1500,
+      mac: '02:00:00:00:00:05',
+      up: false,
+      addresses: [],
+    });
     const restarted = await TsnetDriver.load(store, kernel);
     await restarted.reconcile();
     expect(kernel.linkMap.has(CHILD)).toBe(true);
@@ -305,5 +365,154 @@ describe('GetCapabilities', () => {
   test('Scope local (a network without --scope stays local, bridges too), ConnectivityScope global (swarm --config-from)', async () => {
     const { driver } = await setup();
     expect(driver.capabilities()).toEqual({ scope: 'local', connectivityScope: 'global' });
+  });
+});
+
+describe('host shim (tsnet.host_shim=true)', () => {
+  const SHIM = 'tshs-aaaaaaaaaa';
+  const withAux = (aux: Record<string, string>) => ({
+    ipv4: [{ addressSpace: 'LocalDefault', pool: '192.168.10.0/24', gateway: '192.168.10.1/24', auxAddresses: aux }],
+  });
+
+  test('--aux-address host_shim=IP: a bridge-mode macvlan on the parent, up, with IP/32; a /32 route per endpoint out of it, removed with the endpoint', async () => {
+    const { store, kernel, driver } = await setup();
+    addNic(kernel, 'eth1');
+    kernel.routeTable.push({ dst: '192.168.10.0/24', dev: 'eth1' });
+    await driver.createNetwork(childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true' }));
+    expect(kernel.linkMap.get(SHIM)).toMatchObject({
+      kind: 'macvlan',
+      lower: 'eth1',
+      up: true,
+      addresses: ['192.168.10.250/32'],
+      owner: kernel.owner,
+    });
+    expect(kernel.linkMap.get(SHIM)?.macvlanMode).toBe('bridge');
+    expect((await store.all('network'))[0]).toMatchObject({ shim: { link: SHIM, addresses: ['192.168.10.250/32'], reserved: [] } });
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await endpoint(driver, EID2, '192.168.10.6/24');
+    // The host's own route to the LAN stays; each container is reached through the shim.
+    expect(kernel.routeTable).toEqual([
+      { dst: '192.168.10.0/24', dev: 'eth1' },
+      { dst: '192.168.10.5/32', dev: SHIM },
+      { dst: '192.168.10.6/32', dev: SHIM },
+    ]);
+    await driver.deleteEndpoint(NID, EID);
+    expect(kernel.routeTable).toEqual([
+      { dst: '192.168.10.0/24', dev: 'eth1' },
+      { dst: '192.168.10.6/32', dev: SHIM },
+    ]);
+    await driver.deleteEndpoint(NID, EID2);
+    await driver.deleteNetwork(NID);
+    await driver.drain();
+    expect([...kernel.linkMap.keys()]).toEqual(['eth1']);
+    expect(kernel.routeTable).toEqual([{ dst: '192.168.10.0/24', dev: 'eth1' }]);
+  });
+
+  test('IPv6: the shim gets an /128 and each endpoint a /128 route', async () => {
+    const { kernel, driver } = await setup();
+    addNic(kernel, 'eth1');
+    await driver.createNetwork(
+      childReq(
+        'macvlan',
+        'eth1',
+        {
+          ...withAux({ host_shim: '192.168.10.250/24' }),
+          enableIPv6: true,
+          ipv6: [{ addressSpace: 'LocalDefault', pool: 'fd00:30::/64', gateway: 'fd00:30::1/64', auxAddresses: { host_shim: 'fd00:30::fa/64' } }],
+        },
+        { 'tsnet.host_shim': 'true' },
+      ),
+    );
+    expect(kernel.linkMap.get(SHIM)?.addresses).toEqual(['192.168.10.250/32', 'fd00:30::fa/128']);
+    await driver.createEndpoint({
+      networkId: NID,
+      endpointId: EID,
+      iface: { address: '192.168.10.5/24', addressIPv6: 'fd00:30::5/64' },
+      options: {},
+    });
+    expect(kernel.routeTable).toEqual([
+      { dst: '192.168.10.5/32', dev: SHIM },
+      { dst: 'fd00:30::5/128', dev: SHIM },
+    ]);
+  });
+
+  test("no aux address on a tsnet IPAM pool: the shim's address is reserved there and released with the network", async () => {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    addNic(kernel, 'eth1');
+    const ipam = await TsnetIpam.load(store, { defaultPoolsV4: [], defaultPoolsV6: [], hostRoutes: () => Promise.resolve([]) });
+    const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
+    const pool = await ipam.requestPool({ addressSpace: 'tsnet-local', pool: '192.168.10.0/24', subPool: '', options: {}, v6: false });
+    await ipam.requestAddress({ poolId: pool.poolId, address: '192.168.10.1', options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await driver.createNetwork(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'true' }));
+    const shimAddr = kernel.linkMap.get(SHIM)?.addresses[0];
+    expect(shimAddr).toBe('192.168.10.2/32');
+    // dockerd's next container does not get it.
+    expect((await ipam.requestAddress({ poolId: pool.poolId, address: '', options: {} })).address).toBe('192.168.10.3/24');
+    await driver.deleteNetwork(NID);
+    expect((await ipam.requestAddress({ poolId: pool.poolId, address: '192.168.10.2', options: {} })).address).toBe('192.168.10.2/24');
+  });
+
+  test('a failed create gives the reserved address back', async () => {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    addNic(kernel, 'eth1');
+    const ipam = await TsnetIpam.load(store, { defaultPoolsV4: [], defaultPoolsV6: [], hostRoutes: () => Promise.resolve([]) });
+    const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
+    const pool = await ipam.requestPool({ addressSpace: 'tsnet-local', pool: '192.168.10.0/24', subPool: '', options: {}, v6: false });
+    kernel.failOn((c) => c.op === 'link.up', 'injected');
+    await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'true' })), 'TSN_KERNEL');
+    expect(kernel.linkMap.has(SHIM)).toBe(false);
+    expect((await ipam.requestAddress({ poolId: pool.poolId, address: '', options: {} })).address).toBe('192.168.10.1/24');
+  });
+
+  test("no aux address and a pool that is not tsnet's: refused naming the option", async () => {
+    const { kernel, driver } = await setup();
+    addNic(kernel, 'eth1');
+    const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', withAux({}), { 'tsnet.host_shim': 'true' })), 'TSN_INVALID_OPTION');
+    expect(err.message).toBe(
+      "option tsnet.host_shim=true (mode=macvlan): pool 192.168.10.0/24 (address space LocalDefault) is not one of tsnet's IPAM pools; give the shim an address with --aux-address host_shim=IP",
+    );
+    expect(kernel.applied).toEqual([]);
+  });
+
+  test.each(['private', 'passthru'])('with macvlan_mode=%s it is refused naming both', async (m) => {
+    const { kernel, driver } = await setup();
+    addNic(kernel, 'eth1');
+    const err = await expectCode(
+      driver.createNetwork(childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true', macvlan_mode: m })),
+      'TSN_INVALID_OPTION',
+    );
+    expect(err.message).toBe(`option tsnet.host_shim=true (mode=macvlan): needs macvlan_mode=bridge or vepa, not ${m}`);
+  });
+
+  test('tsnet.host_shim=false makes no shim', async () => {
+    const { kernel, driver } = await setup();
+    addNic(kernel, 'eth1');
+    await driver.createNetwork(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'false' }));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    expect(kernel.applied).toEqual([]);
+  });
+
+  test('after a restart a lost shim comes back with its address and every endpoint route; a present one is kept', async () => {
+    const { store, kernel, driver } = await setup();
+    addNic(kernel, 'eth1');
+    await driver.createNetwork(childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true' }));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await endpoint(driver, EID2, '192.168.10.6/24');
+    await join(driver, EID);
+    await kernel.apply([{ op: 'link.del', name: SHIM }]);
+    expect(kernel.routeTable).toEqual([]);
+    const restarted = await TsnetDriver.load(store, kernel);
+    await restarted.reconcile();
+    expect(kernel.linkMap.get(SHIM)).toMatchObject({ kind: 'macvlan', lower: 'eth1', up: true, addresses: ['192.168.10.250/32'] });
+    expect(kernel.routeTable).toEqual([
+      { dst: '192.168.10.5/32', dev: SHIM },
+      { dst: '192.168.10.6/32', dev: SHIM },
+    ]);
+    expect(kernel.linkMap.has(CHILD)).toBe(true);
+    kernel.applied.length = 0;
+    await (await TsnetDriver.load(store, kernel)).reconcile();
+    expect(kernel.applied).toEqual([]);
   });
 });

@@ -63,6 +63,32 @@ describe('ip -batch lines are built from checked tokens', () => {
     ]);
   });
 
+  test('child links, VLAN and dummy parents and routes: their ip lines, each new link stamped with the owner tag', async () => {
+    const { kernel, session } = kernelWithStub();
+    await kernel.apply([
+      { op: 'vlan.add', name: 'eth1.10', parent: 'eth1', vlanId: 10 },
+      { op: 'dummy.add', name: 'tsdm-aaaaaaaaaa' },
+      { op: 'macvlan.add', name: 'tsmbbbbbbbbbbbb', parent: 'eth1.10', mode: 'bridge', mac: '02:42:c0:a8:0a:05' },
+      { op: 'ipvlan.add', name: 'tsibbbbbbbbbbbb', parent: 'eth2', mode: 'l3s', flag: 'private' },
+      { op: 'route.add', dst: '192.168.10.5/32', dev: 'tshs-aaaaaaaaaa' },
+      { op: 'route.del', dst: 'fd00::5/128', dev: 'tshs-aaaaaaaaaa' },
+    ]);
+    expect(session.batches).toEqual([
+      [
+        'link add link eth1 name eth1.10 type vlan id 10',
+        'link set dev eth1.10 alias tsnet:test',
+        'link add name tsdm-aaaaaaaaaa type dummy',
+        'link set dev tsdm-aaaaaaaaaa alias tsnet:test',
+        'link add link eth1.10 name tsmbbbbbbbbbbbb address 02:42:c0:a8:0a:05 type macvlan mode bridge',
+        'link set dev tsmbbbbbbbbbbbb alias tsnet:test',
+        'link add link eth2 name tsibbbbbbbbbbbb type ipvlan mode l3s private',
+        'link set dev tsibbbbbbbbbbbb alias tsnet:test',
+        'route add 192.168.10.5/32 dev tshs-aaaaaaaaaa',
+        'route del fd00::5/128 dev tshs-aaaaaaaaaa',
+      ],
+    ]);
+  });
+
   test.each<[string, KernelChange]>([
     [
       'newline and extra commands in an address',

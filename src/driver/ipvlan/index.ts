@@ -12,7 +12,10 @@ const FLAGS: readonly IpvlanFlag[] = ['bridge', 'private', 'vepa'];
 
 async function planIpvlanNetwork(req: CreateNetworkRequest, host: HostView): Promise<IpvlanNetworkRecord> {
   const o: Record<string, string | undefined> = req.driverOptions;
-  const settings = { ipvlanMode: pickOption('ipvlan', OPT.mode, o[OPT.mode], MODES, 'l2'), ipvlanFlag: pickOption('ipvlan', OPT.flag, o[OPT.flag], FLAGS, 'bridge') };
+  const settings = {
+    ipvlanMode: pickOption('ipvlan', OPT.mode, o[OPT.mode], MODES, 'l2'),
+    ipvlanFlag: pickOption('ipvlan', OPT.flag, o[OPT.flag], FLAGS, 'bridge'),
+  };
   const common = await planChildCommon(req, host, 'ipvlan', Object.values(OPT), false);
   return { ...common, mode: 'ipvlan', settings };
 }
@@ -34,7 +37,7 @@ export const ipvlanMode: NetworkMode<IpvlanNetworkRecord, ChildEndpointRecord> =
   joinChanges: childLinkChanges,
   leaveLinks: childLinks,
   endpointLinks: childLinks,
-  endpointRepair: (_net, ep) => childEndpointRepair(ep),
+  endpointRepair: childEndpointRepair,
   joinResponse: (net, ep) => childJoinResponse(net, ep, net.settings.ipvlanMode !== 'l2'),
   operInfo: (net, ep) => ({ parent: net.parent, link: ep.link, ipvlanMode: net.settings.ipvlanMode }),
 };

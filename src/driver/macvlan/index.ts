@@ -52,7 +52,7 @@ export const macvlanMode: NetworkMode<MacvlanNetworkRecord, ChildEndpointRecord>
   endpointRepair: (net, ep, links) => {
     // A shim made again by the network's repair lost its routes with it.
     const lostShim = net.shim !== undefined && !links.has(net.shim.link);
-    return { ...childEndpointRepair(ep), rebuild: lostShim && shimRoutes(net, ep).length > 0 };
+    return { ...childEndpointRepair(net, ep, links), rebuild: lostShim && shimRoutes(net, ep).length > 0 };
   },
   joinResponse: (net, ep) => childJoinResponse(net, ep, false),
   operInfo: (net, ep) => ({ parent: net.parent, link: ep.link, macvlanMode: net.settings.macvlanMode, ...(ep.mac ? { macAddress: ep.mac } : {}) }),
