@@ -29,7 +29,7 @@ import { median, pair, r2, ratio, stats } from './lib/stats';
 import { reviveDaemons, stopAfterAbort, teardownSteps } from './lib/teardown';
 import { breakdown, commandShares, type TsnetLog } from './lib/tsnet-log';
 import { type GPath, G_PATHS, type IperfPath, renderMarkdown, type Results, summaryRows } from './macvlan/report';
-import { C2C_PORT, Topology, type Variant, VARIANTS } from './macvlan/topology';
+import { C2C_PORT, eth0Summary, Topology, type Variant, VARIANTS } from './macvlan/topology';
 
 const N = envInt('BENCH_N', 30, 1);
 const WARMUP = envInt('BENCH_WARMUP', 3, 0);
@@ -201,6 +201,12 @@ async function benchIperf(env: Env, nets: Record<Driver, string>, containers: st
     c2cServer[d] = await containerIp(env, srvName(d), nets[d]);
   }
   await topo.startServers();
+  const inContainer = async (c: string) => ['nsenter', '-t', await env.docker.docker(['inspect', '-f', '{{.State.Pid}}', c]), '-n', 'ip'];
+  const links: Record<Variant, { client: string; server: string }> = {
+    raw: { client: await eth0Summary(['ip', '-n', topo.raw.client]), server: await eth0Summary(['ip', '-n', topo.raw.server]) },
+    tsnet: { client: await eth0Summary(await inContainer(cliName('tsnet'))), server: await eth0Summary(await inContainer(srvName('tsnet'))) },
+    docker: { client: await eth0Summary(await inContainer(cliName('docker'))), server: await eth0Summary(await inContainer(srvName('docker'))) },
+  };
   const measure = async (p: GPath, v: Variant, seconds: number): Promise<IperfRun> => {
     const w = topo.wires[v];
     const args =
@@ -234,7 +240,7 @@ async function benchIperf(env: Env, nets: Record<Driver, string>, containers: st
   await topo.stopServers();
   for (const d of DRIVERS) await env.docker.docker(['rm', '-f', srvName(d), cliName(d)]);
   const paths = Object.fromEntries(G_PATHS.map((p) => [p, iperfPath(runs[p])])) as Record<GPath, IperfPath>;
-  return { paths, seconds: IPERF_SECONDS, reps: IPERF_REPS, load, orders: ORDERS.slice(0, IPERF_REPS).map((o) => o.join(',')) };
+  return { paths, links, seconds: IPERF_SECONDS, reps: IPERF_REPS, load, orders: ORDERS.slice(0, IPERF_REPS).map((o) => o.join(',')) };
 }
 
 /** Medians, their ratios, and the ratios within each round (the same moment's load on both sides), in percent. */

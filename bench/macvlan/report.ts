@@ -47,7 +47,14 @@ export interface Results {
   a: { create: Pair; rm: Pair; createRm: Pair };
   b: { run: Pair; none: Stats; shareTsnetMs: number; shareDockerMs: number; shareRatio: number; tsnetBackgroundMs: Stats };
   f: Breakdown & { commands: Record<string, CommandShare> };
-  g: { paths: Record<GPath, IperfPath>; seconds: number; reps: number; load: number[]; orders: string[] };
+  g: {
+    paths: Record<GPath, IperfPath>;
+    links: Record<Variant, { client: string; server: string }>;
+    seconds: number;
+    reps: number;
+    load: number[];
+    orders: string[];
+  };
 }
 
 const gb = (x: number) => x.toFixed(2);
@@ -185,6 +192,8 @@ export function renderMarkdown(r: Results): string {
     'Ratios: of the medians, and per round (the variants of one path measured back to back, seconds apart, under the same load), summarised.',
   );
   out.push(mdTable(iperfRows(r)), '');
+  para("The endpoints' `eth0` (`ip -d link` in each namespace), which must agree for the comparison to be of the drivers alone:");
+  out.push(mdTable([['variant', 'client', 'server'], ...VARIANTS.map((v) => [v, r.g.links[v].client, r.g.links[v].server])]), '');
   para(
     "Every run: Gbit/s (TCP retransmits, CPU % of one core: sender / receiver, iperf3's own figures). One stream is CPU-bound on this",
     'machine; a sender below 80 % of a core (†) was short of CPU, and its number says more about other load than about the path.',

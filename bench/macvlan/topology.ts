@@ -146,3 +146,24 @@ export class Topology {
     return leftover;
   }
 }
+
+interface IpLinkJson {
+  mtu: number;
+  qdisc?: string;
+  txqlen?: number;
+  gso_max_size?: number;
+  gso_max_segs?: number;
+  num_tx_queues?: number;
+  linkinfo?: { info_kind?: string; info_data?: { mode?: string } };
+}
+
+/**
+ * eth0 of an endpoint as one line: link kind, macvlan mode and the settings that bear on throughput, so the results
+ * show that the three variants' links are alike. `ipArgv` runs `ip` in the endpoint's namespace.
+ */
+export async function eth0Summary(ipArgv: string[]): Promise<string> {
+  const [cmd, ...args] = ipArgv;
+  const [l] = JSON.parse((await runOk(cmd, [...args, '-d', '-j', 'link', 'show', 'dev', 'eth0'])).stdout) as IpLinkJson[];
+  const kind = l.linkinfo?.info_kind ?? '?';
+  return `${kind} ${l.linkinfo?.info_data?.mode ?? ''}, mtu ${l.mtu}, qdisc ${l.qdisc ?? '?'}, txqlen ${l.txqlen ?? '?'}, gso ${l.gso_max_size ?? '?'}/${l.gso_max_segs ?? '?'}, ${l.num_tx_queues ?? '?'} tx queue(s)`;
+}
