@@ -192,7 +192,10 @@ export function renderMarkdown(r: Results): string {
     'Ratios: of the medians, and per round (the variants of one path measured back to back, seconds apart, under the same load), summarised.',
   );
   out.push(mdTable(iperfRows(r)), '');
-  para("The endpoints' `eth0` (`ip -d link` in each namespace), which must agree for the comparison to be of the drivers alone:");
+  para(
+    "The endpoints' `eth0` (`ip -d link` in each namespace), which must agree for the comparison to be of the drivers alone",
+    '(`txqlen ?`: none reported, i.e. 0, as Docker makes its children; with qdisc `noqueue` there is no queue for it to size):',
+  );
   out.push(mdTable([['variant', 'client', 'server'], ...VARIANTS.map((v) => [v, r.g.links[v].client, r.g.links[v].server])]), '');
   para(
     "Every run: Gbit/s (TCP retransmits, CPU % of one core: sender / receiver, iperf3's own figures). One stream is CPU-bound on this",
