@@ -28,7 +28,7 @@ import { Session } from './lib/session';
 import { median, pair, r2, ratio, stats } from './lib/stats';
 import { reviveDaemons, stopAfterAbort, teardownSteps } from './lib/teardown';
 import { breakdown, commandShares, type TsnetLog } from './lib/tsnet-log';
-import { type GPath, G_PATHS, type IperfPath, renderMarkdown, type Results, summaryRows } from './macvlan/report';
+import { DOCKER_IPAM_SUBNET24, type GPath, G_PATHS, type IperfPath, renderMarkdown, type Results, summaryRows } from './macvlan/report';
 import { C2C_PORT, eth0Summary, Topology, type Variant, VARIANTS } from './macvlan/topology';
 
 const N = envInt('BENCH_N', 30, 1);
@@ -40,15 +40,27 @@ const IPERF_REPS = envInt('BENCH_MACVLAN_IPERF_REPS', 6, 1);
 type Driver = 'tsnet' | 'docker';
 const DRIVERS = ['tsnet', 'docker'] as const;
 
-/** Every order of the three variants, one per iperf3 round, so none always runs first or after the same one. */
-const ORDERS: Variant[][] = [
-  ['raw', 'tsnet', 'docker'],
-  ['docker', 'raw', 'tsnet'],
-  ['tsnet', 'docker', 'raw'],
-  ['docker', 'tsnet', 'raw'],
-  ['raw', 'docker', 'tsnet'],
-  ['tsnet', 'raw', 'docker'],
-];
+/** Every order of three, one per round or iteration, so none always runs first or after the same one. */
+const PERMUTATIONS = [
+  [0, 1, 2],
+  [2, 0, 1],
+  [1, 2, 0],
+  [2, 1, 0],
+  [0, 2, 1],
+  [1, 0, 2],
+] as const;
+const inOrder = <T>(xs: readonly [T, T, T], i: number): T[] => PERMUTATIONS[i % PERMUTATIONS.length].map((k) => xs[k]);
+
+/**
+ * What (a) and (b) measure: tsnet with its own IPAM (as the bridge bench does), Docker's macvlan, and tsnet's driver
+ * with Docker's IPAM, which tells the IPAM's round trips from the driver's.
+ */
+const NET_KINDS = ['tsnet', 'docker', 'tsnetDockerIpam'] as const;
+type NetKind = (typeof NET_KINDS)[number];
+/** Its phases: apart from tsnet's own, so the per-call breakdown is of one configuration. */
+const phaseOf = (k: NetKind, p: 'a' | 'b') => (k === 'tsnetDockerIpam' ? `${p}2` : p);
+/** The tsnet log labels of both tsnet kinds start with `tsnet ` (commandShares picks those). */
+const labelOf = (k: NetKind) => (k === 'docker' ? 'docker' : 'tsnet');
 
 interface Env {
   docker: Docker;
@@ -61,25 +73,28 @@ interface Env {
   networks: Map<string, Driver>;
 }
 
-/** `docker network create` of a macvlan network on the driver's parent: tsnet (its IPAM too) or Docker's macvlan. */
-async function createNet(env: Env, name: string, d: Driver): Promise<string> {
-  const w = env.topo.wires[d];
-  const driverArgs = d === 'tsnet' ? ['-d', env.name, '--ipam-driver', env.name, '-o', 'mode=macvlan'] : ['-d', 'macvlan'];
+const parentOf = (env: Env, k: NetKind) => env.topo.wires[k === 'docker' ? 'docker' : 'tsnet'].parent;
+
+/** `docker network create` of a macvlan network on the kind's parent (see NET_KINDS). */
+async function createNet(env: Env, name: string, k: NetKind): Promise<string> {
+  const subnet24 = k === 'tsnetDockerIpam' ? DOCKER_IPAM_SUBNET24 : env.topo.wires[k].subnet24;
+  const tsnetArgs = ['-d', env.name, '-o', 'mode=macvlan'];
+  const driverArgs = { tsnet: [...tsnetArgs, '--ipam-driver', env.name], tsnetDockerIpam: tsnetArgs, docker: ['-d', 'macvlan'] }[k];
   const id = await env.docker.docker([
     'network',
     'create',
     ...driverArgs,
     '-o',
-    `parent=${w.parent}`,
+    `parent=${parentOf(env, k)}`,
     '-o',
     'macvlan_mode=bridge',
     '--subnet',
-    `${w.subnet24}.0/24`,
+    `${subnet24}.0/24`,
     '--gateway',
-    `${w.subnet24}.1`,
+    `${subnet24}.1`,
     name,
   ]);
-  env.networks.set(name, d);
+  env.networks.set(name, k === 'docker' ? 'docker' : 'tsnet');
   return id;
 }
 
@@ -93,57 +108,64 @@ async function rmNet(env: Env, name: string): Promise<void> {
  * left in the host namespace, so deletions either driver finishes after answering do not land on the next
  * measurement; tsnet's wait is reported.
  */
-async function settleChildren(env: Env, d: Driver): Promise<number> {
-  const parent = env.topo.wires[d].parent;
+async function settleChildren(env: Env, k: NetKind): Promise<number> {
+  const parent = parentOf(env, k);
   const none = async () => (await env.topo.childrenOf(parent)).length === 0;
-  if (d === 'tsnet') return quiesce(`deletion of the macvlan children of ${parent}`, none, performance.now());
+  if (k !== 'docker') return quiesce(`deletion of the macvlan children of ${parent}`, none, performance.now());
   await waitFor(none, 10_000, () => `Docker: macvlan children of ${parent} still present 10 s after the command returned`, 2);
   return 0;
 }
-
-/** Which driver goes first in iteration i: alternating, so drift hits both alike. */
-const driverOrder = (i: number): readonly Driver[] => (i % 2 === 0 ? DRIVERS : [...DRIVERS].reverse());
 
 function progressEvery(what: string, i: number): void {
   if (i === WARMUP - 1 || i === WARMUP + N - 1 || (i - WARMUP + 1) % 10 === 0) progress(`${what} ${i + 1}/${WARMUP + N}`);
 }
 
-/** (a) network create + rm on the parents, interleaved, after warm-ups. */
+/** (a) network create + rm on the parents, the kinds in rotating order, after warm-ups. */
 async function benchNetworks(env: Env): Promise<Results['a']> {
-  const xs = {
-    tsnet: { create: [] as number[], rm: [] as number[], total: [] as number[] },
-    docker: { create: [] as number[], rm: [] as number[], total: [] as number[] },
-  };
+  const xs = Object.fromEntries(NET_KINDS.map((k) => [k, { create: [] as number[], rm: [] as number[], total: [] as number[] }]));
   for (let i = 0; i < WARMUP + N; i++) {
-    const phase = i >= WARMUP ? 'a' : 'a-warmup';
-    for (const d of driverOrder(i)) {
-      const name = `bench-mva-${d}-${i}`;
-      const c = await env.log.measure(phase, `${d} network create`, () => createNet(env, name, d));
-      const r = await env.log.measure(phase, `${d} network rm`, () => rmNet(env, name));
-      if (phase === 'a') {
-        xs[d].create.push(c.ms);
-        xs[d].rm.push(r.ms);
-        xs[d].total.push(c.ms + r.ms);
+    const measured = i >= WARMUP;
+    for (const k of inOrder(NET_KINDS, i)) {
+      const phase = measured ? phaseOf(k, 'a') : 'a-warmup';
+      const name = `bench-mva-${k}-${i}`;
+      const c = await env.log.measure(phase, `${labelOf(k)} network create`, () => createNet(env, name, k));
+      const r = await env.log.measure(phase, `${labelOf(k)} network rm`, () => rmNet(env, name));
+      if (measured) {
+        xs[k].create.push(c.ms);
+        xs[k].rm.push(r.ms);
+        xs[k].total.push(c.ms + r.ms);
       }
     }
     progressEvery('(a) network create+rm', i);
   }
   await env.log.settle();
-  return { create: pair(xs.tsnet.create, xs.docker.create), rm: pair(xs.tsnet.rm, xs.docker.rm), createRm: pair(xs.tsnet.total, xs.docker.total) };
+  const x = xs.tsnetDockerIpam;
+  return {
+    create: pair(xs.tsnet.create, xs.docker.create),
+    rm: pair(xs.tsnet.rm, xs.docker.rm),
+    createRm: pair(xs.tsnet.total, xs.docker.total),
+    tsnetDockerIpam: {
+      create: stats(x.create),
+      rm: stats(x.rm),
+      createRm: stats(x.total),
+      createRmRatio: ratio(median(x.total), median(xs.docker.total)),
+    },
+  };
 }
 
-/** (b) `docker run --rm busybox true` on the tsnet and Docker macvlan networks and with `--network none`. */
-async function benchRun(env: Env, nets: Record<Driver, string>): Promise<Results['b']> {
-  const xs: Record<Driver | 'none', number[]> = { tsnet: [], docker: [], none: [] };
+/** (b) `docker run --rm busybox true` on each kind's network and with `--network none` (always last). */
+async function benchRun(env: Env, nets: Record<NetKind, string>): Promise<Results['b']> {
+  const xs: Record<NetKind | 'none', number[]> = { tsnet: [], docker: [], tsnetDockerIpam: [], none: [] };
   const background: number[] = [];
   for (let i = 0; i < WARMUP + N; i++) {
-    const phase = i >= WARMUP ? 'b' : 'b-warmup';
-    for (const k of [...driverOrder(i), 'none'] as const) {
-      const r = await env.log.measure(phase, `${k} run --rm`, () =>
+    const measured = i >= WARMUP;
+    for (const k of [...inOrder(NET_KINDS, i), 'none'] as const) {
+      const phase = measured ? (k === 'none' ? 'b' : phaseOf(k, 'b')) : 'b-warmup';
+      const r = await env.log.measure(phase, `${k === 'none' ? 'none' : labelOf(k)} run --rm`, () =>
         env.docker.docker(['run', '--rm', '--network', k === 'none' ? 'none' : nets[k], BUSYBOX_IMAGE, 'true']),
       );
       const bg = k === 'none' ? 0 : await settleChildren(env, k);
-      if (phase === 'b') {
+      if (measured) {
         xs[k].push(r.ms);
         if (k === 'tsnet') background.push(bg);
       }
@@ -152,15 +174,19 @@ async function benchRun(env: Env, nets: Record<Driver, string>): Promise<Results
   }
   await env.log.settle();
   const none = median(xs.none);
-  const tShare = median(xs.tsnet) - none;
-  const dShare = median(xs.docker) - none;
+  const share = (k: NetKind) => median(xs[k]) - none;
   return {
     run: pair(xs.tsnet, xs.docker),
     none: stats(xs.none),
-    shareTsnetMs: r2(tShare),
-    shareDockerMs: r2(dShare),
-    shareRatio: ratio(tShare, dShare),
+    shareTsnetMs: r2(share('tsnet')),
+    shareDockerMs: r2(share('docker')),
+    shareRatio: ratio(share('tsnet'), share('docker')),
     tsnetBackgroundMs: stats(background),
+    tsnetDockerIpam: {
+      run: stats(xs.tsnetDockerIpam),
+      shareMs: r2(share('tsnetDockerIpam')),
+      shareRatio: ratio(share('tsnetDockerIpam'), share('docker')),
+    },
   };
 }
 
@@ -225,10 +251,11 @@ async function benchIperf(env: Env, nets: Record<Driver, string>, containers: st
   for (const p of G_PATHS) for (const v of VARIANTS) await measure(p, v, 1);
   const none = (): Record<Variant, IperfRun[]> => ({ raw: [], tsnet: [], docker: [] });
   const runs: Record<GPath, Record<Variant, IperfRun[]>> = { c2l: none(), l2c: none(), c2c: none() };
+  const orders = Array.from({ length: Math.min(IPERF_REPS, PERMUTATIONS.length) }, (_, i) => inOrder(VARIANTS, i).join(','));
   /** The 1-minute load average after each round: other work on the machine shows there. */
   const load: number[] = [];
   for (let i = 0; i < IPERF_REPS; i++) {
-    const order = ORDERS[i % ORDERS.length];
+    const order = inOrder(VARIANTS, i);
     for (const p of G_PATHS) for (const v of order) runs[p][v].push(await measure(p, v, IPERF_SECONDS));
     load.push(r2(os.loadavg()[0]));
     progress(
@@ -240,7 +267,7 @@ async function benchIperf(env: Env, nets: Record<Driver, string>, containers: st
   await topo.stopServers();
   for (const d of DRIVERS) await env.docker.docker(['rm', '-f', srvName(d), cliName(d)]);
   const paths = Object.fromEntries(G_PATHS.map((p) => [p, iperfPath(runs[p])])) as Record<GPath, IperfPath>;
-  return { paths, links, seconds: IPERF_SECONDS, reps: IPERF_REPS, load, orders: ORDERS.slice(0, IPERF_REPS).map((o) => o.join(',')) };
+  return { paths, links, seconds: IPERF_SECONDS, reps: IPERF_REPS, load, orders };
 }
 
 /** Medians, their ratios, and the ratios within each round (the same moment's load on both sides), in percent. */
@@ -315,15 +342,15 @@ async function main(): Promise<void> {
 
     progress(`(a) network create + rm, N=${N}`);
     const a = await benchNetworks(e);
-    const nets: Record<Driver, string> = { tsnet: 'bench-mv-tsnet', docker: 'bench-mv-docker' };
-    for (const d of DRIVERS) await createNet(e, nets[d], d);
+    const nets: Record<NetKind, string> = { tsnet: 'bench-mv-tsnet', docker: 'bench-mv-docker', tsnetDockerIpam: 'bench-mv-tsnet-dipam' };
+    for (const k of NET_KINDS) await createNet(e, nets[k], k);
     progress(`(b) docker run --rm, N=${N}`);
     const b = await benchRun(e, nets);
     const abLines = e.log.windowsOf(['a', 'b']).flatMap((w) => e.log.linesOf(w));
-    const f = { ...breakdown(abLines), commands: commandShares(e.log, ['a', 'b']) };
+    const f = { ...breakdown(abLines), commands: commandShares(e.log, ['a', 'b', 'a2', 'b2']) };
     progress(`(g) iperf3, ${IPERF_REPS} rounds × ${IPERF_SECONDS} s per path and variant`);
     const g = await benchIperf(e, nets, containers);
-    for (const d of DRIVERS) await rmNet(e, nets[d]);
+    for (const k of NET_KINDS) await rmNet(e, nets[k]);
     return {
       date: started.toISOString(),
       machine,

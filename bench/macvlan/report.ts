@@ -9,6 +9,8 @@ import { type Variant, VARIANTS, type Wire } from './topology';
 export const TARGETS = { ofRawMin: 0.98, ofDockerMin: 1.0, createRmRatio: 1.0, shareRatio: 1.0 } as const;
 
 export const G_PATHS = ['c2l', 'l2c', 'c2c'] as const;
+/** tsnet's driver with Docker's IPAM in (a) and (b): its own /24, on tsnet's parent beside tsnet's network (no overlap). */
+export const DOCKER_IPAM_SUBNET24 = '10.218.4';
 export type GPath = (typeof G_PATHS)[number];
 const PATH_LABEL: Record<GPath, string> = { c2l: 'container → LAN peer', l2c: 'LAN peer → container', c2c: 'container → container' };
 
@@ -44,8 +46,16 @@ export interface Results {
   durationS: number;
   loadavg: { start: number[]; end: number[] };
   otherDockerdSeen: number;
-  a: { create: Pair; rm: Pair; createRm: Pair };
-  b: { run: Pair; none: Stats; shareTsnetMs: number; shareDockerMs: number; shareRatio: number; tsnetBackgroundMs: Stats };
+  a: { create: Pair; rm: Pair; createRm: Pair; tsnetDockerIpam: { create: Stats; rm: Stats; createRm: Stats; createRmRatio: number } };
+  b: {
+    run: Pair;
+    none: Stats;
+    shareTsnetMs: number;
+    shareDockerMs: number;
+    shareRatio: number;
+    tsnetBackgroundMs: Stats;
+    tsnetDockerIpam: { run: Stats; shareMs: number; shareRatio: number };
+  };
   f: Breakdown & { commands: Record<string, CommandShare> };
   g: {
     paths: Record<GPath, IperfPath>;
@@ -110,6 +120,10 @@ export function summaryRows(r: Results): string[][] {
     `≤ ${TARGETS.shareRatio.toFixed(1)}`,
     ok(r.b.shareRatio, TARGETS.shareRatio),
   ]);
+  const di = (label: string, t: number, d: number, ratio: number) =>
+    rows.push([`${label}, tsnet with Docker's IPAM`, f(t), f(d), '', '', '', r3(ratio), '', '']);
+  di('(a) network create + rm (ms, median)', r.a.tsnetDockerIpam.createRm.median, r.a.createRm.docker.median, r.a.tsnetDockerIpam.createRmRatio);
+  di('(b) networking share (ms)', r.b.tsnetDockerIpam.shareMs, r.b.shareDockerMs, r.b.tsnetDockerIpam.shareRatio);
   return rows;
 }
 
@@ -181,6 +195,11 @@ export function renderMarkdown(r: Results): string {
     '(b) networking share = median(`docker run --rm --network <net> busybox true`) − median(the same with `--network none`): what',
     `attaching one macvlan network adds (dockerd's work plus the driver's). \`none\` median ${f(r.b.none.median)} ms. After each run the bench waits,`,
     `untimed, until no macvlan child of the parent is left on the host; for tsnet that took ${f(r.b.tsnetBackgroundMs.median)} ms (median) after the CLI returned.`,
+  );
+  para(
+    "(a) and (b) also measure tsnet's driver with Docker's default IPAM (`-d <name> -o mode=macvlan`, no `--ipam-driver`; its own",
+    `${DOCKER_IPAM_SUBNET24}.0/24 on tsnet's parent), which tells the IPAM's round trips from the driver's; the three kinds go in a rotating`,
+    'order (all six orders in turn), `--network none` last. The targets are for tsnet with its own IPAM.',
   );
   out.push('## (g) Throughput: iperf3, one TCP stream', '');
   para(
