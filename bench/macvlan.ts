@@ -342,10 +342,12 @@ async function main(): Promise<void> {
 
     progress(`(a) network create + rm, N=${N}`);
     const a = await benchNetworks(e);
+    const loadAfterA = os.loadavg();
     const nets: Record<NetKind, string> = { tsnet: 'bench-mv-tsnet', docker: 'bench-mv-docker', tsnetDockerIpam: 'bench-mv-tsnet-dipam' };
     for (const k of NET_KINDS) await createNet(e, nets[k], k);
     progress(`(b) docker run --rm, N=${N}`);
     const b = await benchRun(e, nets);
+    const loadAfterB = os.loadavg();
     const abLines = e.log.windowsOf(['a', 'b']).flatMap((w) => e.log.linesOf(w));
     const f = { ...breakdown(abLines), commands: commandShares(e.log, ['a', 'b', 'a2', 'b2']) };
     progress(`(g) iperf3, ${IPERF_REPS} rounds × ${IPERF_SECONDS} s per path and variant`);
@@ -356,7 +358,7 @@ async function main(): Promise<void> {
       machine,
       wires: e.topo.wires,
       durationS: 0,
-      loadavg: { start: loadStart, end: os.loadavg() },
+      loadavg: { start: loadStart, afterA: loadAfterA, afterB: loadAfterB, end: os.loadavg() },
       otherDockerdSeen: 0,
       a,
       b,

@@ -44,7 +44,8 @@ export interface Results {
   };
   wires: Record<Variant, Wire>;
   durationS: number;
-  loadavg: { start: number[]; end: number[] };
+  /** 1-, 5- and 15-minute load averages at the start, after (a), after (b) and at the end. */
+  loadavg: { start: number[]; afterA: number[]; afterB: number[]; end: number[] };
   otherDockerdSeen: number;
   a: { create: Pair; rm: Pair; createRm: Pair; tsnetDockerIpam: { create: Stats; rm: Stats; createRm: Stats; createRmRatio: number } };
   b: {
@@ -68,6 +69,7 @@ export interface Results {
 }
 
 const gb = (x: number) => x.toFixed(2);
+const la = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
 const r3 = (x: number) => x.toFixed(3);
 /** A per-round ratio in percent: median (min–max). */
 const pctRange = (s: Stats) => `${s.median.toFixed(1)} % (${s.min.toFixed(1)}–${s.max.toFixed(1)})`;
@@ -169,7 +171,8 @@ export function renderMarkdown(r: Results): string {
   para(
     `Machine: ${m.nproc} CPUs (${m.cpu}), ${m.memoryGiB} GiB RAM, kernel ${m.kernel}; dockerd ${m.dockerd} (CLI ${m.dockerCli}); Node.js ${m.node};`,
     `tsnet ${m.tsnetCommit}; ${m.iperf3.replace(/ \(.*$/, '')}. N = ${m.N} after ${m.warmup} warm-ups for (a) and (b); (g) ${m.iperfReps} rounds × ${m.iperfSeconds} s`,
-    `per path and variant. Load average at start ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')}, at end ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ')}. Run took ${r.durationS.toFixed(0)} s.`,
+    `per path and variant. Load average (1, 5, 15 min) at start ${la(r.loadavg.start)}, after (a) ${la(r.loadavg.afterA)}, after (b) ${la(r.loadavg.afterB)},`,
+    `at end ${la(r.loadavg.end)} (${m.nproc} CPUs). Run took ${r.durationS.toFixed(0)} s.`,
   );
   if (r.otherDockerdSeen > 0)
     para(`**Warning:** ${r.otherDockerdSeen} other dockerd process(es) ran on the host during the run; numbers may be disturbed.`);
