@@ -44,7 +44,7 @@ export async function planChildCommon(
     id: req.networkId,
     parent: parent.link,
     parentSpec: parent.spec,
-    ifacePrefix: prefix === undefined ? 'eth' : parseIfacePrefix(prefix),
+    ifacePrefix: prefix === undefined ? 'eth' : parseIfacePrefix(prefix, mode),
     ipv4,
     ipv6,
     enableIPv6: req.enableIPv6,

@@ -284,6 +284,8 @@ export class TsnetDriver implements NetworkDriver {
       await this.saveEndpoint(joined);
       const changes = mode.joinChanges(ep);
       if (changes.length === 0) return response;
+      // A Leave of this endpoint may still have its link queued for deletion under the same name.
+      await this.reaper.flush();
       try {
         await runSteps(this.kernel, `join ${ep.id.slice(0, 12)}`, [{ name: 'endpoint link', changes }]);
       } catch (err) {

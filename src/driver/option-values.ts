@@ -5,18 +5,21 @@ import { tsnetError } from '../errors';
 /** The option naming the prefix dockerd gives the container's interface (Docker's own name, every driver). */
 export const IFACE_PREFIX_OPTION = 'com.docker.network.container_iface_prefix';
 
-export function parseBool(key: string, v: string): boolean {
+/** ` (mode=NAME)` after an option's value, where the option is one mode's (the bridge's keep their old messages). */
+const ofMode = (mode?: string) => (mode === undefined ? '' : ` (mode=${mode})`);
+
+export function parseBool(key: string, v: string, mode?: string): boolean {
   if (/^(1|t|true)$/i.test(v)) return true;
   if (/^(0|f|false)$/i.test(v)) return false;
-  throw tsnetError('TSN_INVALID_OPTION', `option ${key}="${v}": expected true or false`);
+  throw tsnetError('TSN_INVALID_OPTION', `option ${key}="${v}"${ofMode(mode)}: expected true or false`);
 }
 
-export function parseIfacePrefix(prefix: string): string {
+export function parseIfacePrefix(prefix: string, mode?: string): string {
   // dockerd appends the interface index, so leave room for it within IFNAMSIZ.
   if (!/^[a-z][a-z0-9]{0,11}$/.test(prefix)) {
     throw tsnetError(
       'TSN_INVALID_OPTION',
-      `option ${IFACE_PREFIX_OPTION}="${prefix}": expected 1-12 lowercase letters/digits starting with a letter`,
+      `option ${IFACE_PREFIX_OPTION}="${prefix}"${ofMode(mode)}: expected 1-12 lowercase letters/digits starting with a letter`,
     );
   }
   return prefix;
@@ -35,6 +38,6 @@ export function checkEndpointOptions(options: Record<string, unknown>, mode: str
 export function pickOption<T extends string>(mode: string, key: string, value: string | undefined, allowed: readonly T[], def: T): T {
   if (value === undefined) return def;
   const hit = allowed.find((a) => a === value);
-  if (hit === undefined) throw tsnetError('TSN_INVALID_OPTION', `option ${key}="${value}" (mode=${mode}): expected one of ${allowed.join(', ')}`);
+  if (hit === undefined) throw tsnetError('TSN_INVALID_OPTION', `option ${key}="${value}"${ofMode(mode)}: expected one of ${allowed.join(', ')}`);
   return hit;
 }

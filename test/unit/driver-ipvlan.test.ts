@@ -1,14 +1,12 @@
 import { EID, EID2, NID, NID2, expectCode, setup } from './driver-fixtures';
-import { addNic, childReq, endpoint, join } from './child-fixtures';
+import { addNic, childReq, dualStackEndpoint, endpoint, expectRefusedOnEth1, join, setupOn } from './child-fixtures';
 
 const CHILD = 'tsibbbbbbbbbbbb';
 const V6 = { enableIPv6: true, ipv6: [{ addressSpace: 'tsnet-local', pool: 'fd00:20::/64', gateway: 'fd00:20::1/64', auxAddresses: {} }] };
 
 describe('ipvlan', () => {
   test('defaults l2 + bridge: Join makes the ipvlan child (no MAC of its own) and replies with the gateway', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('ipvlan', 'eth1'));
+    const { store, kernel, driver } = await setupOn(childReq('ipvlan', 'eth1'));
     expect((await store.all('network'))[0]).toMatchObject({ mode: 'ipvlan', settings: { ipvlanMode: 'l2', ipvlanFlag: 'bridge' } });
     expect(await endpoint(driver, EID, '192.168.10.5/24')).toEqual({});
     expect(await join(driver, EID)).toEqual({
@@ -27,15 +25,8 @@ describe('ipvlan', () => {
     ['l3', 'private'],
     ['l3s', 'vepa'],
   ] as const)('ipvlan_mode=%s (flag %s): no gateway on the wire, connected default routes per family, DisableGatewayService', async (m, flag) => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('ipvlan', 'eth1', V6, { ipvlan_mode: m, ipvlan_flag: flag }));
-    await driver.createEndpoint({
-      networkId: NID,
-      endpointId: EID,
-      iface: { address: '192.168.10.5/24', addressIPv6: 'fd00:20::5/64' },
-      options: {},
-    });
+    const { kernel, driver } = await setupOn(childReq('ipvlan', 'eth1', V6, { ipvlan_mode: m, ipvlan_flag: flag }));
+    await dualStackEndpoint(driver, EID, '192.168.10.5/24', 'fd00:20::5/64');
     expect(await join(driver, EID)).toEqual({
       srcName: CHILD,
       dstPrefix: 'eth',
@@ -49,25 +40,19 @@ describe('ipvlan', () => {
   });
 
   test('l3 on an internal network: no routes out, no gateway', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('ipvlan', 'eth1', { internal: true }, { ipvlan_mode: 'l3' }));
+    const { driver } = await setupOn(childReq('ipvlan', 'eth1', { internal: true }, { ipvlan_mode: 'l3' }));
     await endpoint(driver, EID, '192.168.10.5/24');
     expect(await join(driver, EID)).toEqual({ srcName: CHILD, dstPrefix: 'eth', staticRoutes: [], disableGatewayService: true });
   });
 
   test('l3 IPv4-only endpoint gets only the IPv4 default route', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('ipvlan', 'eth1', {}, { ipvlan_mode: 'l3' }));
+    const { driver } = await setupOn(childReq('ipvlan', 'eth1', {}, { ipvlan_mode: 'l3' }));
     await endpoint(driver, EID, '192.168.10.5/24');
     expect((await join(driver, EID)).staticRoutes).toEqual([{ destination: '0.0.0.0/0', routeType: 1 }]);
   });
 
   test('a --mac-address is refused naming it (ipvlan links share the parent MAC); nothing is recorded', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('ipvlan', 'eth1'));
+    const { store, driver } = await setupOn(childReq('ipvlan', 'eth1'));
     const err = await expectCode(endpoint(driver, EID, '192.168.10.5/24', NID, '02:42:00:00:00:09'), 'TSN_INVALID_ADDRESS');
     expect(err.message).toMatch(
       /^Interface.MacAddress "02:42:00:00:00:09": ipvlan links share their parent's MAC, so mode=ipvlan takes no --mac-address/,
@@ -82,19 +67,12 @@ describe('ipvlan', () => {
     [{ 'tsnet.host_shim': 'true' }, /^unknown option "tsnet.host_shim" for mode=ipvlan/],
     [{ parent: 'eth1.4095' }, /^option parent \(mode=ipvlan\) "eth1.4095"/],
   ])('bad option %j is refused naming it and the mode; nothing changes', async (opts, re) => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    const err = await expectCode(driver.createNetwork(childReq('ipvlan', 'eth1', {}, opts)), 'TSN_INVALID_OPTION');
-    expect(err.message).toMatch(re);
-    expect(kernel.applied).toEqual([]);
-    expect(await store.all('network')).toEqual([]);
+    await expectRefusedOnEth1(childReq('ipvlan', 'eth1', {}, opts), re);
   });
 
   test('an ipvlan network on a parent with a macvlan network, or macvlan links, is refused', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     addNic(kernel, 'eth2');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
     const other = { networkId: NID2, ipv4: [{ addressSpace: 'tsnet-local', pool: '10.5.0.0/24', auxAddresses: {} }] };
     let err = await expectCode(driver.createNetwork(childReq('ipvlan', 'eth1', other)), 'TSN_INVALID_OPTION');
     expect(err.message).toMatch(/^option parent="eth1" \(mode=ipvlan\): macvlan network aaaaaaaaaaaa uses it/);
@@ -104,9 +82,7 @@ describe('ipvlan', () => {
   });
 
   test('Leave and DeleteEndpoint delete the child; two endpoints share the parent', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('ipvlan', 'eth1', {}, { ipvlan_mode: 'l3' }));
+    const { kernel, driver } = await setupOn(childReq('ipvlan', 'eth1', {}, { ipvlan_mode: 'l3' }));
     await endpoint(driver, EID, '192.168.10.5/24');
     await endpoint(driver, EID2, '192.168.10.6/24');
     await join(driver, EID);

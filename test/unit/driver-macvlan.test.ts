@@ -3,16 +3,14 @@ import { FakeKernel } from '../../src/kernel/fake';
 import { TsnetIpam } from '../../src/ipam/driver';
 import { SqliteStore } from '../../src/store/sqlite';
 import { EID, EID2, NID, NID2, expectCode, setup } from './driver-fixtures';
-import { SANDBOX, addNic, childReq, endpoint, join } from './child-fixtures';
+import { SANDBOX, addNic, childReq, dualStackEndpoint, endpoint, expectRefusedOnEth1, join, setupOn } from './child-fixtures';
 
 const CHILD = 'tsmbbbbbbbbbbbb';
 const CHILD2 = 'tsmdddddddddddd';
 
 describe('macvlan on an existing parent', () => {
   test('CreateNetwork changes nothing on the host and records the parent as shared, not owned', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { store, kernel } = await setupOn(childReq('macvlan', 'eth1'));
     expect(kernel.applied).toEqual([]);
     expect(await store.all('network')).toEqual([
       expect.objectContaining({
@@ -28,9 +26,7 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('an endpoint gets the MAC Docker derives from its IPv4; Join makes the macvlan child and replies with it and the gateway', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     expect(await endpoint(driver, EID, '192.168.10.5/24')).toEqual({ macAddress: '02:42:c0:a8:0a:05' });
     expect(kernel.linkMap.has(CHILD)).toBe(false);
     const reply = await join(driver, EID);
@@ -41,18 +37,14 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('a --mac-address is used as given and not echoed back', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     expect(await endpoint(driver, EID, '192.168.10.5/24', NID, '02:AA:00:00:00:07')).toEqual({});
     await join(driver, EID);
     expect(kernel.linkMap.get(CHILD)?.mac).toBe('02:aa:00:00:00:07');
   });
 
   test.each(['private', 'vepa', 'passthru'] as const)('macvlan_mode=%s makes children of that mode', async (m) => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1', {}, { macvlan_mode: m }));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1', {}, { macvlan_mode: m }));
     await endpoint(driver, EID, '192.168.10.5/24');
     await join(driver, EID);
     expect(kernel.applied).toEqual([expect.objectContaining({ op: 'macvlan.add', name: CHILD, parent: 'eth1', mode: m })]);
@@ -75,9 +67,7 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('IPv6: the endpoint gets both gateways; container_iface_prefix sets dstPrefix', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(
+    const { driver } = await setupOn(
       childReq(
         'macvlan',
         'eth1',
@@ -85,12 +75,7 @@ describe('macvlan on an existing parent', () => {
         { 'com.docker.network.container_iface_prefix': 'lan' },
       ),
     );
-    await driver.createEndpoint({
-      networkId: NID,
-      endpointId: EID,
-      iface: { address: '192.168.10.5/24', addressIPv6: 'fd00:10::5/64' },
-      options: {},
-    });
+    await dualStackEndpoint(driver, EID, '192.168.10.5/24', 'fd00:10::5/64');
     expect(await join(driver, EID)).toEqual({
       srcName: CHILD,
       dstPrefix: 'lan',
@@ -102,9 +87,7 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('Leave deletes the child dockerd gave back; DeleteEndpoint and DeleteNetwork leave the NIC alone', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     await endpoint(driver, EID, '192.168.10.5/24');
     await join(driver, EID);
     await driver.leave(NID, EID);
@@ -120,9 +103,7 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('DeleteEndpoint of an endpoint whose child is still in the host namespace deletes it (already gone is fine)', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     await endpoint(driver, EID, '192.168.10.5/24');
     await endpoint(driver, EID2, '192.168.10.6/24');
     await join(driver, EID);
@@ -136,9 +117,7 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('a failed Join leaves the endpoint unjoined and no child behind', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     await endpoint(driver, EID, '192.168.10.5/24');
     kernel.failOn((c) => c.op === 'macvlan.add', 'injected');
     await expectCode(join(driver, EID), 'TSN_KERNEL');
@@ -147,17 +126,13 @@ describe('macvlan on an existing parent', () => {
   });
 
   test('an address off the subnet is refused naming it', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { driver } = await setupOn(childReq('macvlan', 'eth1'));
     const err = await expectCode(endpoint(driver, EID, '10.0.0.5/24'), 'TSN_INVALID_ADDRESS');
     expect(err.message).toMatch(/Interface.Address "10.0.0.5\/24"/);
   });
 
   test('no ports are published: the host reaches a macvlan container directly, not through NAT', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     await endpoint(driver, EID, '192.168.10.5/24');
     await join(driver, EID);
     await driver.programExternalConnectivity({
@@ -175,16 +150,10 @@ describe('macvlan options and parent checks', () => {
     [{ macvlan_mode: 'foo' }, /option macvlan_mode="foo" \(mode=macvlan\): expected one of bridge, private, vepa, passthru/],
     [{ ipvlan_mode: 'l2' }, /unknown option "ipvlan_mode" for mode=macvlan/],
     [{ 'com.docker.network.bridge.name': 'br0' }, /unknown option "com.docker.network.bridge.name" for mode=macvlan/],
-    [{ 'tsnet.host_shim': 'maybe' }, /option tsnet.host_shim="maybe": expected true or false/],
-    [{ 'com.docker.network.container_iface_prefix': 'Eth-' }, /container_iface_prefix="Eth-"/],
+    [{ 'tsnet.host_shim': 'maybe' }, /option tsnet.host_shim="maybe" \(mode=macvlan\): expected true or false/],
+    [{ 'com.docker.network.container_iface_prefix': 'Eth-' }, /container_iface_prefix="Eth-" \(mode=macvlan\)/],
   ])('bad option %j is refused naming it and the mode; nothing changes', async (opts, re) => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', {}, opts)), 'TSN_INVALID_OPTION');
-    expect(err.message).toMatch(re);
-    expect(kernel.applied).toEqual([]);
-    expect(await store.all('network')).toEqual([]);
-    expect(await store.all('parent')).toEqual([]);
+    await expectRefusedOnEth1(childReq('macvlan', 'eth1', {}, opts), re);
   });
 
   test.each([
@@ -281,10 +250,8 @@ describe('macvlan options and parent checks', () => {
   });
 
   test('two networks with overlapping subnets on one parent are refused; on different parents they are fine', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     addNic(kernel, 'eth2');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
     const overlapping = { networkId: NID2, ipv4: [{ addressSpace: 'tsnet-local', pool: '192.168.10.128/25', auxAddresses: {} }] };
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', overlapping)), 'TSN_INVALID_OPTION');
     expect(err.message).toBe(
@@ -310,9 +277,7 @@ describe('macvlan options and parent checks', () => {
 
 describe('macvlan across a restart', () => {
   test("a joined endpoint's child survives the sweep (dockerd's Leave deletes it); an orphan child is swept", async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
     await endpoint(driver, EID, '192.168.10.5/24');
     await join(driver, EID);
     // A child left by a crash between making it and recording its endpoint, and another tsnet's child.
@@ -350,9 +315,7 @@ describe('macvlan across a restart', () => {
   });
 
   test('a missing NIC parent is not made up; its record stays for when the operator restores it', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1'));
+    const { store } = await setupOn(childReq('macvlan', 'eth1'));
     const fresh = new FakeKernel();
     const restarted = await TsnetDriver.load(store, fresh);
     await restarted.reconcile();
@@ -370,6 +333,16 @@ describe('GetCapabilities', () => {
 
 describe('host shim (tsnet.host_shim=true)', () => {
   const SHIM = 'tshs-aaaaaaaaaa';
+  /** A driver whose host addresses come from tsnet's IPAM, holding the network's pool 192.168.10.0/24. */
+  async function withIpam() {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    addNic(kernel, 'eth1');
+    const ipam = await TsnetIpam.load(store, { defaultPoolsV4: [], defaultPoolsV6: [], hostRoutes: () => Promise.resolve([]) });
+    const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
+    const pool = await ipam.requestPool({ addressSpace: 'tsnet-local', pool: '192.168.10.0/24', subPool: '', options: {}, v6: false });
+    return { kernel, ipam, driver, pool };
+  }
   const withAux = (aux: Record<string, string>) => ({
     ipv4: [{ addressSpace: 'LocalDefault', pool: '192.168.10.0/24', gateway: '192.168.10.1/24', auxAddresses: aux }],
   });
@@ -409,9 +382,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
   });
 
   test('IPv6: the shim gets an /128 and each endpoint a /128 route', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(
+    const { kernel, driver } = await setupOn(
       childReq(
         'macvlan',
         'eth1',
@@ -424,12 +395,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
       ),
     );
     expect(kernel.linkMap.get(SHIM)?.addresses).toEqual(['192.168.10.250/32', 'fd00:30::fa/128']);
-    await driver.createEndpoint({
-      networkId: NID,
-      endpointId: EID,
-      iface: { address: '192.168.10.5/24', addressIPv6: 'fd00:30::5/64' },
-      options: {},
-    });
+    await dualStackEndpoint(driver, EID, '192.168.10.5/24', 'fd00:30::5/64');
     expect(kernel.routeTable).toEqual([
       { dst: '192.168.10.5/32', dev: SHIM },
       { dst: 'fd00:30::5/128', dev: SHIM },
@@ -437,12 +403,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
   });
 
   test("no aux address on a tsnet IPAM pool: the shim's address is reserved there and released with the network", async () => {
-    const store = new SqliteStore(':memory:');
-    const kernel = new FakeKernel();
-    addNic(kernel, 'eth1');
-    const ipam = await TsnetIpam.load(store, { defaultPoolsV4: [], defaultPoolsV6: [], hostRoutes: () => Promise.resolve([]) });
-    const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
-    const pool = await ipam.requestPool({ addressSpace: 'tsnet-local', pool: '192.168.10.0/24', subPool: '', options: {}, v6: false });
+    const { kernel, ipam, driver, pool } = await withIpam();
     await ipam.requestAddress({ poolId: pool.poolId, address: '192.168.10.1', options: { RequestAddressType: 'com.docker.network.gateway' } });
     await driver.createNetwork(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'true' }));
     const shimAddr = kernel.linkMap.get(SHIM)?.addresses[0];
@@ -454,12 +415,7 @@ describe('host shim (tsnet.host_shim=true)', () => {
   });
 
   test('a failed create gives the reserved address back', async () => {
-    const store = new SqliteStore(':memory:');
-    const kernel = new FakeKernel();
-    addNic(kernel, 'eth1');
-    const ipam = await TsnetIpam.load(store, { defaultPoolsV4: [], defaultPoolsV6: [], hostRoutes: () => Promise.resolve([]) });
-    const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
-    const pool = await ipam.requestPool({ addressSpace: 'tsnet-local', pool: '192.168.10.0/24', subPool: '', options: {}, v6: false });
+    const { kernel, ipam, driver, pool } = await withIpam();
     kernel.failOn((c) => c.op === 'link.up', 'injected');
     await expectCode(driver.createNetwork(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'true' })), 'TSN_KERNEL');
     expect(kernel.linkMap.has(SHIM)).toBe(false);
@@ -487,17 +443,15 @@ describe('host shim (tsnet.host_shim=true)', () => {
   });
 
   test('tsnet.host_shim=false makes no shim', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'false' }));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1', {}, { 'tsnet.host_shim': 'false' }));
     await endpoint(driver, EID, '192.168.10.5/24');
     expect(kernel.applied).toEqual([]);
   });
 
   test('after a restart a lost shim comes back with its address and every endpoint route; a present one is kept', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true' }));
+    const { store, kernel, driver } = await setupOn(
+      childReq('macvlan', 'eth1', withAux({ host_shim: '192.168.10.250/24' }), { 'tsnet.host_shim': 'true' }),
+    );
     await endpoint(driver, EID, '192.168.10.5/24');
     await endpoint(driver, EID2, '192.168.10.6/24');
     await join(driver, EID);
@@ -514,5 +468,29 @@ describe('host shim (tsnet.host_shim=true)', () => {
     kernel.applied.length = 0;
     await (await TsnetDriver.load(store, kernel)).reconcile();
     expect(kernel.applied).toEqual([]);
+  });
+});
+
+describe('Join after Leave', () => {
+  test('Join waits for the deletion a Leave queued under the same link name, then makes the link again', async () => {
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1'));
+    await endpoint(driver, EID, '192.168.10.5/24');
+    await join(driver, EID);
+    const deletion = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'link.del');
+    const creation = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'macvlan.add');
+    await driver.leave(NID, EID);
+    await deletion.reached;
+    let created = false;
+    const noticed = creation.reached.then(() => (created = true));
+    const joined = join(driver, EID);
+    // Enough turns of the event loop for Join to reach the kernel if it does not wait.
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    expect(created).toBe(false);
+    creation.release();
+    deletion.release();
+    await joined;
+    await noticed;
+    await driver.drain();
+    expect(kernel.linkMap.get(CHILD)).toMatchObject({ kind: 'macvlan', lower: 'eth1' });
   });
 });

@@ -1,10 +1,8 @@
 import { TsnetDriver } from '../../src/driver/driver';
 import { parseParent } from '../../src/driver/parent';
 import { TsnetError } from '../../src/errors';
-import { FakeKernel } from '../../src/kernel/fake';
-import { SqliteStore } from '../../src/store/sqlite';
 import { EID, NID, NID2, expectCode, setup } from './driver-fixtures';
-import { addNic, childReq, endpoint, join } from './child-fixtures';
+import { addNic, childReq, endpoint, join, setupOn } from './child-fixtures';
 
 const NID3 = 'e'.repeat(64);
 const DUMMY = 'tsdm-aaaaaaaaaa';
@@ -40,9 +38,7 @@ describe('parseParent', () => {
 
 describe('802.1Q parents', () => {
   test('a missing NAME.ID is created on NAME with that VLAN id, brought up, owned; committed with the network; deleted with it', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1.10'));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10'));
     expect(kernel.linkMap.get('eth1.10')).toMatchObject({ kind: 'vlan', lower: 'eth1', vlanId: 10, up: true, owner: kernel.owner });
     expect(await store.all('parent')).toEqual([{ link: 'eth1.10', owned: true, spec: { kind: 'vlan', lower: 'eth1', vlanId: 10 }, users: [NID] }]);
     await endpoint(driver, EID, '192.168.10.5/24');
@@ -75,9 +71,7 @@ describe('802.1Q parents', () => {
   });
 
   test('ownership belongs to the link: A creates it, B shares it, A goes (it stays), B goes (it is deleted)', async () => {
-    const { store, kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
     await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
     expect(kernel.applied.filter((c) => c.op === 'vlan.add')).toHaveLength(1);
     expect(await store.all('parent')).toEqual([expect.objectContaining({ link: 'eth1.10', owned: true, users: [NID, NID2] })]);
@@ -93,9 +87,7 @@ describe('802.1Q parents', () => {
   });
 
   test('a shared owned parent that went down is brought up for the next network', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
     kernel.linkMap.get('eth1.10')!.up = false;
     await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
     expect(kernel.linkMap.get('eth1.10')?.up).toBe(true);
@@ -183,11 +175,7 @@ describe('no parent: the network is internal on a dummy link tsnet owns', () => 
 
 describe('parents across a restart', () => {
   test('owned VLAN and dummy parents that went missing are made again and brought up; their networks work on', async () => {
-    const store = new SqliteStore(':memory:');
-    const kernel = new FakeKernel();
-    addNic(kernel, 'eth1');
-    const driver = await TsnetDriver.load(store, kernel);
-    await driver.createNetwork(childReq('macvlan', 'eth1.10'));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10'));
     await driver.createNetwork(childReq('macvlan', undefined, { networkId: NID2 }));
     await kernel.apply([
       { op: 'link.del', name: 'eth1.10' },
@@ -203,11 +191,7 @@ describe('parents across a restart', () => {
   });
 
   test("a VLAN with this instance's tag that no parent record claims is swept; a foreign VLAN and owned parents stay", async () => {
-    const store = new SqliteStore(':memory:');
-    const kernel = new FakeKernel();
-    addNic(kernel, 'eth1');
-    const driver = await TsnetDriver.load(store, kernel);
-    await driver.createNetwork(childReq('macvlan', 'eth1.10'));
+    const { store, kernel } = await setupOn(childReq('macvlan', 'eth1.10'));
     // eth1.30: left by a crash after its network's removal was committed but before the link was deleted, tombstone lost.
     await kernel.apply([
       { op: 'vlan.add', name: 'eth1.30', parent: 'eth1', vlanId: 30 },
@@ -221,11 +205,7 @@ describe('parents across a restart', () => {
   });
 
   test('the shared parent records survive a restart: the last network to go deletes the link', async () => {
-    const store = new SqliteStore(':memory:');
-    const kernel = new FakeKernel();
-    addNic(kernel, 'eth1');
-    const driver = await TsnetDriver.load(store, kernel);
-    await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
+    const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
     await driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
     const restarted = await TsnetDriver.load(store, kernel);
     await restarted.reconcile();
@@ -240,9 +220,7 @@ describe('parents across a restart', () => {
 
 describe('checks across networks on one VLAN', () => {
   test('overlapping subnets on the same VLAN are refused; the same subnet on another VLAN of the same NIC is fine', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1.10'));
+    const { kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10'));
     const err = await expectCode(driver.createNetwork(childReq('macvlan', 'eth1.10', sub('192.168.10.0/25', NID2))), 'TSN_INVALID_OPTION');
     expect(err.message).toMatch(/^option parent="eth1.10" \(mode=macvlan\): subnet 192.168.10.0\/25 overlaps subnet 192.168.10.0\/24/);
     await driver.createNetwork(childReq('macvlan', 'eth1.20', sub('192.168.10.0/25', NID2)));
@@ -250,9 +228,7 @@ describe('checks across networks on one VLAN', () => {
   });
 
   test('a macvlan and an ipvlan network cannot share a parent', async () => {
-    const { kernel, driver } = await setup();
-    addNic(kernel, 'eth1');
-    await driver.createNetwork(childReq('macvlan', 'eth1.10'));
+    const { driver } = await setupOn(childReq('macvlan', 'eth1.10'));
     const err = await expectCode(driver.createNetwork(childReq('ipvlan', 'eth1.10', sub('10.3.0.0/24', NID3))), 'TSN_INVALID_OPTION');
     expect(err.message).toBe(
       `option parent="eth1.10" (mode=ipvlan): macvlan network ${NID.slice(0, 12)} uses it, and a parent carries macvlan or ipvlan links, never both`,

@@ -16,7 +16,7 @@ async function planMacvlanNetwork(req: CreateNetworkRequest, host: HostView): Pr
   const o: Record<string, string | undefined> = req.driverOptions;
   const macvlanMode = pickOption('macvlan', MODE_OPT, o[MODE_OPT], MODES, 'bridge');
   const shimOpt = o[SHIM_OPTION];
-  const wantShim = shimOpt !== undefined && parseBool(SHIM_OPTION, shimOpt);
+  const wantShim = shimOpt !== undefined && parseBool(SHIM_OPTION, shimOpt, 'macvlan');
   // The shim is a bridge-mode sibling of the children: private children never talk to it, passthru has no siblings.
   if (wantShim && (macvlanMode === 'private' || macvlanMode === 'passthru')) {
     throw tsnetError('TSN_INVALID_OPTION', `option ${SHIM_OPTION}=true (mode=macvlan): needs ${MODE_OPT}=bridge or vepa, not ${macvlanMode}`);
