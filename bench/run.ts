@@ -22,22 +22,24 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../test/harness/busybox';
-import { type Docker, type Dockerd, startDockerd } from '../test/harness/dockerd';
-import { onProcessExit, run, type RunResult, sleep, spawnDaemon, terminate, waitFor } from '../test/harness/exec';
+import { BUSYBOX_IMAGE } from '../test/harness/busybox';
+import type { Docker, Dockerd } from '../test/harness/dockerd';
+import { run, sleep, spawnDaemon, terminate, waitFor } from '../test/harness/exec';
 import { forwardingOn, pidsInCgroupsNamed } from '../test/harness/host';
-import { ensureBuilt, pluginCall, REPO_ROOT as HARNESS_ROOT, TsnetProcess, uniquePluginName } from '../test/harness/tsnet';
+import { pluginCall, type TsnetProcess } from '../test/harness/tsnet';
+import { checkAborted } from './lib/abort';
+import { envInt, REPO, RESULTS_DIR } from './lib/config';
+import { hostFacts, linkGone, livePid, quiesce, readRssKiB } from './lib/host';
+import { iperfArgs, iperfClient, type IperfRun, iperfTimeoutMs, IPERF_MOUNTS } from './lib/iperf';
+import { measureThenTearDown, otherDockerdsSeen, progress, saveResults } from './lib/progress';
+import { callRows, f, mdTable, ok, okMin, pct, statsRows, textTable } from './lib/report';
+import { Session } from './lib/session';
+import { groupStats, median, type Pair, pair, r2, ratio, type Stats, stats } from './lib/stats';
+import { reviveDaemons, stopAfterAbort, teardownSteps, tsnetAnswers } from './lib/teardown';
+import { breakdown, type Breakdown, callInstances, type CommandShare, commandShares, type TsnetLog } from './lib/tsnet-log';
 
 // ---------------------------------------------------------------------------------------------------------------
 // configuration
-
-function envInt(name: string, dflt: number, min: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name}=${v}: expected an integer >= ${min}`);
-  return n;
-}
 
 const N = envInt('BENCH_N', 30, 1);
 const WARMUP = envInt('BENCH_WARMUP', 3, 0);
@@ -71,327 +73,6 @@ const NET = {
 
 const TARGETS = { createRmRatio: 1.0, connectRatio: 1.0, shareRatio: 0.8, p99Growth: 1.2, iperfRatioMin: 0.98, portsRatio: 0.5 } as const;
 
-/** The bench's own repository root (the one holding package.json), whatever directory it was compiled into. */
-function findRepoRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'src', 'main.ts'))) return dir;
-    if (path.dirname(dir) === dir) throw new Error(`no tsnet repository above ${__dirname}`);
-  }
-}
-const REPO = findRepoRoot();
-/**
- * The tsnet under test: this repository, or another tree with src/, tsconfig.json and dist/ (e.g. an older commit
- * exported with `git archive`) given as BENCH_TSNET_ROOT; node_modules comes from this repository if it has none.
- */
-const TSNET_ROOT = path.resolve(REPO, process.env.BENCH_TSNET_ROOT ?? '.');
-/** How the results name the tsnet under test; default: the commit (+ "dirty src") for this repository. */
-const TSNET_LABEL = process.env.BENCH_TSNET_LABEL;
-const RESULTS_DIR = path.join(REPO, 'bench', 'results');
-
-/**
- * The harness takes the repository root to be two levels above its compiled files (right under ts-jest). Compiled
- * into .tmp/bench/ that is .tmp/bench, so the parts it uses there (dist/main.js, and src/, tsconfig.json,
- * node_modules for ensureBuilt) are linked to the real ones.
- */
-function linkHarnessRoot(): void {
-  if (path.resolve(HARNESS_ROOT) === TSNET_ROOT) return;
-  if (path.resolve(HARNESS_ROOT) === REPO) throw new Error('BENCH_TSNET_ROOT needs the bench compiled into .tmp/bench (make bench)');
-  for (const entry of ['dist', 'src', 'tsconfig.json', 'node_modules']) {
-    const link = path.join(HARNESS_ROOT, entry);
-    const from = entry === 'node_modules' && !fs.existsSync(path.join(TSNET_ROOT, entry)) ? REPO : TSNET_ROOT;
-    const target = path.relative(HARNESS_ROOT, path.join(from, entry));
-    try {
-      if (fs.readlinkSync(link) === target) continue;
-      fs.rmSync(link);
-    } catch {
-      // absent (or not a link: symlinkSync below reports that)
-    }
-    fs.symlinkSync(target, link);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// statistics
-
-interface Stats {
-  n: number;
-  median: number;
-  p95: number;
-  p99: number;
-  min: number;
-  max: number;
-  mean: number;
-}
-
-/** Quantile with linear interpolation between closest ranks (R type 7, numpy's default). */
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-}
-
-function r2(x: number): number {
-  return Math.round(x * 100) / 100;
-}
-
-function stats(xs: number[]): Stats {
-  const s = [...xs].sort((a, b) => a - b);
-  return {
-    n: s.length,
-    median: r2(quantile(s, 0.5)),
-    p95: r2(quantile(s, 0.95)),
-    p99: r2(quantile(s, 0.99)),
-    min: r2(s[0] ?? NaN),
-    max: r2(s[s.length - 1] ?? NaN),
-    mean: r2(s.reduce((a, b) => a + b, 0) / (s.length || 1)),
-  };
-}
-
-function median(xs: number[]): number {
-  return quantile([...xs].sort((a, b) => a - b), 0.5);
-}
-
-function ratio(a: number, b: number): number {
-  return Math.round((a / b) * 1000) / 1000;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// tsnet's debug log
-
-interface LogLine {
-  message?: string;
-  level?: string;
-  call?: string;
-  ms?: number;
-  what?: string;
-  step?: string;
-  cmd?: string;
-  [k: string]: unknown;
-}
-
-/** One measured command and the byte range of tsnet's log written while it ran (up to the next command). */
-interface Window {
-  phase: string;
-  label: string;
-  wallMs: number;
-  from: number;
-  to: number;
-}
-
-class TsnetLog {
-  private readonly windows: Window[] = [];
-  private open: Window | undefined;
-
-  constructor(readonly file: string) {}
-
-  offset(): number {
-    try {
-      return fs.statSync(this.file).size;
-    } catch {
-      return 0;
-    }
-  }
-
-  /** Times `fn` and files the log lines from its start to the next measurement's start under `phase`/`label`. */
-  async measure<T>(phase: string, label: string, fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-    checkAborted();
-    const from = this.offset();
-    this.close(from);
-    const t0 = performance.now();
-    const value = await fn();
-    const ms = performance.now() - t0;
-    this.open = { phase, label, wallMs: ms, from, to: from };
-    this.windows.push(this.open);
-    return { ms, value };
-  }
-
-  /** Ends the open window (e.g. at the end of a phase, after tsnet had time to flush its last lines). */
-  async settle(): Promise<void> {
-    await sleep(100);
-    this.close(this.offset());
-  }
-
-  private close(at: number): void {
-    if (this.open) this.open.to = at;
-    this.open = undefined;
-  }
-
-  read(from: number, to: number): LogLine[] {
-    if (to <= from) return [];
-    const fd = fs.openSync(this.file, 'r');
-    try {
-      const buf = Buffer.alloc(to - from);
-      fs.readSync(fd, buf, 0, buf.length, from);
-      return parseLines(buf.toString('utf8'));
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
-  windowsOf(phases: readonly string[]): Window[] {
-    return this.windows.filter((w) => phases.includes(w.phase));
-  }
-
-  linesOf(w: Window): LogLine[] {
-    return this.read(w.from, w.to);
-  }
-}
-
-function parseLines(text: string): LogLine[] {
-  const out: LogLine[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as LogLine);
-    } catch {
-      // a partial or foreign line
-    }
-  }
-  return out;
-}
-
-/** One served plugin call with the kernel and store time logged while it ran (calls are sequential in the bench). */
-interface CallInstance {
-  call: string;
-  ms: number;
-  failed: boolean;
-  execMs: number;
-  storeMs: number;
-}
-
-function callInstances(lines: LogLine[]): CallInstance[] {
-  const pending = new Map<string, { execMs: number; storeMs: number }>();
-  const out: CallInstance[] = [];
-  for (const l of lines) {
-    if (!l.call) continue;
-    if (l.message === 'plugin call' || l.message === 'plugin call failed') {
-      const p = pending.get(l.call) ?? { execMs: 0, storeMs: 0 };
-      pending.delete(l.call);
-      out.push({ call: l.call, ms: l.ms ?? NaN, failed: l.message !== 'plugin call', ...p });
-      continue;
-    }
-    const p = pending.get(l.call) ?? { execMs: 0, storeMs: 0 };
-    if (l.message === 'exec' && typeof l.ms === 'number') p.execMs += l.ms;
-    if (l.message === 'store commit' && typeof l.ms === 'number') p.storeMs += l.ms;
-    pending.set(l.call, p);
-  }
-  return out;
-}
-
-/** Generated link names (per network/endpoint) and the run's nft table name → their shape, so one command is one row. */
-function anonymize(text: string): string {
-  return text.replace(/\b(tsbr-|tsv|tsc)[0-9a-z]{10,12}\b/g, '$1…').replace(/\binet tsnete2e[0-9a-f]{6}\b/g, 'inet <table>');
-}
-
-/** `network 0123456789ab` / `endpoint …` → `network` / `endpoint`. */
-function stepOwner(what: unknown): string {
-  return typeof what === 'string' ? what.split(' ').filter((w) => !/^[0-9a-f]{12}$/.test(w)).join(' ') : '?';
-}
-
-function groupStats<T>(items: T[], key: (t: T) => string | undefined, value: (t: T) => number | undefined): Record<string, Stats> {
-  const groups = new Map<string, number[]>();
-  for (const it of items) {
-    const k = key(it);
-    const v = value(it);
-    if (k === undefined || v === undefined || !Number.isFinite(v)) continue;
-    groups.set(k, [...(groups.get(k) ?? []), v]);
-  }
-  return Object.fromEntries([...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, vs]) => [k, stats(vs)]));
-}
-
-/** Per measured tsnet docker command (phase + label): wall time vs the plugin calls dockerd made while it ran. */
-interface CommandShare {
-  wall: Stats;
-  pluginCalls: Stats;
-  rest: Stats;
-  calls: string[];
-}
-
-function commandShares(log: TsnetLog, phases: readonly string[]): Record<string, CommandShare> {
-  const groups = new Map<string, Array<{ wall: number; plugin: number; calls: string[] }>>();
-  for (const w of log.windowsOf(phases)) {
-    if (!w.label.startsWith('tsnet ')) continue;
-    const inst = callInstances(log.linesOf(w));
-    const key = `(${w.phase}) docker ${w.label.slice('tsnet '.length)}`;
-    groups.set(key, [...(groups.get(key) ?? []), { wall: w.wallMs, plugin: inst.reduce((s, c) => s + c.ms, 0), calls: inst.map((c) => c.call) }]);
-  }
-  return Object.fromEntries(
-    [...groups.entries()].map(([k, xs]) => [
-      k,
-      {
-        wall: stats(xs.map((x) => x.wall)),
-        pluginCalls: stats(xs.map((x) => x.plugin)),
-        rest: stats(xs.map((x) => x.wall - x.plugin)),
-        calls: xs[0]?.calls.map((c) => c.replace(/^(NetworkDriver|IpamDriver)\./, '')) ?? [],
-      },
-    ]),
-  );
-}
-
-interface Breakdown {
-  /** Per plugin call: total ms, summed exec ms, summed store-commit ms, and the rest (express, zod, logic, logging). */
-  calls: Record<string, { total: Stats; exec: Stats; store: Stats; other: Stats; failed: number }>;
-  steps: Record<string, Stats>;
-  exec: Record<string, Stats>;
-  storeCommit: Record<string, Stats>;
-  firewallChange: Record<string, Stats>;
-}
-
-function breakdown(lines: LogLine[]): Breakdown {
-  const inst = callInstances(lines);
-  const calls: Breakdown['calls'] = {};
-  for (const name of [...new Set(inst.map((i) => i.call))].sort()) {
-    const xs = inst.filter((i) => i.call === name && !i.failed);
-    calls[name] = {
-      total: stats(xs.map((i) => i.ms)),
-      exec: stats(xs.map((i) => i.execMs)),
-      store: stats(xs.map((i) => i.storeMs)),
-      other: stats(xs.map((i) => i.ms - i.execMs - i.storeMs)),
-      failed: inst.filter((i) => i.call === name && i.failed).length,
-    };
-  }
-  const callTag = (l: LogLine) => (l.call ? l.call.replace(/^(NetworkDriver|IpamDriver)\./, '') : 'startup');
-  return {
-    calls,
-    steps: groupStats(
-      lines.filter((l) => l.message === 'step'),
-      (l) => `${stepOwner(l.what)}: ${l.step}`,
-      (l) => l.ms,
-    ),
-    exec: groupStats(
-      lines.filter((l) => l.message === 'exec'),
-      (l) => `${callTag(l)}: ${anonymize(String(l.cmd))}`,
-      (l) => l.ms,
-    ),
-    storeCommit: groupStats(
-      lines.filter((l) => l.message === 'store commit'),
-      (l) => callTag(l),
-      (l) => l.ms,
-    ),
-    firewallChange: groupStats(
-      lines.filter((l) => l.message === 'firewall change' && typeof l.ms === 'number'),
-      (l) => `${callTag(l)}: ${anonymize((typeof l.script === 'string' ? l.script : (l.cmd ?? '')).split('\n')[0])}`,
-      (l) => l.ms,
-    ),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// aborting on SIGINT/SIGTERM (so `finally` tears everything down)
-
-let abortSignal: string | undefined;
-function checkAborted(): void {
-  if (abortSignal) throw new Error(`aborted by ${abortSignal}`);
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (abortSignal) process.exit(130); // second signal: exit handlers still kill daemons and remove temp dirs
-    abortSignal = sig;
-    console.error(`\n${sig}: finishing the current step, then tearing down (send again to exit at once)`);
-  });
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // (e): endpoints through the plugin socket, as dockerd makes them
@@ -479,50 +160,15 @@ class EndpointDriver {
 // ---------------------------------------------------------------------------------------------------------------
 // host facts
 
-/** The pid of a process the bench started and still needs; it is a bug in the bench if that process is gone. */
-function livePid(pid: number | undefined, what: string): number {
-  if (pid === undefined) throw new Error(`${what} is not running`);
-  return pid;
-}
-
-function readRssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(m[1]);
-}
-
-async function cmdOut(cmd: string, args: string[]): Promise<string> {
-  try {
-    const r = await run(cmd, args, { timeoutMs: 10_000 });
-    return (r.stdout || r.stderr).trim().split('\n')[0] ?? '';
-  } catch {
-    return '';
-  }
-}
-
 async function machine(docker: Docker) {
-  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
-  const memKiB = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0);
-  const cpu = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
-  const commit = await cmdOut('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']);
-  const dirty = (await run('git', ['-C', REPO, 'status', '--porcelain', '--', 'src']).catch(() => undefined))?.stdout.trim() ? '+dirty src' : '';
-  const tsnet = TSNET_LABEL ?? (TSNET_ROOT === REPO ? `${commit}${dirty ? ' ' + dirty : ''}` : TSNET_ROOT);
+  const { iperf3, ...host } = await hostFacts(docker);
   return {
-    hostname: os.hostname(),
-    nproc: Number(await cmdOut('nproc', [])) || os.cpus().length,
-    memoryGiB: r2(memKiB / 1024 / 1024),
-    kernel: os.release(),
-    cpu,
-    dockerd: await docker.docker(['version', '--format', '{{.Server.Version}}']),
-    dockerCli: await docker.docker(['version', '--format', '{{.Client.Version}}']),
-    iptables: await cmdOut('iptables', ['--version']),
-    node: process.version,
-    tsnetCommit: tsnet,
+    ...host,
     N,
     warmup: WARMUP,
     eSamples: E_SAMPLES,
     eLive: [E_LIVE_LOW, E_LIVE_HIGH],
-    iperf3: await cmdOut('iperf3', ['--version']),
+    iperf3,
     iperfSeconds: IPERF_SECONDS,
     iperfReps: IPERF_REPS,
     portsN: PORTS_N,
@@ -531,38 +177,6 @@ async function machine(docker: Docker) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // the run
-
-interface Pair {
-  tsnet: Stats;
-  docker: Stats;
-  ratio: number;
-}
-
-function pair(t: number[], d: number[]): Pair {
-  const ts = stats(t);
-  const ds = stats(d);
-  return { tsnet: ts, docker: ds, ratio: ratio(ts.median, ds.median) };
-}
-
-let ownDockerdPid: number | undefined;
-let otherDockerdSeen = 0;
-
-function countOtherDockerd(): void {
-  let n = 0;
-  for (const pid of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
-    try {
-      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dockerd' && Number(pid) !== ownDockerdPid) n++;
-    } catch {
-      // exited meanwhile
-    }
-  }
-  otherDockerdSeen = Math.max(otherDockerdSeen, n);
-}
-
-function progress(msg: string): void {
-  countOtherDockerd();
-  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
 
 interface Env {
   dockerd: Dockerd;
@@ -598,23 +212,7 @@ function tsnetBridge(env: Env, netName: string): string {
   return `tsbr-${id.slice(0, 10)}`;
 }
 
-const linkGone = async (name: string): Promise<boolean> => (await run('ip', ['link', 'show', 'dev', name])).code !== 0;
 const noPorts = async (bridge: string): Promise<boolean> => (await run('ip', ['-o', 'link', 'show', 'master', bridge])).stdout.trim() === '';
-
-/**
- * Waits, untimed, until the links a tsnet command removes are really gone. Work tsnet might finish after answering
- * (deletions in the background) then neither lands on the next measurement (Docker's, on a 2-core machine) nor
- * goes unreported: returns the ms from `since` (the command's return) until done, one `ip` poll (~3 ms) included.
- */
-async function quiesce(what: string, done: () => Promise<boolean>, since: number): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new Error(`tsnet: ${what} still pending 10 s after the command returned`);
-    await sleep(2);
-  }
-  return performance.now() - since;
-}
-
 /** (a) network create + rm, interleaved tsnet/docker, after warm-ups. */
 async function benchNetworks(env: Env): Promise<Record<string, unknown>> {
   const t = { create: [] as number[], rm: [] as number[], total: [] as number[], background: [] as number[] };
@@ -825,62 +423,8 @@ async function benchEndpoints(env: Env, rss: Record<string, number>): Promise<Re
 // ---------------------------------------------------------------------------------------------------------------
 // (g) iperf3 throughput
 
-/** The host's iperf3 and its libraries, read-only into busybox containers (the image has no iperf3). */
-const IPERF_MOUNTS = ['-v', '/usr/bin/iperf3:/iperf3:ro', '-v', '/usr/lib:/lib:ro', '-v', '/usr/lib64:/lib64:ro'];
 /** Server ports: in the server containers, and of the host's servers (gateway of each network, loopback). */
 const IPERF_PORT = { container: 5201, hostTsnet: 5211, hostDocker: 5212, loopback: 5213 } as const;
-
-interface IperfRun {
-  gbps: number;
-  retransmits: number;
-  /** iperf3's own CPU figures (percent of one CPU, user + system): sender, receiver. */
-  cpuSender: number;
-  cpuReceiver: number;
-}
-
-interface IperfJson {
-  error?: string;
-  end?: {
-    sum_sent?: { retransmits?: number };
-    sum_received?: { bits_per_second?: number };
-    cpu_utilization_percent?: { host_total?: number; remote_total?: number };
-  };
-}
-
-/**
- * One iperf3 client run (`-J`), retried a few times while the server is not (yet, or again) accepting: a server
- * serves one test at a time and needs a moment after the previous one.
- */
-async function iperfClient(what: string, exec: () => Promise<RunResult>): Promise<IperfRun> {
-  let last = '';
-  for (let attempt = 0; attempt < 8; attempt++) {
-    checkAborted();
-    const r = await exec();
-    let j: IperfJson | undefined;
-    try {
-      j = JSON.parse(r.stdout) as IperfJson;
-    } catch {
-      j = undefined;
-    }
-    const bps = j?.end?.sum_received?.bits_per_second;
-    if (r.code === 0 && j && !j.error && typeof bps === 'number' && bps > 0) {
-      return {
-        gbps: bps / 1e9,
-        retransmits: j.end?.sum_sent?.retransmits ?? NaN,
-        cpuSender: j.end?.cpu_utilization_percent?.host_total ?? NaN,
-        cpuReceiver: j.end?.cpu_utilization_percent?.remote_total ?? NaN,
-      };
-    }
-    last = j?.error ?? (r.stderr.trim() || r.stdout.trim()).slice(0, 300);
-    await sleep(500);
-  }
-  throw new Error(`iperf3 ${what}: ${last}`);
-}
-
-const iperfArgs = (server: string, port: number, seconds: number): string[] => [
-  '-c', server, '-p', String(port), '-t', String(seconds), '-O', '1', '-J',
-];
-const iperfTimeoutMs = (seconds: number) => (seconds + 1) * 1000 + 30_000;
 
 /** The host's iperf3 servers started by the bench (stopped at the end of (g) and, whatever happened, in teardown). */
 const hostIperf: ChildProcess[] = [];
@@ -1144,42 +688,12 @@ async function benchPorts(env: Env): Promise<Record<string, unknown>> {
 
 /** Every step runs even if an earlier one failed; errors are collected. */
 async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: TsnetProcess | undefined): Promise<string[]> {
-  const errors: string[] = [];
-  const step = async (what: string, fn: () => unknown): Promise<void> => {
-    try {
-      await fn();
-    } catch (e) {
-      errors.push(`${what}: ${(e as Error).message.split('\n')[0]}`);
-    }
-  };
-  if (abortSignal) {
-    // A terminal's Ctrl-C reaches the whole process group, dockerd and tsnet included: they may be on their way out.
-    // Stop both for a known state; what they made is then removed by starting them again below.
-    await sleep(500);
-    if (tsnet) await step('stop tsnet after abort', () => tsnet.stop());
-    if (dockerd) await step('stop dockerd after abort', () => dockerd.stop());
-  }
+  const steps = teardownSteps();
+  const { errors, step } = steps;
+  await stopAfterAbort(steps, dockerd, tsnet);
   // (g)'s iperf3 servers on the host (those in containers go with the containers).
   await step('stop the host\'s iperf3 servers', () => stopHostIperf());
-  // A dead tsnet or dockerd is started again (same state dir / data-root): tsnet's reconciliation and dockerd's
-  // deletes then remove what was made.
-  // Alive means answering: a process killed a moment ago may not have been reaped yet.
-  const tsnetAnswers = async (t: TsnetProcess) =>
-    t.pid !== undefined && (await pluginCall(t.socket, 'Plugin.Activate', {}, 3_000).then((r) => r.status === 200, () => false));
-  const dockerdAnswers = async (d: Dockerd) =>
-    d.pid !== undefined && (await d.docker.dockerTry(['version'], { timeoutMs: 10_000 }).then((r) => r.code === 0, () => false));
-  if (tsnet && (env.tsnetNetworks?.size || env.endpoints?.live.size) && !(await tsnetAnswers(tsnet))) {
-    await step('restart tsnet', async () => {
-      await tsnet.kill9();
-      await tsnet.start();
-    });
-  }
-  if (dockerd && !(await dockerdAnswers(dockerd))) {
-    await step('restart dockerd', async () => {
-      await dockerd.kill9();
-      await dockerd.start();
-    });
-  }
+  await reviveDaemons(steps, dockerd, tsnet, Boolean(env.tsnetNetworks?.size || env.endpoints?.live.size));
   if (tsnet && env.endpoints && env.endpoints.live.size > 0) {
     const eps = env.endpoints;
     await step(`remove ${eps.live.size} endpoints`, () => eps.removeAll());
@@ -1243,11 +757,6 @@ async function teardown(env: Partial<Env>, dockerd: Dockerd | undefined, tsnet: 
 
 // ---------------------------------------------------------------------------------------------------------------
 // report
-
-const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2));
-const ok = (v: number, target: number) => (Number.isFinite(v) ? (v <= target ? 'yes' : '**no**') : '—');
-const okMin = (v: number, target: number) => (Number.isFinite(v) ? (v >= target ? 'yes' : '**no**') : '—');
-const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(0)} %` : '—');
 
 interface Results {
   date: string;
@@ -1343,26 +852,6 @@ function latencyRows(r: Results): string[][] {
   return rows;
 }
 
-function mdTable(rows: string[][]): string {
-  const [head, ...body] = rows;
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
-
-function textTable(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')).join('\n');
-}
-
-function statsRows(title: string, groups: Record<string, Stats>): string[][] {
-  return [[title, 'n', 'median ms', 'p95 ms', 'max ms'], ...Object.entries(groups).map(([k, s]) => [`\`${k}\``, String(s.n), f(s.median), f(s.p95), f(s.max)])];
-}
-
-function callRows(b: Breakdown): string[][] {
-  return [
-    ['plugin call', 'n', 'median ms', 'p95 ms', 'median exec ms', 'median store ms', 'median other ms'],
-    ...Object.entries(b.calls).map(([k, c]) => [`\`${k}\``, String(c.total.n), f(c.total.median), f(c.total.p95), f(c.exec.median), f(c.store.median), f(c.other.median)]),
-  ];
-}
 
 function renderMarkdown(r: Results): string {
   const m = r.machine;
@@ -1587,33 +1076,14 @@ function renderPorts(r: Results, out: string[]): void {
 // ---------------------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const started = new Date();
-  const t0 = performance.now();
-  const loadStart = os.loadavg();
-  linkHarnessRoot();
-  await ensureBuilt();
-  let dockerd: Dockerd | undefined;
-  let tsnet: TsnetProcess | undefined;
-  let unregisterSocket: (() => void) | undefined;
+  const session = await Session.prepare();
+  const { started, t0, loadStart } = session;
   let restoreForwarding: (() => void) | undefined;
   const env: Partial<Env> = { tsnetNetworks: new Set(), netIds: new Map() };
-  let results: Results | undefined;
-  let failure: unknown;
-  try {
-    progress('starting a private dockerd (--iptables=true)');
+  const measure = async (): Promise<Results> => {
     restoreForwarding = forwardingOn();
-    dockerd = await startDockerd({ iptables: true });
-    ownDockerdPid = dockerd.pid;
-    const docker = dockerd.docker;
-    await ensureBusyboxImage(docker);
-    const name = uniquePluginName();
-    const logFile = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
-    tsnet = new TsnetProcess({ name, stateDir: path.join(dockerd.dir, 'tsnet', 'state'), logFile });
-    const socket = tsnet.socket;
-    unregisterSocket = onProcessExit(() => fs.rmSync(socket, { force: true }));
-    progress(`starting tsnet as legacy plugin "${name}" (--log-level debug)`);
-    await tsnet.start();
-    Object.assign(env, { dockerd, docker, tsnet, name, log: new TsnetLog(logFile) });
+    const { dockerd, docker, tsnet, name, log } = await session.start();
+    Object.assign(env, { dockerd, docker, tsnet, name, log });
     const e = env as Env;
     const mach = await machine(docker);
 
@@ -1644,7 +1114,7 @@ async function main(): Promise<void> {
     for (const d of ['tsnet', 'docker'] as const) await rmNet(e, `bench-gh-${d}`, e.netIds.get(`bench-gh-${d}`));
     await sleep(500);
     rss.afterGH = readRssKiB(livePid(tsnet.pid, 'tsnet'));
-    results = {
+    return {
       date: started.toISOString(),
       machine: mach,
       durationS: 0,
@@ -1659,31 +1129,18 @@ async function main(): Promise<void> {
       g,
       h,
     };
-  } catch (err) {
-    failure = err;
-  } finally {
-    progress('tearing down');
-    const errors = await teardown(env, dockerd, tsnet);
+  };
+  const results = await measureThenTearDown(t0, measure, async () => {
+    const errors = await teardown(env, session.dockerd, session.tsnet);
     restoreForwarding?.();
-    unregisterSocket?.();
-    if (errors.length > 0) {
-      console.error(`teardown problems:\n  ${errors.join('\n  ')}`);
-      failure ??= new Error('teardown failed');
-    }
-  }
-  if (failure !== undefined || !results) {
-    console.error(`bench failed: ${failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}`);
-    process.exitCode = 1;
-    return;
-  }
-  results.durationS = (performance.now() - t0) / 1000;
-  results.otherDockerdSeen = otherDockerdSeen;
-  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+    session.release();
+    return errors;
+  });
+  if (!results) return;
   const host = (os.hostname().replace(/[^A-Za-z0-9_.-]/g, '') || 'node').slice(0, 40);
   const base = path.join(RESULTS_DIR, `${started.toISOString().slice(0, 10)}-${host}`);
   const md = renderMarkdown(results);
-  fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
-  fs.writeFileSync(`${base}.md`, md);
+  saveResults(base, results, md);
   fs.writeFileSync(path.join(RESULTS_DIR, 'latest.md'), md);
 
   const rss = results.d.rssKiB;
@@ -1707,7 +1164,7 @@ async function main(): Promise<void> {
   console.log('');
   console.log(textTable(callRows(results.f)));
   console.log('');
-  if (otherDockerdSeen > 0) console.log(`warning: ${otherDockerdSeen} other dockerd process(es) ran during the bench; numbers may be disturbed`);
+  if (otherDockerdsSeen() > 0) console.log(`warning: ${otherDockerdsSeen()} other dockerd process(es) ran during the bench; numbers may be disturbed`);
   console.log(`results: ${path.relative(REPO, base)}.{json,md}, bench/results/latest.md (${results.durationS.toFixed(0)} s)`);
 }
 
