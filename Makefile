@@ -148,6 +148,7 @@ test-unit: build lint
 bench: deps-test build
 	$(TSC) -p bench/tsconfig.run.json
 	$(NODE) .tmp/bench/bench/run.js
+	$(NODE) .tmp/bench/bench/macvlan.js
 
 # Fuzz soak: the unit fuzz's properties with FUZZ_TOTAL (default 100,000) bodies; writes bench/results/fuzz-<date>.md.
 .PHONY: fuzz-soak

@@ -6,7 +6,7 @@ import type { ChildEndpointRecord, ChildNetworkCommon, ChildNetworkRecord } from
 import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, StaticRoute } from './contract';
 import type { EndpointRepair, HostView } from './mode';
 import { IFACE_PREFIX_OPTION, checkEndpointOptions, parseIfacePrefix } from './option-values';
-import { PARENT_OPTION, checkParent, parseParent } from './parent';
+import { PARENT_OPTION, type ParentUse, checkParent, parseParent } from './parent';
 import { checkMac, checkOnSubnet, gatewayFor, subnetRecord } from './subnets';
 
 /**
@@ -29,7 +29,7 @@ export async function planChildCommon(
   host: HostView,
   mode: ChildMode,
   own: readonly string[],
-  passthru: boolean,
+  rules: Pick<ParentUse, 'passthru' | 'ipvlan'>,
 ): Promise<ChildNetworkCommon> {
   const known = [...COMMON_OPTIONS, ...own];
   for (const key of Object.keys(req.driverOptions)) {
@@ -40,7 +40,7 @@ export async function planChildCommon(
   const prefix = o[IFACE_PREFIX_OPTION];
   const ipv4 = req.ipv4.map(subnetRecord);
   const ipv6 = req.enableIPv6 ? req.ipv6.map(subnetRecord) : [];
-  await checkParent({ ...parent, networkId: req.networkId, mode, passthru, subnets: [...ipv4, ...ipv6].map((s) => s.pool) }, host);
+  await checkParent({ ...parent, ...rules, networkId: req.networkId, mode, subnets: [...ipv4, ...ipv6].map((s) => s.pool) }, host);
   return {
     id: req.networkId,
     parent: parent.link,

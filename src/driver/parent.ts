@@ -4,7 +4,7 @@ import { dummyNameFor, isGeneratedLink, validateIfName } from '../kernel/names';
 import { log } from '../log';
 import { overlaps, tryParseCidr } from '../netaddr';
 import { del, put, type StoreOp } from '../store/contract';
-import type { ChildNetworkRecord, NetworkRecord, ParentRecord, ParentSpec } from '../store/records';
+import type { ChildNetworkRecord, IpvlanSettings, NetworkRecord, ParentRecord, ParentSpec } from '../store/records';
 import type { HostView } from './mode';
 import type { Step } from './steps';
 
@@ -48,6 +48,8 @@ export interface ParentUse extends ParentChoice {
   mode: ChildNetworkRecord['mode'];
   /** macvlan_mode=passthru: the parent carries this network's one child and nothing else. */
   passthru: boolean;
+  /** An ipvlan network's mode and flag: the kernel keeps one of each per parent, for all its ipvlan children. */
+  ipvlan?: IpvlanSettings;
   /** The network's subnets (CIDR). */
   subnets: string[];
 }
@@ -81,6 +83,11 @@ export async function checkParent(use: ParentUse, host: HostView): Promise<void>
     if (n.mode !== use.mode) refuse(`${n.mode} network ${short(n.id)} uses it, and a parent carries macvlan or ipvlan links, never both`);
     if (n.mode === 'macvlan' && n.settings.macvlanMode === 'passthru') refuse(`macvlan_mode=passthru network ${short(n.id)} holds it alone`);
     if (use.passthru) refuse(`macvlan_mode=passthru needs the parent alone, and network ${short(n.id)} uses it`);
+    // A second mode would switch every child of the parent, other networks' included, at its first Join.
+    if (n.mode === 'ipvlan' && use.ipvlan && (n.settings.ipvlanMode !== use.ipvlan.ipvlanMode || n.settings.ipvlanFlag !== use.ipvlan.ipvlanFlag))
+      refuse(
+        `ipvlan network ${short(n.id)} uses it with ipvlan_mode=${n.settings.ipvlanMode} ipvlan_flag=${n.settings.ipvlanFlag}, and the kernel keeps one mode and flag per parent`,
+      );
     for (const mine of use.subnets) {
       const a = tryParseCidr(mine);
       const clash = n.ipv4.concat(n.ipv6).find((s) => {

@@ -87,7 +87,7 @@ export class FakeFirewall implements Firewall {
 }
 
 /** A call the fake can be held at (see {@link FakeKernel.pauseAt}). */
-export type FakeCall = { call: 'link'; name: string } | { call: 'apply'; change: KernelChange };
+export type FakeCall = { call: 'link'; name: string } | { call: 'links' } | { call: 'apply'; change: KernelChange };
 
 /** A held call: `reached` resolves when the call arrives, which then waits for `release()` (callable before). */
 export interface FakePause {
@@ -122,7 +122,7 @@ export class FakeKernel implements Kernel {
     this.failures.push({ match, message });
   }
 
-  /** The next call matching `match` (a link lookup, or a batch with a matching change) waits until released (once). */
+  /** The next call matching `match` (a link lookup or listing, or a batch with a matching change) waits until released (once). */
   pauseAt(match: (c: FakeCall) => boolean): FakePause {
     let hit!: () => void;
     let release!: () => void;
@@ -258,9 +258,10 @@ export class FakeKernel implements Kernel {
     return Promise.resolve(this.sysctls.get(key));
   }
 
-  links(): Promise<LinkInfo[]> {
+  async links(): Promise<LinkInfo[]> {
     this.reads.push('links');
-    return Promise.resolve([...this.linkMap.values()].map((l) => ({ ...l, addresses: [...l.addresses] })));
+    await this.checkpoint([{ call: 'links' }]);
+    return [...this.linkMap.values()].map((l) => ({ ...l, addresses: [...l.addresses] }));
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {

@@ -124,6 +124,18 @@ export class IpBatchSession {
     });
   }
 
+  /**
+   * The next batch runs in a fresh ip: one ip caches link names' indexes, so a link another process deleted and
+   * made again under the same name (tsnet's background lane, an operator) stays unknown to it ("No such device").
+   * Queued behind the batch in flight, like a batch.
+   */
+  renew(): Promise<void> {
+    return this.serial.run('batch', () => {
+      this.close();
+      return Promise.resolve();
+    });
+  }
+
   /** Ends the process (at shutdown). */
   close(): void {
     this.proc?.stdin.end();

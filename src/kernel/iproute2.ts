@@ -10,7 +10,7 @@ import { IpBatchSession } from './ip-session';
 const IP = 'ip';
 
 /** What the kernel needs of an `ip -batch` process. */
-export type BatchRunner = Pick<IpBatchSession, 'run' | 'close'>;
+export type BatchRunner = Pick<IpBatchSession, 'run' | 'close' | 'renew'>;
 
 /** One `ip -batch` line from its tokens, each through {@link safeToken}: data can never add a word or a command. */
 function ipLine(...tokens: Array<string | number>): string {
@@ -107,6 +107,9 @@ export class Iproute2Kernel implements Kernel {
   private readonly session: BatchRunner;
   /** A second ip process for the background lane; created on first use. */
   private lane: Iproute2Kernel | undefined;
+  /** Link deletions by either lane so far, and how many this lane's ip has seen (see IpBatchSession.renew). */
+  private readonly deletions: { count: number };
+  private seenDeletions = 0;
 
   /**
    * @param owner tag set as the alias of every link this kernel creates (e.g. `tsnet:tsnet`); see {@link batchLines}.
@@ -117,13 +120,15 @@ export class Iproute2Kernel implements Kernel {
     readonly owner: string,
     private readonly newSession: () => BatchRunner = () => new IpBatchSession([IP]),
     private readonly isBackground = false,
+    deletions = { count: 0 },
   ) {
     this.session = newSession();
+    this.deletions = deletions;
   }
 
   get background(): Kernel {
     if (this.isBackground) return this;
-    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, this.newSession, true);
+    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, this.newSession, true, this.deletions);
     return this.lane;
   }
 
@@ -162,13 +167,19 @@ export class Iproute2Kernel implements Kernel {
   private async batch(items: IpRendered[], offset: number): Promise<void> {
     const lines = items.flatMap((r) => r.lines);
     const changeOfLine = items.flatMap((r, i) => r.lines.map(() => i));
+    // The other lane deleted links since this ip last ran: names it knows may now be other links (or none).
+    if (this.seenDeletions !== this.deletions.count) await this.session.renew();
     const start = performance.now();
     const failure = await this.session.run(lines);
     const ms = since(start);
+    if (items.some((r) => r.change.op === 'link.del')) this.deletions.count++;
+    this.seenDeletions = this.deletions.count;
     if (!failure) {
       log.debug('kernel change', { changes: lines, ms });
       return;
     }
+    // Someone else may have made a link again under a name this ip knew: the next batch asks afresh.
+    if (/No such device|Cannot find device/.test(failure.reason)) await this.session.renew();
     const line = Math.min(Math.max(failure.index, 0), lines.length - 1);
     const i = changeOfLine[line];
     // Past the change's first line the link exists: it must count as applied to be undone (it is not tagged yet).

@@ -138,6 +138,9 @@ function served(socket: string): Promise<boolean> {
   });
 }
 
+/** Idle plugin connections stay open this long: longer than any client keeps them. */
+export const KEEP_ALIVE_MS = 10 * 60_000;
+
 /**
  * Listens on the unix socket with mode 0660 from the moment it exists. The umask is narrowed only around the bind,
  * which Node does synchronously inside listen(), so no other file of this process is created under it and no
@@ -166,5 +169,8 @@ export async function listenUnix(app: express.Express, socket: string): Promise<
       process.umask(old);
     }
     server.on('error', reject);
+    // dockerd's plugin client reuses idle connections (Go keeps them 90 s): a server closing one first (Node's default
+    // after 5 s) races a request sent on it, which dockerd resends with an empty body. The client closes first.
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
   });
 }

@@ -81,6 +81,19 @@ describe('ipvlan', () => {
     expect(err.message).toMatch(/^option parent="eth2" \(mode=ipvlan\): macvlan link mv9 is on it/);
   });
 
+  test.each([
+    [{ ipvlan_mode: 'l3' }, 'ipvlan_mode=l2 ipvlan_flag=bridge'],
+    [{ ipvlan_flag: 'private' }, 'ipvlan_mode=l2 ipvlan_flag=bridge'],
+  ])('a second ipvlan network with another mode or flag on one parent (%j) is refused; the same mode and flag share it', async (opts, held) => {
+    const { store, driver } = await setupOn(childReq('ipvlan', 'eth1'));
+    const other = { networkId: NID2, ipv4: [{ addressSpace: 'tsnet-local', pool: '10.5.0.0/24', auxAddresses: {} }] };
+    const err = await expectCode(driver.createNetwork(childReq('ipvlan', 'eth1', other, opts)), 'TSN_INVALID_OPTION');
+    expect(err.message).toBe(`option parent="eth1" (mode=ipvlan): ipvlan network aaaaaaaaaaaa uses it with ${held}, and the kernel keeps one mode and flag per parent`);
+    expect(await store.all('network')).toHaveLength(1);
+    await driver.createNetwork(childReq('ipvlan', 'eth1', other, { ipvlan_mode: 'l2', ipvlan_flag: 'bridge' }));
+    expect(await store.all('network')).toHaveLength(2);
+  });
+
   test('Leave and DeleteEndpoint delete the child; two endpoints share the parent', async () => {
     const { kernel, driver } = await setupOn(childReq('ipvlan', 'eth1', {}, { ipvlan_mode: 'l3' }));
     await endpoint(driver, EID, '192.168.10.5/24');

@@ -311,7 +311,8 @@ describe('two networks on one owned VLAN, one going while the other comes', () =
 
   test('DeleteNetwork of the first user waits for a CreateNetwork sharing the VLAN: the VLAN stays for the second', async () => {
     const { store, kernel, driver } = await setupOn(childReq('macvlan', 'eth1.10', sub('10.1.0.0/24', NID)));
-    const lookup = kernel.pauseAt((c) => c.call === 'link' && c.name === 'eth1.10');
+    // The second create holds while it reads the host (its parent checks).
+    const lookup = kernel.pauseAt((c) => c.call === 'links');
     const created = driver.createNetwork(childReq('macvlan', 'eth1.10', sub('10.2.0.0/24', NID2)));
     await lookup.reached;
     const deleted = driver.deleteNetwork(NID);

@@ -20,6 +20,11 @@ class StubSession {
     this.batches.push(lines);
     return Promise.resolve(this.failures.shift());
   }
+  renewals = 0;
+  renew(): Promise<void> {
+    this.renewals++;
+    return Promise.resolve();
+  }
   close(): void {}
 }
 
@@ -182,5 +187,31 @@ describe('nft element strings are built from checked values', () => {
     ['a table name with a space', () => renderNetwork('add', net('tsbr-1'), 'tsnet x')],
   ])('%s is refused with TSN_INTERNAL', (_what, render) => {
     expect(render).toThrow(expect.objectContaining({ code: 'TSN_INTERNAL' }));
+  });
+});
+
+describe('ip sessions never act on a stale name', () => {
+  test("a lane's ip starts afresh after the other lane deleted links, and after a No such device", async () => {
+    const sessions: StubSession[] = [];
+    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', () => {
+      const s = new StubSession();
+      sessions.push(s);
+      return s;
+    });
+    await kernel.apply([{ op: 'vlan.add', name: 'eth1.10', parent: 'eth1', vlanId: 10 }]);
+    const [main] = sessions;
+    // The background lane deletes the VLAN; the main lane's ip may still hold its old index.
+    await kernel.background.apply([{ op: 'link.del', name: 'eth1.10' }]);
+    const background = sessions[1];
+    expect(main.renewals).toBe(0);
+    await kernel.apply([{ op: 'vlan.add', name: 'eth1.10', parent: 'eth1', vlanId: 10 }]);
+    expect(main.renewals).toBe(1);
+    // Its own deletions it knows about; nothing changed since: no new process.
+    await kernel.apply([{ op: 'link.up', name: 'eth1.10' }]);
+    expect(main.renewals).toBe(1);
+    expect(background.renewals).toBe(0);
+    main.failures.push({ index: 0, reason: 'RTNETLINK answers: No such device' });
+    await expect(kernel.apply([{ op: 'link.up', name: 'eth1.10' }])).rejects.toThrow(/No such device/);
+    expect(main.renewals).toBe(2);
   });
 });

@@ -68,3 +68,12 @@ test('a stale socket left by a killed process is replaced', async () => {
   expect(await connects(socket)).toBe(true);
   server.close();
 });
+
+test("idle connections outlive dockerd's keep-alive (Go's 90 s), so the server never closes one a request is racing on", async () => {
+  const server = await listenUnix(app(), socket);
+  try {
+    expect(server.keepAliveTimeout).toBeGreaterThan(90_000);
+  } finally {
+    server.close();
+  }
+});

@@ -16,7 +16,7 @@ async function planIpvlanNetwork(req: CreateNetworkRequest, host: HostView): Pro
     ipvlanMode: pickOption('ipvlan', OPT.mode, o[OPT.mode], MODES, 'l2'),
     ipvlanFlag: pickOption('ipvlan', OPT.flag, o[OPT.flag], FLAGS, 'bridge'),
   };
-  const common = await planChildCommon(req, host, 'ipvlan', Object.values(OPT), false);
+  const common = await planChildCommon(req, host, 'ipvlan', Object.values(OPT), { passthru: false, ipvlan: settings });
   return { ...common, mode: 'ipvlan', settings };
 }
 

@@ -21,7 +21,7 @@ async function planMacvlanNetwork(req: CreateNetworkRequest, host: HostView): Pr
   if (wantShim && (macvlanMode === 'private' || macvlanMode === 'passthru')) {
     throw tsnetError('TSN_INVALID_OPTION', `option ${SHIM_OPTION}="true" (mode=macvlan): needs ${MODE_OPT}=bridge or vepa, not "${macvlanMode}"`);
   }
-  const common = await planChildCommon(req, host, 'macvlan', [MODE_OPT, SHIM_OPTION], macvlanMode === 'passthru');
+  const common = await planChildCommon(req, host, 'macvlan', [MODE_OPT, SHIM_OPTION], { passthru: macvlanMode === 'passthru' });
   const shim = wantShim ? await planShim(req.networkId, req.ipv4, common.enableIPv6 ? req.ipv6 : [], host) : undefined;
   return { ...common, mode: 'macvlan', settings: { macvlanMode }, ...(shim ? { shim } : {}) };
 }
