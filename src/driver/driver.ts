@@ -290,8 +290,9 @@ export class TsnetDriver implements NetworkDriver {
       const joined = { ...ep, sandboxKey: req.sandboxKey };
       await this.saveEndpoint(joined);
       if (changes.length === 0) return response;
-      // A Leave of this endpoint may still have its link queued for deletion under the same name.
-      await this.reaper.flush();
+      // A Leave of this endpoint may still have its link queued for deletion under the same name; other networks'
+      // deletions need not hold this Join up.
+      await this.reaper.settle(mode.endpointLinks(ep));
       try {
         await runSteps(this.kernel, `join ${ep.id.slice(0, 12)}`, [{ name: 'endpoint link', changes }]);
       } catch (err) {

@@ -15,6 +15,8 @@ const CHUNK = 32;
  */
 export class LinkReaper {
   private readonly pending = new Set<string>();
+  /** The chunk being deleted now (out of `pending`, not yet gone). */
+  private deleting = new Set<string>();
   /** After stop(): the time after which no new chunk starts. */
   private deadline = Infinity;
   private readonly jobs: Array<{ name: string; run: () => Promise<void> }> = [];
@@ -50,6 +52,11 @@ export class LinkReaper {
     if (!this.stopped && !this.running && (this.pending.size > 0 || this.jobs.length > 0)) this.running = this.loop();
   }
 
+  /** Resolves when none of `links` is queued or being deleted (others may still be). */
+  async settle(links: readonly string[]): Promise<void> {
+    while (this.running && links.some((l) => this.pending.has(l) || this.deleting.has(l))) await this.running;
+  }
+
   /** Resolves when every scheduled deletion has been attempted. */
   async flush(): Promise<void> {
     while (this.running) await this.running;
@@ -80,6 +87,7 @@ export class LinkReaper {
         }
         const batch = [...this.pending].slice(0, CHUNK);
         for (const l of batch) this.pending.delete(l);
+        this.deleting = new Set(batch);
         const start = performance.now();
         try {
           await applyRemovals(this.kernel, batch.map((name) => ({ op: 'link.del', name })));
@@ -89,6 +97,7 @@ export class LinkReaper {
           // Tombstones stay; the next start (reconcile) tries again.
           log.error('background link deletion failed', { links: batch, error: describeChain(err) });
         }
+        this.deleting = new Set();
       }
     } finally {
       this.running = undefined;
