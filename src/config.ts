@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { tsnetError } from './errors';
 
@@ -16,6 +17,34 @@ export interface Config {
   fwMark: number;
   /** Name of tsnet's nftables table (family inet). */
   nftTable: string;
+  /** Docker API unix socket tsnet reads containers and events from (never on a plugin call's path). */
+  dockerSocket: string;
+  dns: DnsConfig;
+}
+
+/** tsnet's DNS server (src/dns/). */
+export interface DnsConfig {
+  /** False with `--dns-listen none`: no listener, and Docker's API is still followed for later steps. */
+  enabled: boolean;
+  /** Lower-case, no trailing dot (default `tsnet`): names are NAME.NETWORK.ZONE. */
+  zone: string;
+  port: number;
+  /** Listen on each tsnet bridge network's gateway address(es). */
+  onGateways: boolean;
+  /** Further host addresses to listen on (for the host and the LAN). */
+  hostAddresses: string[];
+  /** Also listen on `--internal` networks' gateways (queries from them are still never forwarded). */
+  onInternal: boolean;
+  /** Upstream resolvers; `resolv.conf` reads {@link DnsConfig.resolvConf} (re-read when it changes). */
+  upstreams: DnsUpstream[] | 'resolv.conf';
+  resolvConf: string;
+  /** TTL of tsnet's own answers, seconds. */
+  ttl: number;
+}
+
+export interface DnsUpstream {
+  address: string;
+  port: number;
 }
 
 export interface DefaultPoolSpec {
@@ -38,6 +67,9 @@ export const DEFAULT_POOLS_V4: DefaultPoolSpec[] = [
 /** A ULA /48 carved into /64s for `--ipv6` networks without `--subnet`. */
 export const DEFAULT_POOLS_V6: DefaultPoolSpec[] = [{ base: 'fd74:736e:6574::/48', size: 64 }];
 export const DEFAULT_FW_MARK = 0x2000000;
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+export const DEFAULT_DNS_ZONE = 'tsnet';
+export const DEFAULT_DNS_TTL = 5;
 
 export const usage = `usage: tsnet [options]
   --socket PATH                unix socket to serve (default ${DEFAULT_SOCKET}; env TSNET_SOCKET)
@@ -48,6 +80,17 @@ export const usage = `usage: tsnet [options]
   --default-address-pool-v6 SPEC  the same for --ipv6 networks (env TSNET_DEFAULT_ADDRESS_POOLS_V6)
   --fw-mark HEX                mark bit for accepted forwarded traffic (default 0x${DEFAULT_FW_MARK.toString(16)})
   --nft-table NAME             tsnet's nftables table, family inet (default tsnet; env TSNET_NFT_TABLE)
+  --docker-socket PATH         Docker API socket for names and events (default ${DEFAULT_DOCKER_SOCKET};
+                               env DOCKER_HOST=unix://PATH)
+  --dns-listen WHERE           gateways | ADDRESS | none; repeatable (default gateways: each bridge network's
+                               gateway; env TSNET_DNS_LISTEN, ','-separated)
+  --dns-port N                 port of every DNS listener (default 53; env TSNET_DNS_PORT)
+  --dns-zone ZONE              zone of NAME.NETWORK.ZONE (default ${DEFAULT_DNS_ZONE}; env TSNET_DNS_ZONE)
+  --dns-internal               also listen on --internal networks' gateways (never forwarding for them)
+  --dns-upstream ADDR[:PORT]   resolver for other names; repeatable; none disables forwarding
+                               (default the nameservers of --dns-resolv-conf; env TSNET_DNS_UPSTREAMS, ','-separated)
+  --dns-resolv-conf PATH       where default upstreams come from (default /etc/resolv.conf)
+  --dns-ttl SECONDS            TTL of tsnet's own answers (default ${DEFAULT_DNS_TTL}; env TSNET_DNS_TTL)
   --help`;
 
 /** Parses `base=CIDR,size=N` (the syntax of dockerd's --default-address-pool). */
@@ -82,6 +125,14 @@ export function loadConfig(argv: string[]): Config | 'help' {
       'default-address-pool-v6': { type: 'string', multiple: true },
       'fw-mark': { type: 'string' },
       'nft-table': { type: 'string' },
+      'docker-socket': { type: 'string' },
+      'dns-listen': { type: 'string', multiple: true },
+      'dns-port': { type: 'string' },
+      'dns-zone': { type: 'string' },
+      'dns-internal': { type: 'boolean' },
+      'dns-upstream': { type: 'string', multiple: true },
+      'dns-resolv-conf': { type: 'string' },
+      'dns-ttl': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -106,5 +157,96 @@ export function loadConfig(argv: string[]): Config | 'help' {
     defaultPoolsV6: pools6.length ? pools6.map(parseDefaultPool) : DEFAULT_POOLS_V6,
     fwMark,
     nftTable,
+    dockerSocket: dockerSocket(values['docker-socket']),
+    dns: dnsConfig({
+      listen: values['dns-listen'] ?? envCommaList('TSNET_DNS_LISTEN'),
+      port: values['dns-port'] ?? process.env.TSNET_DNS_PORT,
+      zone: values['dns-zone'] ?? process.env.TSNET_DNS_ZONE,
+      internal: values['dns-internal'] ?? process.env.TSNET_DNS_INTERNAL === '1',
+      upstreams: values['dns-upstream'] ?? envCommaList('TSNET_DNS_UPSTREAMS'),
+      resolvConf: values['dns-resolv-conf'] ?? process.env.TSNET_DNS_RESOLV_CONF,
+      ttl: values['dns-ttl'] ?? process.env.TSNET_DNS_TTL,
+    }),
   };
+}
+
+function envCommaList(name: string): string[] {
+  const v = process.env[name];
+  return v ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : [];
+}
+
+function dockerSocket(flag: string | undefined): string {
+  if (flag !== undefined) return path.resolve(flag);
+  const host = process.env.DOCKER_HOST;
+  if (host === undefined || host === '') return DEFAULT_DOCKER_SOCKET;
+  if (!host.startsWith('unix://')) {
+    throw tsnetError('TSN_INVALID_OPTION', `DOCKER_HOST "${host}": tsnet reads Docker only over a unix socket (unix://PATH)`);
+  }
+  return path.resolve(host.slice('unix://'.length));
+}
+
+interface DnsFlags {
+  listen: string[];
+  port: string | undefined;
+  zone: string | undefined;
+  internal: boolean;
+  upstreams: string[];
+  resolvConf: string | undefined;
+  ttl: string | undefined;
+}
+
+function dnsConfig(f: DnsFlags): DnsConfig {
+  const listen = f.listen.length ? f.listen : ['gateways'];
+  const none = listen.includes('none');
+  if (none && listen.length > 1) {
+    throw tsnetError('TSN_INVALID_OPTION', `dns-listen "${listen.join(',')}": none cannot be combined with other listeners`);
+  }
+  const hostAddresses = listen.filter((l) => l !== 'gateways' && l !== 'none');
+  for (const a of hostAddresses) {
+    if (!isIP(a)) throw tsnetError('TSN_INVALID_OPTION', `dns-listen "${a}": expected gateways, none or an IP address`);
+  }
+  const zone = (f.zone ?? DEFAULT_DNS_ZONE).toLowerCase().replace(/\.$/, '');
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(zone) || zone.length > 200) {
+    throw tsnetError('TSN_INVALID_OPTION', `dns-zone "${f.zone}": expected a domain name such as tsnet or dns.example.org`);
+  }
+  let upstreams: DnsConfig['upstreams'] = 'resolv.conf';
+  if (f.upstreams.includes('none')) {
+    if (f.upstreams.length > 1) throw tsnetError('TSN_INVALID_OPTION', `dns-upstream "${f.upstreams.join(',')}": none cannot be combined with upstreams`);
+    upstreams = [];
+  } else if (f.upstreams.length) {
+    upstreams = f.upstreams.map(parseUpstream);
+  }
+  return {
+    enabled: !none,
+    zone,
+    port: intOption('dns-port', f.port, 53, 1, 65535),
+    onGateways: listen.includes('gateways'),
+    hostAddresses,
+    onInternal: f.internal,
+    upstreams,
+    resolvConf: path.resolve(f.resolvConf ?? '/etc/resolv.conf'),
+    ttl: intOption('dns-ttl', f.ttl, DEFAULT_DNS_TTL, 0, 86400),
+  };
+}
+
+function intOption(name: string, text: string | undefined, dflt: number, min: number, max: number): number {
+  if (text === undefined) return dflt;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw tsnetError('TSN_INVALID_OPTION', `${name} "${text}": expected an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** `ADDR`, `ADDR:PORT` or `[V6]:PORT`. */
+export function parseUpstream(spec: string): DnsUpstream {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(spec);
+  const colon = spec.lastIndexOf(':');
+  const [address, port] = bracketed
+    ? [bracketed[1], bracketed[2]]
+    : isIP(spec) === 6 || colon < 0
+      ? [spec, undefined]
+      : [spec.slice(0, colon), spec.slice(colon + 1)];
+  if (!isIP(address)) {
+    throw tsnetError('TSN_INVALID_OPTION', `dns-upstream "${spec}": expected ADDRESS, ADDRESS:PORT or [IPv6]:PORT`);
+  }
+  return { address, port: intOption('dns-upstream port', port, 53, 1, 65535) };
 }

@@ -31,6 +31,8 @@ export const catalogue = {
   TSN_NO_AVAILABLE_IPS: { category: 'unavailable', summary: 'no free address left in the range' },
   TSN_NO_AVAILABLE_POOL: { category: 'unavailable', summary: 'no default pool is free' },
   TSN_KERNEL: { category: 'kernel', summary: 'a kernel operation failed' },
+  TSN_DOCKER: { category: 'unavailable', summary: "Docker's API is unreachable or answered something unexpected" },
+  TSN_DNS: { category: 'internal', summary: 'a DNS listener or upstream failed' },
   TSN_STORE: { category: 'internal', summary: 'the state store failed' },
   TSN_INTERNAL: { category: 'internal', summary: 'unexpected internal error' },
 } as const satisfies Record<string, CatalogueEntry>;

@@ -1,0 +1,57 @@
+/**
+ * What the Docker room tells the rest of tsnet. Nothing outside `src/docker/` talks to Docker's API; other rooms
+ * see only these types.
+ */
+
+/** One container's attachment to one Docker network, as Docker's API reports it. */
+export interface ContainerNetwork {
+  /** Docker's network ID (64 hex digits), the same ID dockerd gave tsnet in CreateNetwork. */
+  networkId: string;
+  /** The network's name (the key of `NetworkSettings.Networks`). */
+  networkName: string;
+  /** Plain address (no prefix length), absent when the network gave the container none. */
+  ipv4?: string;
+  ipv6?: string;
+  /**
+   * Further names on this network: `--network-alias`, compose service names, and (API ≥ 1.44) `DNSNames`.
+   * Lower-cased, deduplicated, without the container's own name.
+   */
+  aliases: string[];
+}
+
+/** A running container with its networks (stopped containers are not reported). */
+export interface ContainerInfo {
+  /** Full container ID (64 hex digits). */
+  id: string;
+  /** Name without Docker's leading `/`. */
+  name: string;
+  /** `Config.Hostname`. */
+  hostname: string;
+  networks: ContainerNetwork[];
+}
+
+/** A Docker network as `GET /networks` lists it. */
+export interface NetworkInfo {
+  id: string;
+  name: string;
+  driver: string;
+  internal: boolean;
+}
+
+/** Whether Docker's API can be read right now (tsnet works either way; only what it learns from Docker waits). */
+export type DockerStatus = { up: true; apiVersion: string } | { up: false; error: string };
+
+/**
+ * Follows Docker: after every (re)connect a full resync, then `/events`. Listeners are called off any plugin call's
+ * path, coalesced (one call for a burst of events).
+ */
+export interface DockerFeed {
+  /** All running containers, whenever the set or any container in it changed. */
+  onContainers(listener: (containers: ReadonlyArray<ContainerInfo>) => void): void;
+  /** A network was created, destroyed, or a container connected or disconnected (listeners follow networks). */
+  onNetworks(listener: (networks: ReadonlyArray<NetworkInfo>) => void): void;
+  onStatus(listener: (status: DockerStatus) => void): void;
+  start(): void;
+  /** Stops following; pending reconnects are cancelled. */
+  stop(): Promise<void>;
+}
