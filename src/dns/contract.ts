@@ -69,3 +69,13 @@ export interface ListenerSpec {
 
 /** Answers a raw query; null drops it (no reply at all). */
 export type QueryHandler = (msg: Buffer, ctx: QueryContext) => Buffer | null | Promise<Buffer | null>;
+
+/** Relays queries tsnet does not answer itself to the upstream resolvers (src/dns/forwarder.ts). */
+export interface Forwarder {
+  /**
+   * The upstream's response to `msg` with the client's ID, from the cache when fresh (TTLs counted down), or a
+   * SERVFAIL when every upstream failed or timed out. Never rejects; never delays anything but this query.
+   */
+  forward(msg: Buffer, query: Query, transport: Transport): Promise<Buffer>;
+  close(): Promise<void>;
+}
