@@ -47,6 +47,8 @@ export interface FeedOptions {
 
 /** Inspects at once during a resync (thousands of containers should not take thousands of round trips in a row). */
 const RESYNC_CONCURRENCY = 8;
+/** Under constant churn the in-flight count may never reach zero: report anyway after this many deferrals. */
+const MAX_DEFERRED = 64;
 
 const logger = log.child({ component: 'docker-feed' });
 
@@ -81,6 +83,9 @@ export class DockerEventFeed implements DockerFeed {
   private sleepTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
 
+  /** Re-inspections queued or running; listeners wait for them (a burst is one call), see {@link MAX_DEFERRED}. */
+  private inFlight = 0;
+  private deferred = 0;
   private containersDirty = false;
   private networksDirty = false;
   private emitScheduled = false;
@@ -227,6 +232,7 @@ export class DockerEventFeed implements DockerFeed {
   /** Re-inspects one container after the inspections already queued for it (the last one started wins). */
   private refreshContainer(id: string, gen: number, signal: AbortSignal): void {
     const prev = this.chains.get(id) ?? Promise.resolve();
+    this.inFlight++;
     const next: Promise<void> = prev.then(async () => {
       try {
         if (gen !== this.generation) return;
@@ -237,6 +243,8 @@ export class DockerEventFeed implements DockerFeed {
         if (gen === this.generation) logger.debug('inspecting a container failed', { container: id.slice(0, 12), error: describeChain(err).slice(0, 200) });
       } finally {
         if (this.chains.get(id) === next) this.chains.delete(id);
+        this.inFlight--;
+        if (this.containersDirty) this.scheduleEmit();
       }
     });
     this.chains.set(id, next);
@@ -287,6 +295,12 @@ export class DockerEventFeed implements DockerFeed {
     this.emitScheduled = true;
     this.timers.setImmediate(() => {
       this.emitScheduled = false;
+      if (this.containersDirty && this.inFlight > 0 && this.deferred < MAX_DEFERRED) {
+        // The last re-inspection of the burst schedules the call.
+        this.deferred++;
+        return;
+      }
+      this.deferred = 0;
       this.emittedOnce = true;
       if (this.containersDirty) {
         this.containersDirty = false;
