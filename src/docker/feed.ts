@@ -93,6 +93,8 @@ export class DockerEventFeed implements DockerFeed {
 
   private lastWarnAt = -Infinity;
   private suppressed = 0;
+  /** A failure was logged since the last connection: say when it is over (once, not per flap). */
+  private warned = false;
 
   constructor(opts: FeedOptions) {
     this.client = new DockerClient({ socketPath: opts.socketPath, ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
@@ -177,9 +179,8 @@ export class DockerEventFeed implements DockerFeed {
     if (buffered.networks) this.refreshNetworks(gen, conn.signal);
     this.backoff.reset();
     this.setStatus({ up: true, apiVersion });
-    if (this.suppressed > 0 || this.lastWarnAt > -Infinity) logger.info('following Docker again', { apiVersion });
-    this.lastWarnAt = -Infinity;
-    this.suppressed = 0;
+    if (this.warned) logger.info('following Docker again', { apiVersion });
+    this.warned = false;
     const reason = await stream.ended;
     const bad = stream.badLines();
     if (bad > 0) logger.warn('Docker event stream had lines that are not events', { count: bad });
@@ -330,6 +331,7 @@ export class DockerEventFeed implements DockerFeed {
       return;
     }
     logger.warn('Docker API unavailable; retrying in the background', { error, suppressed: this.suppressed });
+    this.warned = true;
     this.lastWarnAt = t;
     this.suppressed = 0;
   }

@@ -1,5 +1,6 @@
 import type { ContainerInfo, DockerStatus, NetworkInfo } from '../../src/docker/contract';
 import { DockerEventFeed, type Timers } from '../../src/docker/feed';
+import { log } from '../../src/log';
 import { FakeDocker, type FakeContainer } from '../harness/fake-docker';
 
 const NET = 'a'.repeat(64);
@@ -61,11 +62,11 @@ interface Harness {
 
 const live: Harness[] = [];
 
-async function setup(opts: { apiVersion?: string; min?: string; chunkBytes?: number; up?: boolean } = {}): Promise<Harness> {
+async function setup(opts: { apiVersion?: string; min?: string; chunkBytes?: number; up?: boolean; now?: () => number } = {}): Promise<Harness> {
   const docker = new FakeDocker({ apiVersion: opts.apiVersion ?? '1.41', minApiVersion: opts.min ?? '1.12', chunkBytes: opts.chunkBytes ?? 7 });
   if (opts.up ?? true) await docker.start();
   const timers = new ManualTimers();
-  const feed = new DockerEventFeed({ socketPath: docker.socketPath, timers, random: () => 1, backoffInitialMs: 100, backoffCapMs: 800 });
+  const feed = new DockerEventFeed({ socketPath: docker.socketPath, timers, random: () => 1, backoffInitialMs: 100, backoffCapMs: 800, ...(opts.now ? { now: opts.now } : {}) });
   const h: Harness = {
     docker,
     feed,
@@ -279,4 +280,27 @@ test('network create is reported through onNetworks', async () => {
   h.docker.addNetwork({ id: NET, name: 'front', driver: 'tsnet', internal: true });
   await until(() => h.nets.length === 2, 'network event');
   expect(h.nets[1]).toEqual([{ id: NET, name: 'front', driver: 'tsnet', internal: true }]);
+});
+
+test('failures are logged at warn at most once a minute, with the count left out', async () => {
+  const write = jest.spyOn(log, 'write');
+  try {
+    let t = 0;
+    const h = await setup({ up: false, now: () => t });
+    const warns = (): { message: string; suppressed?: number }[] => write.mock.calls.map((c) => c[0] as { level: string; message: string; suppressed?: number }).filter((e) => e.level === 'warn');
+    h.feed.start();
+    for (let i = 0; i < 5; i++) {
+      await until(() => h.timers.waiting, `attempt ${i}`);
+      t += 1000;
+      h.timers.fire();
+    }
+    await until(() => h.timers.waiting, 'sixth');
+    expect(warns()).toHaveLength(1);
+    t += 60_000;
+    h.timers.fire();
+    await until(() => warns().length === 2, 'second warn');
+    expect(warns()[1]).toMatchObject({ message: 'Docker API unavailable; retrying in the background', suppressed: 5 });
+  } finally {
+    write.mockRestore();
+  }
 });
