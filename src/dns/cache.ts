@@ -5,7 +5,8 @@
  */
 
 import type { Query } from './contract';
-import { RCODE_NOERROR, RCODE_NXDOMAIN, FLAG_TC, TYPE_OPT, TYPE_SOA, soaMinimum, type WalkedMessage } from './message';
+import { FLAG_TC, soaMinimum, type WalkedMessage } from './message';
+import { RCODE, TYPE } from './wire';
 
 export interface CacheOptions {
   /** Milliseconds; `Date.now` unless a test injects its clock. */
@@ -80,7 +81,7 @@ export class DnsCache {
   put(key: string, reply: Buffer, walked: WalkedMessage): boolean {
     const ttl = cacheLifetime(reply, walked, this.maxTtl, this.maxNegativeTtl);
     if (ttl <= 0) return false;
-    const counted = walked.rrs.filter((rr) => rr.type !== TYPE_OPT);
+    const counted = walked.rrs.filter((rr) => rr.type !== TYPE.OPT);
     const now = this.now();
     this.entries.delete(key);
     this.entries.set(key, {
@@ -108,10 +109,10 @@ export class DnsCache {
  */
 export function cacheLifetime(reply: Buffer, walked: WalkedMessage, maxTtl: number, maxNegativeTtl: number): number {
   if ((walked.flags & FLAG_TC) !== 0) return 0;
-  if (walked.rcode !== RCODE_NOERROR && walked.rcode !== RCODE_NXDOMAIN) return 0;
+  if (walked.rcode !== RCODE.NOERROR && walked.rcode !== RCODE.NXDOMAIN) return 0;
   const answers = walked.rrs.filter((rr) => rr.section === 'answer');
-  if (walked.rcode === RCODE_NOERROR && answers.length > 0) return Math.min(maxTtl, ...answers.map((rr) => rr.ttl));
-  const soa = walked.rrs.find((rr) => rr.section === 'authority' && rr.type === TYPE_SOA);
+  if (walked.rcode === RCODE.NOERROR && answers.length > 0) return Math.min(maxTtl, ...answers.map((rr) => rr.ttl));
+  const soa = walked.rrs.find((rr) => rr.section === 'authority' && rr.type === TYPE.SOA);
   const minimum = soa && soaMinimum(reply, soa);
   if (!soa || minimum === undefined) return 0;
   return Math.min(maxNegativeTtl, soa.ttl, minimum);

@@ -5,12 +5,7 @@
  * `undefined`, never a throw or a long loop.
  */
 
-export const HEADER_LEN = 12;
-export const TYPE_SOA = 6;
-export const TYPE_OPT = 41;
-export const RCODE_NOERROR = 0;
-export const RCODE_SERVFAIL = 2;
-export const RCODE_NXDOMAIN = 3;
+const HEADER_LEN = 12;
 export const FLAG_QR = 0x8000;
 export const FLAG_TC = 0x0200;
 

@@ -1,23 +1,18 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
 import * as packet from 'dns-packet';
 import type { Query } from '../../src/dns/contract';
+import { isParseFailure, parseQuery } from '../../src/dns/wire';
+import { query } from './dns-fixtures';
 
 /** Fixtures of the forwarder's tests: queries as the server hands them over, and upstream replies encoded by dns-packet. */
 
-/** A query's wire form and its parsed form (built here, not by src/dns/wire.ts, so these tests stand alone). */
+/** A query's wire form (dns-packet) and its parsed form (src/dns/wire.ts), as the server hands them over. */
 export function makeQuery(name: string, type: packet.RecordType = 'A', opts: { id?: number; edns?: { udpSize: number; dnssecOk?: boolean } } = {}): { msg: Buffer; query: Query } {
-  const id = opts.id ?? 0x1234;
-  const additionals = opts.edns ? [opt(opts.edns.udpSize, opts.edns.dnssecOk ? packet.DNSSEC_OK : 0)] : [];
-  const msg = packet.encode({ type: 'query', id, flags: packet.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }], additionals });
-  const questionEnd = 12 + name.split('.').reduce((n, label) => n + label.length + 1, 1) + 4;
-  const query: Query = {
-    id,
-    flags: msg.readUInt16BE(2),
-    opcode: 0,
-    question: { name: name.toLowerCase(), type: msg.readUInt16BE(questionEnd - 4), class: 1 },
-    questionEnd,
-    edns: opts.edns ? { udpSize: Math.max(512, opts.edns.udpSize), version: 0, dnssecOk: opts.edns.dnssecOk ?? false } : undefined,
-  };
-  return { msg, query };
+  const msg = query(name, type, { id: opts.id ?? 0x1234, udpSize: opts.edns?.udpSize, dnssecOk: opts.edns?.dnssecOk });
+  const parsed = parseQuery(msg);
+  if (isParseFailure(parsed)) throw new Error(`fixture query for ${name} does not parse: ${parsed.error}`);
+  return { msg, query: parsed };
 }
 
 export interface ReplySpec {
@@ -67,7 +62,111 @@ export function rcodeOf(msg: Buffer): number {
   return msg.readUInt16BE(2) & 0xf;
 }
 
-/** An OPT record (dns-packet's type wants fields its encoder derives from `flags`). */
 export function opt(udpPayloadSize: number, flags = 0): packet.Answer {
-  return { type: 'OPT', name: '.', udpPayloadSize, flags } as packet.Answer;
+  return { type: 'OPT', name: '.', udpPayloadSize, extendedRcode: 0, ednsVersion: 0, flags, flag_do: (flags & packet.DNSSEC_OK) !== 0, options: [] };
+}
+
+/** Timers the test fires by advancing a virtual clock (no test waits on the real one). */
+export class FakeTimers {
+  now = 0;
+  private timers: { due: number; fn: () => void; live: boolean }[] = [];
+  start = (fn: () => void, ms: number): (() => void) => {
+    const t = { due: this.now + ms, fn, live: true };
+    this.timers.push(t);
+    return () => (t.live = false);
+  };
+  /** Moves the clock on by `ms`, firing every timer that falls due, in order. */
+  advance(ms: number): void {
+    const until = this.now + ms;
+    for (;;) {
+      const next = this.timers.filter((t) => t.live && t.due <= until).sort((x, y) => x.due - y.due).at(0);
+      if (!next) break;
+      this.now = next.due;
+      next.live = false;
+      next.fn();
+    }
+    this.now = until;
+    this.timers = this.timers.filter((t) => t.live);
+  }
+  get live(): number {
+    return this.timers.filter((t) => t.live).length;
+  }
+}
+
+export type UpstreamHandler = (msg: Buffer, via: 'udp' | 'tcp', from: dgram.RemoteInfo | undefined) => Buffer | undefined | Promise<Buffer | undefined>;
+
+/** A resolver on 127.0.0.1 serving UDP and TCP on one ephemeral port, answering through `handler` (undefined: silence). */
+export class FakeUpstream {
+  received: { via: 'udp' | 'tcp'; msg: Buffer }[] = [];
+  handler: UpstreamHandler = () => undefined;
+  private conns = new Set<net.Socket>();
+
+  private constructor(
+    readonly udp: dgram.Socket,
+    readonly tcp: net.Server,
+    readonly port: number,
+  ) {
+    udp.on('message', (msg, rinfo) => {
+      this.received.push({ via: 'udp', msg });
+      Promise.resolve(this.handler(msg, 'udp', rinfo))
+        .then((r) => r && udp.send(r, rinfo.port, rinfo.address))
+        .catch(() => undefined);
+    });
+    tcp.on('connection', (c) => {
+      this.conns.add(c);
+      c.on('close', () => this.conns.delete(c));
+      c.on('error', () => undefined);
+      let buf = Buffer.alloc(0);
+      c.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+          const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+          buf = buf.subarray(2 + msg.length);
+          this.received.push({ via: 'tcp', msg });
+          Promise.resolve(this.handler(msg, 'tcp', undefined))
+            .then((r) => {
+              if (!r) return;
+              const len = Buffer.alloc(2);
+              len.writeUInt16BE(r.length);
+              c.write(Buffer.concat([len, r]));
+            })
+            .catch(() => undefined);
+        }
+      });
+    });
+  }
+
+  static async start(): Promise<FakeUpstream> {
+    for (;;) {
+      const udp = dgram.createSocket('udp4');
+      await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+      const port = udp.address().port;
+      const tcp = net.createServer();
+      const ok = await new Promise<boolean>((r) => {
+        tcp.once('error', () => r(false));
+        tcp.listen(port, '127.0.0.1', () => r(true));
+      });
+      if (ok) return new FakeUpstream(udp, tcp, port);
+      udp.close();
+    }
+  }
+
+  get address(): { address: string; port: number } {
+    return { address: '127.0.0.1', port: this.port };
+  }
+
+  count(via: 'udp' | 'tcp'): number {
+    return this.received.filter((r) => r.via === via).length;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns) c.destroy();
+    await new Promise<void>((r) => this.udp.close(() => r()));
+    await new Promise<void>((r) => this.tcp.close(() => r()));
+  }
+}
+
+/** Waits (event loop turns, no clock assertion) until `cond` holds. */
+export async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setImmediate(r));
 }
