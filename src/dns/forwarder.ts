@@ -74,6 +74,10 @@ export class UpstreamForwarder implements Forwarder {
   private readonly exchanges = new Set<AbortController>();
   private pending = 0;
   private closed = false;
+  /** The upstream that answered last (address/port): tried first, so a dead first nameserver costs one timeout, not one per query. */
+  private lastGood: string | undefined;
+  /** Whether the last exchange got no answer at all: logged on the change only, never per query. */
+  private failing = false;
 
   constructor(opts: ForwarderOptions) {
     this.upstreams = opts.upstreams;
@@ -132,9 +136,10 @@ export class UpstreamForwarder implements Forwarder {
     const cancelOverall = this.timer(() => abort.abort(), this.overallTimeoutMs);
     // A SERVFAIL/REFUSED/NOTIMP from one upstream is passed on only when no other upstream does better.
     let fallback: Buffer | undefined;
+    const first = Math.max(0, list.findIndex((u) => upstreamKey(u) === this.lastGood));
     try {
       for (let i = 0; i < list.length * ROUNDS && !abort.signal.aborted; i++) {
-        const upstream = list[i % list.length];
+        const upstream = list[(first + i) % list.length];
         const reply = await this.attempt(upstream, msg, query, transport, abort.signal);
         if (!reply) continue;
         const walked = walkMessage(reply);
@@ -147,8 +152,15 @@ export class UpstreamForwarder implements Forwarder {
           continue;
         }
         this.cache?.put(key, reply, walked);
+        this.lastGood = upstreamKey(upstream);
+        if (this.failing) logger.info('upstreams answer again', { upstream: upstream.address, port: upstream.port });
+        this.failing = false;
         return reply;
       }
+      if (!fallback && !this.failing && !this.closed) {
+        logger.warn('no upstream answered; forwarded queries get SERVFAIL', { upstreams: list.map(upstreamKey), overallTimeoutMs: this.overallTimeoutMs });
+      }
+      this.failing = !fallback;
       return fallback;
     } finally {
       cancelOverall();
@@ -185,11 +197,16 @@ export class UpstreamForwarder implements Forwarder {
       s.pending.set(id, entry);
       const cancel = this.timer(() => done(undefined), this.tryTimeoutMs);
       signal.addEventListener('abort', onAbort);
-      s.socket.send(out, upstream.port, upstream.address, (err) => {
-        if (!err) return;
-        logger.debug('upstream send failed', { upstream: upstream.address, port: upstream.port, errno: err.message });
+      const failed = (err: Error) => {
+        logger.debug('upstream send failed', { upstream: upstream.address, port: upstream.port, error: err.message });
         done(undefined);
-      });
+      };
+      try {
+        s.socket.send(out, upstream.port, upstream.address, (err) => err && failed(err));
+      } catch (err) {
+        // A bad scope id or a closed socket throws at once instead of calling back.
+        failed(err instanceof Error ? err : new Error('send failed'));
+      }
     });
   }
 
@@ -265,6 +282,10 @@ function personalize(reply: Buffer, msg: Buffer, query: Query, transport: Transp
 
 function servfail(msg: Buffer, query: Query): Buffer {
   return rcodeResponse(msg, query, RCODE.SERVFAIL, true);
+}
+
+function upstreamKey(u: DnsUpstream): string {
+  return `${u.address}/${u.port}`;
 }
 
 /** An address as compared with a reply's source: canonical text, without an IPv6 zone. */

@@ -107,6 +107,25 @@ test('a dead first upstream: the second answers after the first try times out', 
   timers.advance(1);
   await until(() => box.reply !== undefined);
   expect(answerOf(box.reply!)).toEqual(['192.0.2.9']);
+
+  // The next query starts with the upstream that answered: no timeout to sit through.
+  const next = makeQuery('next.example.org');
+  expect(answerOf(await f.forward(next.msg, next.query, 'udp'))).toEqual(['192.0.2.9']);
+  expect(dead.received).toHaveLength(1);
+});
+
+test('a query waiting on a slow upstream never holds up another forwarded query', async () => {
+  const [up] = await upstreams(1);
+  up.handler = (m) => (packet.decode(m).questions![0].name.startsWith('slow') ? undefined : makeReply(m, { answers: [a('fast.example.org', 60, '192.0.2.15')] }));
+  const f = forwarder([up.address]);
+  const slow = makeQuery('slow.example.org');
+  const box = observe(f.forward(slow.msg, slow.query, 'udp'));
+  const fast = makeQuery('fast.example.org');
+  expect(answerOf(await f.forward(fast.msg, fast.query, 'udp'))).toEqual(['192.0.2.15']);
+  expect(box.reply).toBeUndefined();
+  timers.advance(4000);
+  await until(() => box.reply !== undefined);
+  expect(rcodeOf(box.reply!)).toBe(2);
 });
 
 test('all upstreams dead: SERVFAIL exactly at the overall bound, every upstream tried', async () => {
