@@ -33,6 +33,18 @@ function forwarder(list: DnsUpstream[], opts: Partial<ForwarderOptions> = {}): U
 const answerOf = (reply: Buffer) => (packet.decode(reply).answers ?? []).map((r) => ('data' in r ? r.data : undefined));
 const idOf = (msg: Buffer) => msg.readUInt16BE(0);
 
+/** An upstream that answers every query with `address` once the test releases it. */
+async function holdingUpstream(address: string): Promise<{ up: FakeUpstream; release: () => void }> {
+  const [up] = await upstreams(1);
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  up.handler = async (m) => {
+    await held;
+    return makeReply(m, { answers: [a(packet.decode(m).questions![0].name, 60, address)] });
+  };
+  return { up, release };
+}
+
 /** A forward whose settling the test can observe without awaiting it. */
 function observe(p: Promise<Buffer>): { reply?: Buffer } {
   const box: { reply?: Buffer } = {};
@@ -217,13 +229,7 @@ test('spoofed replies (wrong source port, wrong ID, wrong question) are ignored;
 });
 
 test('identical questions in flight share one upstream exchange; each client gets its ID and letter case', async () => {
-  const [up] = await upstreams(1);
-  let release: () => void = () => undefined;
-  const held = new Promise<void>((r) => (release = r));
-  up.handler = async (m) => {
-    await held;
-    return makeReply(m, { answers: [a('shared.example.org', 60, '192.0.2.11')] });
-  };
+  const { up, release } = await holdingUpstream('192.0.2.11');
   const f = forwarder([up.address]);
   const names = ['shared.example.org', 'SHARED.example.org', 'Shared.Example.Org'];
   const qs = names.map((n, i) => makeQuery(n, 'A', { id: 100 + i }));
@@ -239,13 +245,7 @@ test('identical questions in flight share one upstream exchange; each client get
 });
 
 test('beyond the pending cap a query gets SERVFAIL at once; the others are unaffected', async () => {
-  const [up] = await upstreams(1);
-  let release: () => void = () => undefined;
-  const held = new Promise<void>((r) => (release = r));
-  up.handler = async (m) => {
-    await held;
-    return makeReply(m, { answers: [a('x.example.org', 60, '192.0.2.12')] });
-  };
+  const { up, release } = await holdingUpstream('192.0.2.12');
   const f = forwarder([up.address], { maxPending: 2 });
   const q1 = makeQuery('one.example.org');
   const q2 = makeQuery('two.example.org');
