@@ -16,7 +16,7 @@ import { cacheKey, type DnsCache } from './cache';
 import type { Forwarder, Query, Transport } from './contract';
 import { FLAG_TC, answersQuestion, walkMessage } from './message';
 import type { Upstreams } from './upstreams';
-import { RCODE, rcodeResponse, truncate, udpLimit } from './wire';
+import { RCODE, rcodeResponse } from './wire';
 
 const logger = log.child({ component: 'dns-forwarder' });
 
@@ -97,12 +97,12 @@ export class UpstreamForwarder implements Forwarder {
     try {
       const key = cacheKey(query);
       const cached = this.cache?.get(key);
-      if (cached) return personalize(cached, msg, query, transport);
+      if (cached) return personalize(cached, msg, query);
       if (this.closed || this.pending >= this.maxPending) return servfail(msg, query);
       this.pending++;
       try {
-        // A UDP reply is sized by the client's payload size, so only queries offering the same size share one.
-        const flightKey = `${transport}/${query.edns?.udpSize ?? 0}/${key}`;
+        // Replies come whole whatever the client's UDP size (TC is retried over TCP); the resolver fits them.
+        const flightKey = `${transport}/${key}`;
         let flight = this.inflight.get(flightKey);
         if (!flight) {
           const started = this.exchange(msg, query, transport, key);
@@ -111,7 +111,7 @@ export class UpstreamForwarder implements Forwarder {
           started.finally(() => this.inflight.get(flightKey) === started && this.inflight.delete(flightKey)).catch(() => undefined);
         }
         const reply = await flight;
-        return reply ? personalize(Buffer.from(reply), msg, query, transport) : servfail(msg, query);
+        return reply ? personalize(Buffer.from(reply), msg, query) : servfail(msg, query);
       } finally {
         this.pending--;
       }
@@ -273,11 +273,14 @@ export class UpstreamForwarder implements Forwarder {
   }
 }
 
-/** A reply (a copy the caller owns) made the client's: its ID, its question's letter case, cut to its UDP size. */
-function personalize(reply: Buffer, msg: Buffer, query: Query, transport: Transport): Buffer {
+/**
+ * A reply (a copy the caller owns) made the client's: its ID and its question's letter case. Fitting it to the
+ * client's UDP size is the resolver's, as for tsnet's own answers.
+ */
+function personalize(reply: Buffer, msg: Buffer, query: Query): Buffer {
   reply.writeUInt16BE(query.id, 0);
   if (answersQuestion(reply, msg, query.questionEnd)) msg.copy(reply, 12, 12, query.questionEnd);
-  return transport === 'udp' && reply.length > udpLimit(query) ? truncate(msg, query, reply) : reply;
+  return reply;
 }
 
 function servfail(msg: Buffer, query: Query): Buffer {
