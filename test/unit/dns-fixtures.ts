@@ -1,3 +1,5 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
 import * as dnsPacket from 'dns-packet';
 import type { ContainerInfo } from '../../src/docker/contract';
 import type { DnsNetwork, QueryContext } from '../../src/dns/contract';
@@ -103,4 +105,17 @@ export function decode(out: Buffer | null | Promise<Buffer | null>): Reply {
   const p = dnsPacket.decode(out);
   const rcodes = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
   return { ...p, rcode: rcodes[(p.flags ?? 0) & 0xf] ?? `RCODE${(p.flags ?? 0) & 0xf}` };
+}
+
+/** One UDP query to a listener on loopback; resolves with the first datagram back. */
+export function udpAsk(port: number, msg: Buffer, address = '127.0.0.1'): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket(net.isIPv6(address) ? 'udp6' : 'udp4');
+    s.once('message', (m) => {
+      s.close();
+      resolve(m);
+    });
+    s.once('error', reject);
+    s.send(msg, port, address);
+  });
 }
