@@ -105,6 +105,7 @@ export class FakeUpstream {
     readonly udp: dgram.Socket,
     readonly tcp: net.Server,
     readonly port: number,
+    readonly host: string,
   ) {
     udp.on('message', (msg, rinfo) => {
       this.received.push({ via: 'udp', msg });
@@ -136,23 +137,26 @@ export class FakeUpstream {
     });
   }
 
-  static async start(): Promise<FakeUpstream> {
+  static async start(host = '127.0.0.1'): Promise<FakeUpstream> {
     for (;;) {
-      const udp = dgram.createSocket('udp4');
-      await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+      const udp = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind(0, host, resolve);
+      });
       const port = udp.address().port;
       const tcp = net.createServer();
       const ok = await new Promise<boolean>((r) => {
         tcp.once('error', () => r(false));
-        tcp.listen(port, '127.0.0.1', () => r(true));
+        tcp.listen(port, host, () => r(true));
       });
-      if (ok) return new FakeUpstream(udp, tcp, port);
+      if (ok) return new FakeUpstream(udp, tcp, port, host);
       udp.close();
     }
   }
 
   get address(): { address: string; port: number } {
-    return { address: '127.0.0.1', port: this.port };
+    return { address: this.host, port: this.port };
   }
 
   count(via: 'udp' | 'tcp'): number {

@@ -1,4 +1,5 @@
 import dgram from 'node:dgram';
+import os from 'node:os';
 import * as packet from 'dns-packet';
 import type { DnsUpstream } from '../../src/config';
 import { DnsCache } from '../../src/dns/cache';
@@ -159,6 +160,20 @@ test('all upstreams dead: SERVFAIL exactly at the overall bound, every upstream 
   expect(idOf(box.reply!)).toBe(77);
   expect(f.pendingQueries).toBe(0);
   expect(timers.live).toBe(0);
+});
+
+// Hosts with IPv6 disabled have no ::1 to bind a fake upstream on.
+const hasV6Loopback = Object.values(os.networkInterfaces()).some((addrs) => addrs?.some((x) => x.address === '::1'));
+
+(hasV6Loopback ? test : test.skip)('an IPv6 upstream is reached over the IPv6 socket, its address matched whatever its spelling', async () => {
+  const up = await FakeUpstream.start('::1');
+  ups.push(up);
+  up.handler = (m) => makeReply(m, { answers: [a('v6.example.org', 60, '192.0.2.16')] });
+  const f = forwarder([{ address: '0:0:0:0:0:0:0:1', port: up.port }]);
+  const { msg, query } = makeQuery('v6.example.org');
+  expect(answerOf(await f.forward(msg, query, 'udp'))).toEqual(['192.0.2.16']);
+  const tcp = makeQuery('v6tcp.example.org');
+  expect(answerOf(await f.forward(tcp.msg, tcp.query, 'tcp'))).toEqual(['192.0.2.16']);
 });
 
 test('no upstreams (none, or only tsnet itself): SERVFAIL at once', async () => {
