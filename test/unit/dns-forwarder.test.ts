@@ -215,14 +215,18 @@ test('when TCP fails after a truncated UDP reply, the UDP client gets the trunca
   expect(up.count('udp')).toBe(2);
 });
 
-test('spoofed replies (wrong source port, wrong ID, wrong question) are ignored; the real one is taken', async () => {
+test('spoofed replies (wrong source port or address, wrong ID, wrong question, not a response) are ignored; the real one is taken', async () => {
   const [up] = await upstreams(1);
   const spoofer = dgram.createSocket('udp4');
   await new Promise<void>((r) => spoofer.bind(0, '127.0.0.1', r));
+  // The upstream's port on another loopback address: right port, wrong address.
+  const otherAddress = dgram.createSocket('udp4');
+  await new Promise<void>((r) => otherAddress.bind(up.port, '127.0.0.2', r));
   const send = (sock: dgram.Socket, b: Buffer, to: dgram.RemoteInfo) => new Promise<void>((r) => sock.send(b, to.port, to.address, () => r()));
   up.handler = async (m, _via, from) => {
     const fake = (ip: string) => makeReply(m, { answers: [a('www.example.org', 60, ip)] });
     await send(spoofer, fake('203.0.113.1'), from!); // right ID and question, wrong port
+    await send(otherAddress, fake('203.0.113.5'), from!);
     const wrongId = fake('203.0.113.2');
     wrongId.writeUInt16BE((idOf(m) + 1) & 0xffff, 0);
     await send(up.udp, wrongId, from!);
@@ -239,6 +243,7 @@ test('spoofed replies (wrong source port, wrong ID, wrong question) are ignored;
     expect(answerOf(await f.forward(msg, query, 'udp'))).toEqual(['192.0.2.10']);
   } finally {
     spoofer.close();
+    otherAddress.close();
   }
 });
 
