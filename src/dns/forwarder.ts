@@ -1,6 +1,7 @@
 /**
  * Relays queries tsnet does not answer to the upstream resolvers. The client's raw query goes out with a fresh
- * random ID over one UDP socket per address family (TCP for TCP clients and after a truncated UDP reply); a reply
+ * random ID over one UDP socket per address family, renewed (a new ephemeral source port) every 256 queries; TCP
+ * for TCP clients and after a truncated UDP reply. A reply
  * is accepted only from the upstream's address and port, with that ID and the question echoed. Each try has its
  * own timeout, then the next upstream is tried, within an overall bound after which the client gets SERVFAIL.
  * Identical questions in flight share one exchange; successful replies are cached (src/dns/cache.ts).
@@ -34,11 +35,17 @@ export interface ForwarderOptions {
   overallTimeoutMs?: number;
   /** Client queries waiting on upstreams at most (default 1000); one more gets SERVFAIL at once. */
   maxPending?: number;
+  /**
+   * Queries per UDP socket before new ones go through a fresh socket on a new ephemeral port (default 256): a
+   * spoofer who learnt the source port must guess it again, not only the 16-bit ID.
+   */
+  rotateAfter?: number;
 }
 
 export const DEFAULT_TRY_TIMEOUT_MS = 1500;
 export const DEFAULT_OVERALL_TIMEOUT_MS = 4000;
 export const DEFAULT_MAX_PENDING = 1000;
+export const DEFAULT_ROTATE_AFTER = 256;
 /** IDs are drawn from 65536 per socket: the cap keeps a free one quick to find. */
 const MAX_PENDING_LIMIT = 16_384;
 /** Rounds through the upstream list at most, so failures that come back at once never spin until the bound. */
@@ -60,6 +67,8 @@ interface PendingTry {
 interface UdpSocket {
   socket: dgram.Socket;
   pending: Map<number, PendingTry>;
+  /** Queries sent through it: after {@link ForwarderOptions.rotateAfter} it takes no new ones. */
+  sent: number;
 }
 
 export class UpstreamForwarder implements Forwarder {
@@ -69,7 +78,11 @@ export class UpstreamForwarder implements Forwarder {
   private readonly tryTimeoutMs: number;
   private readonly overallTimeoutMs: number;
   private readonly maxPending: number;
+  private readonly rotateAfter: number;
+  /** The socket new queries of each family go through. */
   private readonly sockets = new Map<4 | 6, UdpSocket>();
+  /** Rotated-out sockets still waiting on replies; closed when the last one settles. */
+  private readonly retired = new Set<UdpSocket>();
   private readonly inflight = new Map<string, Promise<Buffer | undefined>>();
   private readonly exchanges = new Set<AbortController>();
   private pending = 0;
@@ -86,6 +99,12 @@ export class UpstreamForwarder implements Forwarder {
     this.tryTimeoutMs = opts.tryTimeoutMs ?? DEFAULT_TRY_TIMEOUT_MS;
     this.overallTimeoutMs = opts.overallTimeoutMs ?? DEFAULT_OVERALL_TIMEOUT_MS;
     this.maxPending = Math.min(opts.maxPending ?? DEFAULT_MAX_PENDING, MAX_PENDING_LIMIT);
+    this.rotateAfter = opts.rotateAfter ?? DEFAULT_ROTATE_AFTER;
+  }
+
+  /** Open UDP sockets to upstreams (current and rotated out). */
+  get udpSockets(): number {
+    return this.sockets.size + this.retired.size;
   }
 
   /** Client queries waiting on an upstream now. */
@@ -124,7 +143,7 @@ export class UpstreamForwarder implements Forwarder {
   async close(): Promise<void> {
     this.closed = true;
     for (const a of this.exchanges) a.abort();
-    for (const s of this.sockets.values()) this.dropSocket(s);
+    for (const s of [...this.sockets.values(), ...this.retired]) this.dropSocket(s);
   }
 
   /** Tries the upstreams in order, round after round, until one answers or the overall bound passes. */
@@ -184,10 +203,12 @@ export class UpstreamForwarder implements Forwarder {
     while (s.pending.has(id));
     const out = Buffer.from(msg);
     out.writeUInt16BE(id, 0);
+    s.sent++;
     return new Promise<Buffer | undefined>((resolve) => {
       const done = (reply: Buffer | undefined) => {
         if (s.pending.get(id) !== entry) return;
         s.pending.delete(id);
+        if (s.pending.size === 0 && this.retired.has(s)) this.dropSocket(s);
         cancel();
         signal.removeEventListener('abort', onAbort);
         resolve(reply);
@@ -245,8 +266,13 @@ export class UpstreamForwarder implements Forwarder {
 
   private socket(family: 4 | 6): UdpSocket {
     const existing = this.sockets.get(family);
-    if (existing) return existing;
-    const s: UdpSocket = { socket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'), pending: new Map() };
+    if (existing && existing.sent < this.rotateAfter) return existing;
+    if (existing) {
+      this.sockets.delete(family);
+      if (existing.pending.size === 0) this.dropSocket(existing);
+      else this.retired.add(existing);
+    }
+    const s: UdpSocket = { socket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'), pending: new Map(), sent: 0 };
     s.socket.on('message', (reply, rinfo) => {
       if (reply.length < 12) return;
       const p = s.pending.get(reply.readUInt16BE(0));
@@ -264,6 +290,7 @@ export class UpstreamForwarder implements Forwarder {
 
   private dropSocket(s: UdpSocket): void {
     for (const [family, cur] of this.sockets) if (cur === s) this.sockets.delete(family);
+    this.retired.delete(s);
     for (const p of [...s.pending.values()]) p.done(undefined);
     try {
       s.socket.close();

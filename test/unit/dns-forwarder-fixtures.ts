@@ -97,7 +97,8 @@ export type UpstreamHandler = (msg: Buffer, via: 'udp' | 'tcp', from: dgram.Remo
 
 /** A resolver on 127.0.0.1 serving UDP and TCP on one ephemeral port, answering through `handler` (undefined: silence). */
 export class FakeUpstream {
-  received: { via: 'udp' | 'tcp'; msg: Buffer }[] = [];
+  /** Every query as it arrived; `port` is the UDP source port. */
+  received: { via: 'udp' | 'tcp'; msg: Buffer; port?: number }[] = [];
   handler: UpstreamHandler = () => undefined;
   private conns = new Set<net.Socket>();
 
@@ -108,7 +109,7 @@ export class FakeUpstream {
     readonly host: string,
   ) {
     udp.on('message', (msg, rinfo) => {
-      this.received.push({ via: 'udp', msg });
+      this.received.push({ via: 'udp', msg, port: rinfo.port });
       Promise.resolve(this.handler(msg, 'udp', rinfo))
         .then((r) => r && udp.send(r, rinfo.port, rinfo.address))
         .catch(() => undefined);

@@ -247,6 +247,22 @@ test('spoofed replies (wrong source port or address, wrong ID, wrong question, n
   }
 });
 
+test('the UDP socket is renewed after rotateAfter queries; a rotated-out one still takes its replies, then closes', async () => {
+  const { up, release } = await holdingUpstream('192.0.2.17');
+  const f = forwarder([up.address], { rotateAfter: 2 });
+  const names = ['r1', 'r2', 'r3', 'r4', 'r5'].map((n) => makeQuery(`${n}.example.org`));
+  const replies = names.map((q) => f.forward(q.msg, q.query, 'udp'));
+  await until(() => up.received.length === 5);
+  const ports = up.received.map((r) => r.port);
+  expect(ports[1]).toBe(ports[0]);
+  expect(ports[3]).toBe(ports[2]);
+  expect(new Set([ports[0], ports[2], ports[4]]).size).toBe(3);
+  expect(f.udpSockets).toBe(3);
+  release();
+  expect((await Promise.all(replies)).map(answerOf)).toEqual(Array(5).fill(['192.0.2.17']));
+  expect(f.udpSockets).toBe(1);
+});
+
 test('identical questions in flight share one upstream exchange; each client gets its ID and letter case', async () => {
   const { up, release } = await holdingUpstream('192.0.2.11');
   const f = forwarder([up.address]);
