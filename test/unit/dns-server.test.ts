@@ -116,6 +116,34 @@ test('pipelined TCP: several queries in one write, answers as each is ready (out
   t.sock.destroy();
 });
 
+test('a client that does not read: the listener stops taking its queries, and serves them all once it reads', async () => {
+  const handler = resolverHandler();
+  let handled = 0;
+  const l = await listen(
+    (m, c) => {
+      handled++;
+      return handler(m, c);
+    },
+    { maxQueued: 64 * 1024 },
+  );
+  const t = await TcpClient.connect(l.port);
+  t.sock.pause();
+  const N = 5000; // ~1.7 kB per reply: ~8.5 MB, far beyond socket buffers and maxQueued
+  t.send(...Array.from({ length: N }, (_, i) => query('crowd', 'A', { id: i })));
+  // wait until the listener has stopped taking queries (the count holds still)
+  let last = -1;
+  while (handled !== last) {
+    last = handled;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(handled).toBeLessThan(N);
+  t.sock.resume();
+  const replies = await t.waitFor(N);
+  expect(new Set(replies.map((r) => r.readUInt16BE(0))).size).toBe(N);
+  expect(handled).toBe(N);
+  t.sock.destroy();
+}, 30_000);
+
 test('a query split across TCP segments is reassembled', async () => {
   const l = await listen(resolverHandler());
   const t = await TcpClient.connect(l.port);
