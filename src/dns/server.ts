@@ -197,7 +197,12 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
   const port = sock.address().port;
   sock.on('message', (msg, rinfo) => {
     answer(handler, msg, context('udp', rinfo.address), (r) => {
-      if (r) sock.send(r, rinfo.port, rinfo.address, () => undefined);
+      if (!r) return;
+      try {
+        sock.send(r, rinfo.port, rinfo.address, () => undefined);
+      } catch {
+        // closed meanwhile (a forwarded answer arriving after close()): nobody to tell
+      }
     });
   });
   // A send to an unreachable client or a full buffer must not end the listener.

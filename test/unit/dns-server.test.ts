@@ -220,6 +220,30 @@ test('a handler that throws or rejects costs that query only: no reply, the list
   expect(decode(await udpAsk(l.port, query('web', 'A', { id: 3 }))).id).toBe(3);
 });
 
+test('an answer that arrives after close() (a slow forward) is dropped without an unhandled error', async () => {
+  let release: (b: Buffer) => void = () => {};
+  const late = new Promise<Buffer>((r) => (release = r));
+  let asked!: () => void;
+  const arrived = new Promise<void>((r) => (asked = r));
+  const l = await openListener(spec, () => {
+    asked();
+    return late;
+  });
+  const s = dgram.createSocket('udp4');
+  s.send(query('example.com', 'A'), l.port, '127.0.0.1');
+  await arrived;
+  await l.close();
+  const rejections: unknown[] = [];
+  const onRejection = (e: unknown) => rejections.push(e);
+  process.on('unhandledRejection', onRejection);
+  release(query('example.com', 'A'));
+  // unhandled rejections are reported after the microtask queue drains
+  await new Promise((r) => setImmediate(r));
+  process.off('unhandledRejection', onRejection);
+  s.close();
+  expect(rejections).toEqual([]);
+});
+
 test('a connection cap: connections beyond it are refused, the ones inside it served', async () => {
   const l = await listen(resolverHandler(), { maxConnections: 1 });
   const a = await TcpClient.connect(l.port);
