@@ -4,13 +4,14 @@ import { describeChain } from '../errors';
 import { log } from '../log';
 import { type Cidr, offsetOf, tryParseCidr, tryParseIp } from '../netaddr';
 import { DnsCache } from './cache';
-import type { DnsNetwork, QueryContext, QueryHandler } from './contract';
+import type { DnsNetwork, Forwarder, ListenerSpec, QueryContext, QueryHandler } from './contract';
 import { UpstreamForwarder } from './forwarder';
-import { DnsListeners, desiredListeners } from './listeners';
+import { DnsListeners, desiredListeners, type OpenListener } from './listeners';
 import { createResolver, type Resolver } from './resolver';
 import { openListener } from './server';
 import { UpstreamSource } from './upstreams';
-import { buildZone } from './zone';
+import { RCODE } from './wire';
+import { buildZone, type Zone } from './zone';
 
 export interface DnsServiceOptions {
   config: DnsConfig;
@@ -20,9 +21,27 @@ export interface DnsServiceOptions {
   networks: () => DnsNetwork[];
   /** Seconds-resolution clock for the SOA serial. */
   now?: () => number;
+  /** Binds a listener (default: UDP and TCP sockets, server.ts). */
+  openListener?: (spec: ListenerSpec, handler: QueryHandler) => Promise<OpenListener>;
+  /** Where other names go (default: the configured upstreams, with a cache). */
+  forwarder?: Forwarder;
 }
 
 const logger = log.child({ component: 'dns' });
+
+/**
+ * Before Docker was read once, a name tsnet would deny (NXDOMAIN) may well exist: SERVFAIL instead, which clients
+ * neither cache for long nor take as an answer.
+ */
+function unsynced(zone: Zone): Zone {
+  return {
+    zone: zone.zone,
+    lookup(q, ctx) {
+      const a = zone.lookup(q, ctx);
+      return a.kind === 'local' && a.rcode === RCODE.NXDOMAIN ? { kind: 'local', rcode: RCODE.SERVFAIL, answers: [], authority: [], rotate: false } : a;
+    },
+  };
+}
 
 /**
  * tsnet's DNS server: the zone is rebuilt from Docker's containers and tsnet's networks whenever either changes,
@@ -36,10 +55,10 @@ export class DnsService {
   /** Subnets of internal networks: a query from them is never forwarded, whatever listener it reached. */
   private internalSubnets: Cidr[] = [];
   private serial = 0;
-  /** Until Docker was read once, tsnet's zone is unknown rather than empty (no NXDOMAIN for names that exist). */
+  /** Until Docker was read once, tsnet's zone is unknown rather than empty (see unsynced). */
   private synced = false;
   private readonly resolver: Resolver;
-  private readonly forwarder: UpstreamForwarder | undefined;
+  private readonly forwarder: Forwarder | undefined;
   private readonly upstreams: UpstreamSource;
   private readonly listeners: DnsListeners;
   private readonly now: () => number;
@@ -49,10 +68,11 @@ export class DnsService {
     this.now = opts.now ?? (() => Math.floor(Date.now() / 1000));
     const forwarding = config.upstreams === 'resolv.conf' || config.upstreams.length > 0;
     this.upstreams = new UpstreamSource(config, { isOwnListener: (a, p) => this.listeners.isOwn(a, p) });
-    this.forwarder = forwarding ? new UpstreamForwarder({ upstreams: this.upstreams, cache: new DnsCache() }) : undefined;
+    this.forwarder = opts.forwarder ?? (forwarding ? new UpstreamForwarder({ upstreams: this.upstreams, cache: new DnsCache() }) : undefined);
     this.resolver = createResolver({ forwarder: this.forwarder });
     const handler: QueryHandler = (msg, ctx) => this.resolver.handle(msg, this.classify(ctx));
-    this.listeners = new DnsListeners((spec) => openListener(spec, handler));
+    const open = opts.openListener ?? openListener;
+    this.listeners = new DnsListeners((spec) => open(spec, handler));
     opts.feed.onContainers((containers) => {
       this.containers = containers;
       this.synced = true;
@@ -91,10 +111,10 @@ export class DnsService {
   }
 
   private rebuild(): void {
-    if (!this.synced) return;
     // The serial only grows, also for two changes within one second.
     this.serial = Math.max(this.serial + 1, this.now());
     const { zone, ttl } = this.opts.config;
-    this.resolver.setZone(buildZone({ zone, ttl, networks: this.nets, containers: this.containers, serial: this.serial }));
+    const built = buildZone({ zone, ttl, networks: this.nets, containers: this.containers, serial: this.serial });
+    this.resolver.setZone(this.synced ? built : unsynced(built));
   }
 }
