@@ -28,6 +28,7 @@ export interface DnsServiceOptions {
 }
 
 const logger = log.child({ component: 'dns' });
+const LINK_LOCAL = ['169.254.0.0/16', 'fe80::/10'].flatMap((s) => tryParseCidr(s) ?? []);
 
 /**
  * Before Docker was read once, a name tsnet would deny (NXDOMAIN) may well exist: SERVFAIL instead, which clients
@@ -122,7 +123,10 @@ export class DnsService {
     if (ip === undefined) return undefined;
     const within = (subnets: Cidr[]) => subnets.some((c) => offsetOf(c, ip) !== undefined);
     if (ctx.networkId !== undefined && !within(this.subnets)) return undefined;
-    return ctx.mayForward && within(this.internalSubnets) ? { ...ctx, mayForward: false } : ctx;
+    // A link-local source is in no subnet, yet an internal container has one (fe80::) that passes the firewall's
+    // reverse-path check: with internal networks around it may be one of theirs.
+    const internal = within(this.internalSubnets) || (this.internalSubnets.length > 0 && within(LINK_LOCAL));
+    return ctx.mayForward && internal ? { ...ctx, mayForward: false } : ctx;
   }
 
   private rebuild(): void {
