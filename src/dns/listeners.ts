@@ -38,7 +38,6 @@ export interface OpenListener {
 
 export type ListenerOpener = (spec: ListenerSpec) => Promise<OpenListener>;
 
-
 const key = (s: ListenerSpec) => `${s.address}|${s.port}`;
 const sameSpec = (a: ListenerSpec, b: ListenerSpec) => a.networkId === b.networkId && a.noForward === b.noForward;
 
@@ -64,6 +63,8 @@ export class DnsListeners {
 
   /** Opens what `specs` adds, closes what it drops, reopens a listener whose network or forwarding changed. */
   update(specs: ListenerSpec[]): Promise<void> {
+    // The driver may report a network change while tsnet stops: nothing opens again after close().
+    if (this.closed) return Promise.resolve();
     this.wanted = specs;
     return this.lane.run(() => this.sync());
   }

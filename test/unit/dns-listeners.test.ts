@@ -115,6 +115,19 @@ describe('DnsListeners', () => {
     expect(f.opens()).toBe(opens + 1);
   });
 
+  test('an update after close (a network change while tsnet stops) opens nothing', async () => {
+    const f = fakeOpener();
+    const l = new DnsListeners(f.opener);
+    await l.update([spec('10.7.0.1')]);
+    const closing = l.close();
+    const late = l.update([spec('10.7.0.1'), spec('10.8.0.1')]);
+    await Promise.all([closing, late]);
+    await l.update([spec('10.9.0.1')]);
+    expect(f.open.size).toBe(0);
+    expect(l.listening()).toEqual([]);
+    expect(l.isOwn('10.9.0.1', 53)).toBe(false);
+  });
+
   test('isOwn matches wanted listeners across address spellings, whether bound or not', async () => {
     const f = fakeOpener();
     f.unbindable.add('fd00:7::1');
