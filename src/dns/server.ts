@@ -150,6 +150,7 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
         if (pending.length < len + 2) break;
         const msg = Buffer.from(pending.subarray(2, len + 2));
         pending = pending.subarray(len + 2);
+        touch();
         inFlight++;
         answer(handler, msg, ctx, send);
       }
@@ -162,8 +163,8 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
     };
     sock.on('drain', resumeIfRoom);
     touch();
+    // Only whole queries and replies count as activity: a client trickling a frame byte by byte idles out.
     sock.on('data', (chunk) => {
-      touch();
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       serveFrames();
     });

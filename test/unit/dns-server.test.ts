@@ -177,6 +177,33 @@ test('idle TCP connections are closed after the idle timeout (injected timer); a
   await t.closed;
 });
 
+test('bytes that do not complete a query do not re-arm the idle timer (a trickling client cannot hold a connection slot)', async () => {
+  const timers: Array<{ fn: () => void; live: boolean }> = [];
+  const startTimer: StartTimer = (fn) => {
+    const t = { fn, live: true };
+    timers.push(t);
+    return () => (t.live = false);
+  };
+  const l = await listen(resolverHandler(), { idleTimeoutMs: 1234, startTimer });
+  const t = await TcpClient.connect(l.port);
+  const m = query('web', 'A');
+  const framed = Buffer.concat([Buffer.from([0, m.length]), m]);
+  t.sock.write(Buffer.concat([framed, framed.subarray(0, 5)]));
+  await t.waitFor(1);
+  const armed = timers.filter((x) => x.live);
+  expect(armed).toHaveLength(1);
+  const started = timers.length;
+  for (let i = 5; i < 9; i++) {
+    t.sock.write(framed.subarray(i, i + 1));
+    // Time for the listener to read the byte (a delay that is too short could only let this test pass wrongly).
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(timers.length).toBe(started);
+  expect(armed[0].live).toBe(true);
+  armed[0].fn();
+  await t.closed;
+});
+
 test('a malformed TCP message (a response, a zero or oversized frame) closes that connection only', async () => {
   const l = await listen(resolverHandler(), { maxMessage: 600 });
   const resp = query('web', 'A');
