@@ -22,7 +22,10 @@ export interface ListenerOptions {
   maxMessage?: number;
   /** Queries of one connection being answered at once; reading pauses beyond it. */
   maxInFlight?: number;
-  /** Reply bytes queued for a client that does not read; reading its queries pauses beyond it. */
+  /**
+   * Reply bytes queued for a client that does not read: reading its queries pauses at it, and a reply that finds
+   * the queue full ends the connection (at most this plus one reply is ever queued).
+   */
   maxQueued?: number;
   /** For tests: the idle timer's clock. */
   startTimer?: StartTimer;
@@ -134,6 +137,9 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
       if (sock.destroyed) return;
       // A query that gets no reply (malformed beyond FORMERR) ends the connection: the stream cannot be trusted.
       if (r === null) return void sock.destroy();
+      // Reading stopped at maxQueued, but answers still in flight (forwarded) would pile up behind a client that does
+      // not read: one that finds the queue full ends the connection instead.
+      if (sock.writableLength >= o.maxQueued) return void sock.destroy();
       const framed = Buffer.allocUnsafe(r.length + 2);
       framed.writeUInt16BE(r.length, 0);
       r.copy(framed, 2);
