@@ -137,6 +137,11 @@ describe('DnsListeners', () => {
     expect(l.isOwn('FD00:7:0::1', 53)).toBe(true);
     expect(l.isOwn('10.7.0.1', 5353)).toBe(false);
     expect(l.isOwn('10.7.0.2', 53)).toBe(false);
+    // A link-local nameserver with its zone (RDNSS on the host's resolv.conf) is compared, not a throw.
+    expect(l.isOwn('fe80::1%eth0', 53)).toBe(false);
+    await l.update([spec('fe80::1%eth0')]);
+    expect(l.isOwn('FE80:0::1%eth0', 53)).toBe(true);
+    expect(l.isOwn('fe80::1%eth1', 53)).toBe(false);
     await l.close();
   });
 });
