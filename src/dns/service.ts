@@ -55,7 +55,10 @@ export class DnsService {
   private nets: DnsNetwork[] = [];
   /** Subnets of internal networks: a query from them is never forwarded, whatever listener it reached. */
   private internalSubnets: Cidr[] = [];
-  /** Subnets of all tsnet networks: the sources a gateway listener serves. */
+  /**
+   * Subnets of the networks with a gateway on the host (bridges): the sources a gateway listener serves. A macvlan or
+   * ipvlan subnet is the LAN's, shared with machines that are not containers: they use host addresses.
+   */
   private subnets: Cidr[] = [];
   private serial = 0;
   /** Until Docker was read once, tsnet's zone is unknown rather than empty (see unsynced). */
@@ -98,7 +101,7 @@ export class DnsService {
   networksChanged(): void {
     this.nets = this.opts.networks();
     const parsed = (nets: DnsNetwork[]) => nets.flatMap((n) => n.subnets.flatMap((s) => tryParseCidr(s) ?? []));
-    this.subnets = parsed(this.nets);
+    this.subnets = parsed(this.nets.filter((n) => n.hostAddresses.length > 0));
     this.internalSubnets = parsed(this.nets.filter((n) => n.internal));
     this.rebuild();
     const specs = desiredListeners(this.opts.config, this.nets);
@@ -112,7 +115,7 @@ export class DnsService {
   }
 
   /**
-   * What a query may get, from where it came: undefined drops it. A gateway listener serves tsnet's containers and
+   * What a query may get, from where it came: undefined drops it. A gateway listener serves bridge containers and
    * the host (whose queries to a gateway come from the gateway address): the host answers packets for its gateway
    * addresses from any interface, and a LAN client reaching one is not what `--dns-listen gateways` offers (no
    * names and no open resolver for the LAN; that is `--dns-listen ADDRESS`).
