@@ -10,9 +10,9 @@ import { tsnetError } from '../errors';
 import { excerpt, logSafely } from '../log';
 import { tryParseIp } from '../netaddr';
 import type { ListenerSpec, QueryContext, QueryHandler, Transport } from './contract';
+import { realTimer, type StartTimer } from './timer';
 
-/** Starts a timer; returns what cancels it. */
-export type StartTimer = (fn: () => void, ms: number) => () => void;
+export type { StartTimer } from './timer';
 
 export interface ListenerOptions {
   /** A TCP connection with nothing received for this long is closed (RFC 7766 suggests seconds). */
@@ -39,10 +39,6 @@ export interface DnsListener {
 }
 
 const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096, maxInFlight: 64, maxQueued: 256 * 1024 };
-const realTimer: StartTimer = (fn, ms) => {
-  const t = setTimeout(fn, ms);
-  return () => clearTimeout(t);
-};
 /** Attempts at finding a port free for both UDP and TCP when the spec asks for an ephemeral one. */
 const EPHEMERAL_TRIES = 8;
 
