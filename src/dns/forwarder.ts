@@ -84,6 +84,8 @@ export class UpstreamForwarder implements Forwarder {
   private lastGood: string | undefined;
   /** Whether the last exchange got no answer at all: logged on the change only, never per query. */
   private failing = false;
+  /** An unexpected failure of forward() was logged at warn (later ones go to debug). */
+  private defectLogged = false;
 
   constructor(opts: ForwarderOptions) {
     this.upstreams = opts.upstreams;
@@ -128,7 +130,9 @@ export class UpstreamForwarder implements Forwarder {
         this.pending--;
       }
     } catch (err) {
-      logger.warn('forwarding failed', { error: err instanceof Error ? err.message : 'unknown' });
+      // A defect, not an upstream's failure: it would repeat for every query, so it is logged at warn once.
+      logger.log(this.defectLogged ? 'debug' : 'warn', 'forwarding failed', { error: err instanceof Error ? err.message.slice(0, 200) : 'unknown' });
+      this.defectLogged = true;
       return servfail(msg, query);
     }
   }
