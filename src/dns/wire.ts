@@ -4,6 +4,7 @@
  * the message is long, so no packet can stall or crash the process.
  */
 
+import { assertNever } from '../errors';
 import type { Edns, Query } from './contract';
 
 export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, AAAA: 28, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
@@ -263,6 +264,8 @@ function writeRecord(w: NameWriter, rr: ResourceRecord, off: number): number {
       }
       break;
     }
+    default:
+      return assertNever(d, 'record data');
   }
   if (end < 0) return -1;
   scratch.writeUInt16BE(end - rdStart, off + 8);
