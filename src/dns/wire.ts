@@ -372,9 +372,13 @@ function responseExtendedRcode(response: Buffer): number {
   return 0;
 }
 
-/** The most a UDP reply to `query` may be: 512 without EDNS, else the size the client offered. */
+/**
+ * The most a UDP reply to `query` may be: 512 without EDNS, else the smaller of the client's offer and tsnet's own
+ * (1232, the size that crosses paths unfragmented): larger answers go over TCP, and a spoofed query never buys a
+ * reply of up to 64 KiB.
+ */
 export function udpLimit(query: Query): number {
-  return query.edns ? query.edns.udpSize : CLASSIC_UDP_SIZE;
+  return query.edns ? Math.min(query.edns.udpSize, ADVERTISED_UDP_SIZE) : CLASSIC_UDP_SIZE;
 }
 
 /** Copies a pre-encoded reply for a new query: the query's ID, echoed flags and question bytes (letter case). */

@@ -150,9 +150,15 @@ describe.each([true, false])('resolver (fast path %s)', (fastPath) => {
     const edns = many.handle(query('crowd', 'A', { udpSize: 1232 }), ctx()) as Buffer;
     expect(edns.length).toBeLessThanOrEqual(1232);
     expect(dnsPacket.decode(edns)).toMatchObject({ flag_tc: true, answers: [], additionals: [expect.objectContaining({ type: 'OPT' })] });
+    // A larger offer does not lift tsnet's own 1232 (no amplification by spoofed queries); 60 answers fit in it.
+    const offer = many.handle(query('crowd', 'A', { udpSize: 4096 }), ctx()) as Buffer;
+    expect(offer.length).toBeLessThanOrEqual(1232);
+    expect(dnsPacket.decode(offer)).toMatchObject({ flag_tc: true, answers: [] });
+    many.setZone(buildZone({ zone: ZONE, ttl: 5, networks, containers: big.slice(0, 60), serial: 2 }));
     const full = dnsPacket.decode(many.handle(query('crowd', 'A', { udpSize: 4096 }), ctx()) as Buffer);
     expect(full.flag_tc).toBe(false);
-    expect(full.answers).toHaveLength(100);
+    expect(full.answers).toHaveLength(60);
+    many.setZone(buildZone({ zone: ZONE, ttl: 5, networks, containers: big, serial: 3 }));
     const tcp = dnsPacket.decode(many.handle(query('crowd', 'A'), ctx({ transport: 'tcp' })) as Buffer);
     expect(tcp.answers).toHaveLength(100);
   });
