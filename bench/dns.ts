@@ -1,0 +1,337 @@
+/**
+ * DNS benchmark (issue 9, item 8): dnsperf against tsnet's DNS server, dnsmasq serving the same names from a hosts
+ * file, Docker's embedded DNS (127.0.0.11, from inside a container) and a dns2 3.1.1 UDPServer (the library the card
+ * names), in one run on the same records: N containers on a tsnet bridge network under one private dockerd.
+ *
+ *   unlimited rate and a fixed 10k qps, several rounds in rotating order: qps, latency avg / p99 / max, lost
+ *   tsnet's CPU (from /proc/PID/stat) during the unlimited runs, and a `node --cpu-prof` run's top functions
+ *   tsnet's RSS idle and after the runs; the listener fuzz (UDP and TCP) with tsnet still answering afterwards
+ *
+ * Results: bench/results/<date>-dns.{json,md}. Knobs (env): BENCH_DNS_CONTAINERS (50), BENCH_DNS_ROUNDS (3),
+ * BENCH_DNS_SECONDS (15), BENCH_DNS_FIXED_SECONDS (10), BENCH_DNS_FIXED_QPS (10000), BENCH_DNS_CLIENTS (4),
+ * BENCH_DNS_THREADS (2), BENCH_DNS_OUTSTANDING (200), BENCH_DNS_FUZZ (100000 per transport), BENCH_DNS_PORT (53),
+ * BENCH_TSNET_ROOT / BENCH_TSNET_LABEL. See bench/README.md.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BUSYBOX_IMAGE } from '../test/harness/busybox';
+import type { Docker, Dockerd } from '../test/harness/dockerd';
+import { spawnDaemon, terminate } from '../test/harness/exec';
+import { linksOwnedBy } from '../test/harness/host';
+import { TsnetProcess } from '../test/harness/tsnet';
+import { envInt, REPO, RESULTS_DIR } from './lib/config';
+import { cmdOut, hostFacts, livePid, readRssKiB } from './lib/host';
+import { measureThenTearDown, progress, saveResults } from './lib/progress';
+import { textTable } from './lib/report';
+import { Session } from './lib/session';
+import { reviveDaemons, stopAfterAbort, teardownSteps, tsnetAnswers } from './lib/teardown';
+import { readProfile, topFunctions, withCpu } from './dns/cpu';
+import { Dnsmasq } from './dns/dnsmasq';
+import { dnsperf, type Load } from './dns/dnsperf';
+import { fuzzTcp, fuzzUdp, type PacketSource } from './dns/fuzz';
+import { probe, waitAnswered } from './dns/probe';
+import { GROUP_SIZE, hostsFile, members, nameTable, queryLines, type Record as DnsRecord, runArgs } from './dns/records';
+import { type FuzzResult, renderMarkdown, type Results, type Round, type Target, TARGETS, summaryRows } from './dns/report';
+
+const CONTAINERS = envInt('BENCH_DNS_CONTAINERS', 50, 1);
+const ROUNDS = envInt('BENCH_DNS_ROUNDS', 3, 1);
+const SECONDS = envInt('BENCH_DNS_SECONDS', 15, 1);
+const FIXED_SECONDS = envInt('BENCH_DNS_FIXED_SECONDS', 10, 1);
+const FIXED_QPS = envInt('BENCH_DNS_FIXED_QPS', 10_000, 1);
+const CLIENTS = envInt('BENCH_DNS_CLIENTS', 4, 1);
+const THREADS = envInt('BENCH_DNS_THREADS', 2, 1);
+const OUTSTANDING = envInt('BENCH_DNS_OUTSTANDING', 200, 1);
+const FUZZ = envInt('BENCH_DNS_FUZZ', 100_000, 0);
+const PORT = envInt('BENCH_DNS_PORT', 53, 1);
+const TTL = 5;
+/** The DNS room's fuzz generator, once it is merged from the DNS server's branch. */
+const FUZZ_SOURCE: PacketSource | undefined = undefined;
+
+/** Loopback addresses of their own (nothing leaves the machine), the network's subnet beside the other benches'. */
+const ADDR = { tsnet: '127.0.79.1', dnsmasq: '127.0.79.2', dns2: '127.0.79.3' } as const;
+const SUBNET = '10.219.0.0/24';
+const GATEWAY = '10.219.0.1';
+const DOCKER_DNS = '127.0.0.11';
+
+interface Env {
+  dockerd: Dockerd;
+  docker: Docker;
+  tsnet: TsnetProcess;
+  dir: string;
+  tsnetArgs: string[];
+  network: string;
+  /** The container whose network namespace dnsperf runs in for Docker's DNS and tsnet's gateway. */
+  clientPid: number;
+  queryFile: string;
+  dnsmasq: Dnsmasq;
+  dns2: ChildProcess | undefined;
+}
+
+/** tsnet answers the bench's names on a loopback host address and on every bridge gateway; it forwards nothing. */
+const tsnetArgsFor = (d: Dockerd): string[] => [
+  // The driver's debug lines are no use here, and per-query lines at debug would cost tsnet what it is measured on.
+  '--log-level',
+  'info',
+  '--docker-socket',
+  d.socket,
+  '--dns-listen',
+  'gateways',
+  '--dns-listen',
+  ADDR.tsnet,
+  '--dns-port',
+  String(PORT),
+  '--dns-upstream',
+  'none',
+  '--dns-ttl',
+  String(TTL),
+];
+
+/** Where dnsperf sends each target's queries from, and which process answers them (its CPU is measured). */
+function loadOf(env: Env, t: Target): { server: string; netnsPid?: number; serverPid: number | undefined } {
+  switch (t) {
+    case 'tsnet':
+      return { server: ADDR.tsnet, serverPid: env.tsnet.pid };
+    case 'tsnetGw':
+      return { server: GATEWAY, netnsPid: env.clientPid, serverPid: env.tsnet.pid };
+    case 'dnsmasq':
+      return { server: ADDR.dnsmasq, serverPid: env.dnsmasq.pid };
+    case 'docker':
+      return { server: DOCKER_DNS, netnsPid: env.clientPid, serverPid: env.dockerd.pid };
+    case 'dns2':
+      return { server: ADDR.dns2, serverPid: env.dns2?.pid };
+  }
+}
+
+function load(env: Env, t: Target, over: Partial<Load>): Load {
+  const { server, netnsPid } = loadOf(env, t);
+  const port = t === 'docker' ? 53 : PORT;
+  const base = { server, port, netnsPid, queryFile: env.queryFile, clients: CLIENTS, threads: THREADS, outstanding: OUTSTANDING };
+  return { ...base, seconds: SECONDS, verbose: false, ...over };
+}
+
+/** Every query once (`-n 1`): each server must answer all of them NOERROR, or the comparison is not of the same work. */
+async function checkAnswers(env: Env, t: Target, lines: number): Promise<void> {
+  const r = await dnsperf({ ...load(env, t, { seconds: 30, outstanding: 10, clients: 1, threads: 1 }), maxRuns: 1 });
+  if (r.completed !== lines || r.rcodes.NOERROR !== lines) {
+    throw new Error(`${t}: ${r.completed}/${lines} queries answered, rcodes ${JSON.stringify(r.rcodes)}: not every bench name resolves`);
+  }
+}
+
+const rotate = <T>(xs: readonly T[], k: number): T[] => xs.map((_, i) => xs[(i + k) % xs.length]);
+
+async function rounds(env: Env): Promise<Round[]> {
+  const out: Round[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const t of rotate(TARGETS, i)) {
+      const { value: unlimited, cpuPct } = await withCpu(loadOf(env, t).serverPid, () => dnsperf(load(env, t, {})));
+      const fixed = await dnsperf(load(env, t, { seconds: FIXED_SECONDS, qps: FIXED_QPS, verbose: true }));
+      out.push({ target: t, unlimited, serverCpuPct: cpuPct, fixed });
+      progress(
+        `round ${i + 1}/${ROUNDS} ${t}: ${unlimited.qps.toFixed(0)} qps (avg ${unlimited.avgMs.toFixed(2)} ms, max ${unlimited.maxMs.toFixed(1)} ms, ` +
+          `lost ${unlimited.lost}, CPU ${cpuPct} %); @${FIXED_QPS}: p99 ${fixed.latency?.p99Ms.toFixed(3) ?? '?'} ms, max ${fixed.maxMs.toFixed(2)} ms`,
+      );
+    }
+  }
+  return out;
+}
+
+async function fuzz(env: Env, source: PacketSource): Promise<FuzzResult[]> {
+  const out: FuzzResult[] = [];
+  for (const transport of ['udp', 'tcp'] as const) {
+    progress(`fuzz: ${FUZZ} packets over ${transport} at ${ADDR.tsnet}:${PORT}`);
+    const sent = transport === 'udp' ? await fuzzUdp(ADDR.tsnet, PORT, source, FUZZ) : await fuzzTcp(ADDR.tsnet, PORT, source, FUZZ);
+    const answer = await probe(ADDR.tsnet, PORT, members(tagOf(env), 1)[0].group, 2_000);
+    const alive = await tsnetAnswers(env.tsnet);
+    out.push({
+      transport,
+      packets: sent.packets,
+      seconds: sent.seconds,
+      packetsPerS: sent.packets / sent.seconds,
+      replies: sent.replies,
+      answersAfter: answer?.rcode === 0 && answer.answers === GROUP_SIZE,
+      alive,
+      rssKiB: env.tsnet.pid === undefined ? NaN : readRssKiB(env.tsnet.pid),
+    });
+  }
+  return out;
+}
+
+const tagOf = (env: Env) => env.network.slice('dnsb'.length);
+
+/**
+ * tsnet once more under `node --cpu-prof` for one unlimited run; the profile is written when it exits (SIGTERM, its
+ * graceful shutdown). A plain tsnet is started again for the teardown.
+ */
+async function profile(env: Env, name: string): Promise<NonNullable<Results['profile']>> {
+  const profDir = path.join(env.dir, 'cpu-prof');
+  fs.mkdirSync(profDir, { recursive: true });
+  const opts = { name, stateDir: path.join(env.dir, 'tsnet', 'state'), logFile: path.join(env.dir, 'tsnet', 'tsnet.log'), extraArgs: env.tsnetArgs };
+  await env.tsnet.stop();
+  const profiled = new TsnetProcess({ ...opts, env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profDir}` } });
+  env.tsnet = profiled;
+  await profiled.start();
+  await waitAnswered(ADDR.tsnet, PORT, members(tagOf(env), 1)[0].group, GROUP_SIZE, 10_000);
+  const { value, cpuPct } = await withCpu(profiled.pid, () => dnsperf(load(env, 'tsnet', {})));
+  await profiled.stop();
+  env.tsnet = new TsnetProcess(opts);
+  await env.tsnet.start();
+  const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) throw new Error(`no .cpuprofile in ${profDir} after tsnet exited`);
+  fs.copyFileSync(path.join(profDir, file), path.join(REPO, '.tmp', 'bench-dns-tsnet.cpuprofile'));
+  return { ...topFunctions(readProfile(path.join(profDir, file)), 25), qps: value.qps, cpuPct };
+}
+
+/** The records: N containers, then their addresses as dockerd reports them. */
+async function makeContainers(docker: Docker, tag: string, network: string): Promise<{ records: DnsRecord[]; clientPid: number }> {
+  const ms = members(tag, CONTAINERS);
+  for (const m of ms) await docker.docker(['run', '-d', ...runArgs(m, network), BUSYBOX_IMAGE, 'sleep', '86400']);
+  const client = `dnsb${tag}-client`;
+  await docker.docker(['run', '-d', '--name', client, '--network', network, BUSYBOX_IMAGE, 'sleep', '86400']);
+  const ips = new Map(
+    (await docker.docker(['network', 'inspect', '-f', '{{range .Containers}}{{.Name}} {{.IPv4Address}}\n{{end}}', network]))
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => {
+        const [n, cidr] = l.trim().split(' ');
+        return [n, cidr.split('/')[0]] as const;
+      }),
+  );
+  const records = ms.map((m) => {
+    const ip = ips.get(m.name);
+    if (!ip) throw new Error(`no address of ${m.name} on ${network}`);
+    return { ...m, ip };
+  });
+  const clientPid = Number(await docker.docker(['inspect', '-f', '{{.State.Pid}}', client]));
+  return { records, clientPid };
+}
+
+function startDns2(dir: string, table: Map<string, string[]>): ChildProcess {
+  const tableFile = path.join(dir, 'dns2-table.json');
+  fs.writeFileSync(tableFile, JSON.stringify(Object.fromEntries(table)));
+  const script = path.join(__dirname, 'dns', 'dns2-server.js');
+  return spawnDaemon(process.execPath, [script, ADDR.dns2, String(PORT), tableFile, String(TTL)], { logFile: path.join(dir, 'dns2.log') });
+}
+
+async function teardown(env: Partial<Env>, session: Session): Promise<string[]> {
+  const steps = teardownSteps();
+  const { errors, step } = steps;
+  const dockerd = session.dockerd;
+  const tsnet = env.tsnet ?? session.tsnet;
+  await stopAfterAbort(steps, dockerd, tsnet);
+  await step('stop dnsmasq', () => env.dnsmasq?.stop());
+  const dns2 = env.dns2;
+  if (dns2) await step('stop the dns2 server', () => terminate(dns2, 5_000));
+  await reviveDaemons(steps, dockerd, tsnet, env.network !== undefined);
+  if (dockerd?.pid !== undefined) {
+    await step('remove containers', () => dockerd.docker.removeAllContainers());
+    await step('remove networks', () => dockerd.docker.removeCustomNetworks());
+  }
+  if (tsnet) {
+    const owned = await linksOwnedBy(`tsnet:${tsnet.name}`).catch(() => []);
+    if (owned.length > 0) errors.push(`left behind by tsnet: ${owned.join(', ')}`);
+    await step('stop tsnet', () => tsnet.stop());
+    await step('remove plugin socket', () => fs.rmSync(tsnet.socket, { force: true }));
+  }
+  if (dockerd) {
+    const log = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
+    await step('keep tsnet log', () => fs.existsSync(log) && fs.copyFileSync(log, path.join(REPO, '.tmp', 'bench-dns-tsnet.log')));
+    await step('destroy dockerd', () => dockerd.destroy());
+  }
+  for (const [what, pid] of [
+    ['dnsmasq', env.dnsmasq?.pid],
+    ['dns2 server', env.dns2?.pid],
+  ] as const) {
+    if (pid !== undefined && fs.existsSync(`/proc/${pid}`)) errors.push(`left behind: ${what} (pid ${pid})`);
+  }
+  return errors;
+}
+
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+async function main(): Promise<void> {
+  const session = await Session.prepare();
+  const { started, t0, loadStart } = session;
+  fs.mkdirSync(path.join(REPO, '.tmp'), { recursive: true });
+  // tsnet turns forwarding on for its bridge network; the host gets back what it had.
+  const forwardBefore = fs.readFileSync(IP_FORWARD, 'utf8').trim();
+  const env: Partial<Env> = {};
+  const measure = async (): Promise<Results> => {
+    const { dockerd, docker, tsnet, name } = await session.start(undefined, (d) => (env.tsnetArgs = tsnetArgsFor(d)));
+    const tag = randomBytes(2).toString('hex');
+    const network = `dnsb${tag}`;
+    Object.assign(env, { dockerd, docker, tsnet, dir: dockerd.dir, network });
+    await docker.docker(['network', 'create', '-d', name, '--ipam-driver', name, '--subnet', SUBNET, '--gateway', GATEWAY, network]);
+    progress(`${CONTAINERS} containers on ${network} (${SUBNET})`);
+    const { records, clientPid } = await makeContainers(docker, tag, network);
+    const lines = queryLines(records, network);
+    const queryFile = path.join(dockerd.dir, 'queries.txt');
+    fs.writeFileSync(queryFile, lines.join('\n') + '\n');
+    const dnsmasq = new Dnsmasq(dockerd.dir, ADDR.dnsmasq, PORT, TTL);
+    Object.assign(env, { clientPid, queryFile, dnsmasq });
+    dnsmasq.start(hostsFile(records, network));
+    env.dns2 = startDns2(dockerd.dir, nameTable(records, network));
+    const e = env as Env;
+    const group = records[0].group;
+    for (const a of [ADDR.tsnet, ADDR.dnsmasq, ADDR.dns2]) await waitAnswered(a, PORT, group, GROUP_SIZE, 10_000);
+    for (const t of TARGETS) await checkAnswers(e, t, lines.length);
+    const tsnetPid = () => livePid(e.tsnet.pid, 'tsnet');
+    const idle = readRssKiB(tsnetPid());
+    progress(`every server answers all ${lines.length} names; tsnet idle RSS ${(idle / 1024).toFixed(1)} MiB`);
+    const host = await hostFacts(docker);
+    const machine = {
+      ...host,
+      dnsmasq: await cmdOut('dnsmasq', ['--version']),
+      dns2: (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules', 'dns2', 'package.json'), 'utf8')) as { version?: string }).version ?? '?',
+    };
+    const rs = await rounds(e);
+    const afterRuns = readRssKiB(tsnetPid());
+    const fz = FUZZ > 0 && FUZZ_SOURCE ? await fuzz(e, FUZZ_SOURCE) : [];
+    const afterFuzz = fz.length > 0 ? readRssKiB(tsnetPid()) : undefined;
+    progress('profiling tsnet (node --cpu-prof) under one unlimited run');
+    const prof = await profile(e, name);
+    return {
+      date: started.toISOString(),
+      machine,
+      setup: {
+        containers: CONTAINERS,
+        queryNames: lines.length,
+        network,
+        subnet: SUBNET,
+        rounds: ROUNDS,
+        seconds: SECONDS,
+        fixedSeconds: FIXED_SECONDS,
+        fixedQps: FIXED_QPS,
+        dnsperf: `dnsperf ${await cmdOut('dpkg-query', ['-W', '-f=${Version}', 'dnsperf'])} -c ${CLIENTS} -T ${THREADS} -q ${OUTSTANDING}`,
+      },
+      durationS: 0,
+      otherDockerdSeen: 0,
+      loadavg: { start: loadStart, end: os.loadavg() },
+      rounds: rs,
+      rssKiB: { idle, afterRuns, afterFuzz },
+      fuzz: fz,
+      profile: prof,
+    };
+  };
+  const results = await measureThenTearDown(t0, measure, async () => {
+    const errors = await teardown(env, session);
+    session.release();
+    fs.writeFileSync(IP_FORWARD, forwardBefore);
+    return errors;
+  });
+  if (!results) return;
+  const base = path.join(RESULTS_DIR, `${started.toISOString().slice(0, 10)}-dns`);
+  saveResults(base, results, renderMarkdown(results));
+  console.log('');
+  console.log(textTable(summaryRows(results)));
+  console.log('');
+  console.log(`results: ${path.relative(REPO, base)}.{json,md} (${results.durationS.toFixed(0)} s)`);
+}
+
+// A failure ends the bench at once: leftover children must not keep it alive.
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

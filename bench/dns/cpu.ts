@@ -1,0 +1,74 @@
+/** Where a server's time goes: its CPU from /proc/PID/stat, and a `node --cpu-prof` profile summarised to the top functions. */
+import fs from 'node:fs';
+import { z } from 'zod';
+
+/** USER_HZ: the unit of /proc/PID/stat's times; 100 on every Linux this runs on (`getconf CLK_TCK`). */
+const CLK_TCK = 100;
+
+/** utime + stime of a process and all its threads, in seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // comm (field 2) may hold spaces and parentheses: the fields after it start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15, i.e. 11 and 12 after state (field 3).
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/** Percent of one core a process used while `fn` ran. */
+export async function withCpu<T>(pid: number | undefined, fn: () => Promise<T>): Promise<{ value: T; cpuPct: number }> {
+  const c0 = pid === undefined ? 0 : cpuSeconds(pid);
+  const t0 = performance.now();
+  const value = await fn();
+  const wallS = (performance.now() - t0) / 1000;
+  const cpuPct = pid === undefined ? NaN : Math.round(((cpuSeconds(pid) - c0) / wallS) * 1000) / 10;
+  return { value, cpuPct };
+}
+
+/** The parts of V8's `.cpuprofile` JSON the summary reads. */
+const ProfileSchema = z.object({
+  nodes: z.array(
+    z.object({
+      id: z.number(),
+      callFrame: z.object({ functionName: z.string(), url: z.string(), lineNumber: z.number() }),
+      hitCount: z.number().optional(),
+    }),
+  ),
+});
+export type CpuProfile = z.infer<typeof ProfileSchema>;
+type ProfileNode = CpuProfile['nodes'][number];
+
+export interface ProfileRow {
+  fn: string;
+  selfPct: number;
+}
+
+export function readProfile(file: string): CpuProfile {
+  return ProfileSchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')));
+}
+
+/** `fn file:line` with the path cut to what follows node_modules/ or dist/, so rows read the same on every checkout. */
+function frameName(f: ProfileNode['callFrame']): string {
+  const url = f.url.replace(/^file:\/\//, '').replace(/^.*\/(node_modules|dist)\//, '$1/');
+  const where = url === '' ? '' : ` ${url}:${f.lineNumber + 1}`;
+  return `${f.functionName || '(anonymous)'}${where}`;
+}
+
+/**
+ * Self time per function as a percent of all samples, the `top` rows (idle and the garbage collector are rows of
+ * their own: V8 names them `(idle)`, `(garbage collector)`, `(program)`).
+ */
+export function topFunctions(p: CpuProfile, top: number): { samples: number; rows: ProfileRow[] } {
+  const hits = new Map<string, number>();
+  let total = 0;
+  for (const n of p.nodes) {
+    const h = n.hitCount ?? 0;
+    total += h;
+    const k = frameName(n.callFrame);
+    hits.set(k, (hits.get(k) ?? 0) + h);
+  }
+  const rows = [...hits.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([fn, h]) => ({ fn, selfPct: Math.round((1000 * h) / (total || 1)) / 10 }));
+  return { samples: total, rows };
+}
