@@ -10,7 +10,7 @@
  * Results: bench/results/<date>-dns.{json,md}. Knobs (env): BENCH_DNS_CONTAINERS (50), BENCH_DNS_ROUNDS (3),
  * BENCH_DNS_SECONDS (15), BENCH_DNS_FIXED_SECONDS (10), BENCH_DNS_FIXED_QPS (10000), BENCH_DNS_CLIENTS (4),
  * BENCH_DNS_THREADS (2), BENCH_DNS_OUTSTANDING (200), BENCH_DNS_FUZZ (100000 per transport), BENCH_DNS_PORT (53),
- * BENCH_TSNET_ROOT / BENCH_TSNET_LABEL. See bench/README.md.
+ * BENCH_DNS_TARGETS (all), BENCH_TSNET_ROOT / BENCH_TSNET_LABEL. See bench/README.md.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -47,6 +47,16 @@ const OUTSTANDING = envInt('BENCH_DNS_OUTSTANDING', 200, 1);
 const FUZZ = envInt('BENCH_DNS_FUZZ', 100_000, 0);
 const PORT = envInt('BENCH_DNS_PORT', 53, 1);
 const TTL = 5;
+/** Which servers to measure (default all), e.g. `dnsmasq,docker,dns2` for a tree whose tsnet has no DNS server. */
+const MEASURED: readonly Target[] = (() => {
+  const v = process.env.BENCH_DNS_TARGETS;
+  if (v === undefined || v === '') return TARGETS;
+  const ts = v.split(',').map((x) => x.trim());
+  const bad = ts.filter((x) => !TARGETS.some((t) => t === x));
+  if (bad.length > 0) throw new Error(`BENCH_DNS_TARGETS=${v}: unknown ${bad.join(', ')} (known: ${TARGETS.join(', ')})`);
+  return TARGETS.filter((t) => ts.includes(t));
+})();
+const measuresTsnet = MEASURED.includes('tsnet') || MEASURED.includes('tsnetGw');
 /** The DNS room's fuzz generator, once it is merged from the DNS server's branch. */
 const FUZZ_SOURCE: PacketSource | undefined = undefined;
 
@@ -125,7 +135,7 @@ const rotate = <T>(xs: readonly T[], k: number): T[] => xs.map((_, i) => xs[(i +
 async function rounds(env: Env): Promise<Round[]> {
   const out: Round[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    for (const t of rotate(TARGETS, i)) {
+    for (const t of rotate(MEASURED, i)) {
       const { value: unlimited, cpuPct } = await withCpu(loadOf(env, t).serverPid, () => dnsperf(load(env, t, {})));
       const fixed = await dnsperf(load(env, t, { seconds: FIXED_SECONDS, qps: FIXED_QPS, verbose: true }));
       out.push({ target: t, unlimited, serverCpuPct: cpuPct, fixed });
@@ -275,8 +285,10 @@ async function main(): Promise<void> {
     env.dns2 = startDns2(dockerd.dir, nameTable(records, network));
     const e = env as Env;
     const group = records[0].group;
-    for (const a of [ADDR.tsnet, ADDR.dnsmasq, ADDR.dns2]) await waitAnswered(a, PORT, group, GROUP_SIZE, 10_000);
-    for (const t of TARGETS) await checkAnswers(e, t, lines.length);
+    for (const t of MEASURED) {
+      if (t === 'tsnet' || t === 'dnsmasq' || t === 'dns2') await waitAnswered(ADDR[t], PORT, group, GROUP_SIZE, 10_000);
+      await checkAnswers(e, t, lines.length);
+    }
     const tsnetPid = () => livePid(e.tsnet.pid, 'tsnet');
     const idle = readRssKiB(tsnetPid());
     progress(`every server answers all ${lines.length} names; tsnet idle RSS ${(idle / 1024).toFixed(1)} MiB`);
@@ -288,10 +300,10 @@ async function main(): Promise<void> {
     };
     const rs = await rounds(e);
     const afterRuns = readRssKiB(tsnetPid());
-    const fz = FUZZ > 0 && FUZZ_SOURCE ? await fuzz(e, FUZZ_SOURCE) : [];
+    const fz = FUZZ > 0 && FUZZ_SOURCE && measuresTsnet ? await fuzz(e, FUZZ_SOURCE) : [];
     const afterFuzz = fz.length > 0 ? readRssKiB(tsnetPid()) : undefined;
-    progress('profiling tsnet (node --cpu-prof) under one unlimited run');
-    const prof = await profile(e, name);
+    if (measuresTsnet) progress('profiling tsnet (node --cpu-prof) under one unlimited run');
+    const prof = measuresTsnet ? await profile(e, name) : undefined;
     return {
       date: started.toISOString(),
       machine,

@@ -7,8 +7,8 @@ import net from 'node:net';
 import { sleep } from '../../test/harness/exec';
 import { checkAborted } from '../lib/abort';
 
-/** The i-th packet of a fixed-seed sequence. */
-export type PacketSource = (i: number) => Buffer;
+/** The next packet of a fixed-seed sequence. */
+export type PacketSource = () => Buffer;
 
 export interface Sent {
   packets: number;
@@ -31,7 +31,7 @@ export async function fuzzUdp(address: string, port: number, source: PacketSourc
     checkAborted();
     const sends: Array<Promise<void>> = [];
     for (let k = i; k < Math.min(count, i + burst); k++) {
-      sends.push(new Promise((resolve) => sock.send(source(k), port, address, () => resolve())));
+      sends.push(new Promise((resolve) => sock.send(source(), port, address, () => resolve())));
     }
     await Promise.all(sends);
   }
@@ -79,7 +79,7 @@ export async function fuzzTcp(address: string, port: number, source: PacketSourc
       checkAborted();
       const from = next;
       next = Math.min(count, next + perConnection);
-      const batch = Array.from({ length: next - from }, (_, k) => source(from + k));
+      const batch = Array.from({ length: next - from }, source);
       replies += await tcpBatch(address, port, batch, 2_000);
     }
   };

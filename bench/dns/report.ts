@@ -103,10 +103,12 @@ const RATIOS: Array<[Target, Target]> = [
 
 const range = (s: Stats) => `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
 
+const measured = (r: Results): Target[] => TARGETS.filter((t) => r.rounds.some((x) => x.target === t));
+
 export function summaryRows(r: Results): string[][] {
   return [
     ['server', 'unlimited qps', 'avg ms', 'max ms', `p99 ms @${r.setup.fixedQps}`, `max ms @${r.setup.fixedQps}`, 'lost'],
-    ...TARGETS.map((t) => {
+    ...measured(r).map((t) => {
       const s = summarize(r.rounds, t);
       return [TARGET_LABEL[t], f(s.qps.median), f(s.avgMs.median), f(s.maxMs.max), f(s.fixed.p99Ms.max), f(s.fixed.maxMs.max), String(s.lost + s.fixed.lost)];
     }),
@@ -146,7 +148,7 @@ export function renderMarkdown(r: Results): string {
     '',
     mdTable([
       ['server', 'qps median (min–max)', 'avg ms', 'max ms (worst round)', 'lost', "server's CPU, % of a core"],
-      ...TARGETS.map((t) => {
+      ...measured(r).map((t) => {
         const s = sums[t];
         return [TARGET_LABEL[t], range(s.qps), f(s.avgMs.median), f(s.maxMs.max), String(s.lost), range(s.cpuPct)];
       }),
@@ -164,7 +166,7 @@ export function renderMarkdown(r: Results): string {
     '',
     mdTable([
       ['server', 'qps', 'avg ms', 'p99 ms median (worst)', 'p99.9 ms (worst)', 'max ms (worst)', '> 1 ms', '> 5 ms', 'responses', 'lost'],
-      ...TARGETS.map((t) => {
+      ...measured(r).map((t) => {
         const s = sums[t].fixed;
         return [
           TARGET_LABEL[t],
@@ -217,7 +219,7 @@ export function renderMarkdown(r: Results): string {
     mdTable([
       ['round', 'server', 'qps', 'avg ms', 'max ms', 'lost', 'CPU %', `p99 ms @${r.setup.fixedQps}`, `max ms @${r.setup.fixedQps}`, 'rcodes'],
       ...r.rounds.map((x, i) => [
-        String(Math.floor(i / TARGETS.length) + 1),
+        String(Math.floor(i / measured(r).length) + 1),
         x.target,
         f(x.unlimited.qps),
         f(x.unlimited.avgMs),
