@@ -37,6 +37,8 @@ import { GROUP_SIZE, hostsFile, members, nameTable, queryLines, type Record as D
 import { type FuzzResult, renderMarkdown, type Results, type Round, type Target, TARGETS, summaryRows } from './dns/report';
 
 const CONTAINERS = envInt('BENCH_DNS_CONTAINERS', 50, 1);
+// The /24 holds them, the client container and the gateway.
+if (CONTAINERS > 250) throw new Error(`BENCH_DNS_CONTAINERS=${CONTAINERS}: at most 250`);
 const ROUNDS = envInt('BENCH_DNS_ROUNDS', 3, 1);
 const SECONDS = envInt('BENCH_DNS_SECONDS', 15, 1);
 const FIXED_SECONDS = envInt('BENCH_DNS_FIXED_SECONDS', 10, 1);
