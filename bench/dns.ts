@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_IMAGE } from '../test/harness/busybox';
 import type { Docker, Dockerd } from '../test/harness/dockerd';
-import { spawnDaemon, terminate } from '../test/harness/exec';
+import { spawnDaemon, terminate, waitFor } from '../test/harness/exec';
 import { linksOwnedBy } from '../test/harness/host';
 import { TsnetProcess } from '../test/harness/tsnet';
 import { envInt, REPO, RESULTS_DIR } from './lib/config';
@@ -239,7 +239,14 @@ async function teardown(env: Partial<Env>, session: Session): Promise<string[]> 
   await reviveDaemons(steps, dockerd, tsnet, env.network !== undefined);
   if (dockerd?.pid !== undefined) {
     await step('remove containers', () => dockerd.docker.removeAllContainers());
-    await step('remove networks', () => dockerd.docker.removeCustomNetworks());
+    // dockerd may still be deleting the endpoints of the containers just removed: `network rm` refuses until then.
+    let refusal = '';
+    const removed = () =>
+      dockerd.docker.removeCustomNetworks().then(
+        () => true,
+        (e: unknown) => ((refusal = String(e).split('\n').slice(-1)[0]), false),
+      );
+    await step('remove networks', () => waitFor(removed, 30_000, () => `still refused 30 s after the containers went: ${refusal}`, 500));
   }
   if (tsnet) {
     const owned = await linksOwnedBy(`tsnet:${tsnet.name}`).catch(() => []);
