@@ -61,6 +61,7 @@ export class TsnetDriver implements NetworkDriver {
   private readonly locks = new KeyedMutex();
   private readonly reaper: LinkReaper;
   private readonly ports = new PortAllocator();
+  private readonly networkListeners: Array<() => void> = [];
 
   private constructor(
     private readonly store: Store,
@@ -81,6 +82,24 @@ export class TsnetDriver implements NetworkDriver {
 
   private modeOf(net: NetworkRecord): BoundNetwork {
     return modeOf(net);
+  }
+
+  /**
+   * `listener` runs after each network created or deleted (not after a failed create), once its kernel work is
+   * done: the DNS room's listeners follow networks through it. It must not throw or call the driver back.
+   */
+  onNetworksChanged(listener: () => void): void {
+    this.networkListeners.push(listener);
+  }
+
+  private networksChanged(): void {
+    for (const l of this.networkListeners) {
+      try {
+        l();
+      } catch (err) {
+        log.error('network change listener failed', { error: describeChain(err) });
+      }
+    }
   }
 
   /** Snapshot of the state, for reconciliation and inspection. */
@@ -123,6 +142,7 @@ export class TsnetDriver implements NetworkDriver {
         throw err;
       }
       log.info('network created', { mode: net.mode, links: mode.networkLinks(), parent: mode.parent()?.link, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
+      this.networksChanged();
     });
   }
 
@@ -194,6 +214,7 @@ export class TsnetDriver implements NetworkDriver {
       // Only a network with a firewall part can leave the table unneeded (the job costs five failing nft/iptables runs).
       if (mode.firewallView() !== undefined && !this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
       log.info('network deleted', { staleEndpoints: stale.length });
+      this.networksChanged();
     });
   }
 

@@ -75,6 +75,11 @@ export interface BridgeNetworkRecord extends NetworkCommon {
   settings: BridgeSettings;
 }
 
+/** The gateways (CIDR) a bridge network puts on its bridge: IPv4 ones unless inhibit_ipv4, and IPv6 ones. */
+export function bridgeGateways(inhibitIpv4: boolean, ipv4: ReadonlyArray<{ gateway?: string }>, ipv6: ReadonlyArray<{ gateway?: string }>): string[] {
+  return [...(inhibitIpv4 ? [] : ipv4), ...ipv6].flatMap((s) => (s.gateway ? [s.gateway] : []));
+}
+
 /**
  * How tsnet gets a child-link network's parent when the link is missing: a NIC is the host's (refused when missing),
  * an 802.1Q subinterface `lower.vlanId` and a dummy link tsnet makes itself.

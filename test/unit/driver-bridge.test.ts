@@ -92,6 +92,29 @@ describe('bridge network lifecycle', () => {
     expect(await store.all('network')).toEqual([]);
   });
 
+  test('network listeners run after a create (its bridge and gateway already made) and a delete, not after a failed create', async () => {
+    const { kernel, driver } = await setup();
+    const seen: Array<{ networks: number; gatewayOnBridge: boolean }> = [];
+    driver.onNetworksChanged(() => {
+      const net = driver.state().networks.at(0);
+      const bridge = net?.mode === 'bridge' ? kernel.linkMap.get(net.bridge) : undefined;
+      seen.push({ networks: driver.state().networks.length, gatewayOnBridge: bridge?.addresses.includes('172.28.5.254/16') ?? false });
+    });
+    driver.onNetworksChanged(() => {
+      throw new Error('a failing listener must not fail the call');
+    });
+    kernel.failOn((c) => c.op === 'link.up', 'RTNETLINK answers: injected');
+    await expectCode(driver.createNetwork(netReq()), 'TSN_KERNEL');
+    expect(seen).toEqual([]);
+    await driver.createNetwork(netReq());
+    await driver.deleteNetwork(NID);
+    await driver.deleteNetwork(NID);
+    expect(seen).toEqual([
+      { networks: 1, gatewayOnBridge: true },
+      { networks: 0, gatewayOnBridge: false },
+    ]);
+  });
+
   test('DeleteNetwork removes the bridge and the record, drops the firewall table with the last network, and is idempotent', async () => {
     const { store, kernel, driver } = await setup();
     await driver.createNetwork(netReq());

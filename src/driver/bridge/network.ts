@@ -1,4 +1,4 @@
-import type { BridgeNetworkRecord } from '../../store/records';
+import { bridgeGateways, type BridgeNetworkRecord } from '../../store/records';
 import type { Firewall, FwNetwork, Kernel, KernelChange, LinkInfo } from '../../kernel/contract';
 import { bridgeNameFor } from '../../kernel/names';
 import { tsnetError } from '../../errors';
@@ -28,10 +28,7 @@ export async function planBridgeNetwork(req: CreateNetworkRequest, host: HostVie
     throw tsnetError('TSN_INVALID_OPTION', `bridge name "${bridge}": a ${existing.kind || 'non-bridge'} link of that name exists`);
   }
   const ipv6 = req.enableIPv6 ? req.ipv6.map(subnetRecord) : [];
-  const gateways = [
-    ...(settings.inhibitIpv4 ? [] : req.ipv4.flatMap((d) => (d.gateway ? [d.gateway] : []))),
-    ...ipv6.flatMap((d) => (d.gateway ? [d.gateway] : [])),
-  ];
+  const gateways = bridgeGateways(settings.inhibitIpv4, req.ipv4, ipv6);
   return {
     id: req.networkId,
     mode: 'bridge',

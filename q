@@ -1,0 +1,3 @@
+foo A
+bar A
+foo.net A

@@ -1,0 +1,92 @@
+import { DEFAULT_DOCKER_SOCKET, loadConfig, parseUpstream, type Config } from '../../src/config';
+import { TsnetError } from '../../src/errors';
+
+function load(argv: string[], env: Record<string, string> = {}): Config {
+  const saved = process.env;
+  process.env = { ...Object.fromEntries(Object.entries(saved).filter(([k]) => !k.startsWith('TSNET_') && k !== 'DOCKER_HOST')), ...env };
+  try {
+    const c = loadConfig(argv);
+    if (c === 'help') throw new Error('unexpected help');
+    return c;
+  } finally {
+    process.env = saved;
+  }
+}
+
+function refusal(argv: string[], env: Record<string, string> = {}): string {
+  try {
+    load(argv, env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(TsnetError);
+    expect((err as TsnetError).code).toBe('TSN_INVALID_OPTION');
+    return (err as TsnetError).message;
+  }
+  throw new Error(`accepted ${argv.join(' ')}`);
+}
+
+describe('DNS and Docker options', () => {
+  test('defaults: listeners on every bridge gateway, port 53, zone tsnet, upstreams from /etc/resolv.conf', () => {
+    const { dns, dockerSocket } = load([]);
+    expect(dns).toEqual({
+      enabled: true,
+      zone: 'tsnet',
+      port: 53,
+      onGateways: true,
+      hostAddresses: [],
+      onInternal: false,
+      upstreams: 'resolv.conf',
+      resolvConf: '/etc/resolv.conf',
+      ttl: 5,
+    });
+    expect(dockerSocket).toBe(DEFAULT_DOCKER_SOCKET);
+  });
+
+  test('flags: host addresses replace the gateway default unless gateways is named; zone normalised', () => {
+    const only = load(['--dns-listen', '10.9.8.7', '--dns-listen', 'fd00::53', '--dns-zone', 'Dns.Example.ORG.', '--dns-port', '5353']).dns;
+    expect(only).toMatchObject({ onGateways: false, hostAddresses: ['10.9.8.7', 'fd00::53'], zone: 'dns.example.org', port: 5353 });
+    expect(load(['--dns-listen', 'gateways', '--dns-listen', '10.9.8.7']).dns).toMatchObject({ onGateways: true, hostAddresses: ['10.9.8.7'] });
+    expect(load(['--dns-listen', 'none']).dns.enabled).toBe(false);
+    expect(load(['--dns-internal']).dns.onInternal).toBe(true);
+  });
+
+  test('environment: comma lists and DOCKER_HOST=unix://', () => {
+    const c = load([], { TSNET_DNS_LISTEN: 'gateways, 10.1.2.3', TSNET_DNS_UPSTREAMS: '10.0.0.2:5300,[fd00::1]:53', DOCKER_HOST: 'unix:///run/d.sock' });
+    expect(c.dns.hostAddresses).toEqual(['10.1.2.3']);
+    expect(c.dns.upstreams).toEqual([
+      { address: '10.0.0.2', port: 5300 },
+      { address: 'fd00::1', port: 53 },
+    ]);
+    expect(c.dockerSocket).toBe('/run/d.sock');
+    // A flag wins over the environment.
+    expect(load(['--docker-socket', '/x/docker.sock'], { DOCKER_HOST: 'unix:///run/d.sock' }).dockerSocket).toBe('/x/docker.sock');
+  });
+
+  test('upstreams: none turns forwarding off; forms ADDR, ADDR:PORT, bare IPv6, [IPv6]:PORT', () => {
+    expect(load(['--dns-upstream', 'none']).dns.upstreams).toEqual([]);
+    expect(parseUpstream('127.0.0.53')).toEqual({ address: '127.0.0.53', port: 53 });
+    expect(parseUpstream('fd00::53')).toEqual({ address: 'fd00::53', port: 53 });
+    expect(parseUpstream('[fd00::53]:5353')).toEqual({ address: 'fd00::53', port: 5353 });
+  });
+
+  test.each([
+    [['--dns-listen', 'none', '--dns-listen', '10.0.0.1'], 'dns-listen "none,10.0.0.1"'],
+    [['--dns-listen', 'eth0'], 'dns-listen "eth0"'],
+    [['--dns-listen', '0.0.0.0'], 'dns-listen "0.0.0.0": name the addresses'],
+    [['--dns-listen', '::'], 'dns-listen "::": name the addresses'],
+    [['--dns-listen', '0:0::0'], 'dns-listen "0:0::0": name the addresses'],
+    [['--dns-port', '0'], 'dns-port "0"'],
+    [['--dns-port', '53x'], 'dns-port "53x"'],
+    [['--dns-ttl=-1'], 'dns-ttl "-1"'],
+    [['--dns-zone', 'bad_zone'], 'dns-zone "bad_zone"'],
+    [['--dns-zone', 'a..b'], 'dns-zone "a..b"'],
+    [['--dns-upstream', 'none', '--dns-upstream', '10.0.0.1'], 'dns-upstream "none,10.0.0.1"'],
+    [['--dns-upstream', 'resolver.example'], 'dns-upstream "resolver.example"'],
+    [['--dns-upstream', '10.0.0.1:99999'], 'dns-upstream port "99999"'],
+  ])('refuses %j naming the option and value', (argv, named) => {
+    expect(refusal(argv)).toContain(named);
+  });
+
+  test('refuses a DOCKER_HOST that is not a unix socket', () => {
+    expect(refusal([], { DOCKER_HOST: 'tcp://10.0.0.1:2375' })).toContain('DOCKER_HOST "tcp://10.0.0.1:2375"');
+  });
+});
