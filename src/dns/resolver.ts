@@ -1,6 +1,10 @@
 /**
  * Turns a raw query into a reply: parse, answer tsnet's own names from the zone (synchronously, from pre-encoded
  * replies), forward the rest when the listener allows it, refuse otherwise; fit UDP replies to the client's size.
+ *
+ * Measured (2 cores, Node 24, one A question): the handler alone takes ~0.8 µs with the fast path, ~2 µs without,
+ * dns2 3.1.1's parse + encode ~8–9 µs; over loopback UDP the socket round trip dominates (20–45k qps either way,
+ * noisy on a shared machine), so the fast path is kept for its CPU headroom, not for a visible qps gain.
  */
 
 import type { Forwarder, Query, QueryContext, QueryHandler } from './contract';
@@ -58,7 +62,7 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
 
   function local(msg: Buffer, q: Query, ctx: QueryContext, ra: boolean): Buffer | undefined {
     // Everything the reply depends on besides ID, RD/CD and the question's letter case, which are patched in.
-    const key = `${q.question.type}|${q.question.name}|${ctx.networkId ?? ''}|${ctx.localAddress}|${q.edns ? (q.edns.dnssecOk ? 'D' : 'E') : '-'}|${ra ? 1 : 0}`;
+    const key = `${q.question.type}|${q.question.class}|${q.question.name}|${ctx.networkId ?? ''}|${ctx.localAddress}|${q.edns ? (q.edns.dnssecOk ? 'D' : 'E') : '-'}|${ra ? 1 : 0}`;
     let entry = entries.get(key);
     // Without the fast path every query asks the zone again (only the rotation counter is kept).
     const answer = entry && fastPath ? entry.answer : zone?.lookup(q.question, ctx);

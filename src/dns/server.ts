@@ -22,6 +22,8 @@ export interface ListenerOptions {
   maxMessage?: number;
   /** Queries of one connection being answered at once; reading pauses beyond it. */
   maxInFlight?: number;
+  /** Reply bytes queued for a client that does not read; reading its queries pauses beyond it. */
+  maxQueued?: number;
   /** For tests: the idle timer's clock. */
   startTimer?: StartTimer;
 }
@@ -33,7 +35,7 @@ export interface DnsListener {
   close(): Promise<void>;
 }
 
-const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096, maxInFlight: 64 };
+const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096, maxInFlight: 64, maxQueued: 256 * 1024 };
 const realTimer: StartTimer = (fn, ms) => {
   const t = setTimeout(fn, ms);
   return () => clearTimeout(t);
@@ -137,13 +139,12 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
       r.copy(framed, 2);
       sock.write(framed);
       touch();
-      if (inFlight < o.maxInFlight && sock.isPaused()) sock.resume();
+      resumeIfRoom();
     };
-    touch();
-    sock.on('data', (chunk) => {
-      touch();
-      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-      while (pending.length >= 2 && !sock.destroyed) {
+    const busy = () => inFlight >= o.maxInFlight || sock.writableLength >= o.maxQueued;
+    /** Answers the whole frames received so far, stopping (and pausing reads) while the client is behind. */
+    const serveFrames = () => {
+      while (pending.length >= 2 && !sock.destroyed && !busy()) {
         const len = pending.readUInt16BE(0);
         if (len === 0 || len > o.maxMessage) return void sock.destroy();
         if (pending.length < len + 2) break;
@@ -152,7 +153,19 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
         inFlight++;
         answer(handler, msg, ctx, send);
       }
-      if (inFlight >= o.maxInFlight) sock.pause();
+      if (busy()) sock.pause();
+    };
+    const resumeIfRoom = () => {
+      if (busy() || !sock.isPaused()) return;
+      sock.resume();
+      serveFrames();
+    };
+    sock.on('drain', resumeIfRoom);
+    touch();
+    sock.on('data', (chunk) => {
+      touch();
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      serveFrames();
     });
     sock.on('error', () => sock.destroy());
     sock.on('close', () => {
@@ -184,7 +197,12 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
   const port = sock.address().port;
   sock.on('message', (msg, rinfo) => {
     answer(handler, msg, context('udp', rinfo.address), (r) => {
-      if (r) sock.send(r, rinfo.port, rinfo.address, () => undefined);
+      if (!r) return;
+      try {
+        sock.send(r, rinfo.port, rinfo.address, () => undefined);
+      } catch {
+        // closed meanwhile (a forwarded answer arriving after close()): nobody to tell
+      }
     });
   });
   // A send to an unreachable client or a full buffer must not end the listener.

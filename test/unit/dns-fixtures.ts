@@ -109,12 +109,20 @@ export function decode(out: Buffer | null | Promise<Buffer | null>): Reply {
 
 /** One UDP query to a listener on loopback; resolves with the first datagram back. */
 export function udpAsk(port: number, msg: Buffer, address = '127.0.0.1'): Promise<Buffer> {
+  return udpTry(port, msg, address).then((r) => r ?? Promise.reject(new Error('no reply')));
+}
+
+/** Like udpAsk, but gives up (undefined) after `waitMs` without a reply (none when waitMs is absent). */
+export function udpTry(port: number, msg: Buffer, address = '127.0.0.1', waitMs?: number): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket(net.isIPv6(address) ? 'udp6' : 'udp4');
-    s.once('message', (m) => {
+    const timer = waitMs === undefined ? undefined : setTimeout(() => done(undefined), waitMs);
+    const done = (m: Buffer | undefined) => {
+      clearTimeout(timer);
       s.close();
       resolve(m);
-    });
+    };
+    s.once('message', done);
     s.once('error', reject);
     s.send(msg, port, address);
   });

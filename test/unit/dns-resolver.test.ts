@@ -135,6 +135,13 @@ describe.each([true, false])('resolver (fast path %s)', (fastPath) => {
     expect(tcp.answers).toHaveLength(100);
   });
 
+  test('another class than IN is not tsnet\'s, also after the same name was asked in IN (fast-path key)', () => {
+    expect(ask(r, 'web.front.tsnet', 'A').rcode).toBe('NOERROR');
+    const ch = query('web.front.tsnet', 'A');
+    ch.writeUInt16BE(3, ch.length - 2); // QCLASS CH
+    expect(decode(r.handle(ch, ctx({ mayForward: false })))).toMatchObject({ rcode: 'REFUSED', answers: [] });
+  });
+
   test('a malformed query gets FORMERR, a response sent as a query nothing', () => {
     const bad = query('web', 'A');
     bad.writeUInt16BE(2, 4);

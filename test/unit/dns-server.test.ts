@@ -116,6 +116,34 @@ test('pipelined TCP: several queries in one write, answers as each is ready (out
   t.sock.destroy();
 });
 
+test('a client that does not read: the listener stops taking its queries, and serves them all once it reads', async () => {
+  const handler = resolverHandler();
+  let handled = 0;
+  const l = await listen(
+    (m, c) => {
+      handled++;
+      return handler(m, c);
+    },
+    { maxQueued: 64 * 1024 },
+  );
+  const t = await TcpClient.connect(l.port);
+  t.sock.pause();
+  const N = 5000; // ~1.7 kB per reply: ~8.5 MB, far beyond socket buffers and maxQueued
+  t.send(...Array.from({ length: N }, (_, i) => query('crowd', 'A', { id: i })));
+  // wait until the listener has stopped taking queries (the count holds still)
+  let last = -1;
+  while (handled !== last) {
+    last = handled;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(handled).toBeLessThan(N);
+  t.sock.resume();
+  const replies = await t.waitFor(N);
+  expect(new Set(replies.map((r) => r.readUInt16BE(0))).size).toBe(N);
+  expect(handled).toBe(N);
+  t.sock.destroy();
+}, 30_000);
+
 test('a query split across TCP segments is reassembled', async () => {
   const l = await listen(resolverHandler());
   const t = await TcpClient.connect(l.port);
@@ -190,6 +218,30 @@ test('a handler that throws or rejects costs that query only: no reply, the list
   s.send(query('web', 'A', { id: 2 }), l.port, '127.0.0.1');
   s.close();
   expect(decode(await udpAsk(l.port, query('web', 'A', { id: 3 }))).id).toBe(3);
+});
+
+test('an answer that arrives after close() (a slow forward) is dropped without an unhandled error', async () => {
+  let release: (b: Buffer) => void = () => {};
+  const late = new Promise<Buffer>((r) => (release = r));
+  let asked!: () => void;
+  const arrived = new Promise<void>((r) => (asked = r));
+  const l = await openListener(spec, () => {
+    asked();
+    return late;
+  });
+  const s = dgram.createSocket('udp4');
+  s.send(query('example.com', 'A'), l.port, '127.0.0.1');
+  await arrived;
+  await l.close();
+  const rejections: unknown[] = [];
+  const onRejection = (e: unknown) => rejections.push(e);
+  process.on('unhandledRejection', onRejection);
+  release(query('example.com', 'A'));
+  // unhandled rejections are reported after the microtask queue drains
+  await new Promise((r) => setImmediate(r));
+  process.off('unhandledRejection', onRejection);
+  s.close();
+  expect(rejections).toEqual([]);
 });
 
 test('a connection cap: connections beyond it are refused, the ones inside it served', async () => {
