@@ -9,7 +9,7 @@
  *
  * Results: bench/results/<date>-dns.{json,md}. Knobs (env): BENCH_DNS_CONTAINERS (50), BENCH_DNS_ROUNDS (3),
  * BENCH_DNS_SECONDS (15), BENCH_DNS_FIXED_SECONDS (10), BENCH_DNS_FIXED_QPS (10000), BENCH_DNS_CLIENTS (4),
- * BENCH_DNS_THREADS (2), BENCH_DNS_OUTSTANDING (200), BENCH_DNS_FUZZ (100000 per transport), BENCH_DNS_PORT (53),
+ * BENCH_DNS_THREADS (2), BENCH_DNS_OUTSTANDING (200), BENCH_DNS_FUZZ (100000 per transport), BENCH_DNS_FUZZ_SEED, BENCH_DNS_PORT (53),
  * BENCH_DNS_TARGETS (all), BENCH_TSNET_ROOT / BENCH_TSNET_LABEL. See bench/README.md.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -21,6 +21,7 @@ import { BUSYBOX_IMAGE } from '../test/harness/busybox';
 import type { Docker, Dockerd } from '../test/harness/dockerd';
 import { spawnDaemon, terminate, waitFor } from '../test/harness/exec';
 import { linksOwnedBy } from '../test/harness/host';
+import { fuzzPacket, prng } from '../test/fuzz/dns-packets';
 import { TsnetProcess } from '../test/harness/tsnet';
 import { envInt, REPO, RESULTS_DIR } from './lib/config';
 import { cmdOut, hostFacts, livePid, readRssKiB } from './lib/host';
@@ -59,8 +60,7 @@ const MEASURED: readonly Target[] = (() => {
   return TARGETS.filter((t) => ts.includes(t));
 })();
 const measuresTsnet = MEASURED.includes('tsnet') || MEASURED.includes('tsnetGw');
-/** The DNS room's fuzz generator, once it is merged from the DNS server's branch. */
-const FUZZ_SOURCE: PacketSource | undefined = undefined;
+const FUZZ_SEED = envInt('BENCH_DNS_FUZZ_SEED', 20261202, 0);
 
 /** Loopback addresses of their own (nothing leaves the machine), the network's subnet beside the other benches'. */
 const ADDR = { tsnet: '127.0.79.1', dnsmasq: '127.0.79.2', dns2: '127.0.79.3' } as const;
@@ -150,9 +150,12 @@ async function rounds(env: Env): Promise<Round[]> {
   return out;
 }
 
-async function fuzz(env: Env, source: PacketSource): Promise<FuzzResult[]> {
+/** The unit fuzz's generator (test/fuzz/dns-packets.ts), BENCH_DNS_FUZZ packets per transport from one seed each. */
+async function fuzz(env: Env): Promise<FuzzResult[]> {
   const out: FuzzResult[] = [];
-  for (const transport of ['udp', 'tcp'] as const) {
+  for (const [k, transport] of (['udp', 'tcp'] as const).entries()) {
+    const rand = prng(FUZZ_SEED + k);
+    const source: PacketSource = () => fuzzPacket(rand);
     progress(`fuzz: ${FUZZ} packets over ${transport} at ${ADDR.tsnet}:${PORT}`);
     const sent = transport === 'udp' ? await fuzzUdp(ADDR.tsnet, PORT, source, FUZZ) : await fuzzTcp(ADDR.tsnet, PORT, source, FUZZ);
     const answer = await probe(ADDR.tsnet, PORT, members(tagOf(env), 1)[0].group, 2_000);
@@ -249,10 +252,11 @@ async function teardown(env: Partial<Env>, session: Session): Promise<string[]> 
     await step('remove networks', () => waitFor(removed, 30_000, () => `still refused 30 s after the containers went: ${refusal}`, 500));
   }
   if (tsnet) {
-    const owned = await linksOwnedBy(`tsnet:${tsnet.name}`).catch(() => []);
-    if (owned.length > 0) errors.push(`left behind by tsnet: ${owned.join(', ')}`);
     await step('stop tsnet', () => tsnet.stop());
     await step('remove plugin socket', () => fs.rmSync(tsnet.socket, { force: true }));
+    // Links of deleted endpoints may still be on their way out while tsnet runs; once it stopped, none may be left.
+    const owned = await linksOwnedBy(`tsnet:${tsnet.name}`).catch(() => []);
+    if (owned.length > 0) errors.push(`left behind by tsnet: ${owned.join(', ')}`);
   }
   if (dockerd) {
     const log = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
@@ -309,7 +313,7 @@ async function main(): Promise<void> {
     };
     const rs = await rounds(e);
     const afterRuns = readRssKiB(tsnetPid());
-    const fz = FUZZ > 0 && FUZZ_SOURCE && measuresTsnet ? await fuzz(e, FUZZ_SOURCE) : [];
+    const fz = FUZZ > 0 && measuresTsnet ? await fuzz(e) : [];
     const afterFuzz = fz.length > 0 ? readRssKiB(tsnetPid()) : undefined;
     if (measuresTsnet) progress('profiling tsnet (node --cpu-prof) under one unlimited run');
     const prof = measuresTsnet ? await profile(e, name) : undefined;

@@ -54,21 +54,25 @@ function frameName(f: ProfileNode['callFrame']): string {
 }
 
 /**
- * Self time per function as a percent of all samples, the `top` rows (idle and the garbage collector are rows of
- * their own: V8 names them `(idle)`, `(garbage collector)`, `(program)`).
+ * Self time per function as a percent of the busy samples, the `top` rows. The profile spans tsnet's whole life
+ * (start-up and the idle seconds around the load too), so V8's `(idle)` is left out of the total and given apart;
+ * the garbage collector and `(program)` (native code outside JS) stay rows of their own.
  */
-export function topFunctions(p: CpuProfile, top: number): { samples: number; rows: ProfileRow[] } {
+export function topFunctions(p: CpuProfile, top: number): { samples: number; idlePct: number; rows: ProfileRow[] } {
   const hits = new Map<string, number>();
   let total = 0;
+  let idle = 0;
   for (const n of p.nodes) {
     const h = n.hitCount ?? 0;
     total += h;
     const k = frameName(n.callFrame);
-    hits.set(k, (hits.get(k) ?? 0) + h);
+    if (k === '(idle)') idle += h;
+    else hits.set(k, (hits.get(k) ?? 0) + h);
   }
+  const busy = total - idle || 1;
   const rows = [...hits.entries()]
     .sort((a, b) => b[1] - a[1])
     .slice(0, top)
-    .map(([fn, h]) => ({ fn, selfPct: Math.round((1000 * h) / (total || 1)) / 10 }));
-  return { samples: total, rows };
+    .map(([fn, h]) => ({ fn, selfPct: Math.round((1000 * h) / busy) / 10 }));
+  return { samples: total, idlePct: Math.round((1000 * idle) / (total || 1)) / 10, rows };
 }

@@ -50,7 +50,7 @@ export interface Results {
   rounds: Round[];
   rssKiB: { idle: number; afterRuns: number; afterFuzz?: number };
   fuzz: FuzzResult[];
-  profile?: { samples: number; qps: number; cpuPct: number; rows: ProfileRow[] };
+  profile?: { samples: number; idlePct: number; qps: number; cpuPct: number; rows: ProfileRow[] };
 }
 
 export interface TargetSummary {
@@ -207,7 +207,8 @@ export function renderMarkdown(r: Results): string {
       '## Where the time goes',
       '',
       `\`node --cpu-prof\` of tsnet under one unlimited run (${r.profile.qps.toFixed(0)} qps, ${r.profile.cpuPct} % of a core; ` +
-        `${r.profile.samples} samples; self time per function, top ${r.profile.rows.length}):`,
+        `${r.profile.samples} samples over tsnet's life, ${r.profile.idlePct} % of them idle (start-up, before and after the load); ` +
+        `self time per function as a share of the busy samples, top ${r.profile.rows.length}):`,
       '',
       mdTable([['function', 'self %'], ...r.profile.rows.map((x) => [`\`${x.fn}\``, x.selfPct.toFixed(1)])]),
       '',

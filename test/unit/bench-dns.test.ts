@@ -100,7 +100,7 @@ test('every query name is in the hosts file and the dns2 table, with the address
   expect(table.get('dnsbab12-g2')).toEqual(['10.219.0.12', '10.219.0.13']); // the last, partial group
 });
 
-test('the profile summary ranks functions by self time, summed over their nodes, paths cut to dist/', () => {
+test('the profile summary ranks functions by busy self time, summed over their nodes, idle apart, paths cut to dist/', () => {
   const frame = (functionName: string, url: string, lineNumber: number) => ({ functionName, url, lineNumber });
   const p: CpuProfile = {
     nodes: [
@@ -113,9 +113,10 @@ test('the profile summary ranks functions by self time, summed over their nodes,
   };
   const t = topFunctions(p, 2);
   expect(t.samples).toBe(100);
+  expect(t.idlePct).toBe(50);
   expect(t.rows).toEqual([
-    { fn: '(idle)', selfPct: 50 },
-    { fn: 'answer dist/dns/server.js:10', selfPct: 40 },
+    { fn: 'answer dist/dns/server.js:10', selfPct: 80 },
+    { fn: '(anonymous) node:dgram:100', selfPct: 20 },
   ]);
 });
 
