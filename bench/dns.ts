@@ -138,12 +138,15 @@ async function rounds(env: Env): Promise<Round[]> {
   const out: Round[] = [];
   for (let i = 0; i < ROUNDS; i++) {
     for (const t of rotate(MEASURED, i)) {
-      const { value: unlimited, cpuPct } = await withCpu(loadOf(env, t).serverPid, () => dnsperf(load(env, t, {})));
-      const fixed = await dnsperf(load(env, t, { seconds: FIXED_SECONDS, qps: FIXED_QPS, verbose: true }));
-      out.push({ target: t, unlimited, serverCpuPct: cpuPct, fixed });
+      const pid = loadOf(env, t).serverPid;
+      const { value: unlimited, cpuPct, waitPct } = await withCpu(pid, () => dnsperf(load(env, t, {})));
+      const f = await withCpu(pid, () => dnsperf(load(env, t, { seconds: FIXED_SECONDS, qps: FIXED_QPS, verbose: true })));
+      const fixed = f.value;
+      out.push({ target: t, unlimited, serverCpuPct: cpuPct, serverWaitPct: waitPct, fixed, fixedCpuPct: f.cpuPct, fixedWaitPct: f.waitPct });
       progress(
         `round ${i + 1}/${ROUNDS} ${t}: ${unlimited.qps.toFixed(0)} qps (avg ${unlimited.avgMs.toFixed(2)} ms, max ${unlimited.maxMs.toFixed(1)} ms, ` +
-          `lost ${unlimited.lost}, CPU ${cpuPct} %); @${FIXED_QPS}: p99 ${fixed.latency?.p99Ms.toFixed(3) ?? '?'} ms, max ${fixed.maxMs.toFixed(2)} ms`,
+          `lost ${unlimited.lost}, CPU ${cpuPct} %, runqueue ${waitPct} %); @${FIXED_QPS}: p99 ${fixed.latency?.p99Ms.toFixed(3) ?? '?'} ms, ` +
+          `max ${fixed.maxMs.toFixed(2)} ms, CPU ${f.cpuPct} %, runqueue ${f.waitPct} %`,
       );
     }
   }
@@ -243,13 +246,26 @@ async function teardown(env: Partial<Env>, session: Session): Promise<string[]> 
   if (dockerd?.pid !== undefined) {
     await step('remove containers', () => dockerd.docker.removeAllContainers());
     // dockerd may still be deleting the endpoints of the containers just removed: `network rm` refuses until then.
+    // dockerd may still be deleting the endpoints of the containers just removed, and 20.10 can keep a removed
+    // container's endpoint on the network for good ("has active endpoints"): those are disconnected by force.
     let refusal = '';
-    const removed = () =>
-      dockerd.docker.removeCustomNetworks().then(
-        () => true,
-        (e: unknown) => ((refusal = String(e).split('\n').slice(-1)[0]), false),
-      );
-    await step('remove networks', () => waitFor(removed, 30_000, () => `still refused 30 s after the containers went: ${refusal}`, 500));
+    const network = env.network;
+    const removed = async () => {
+      try {
+        await dockerd.docker.removeCustomNetworks();
+        return true;
+      } catch (e) {
+        refusal = String(e).split('\n').slice(-1)[0];
+        if (network === undefined) return false;
+        const eps = await dockerd.docker.docker(['network', 'inspect', '-f', '{{range .Containers}}{{.Name}} {{end}}', network]).catch(() => '');
+        for (const ep of eps.split(' ').filter((x) => x !== '')) {
+          progress(`teardown: endpoint ${ep} still on ${network} after its container went: docker network disconnect -f`);
+          await dockerd.docker.dockerTry(['network', 'disconnect', '-f', network, ep]);
+        }
+        return false;
+      }
+    };
+    await step('remove networks', () => waitFor(removed, 30_000, () => `still refused 30 s after the containers went: ${refusal}`, 1_000));
   }
   if (tsnet) {
     await step('stop tsnet', () => tsnet.stop());
@@ -259,8 +275,12 @@ async function teardown(env: Partial<Env>, session: Session): Promise<string[]> 
     if (owned.length > 0) errors.push(`left behind by tsnet: ${owned.join(', ')}`);
   }
   if (dockerd) {
-    const log = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
-    await step('keep tsnet log', () => fs.existsSync(log) && fs.copyFileSync(log, path.join(REPO, '.tmp', 'bench-dns-tsnet.log')));
+    for (const [log, kept] of [
+      [path.join(dockerd.dir, 'tsnet', 'tsnet.log'), 'bench-dns-tsnet.log'],
+      [dockerd.logFile, 'bench-dns-dockerd.log'],
+    ] as const) {
+      await step(`keep ${kept}`, () => fs.existsSync(log) && fs.copyFileSync(log, path.join(REPO, '.tmp', kept)));
+    }
     await step('destroy dockerd', () => dockerd.destroy());
   }
   for (const [what, pid] of [
@@ -281,6 +301,7 @@ async function main(): Promise<void> {
   // tsnet turns forwarding on for its bridge network; the host gets back what it had.
   const forwardBefore = fs.readFileSync(IP_FORWARD, 'utf8').trim();
   const env: Partial<Env> = {};
+  const base = path.join(RESULTS_DIR, `${started.toISOString().slice(0, 10)}-dns`);
   const measure = async (): Promise<Results> => {
     const { dockerd, docker, tsnet, name } = await session.start(undefined, (d) => (env.tsnetArgs = tsnetArgsFor(d)));
     const tag = randomBytes(2).toString('hex');
@@ -317,7 +338,7 @@ async function main(): Promise<void> {
     const afterFuzz = fz.length > 0 ? readRssKiB(tsnetPid()) : undefined;
     if (measuresTsnet) progress('profiling tsnet (node --cpu-prof) under one unlimited run');
     const prof = measuresTsnet ? await profile(e, name) : undefined;
-    return {
+    const results: Results = {
       date: started.toISOString(),
       machine,
       setup: {
@@ -339,6 +360,9 @@ async function main(): Promise<void> {
       fuzz: fz,
       profile: prof,
     };
+    // Saved now too, so a failing teardown (reported, and failing the run) does not take the measurements with it.
+    saveResults(base, results, renderMarkdown(results));
+    return results;
   };
   const results = await measureThenTearDown(t0, measure, async () => {
     const errors = await teardown(env, session);
@@ -347,7 +371,6 @@ async function main(): Promise<void> {
     return errors;
   });
   if (!results) return;
-  const base = path.join(RESULTS_DIR, `${started.toISOString().slice(0, 10)}-dns`);
   saveResults(base, results, renderMarkdown(results));
   console.log('');
   console.log(textTable(summaryRows(results)));

@@ -14,14 +14,27 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
-/** Percent of one core a process used while `fn` ran. */
-export async function withCpu<T>(pid: number | undefined, fn: () => Promise<T>): Promise<{ value: T; cpuPct: number }> {
+/**
+ * Seconds the process's main thread (for node: the event loop) spent runnable but waiting for a CPU
+ * (/proc/PID/schedstat, second field, ns): on a shared machine the part of a latency that is nobody's code.
+ */
+export function runqueueSeconds(pid: number): number {
+  return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+}
+
+/** Percent of one core a process used while `fn` ran, and the percent of that time its main thread waited to run. */
+export async function withCpu<T>(pid: number | undefined, fn: () => Promise<T>): Promise<{ value: T; cpuPct: number; waitPct: number }> {
   const c0 = pid === undefined ? 0 : cpuSeconds(pid);
+  const w0 = pid === undefined ? 0 : runqueueSeconds(pid);
   const t0 = performance.now();
   const value = await fn();
   const wallS = (performance.now() - t0) / 1000;
-  const cpuPct = pid === undefined ? NaN : Math.round(((cpuSeconds(pid) - c0) / wallS) * 1000) / 10;
-  return { value, cpuPct };
+  const pct = (x: number) => (pid === undefined ? NaN : Math.round((x / wallS) * 1000) / 10);
+  return {
+    value,
+    cpuPct: pct(pid === undefined ? 0 : cpuSeconds(pid) - c0),
+    waitPct: pct(pid === undefined ? 0 : runqueueSeconds(pid) - w0),
+  };
 }
 
 /** The parts of V8's `.cpuprofile` JSON the summary reads. */

@@ -25,7 +25,11 @@ export interface Round {
   unlimited: DnsperfRun;
   /** Percent of one core the answering process used during the unlimited run (tsnet, dnsmasq, dockerd, dns2). */
   serverCpuPct: number;
+  /** Percent of the run its main thread was runnable but waiting for a CPU (other load, dnsperf). */
+  serverWaitPct: number;
   fixed: DnsperfRun;
+  fixedCpuPct: number;
+  fixedWaitPct: number;
 }
 
 export interface FuzzResult {
@@ -59,6 +63,7 @@ export interface TargetSummary {
   maxMs: Stats;
   lost: number;
   cpuPct: Stats;
+  waitPct: Stats;
   fixed: { qps: Stats; avgMs: Stats; p99Ms: Stats; p999Ms: Stats; maxMs: Stats; over1Ms: number; over5Ms: number; lost: number; n: number };
 }
 
@@ -73,6 +78,7 @@ export function summarize(rounds: readonly Round[], t: Target): TargetSummary {
     maxMs: stats(u.map((r) => r.maxMs)),
     lost: sum(u.map((r) => r.lost)),
     cpuPct: stats(rs.map((r) => r.serverCpuPct)),
+    waitPct: stats(rs.map((r) => r.serverWaitPct)),
     fixed: {
       qps: stats(x.map((r) => r.qps)),
       avgMs: stats(x.map((r) => r.avgMs)),
@@ -147,10 +153,10 @@ export function renderMarkdown(r: Results): string {
     '## Unlimited rate',
     '',
     mdTable([
-      ['server', 'qps median (min–max)', 'avg ms', 'max ms (worst round)', 'lost', "server's CPU, % of a core"],
+      ['server', 'qps median (min–max)', 'avg ms', 'max ms (worst round)', 'lost', "server's CPU, % of a core", 'its main thread waiting for a CPU, %'],
       ...measured(r).map((t) => {
         const s = sums[t];
-        return [TARGET_LABEL[t], range(s.qps), f(s.avgMs.median), f(s.maxMs.max), String(s.lost), range(s.cpuPct)];
+        return [TARGET_LABEL[t], range(s.qps), f(s.avgMs.median), f(s.maxMs.max), String(s.lost), range(s.cpuPct), range(s.waitPct)];
       }),
     ]),
     '',
@@ -218,7 +224,7 @@ export function renderMarkdown(r: Results): string {
     '## Every round',
     '',
     mdTable([
-      ['round', 'server', 'qps', 'avg ms', 'max ms', 'lost', 'CPU %', `p99 ms @${r.setup.fixedQps}`, `max ms @${r.setup.fixedQps}`, 'rcodes'],
+      ['round', 'server', 'qps', 'avg ms', 'max ms', 'lost', 'CPU %', 'wait %', `p99 ms @${r.setup.fixedQps}`, `max ms @${r.setup.fixedQps}`, 'CPU %', 'wait %', 'rcodes'],
       ...r.rounds.map((x, i) => [
         String(Math.floor(i / measured(r).length) + 1),
         x.target,
@@ -227,8 +233,11 @@ export function renderMarkdown(r: Results): string {
         f(x.unlimited.maxMs),
         String(x.unlimited.lost),
         f(x.serverCpuPct),
+        f(x.serverWaitPct),
         f(x.fixed.latency?.p99Ms),
         f(x.fixed.maxMs),
+        f(x.fixedCpuPct),
+        f(x.fixedWaitPct),
         Object.entries(x.unlimited.rcodes)
           .map(([k, v]) => `${k} ${v}`)
           .join(', '),

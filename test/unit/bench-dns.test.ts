@@ -1,5 +1,5 @@
 /** The DNS bench's own logic: dnsperf's output, the records every server gets, the profile summary, the ratios. */
-import { topFunctions, cpuSeconds, type CpuProfile } from '../../bench/dns/cpu';
+import { cpuSeconds, type CpuProfile, runqueueSeconds, topFunctions } from '../../bench/dns/cpu';
 import { dnsperfArgv, latencyQuantiles, parseSummary, verboseLatencies } from '../../bench/dns/dnsperf';
 import { hostsFile, members, nameTable, queryLines } from '../../bench/dns/records';
 import { qpsRatio, type Round, summarize } from '../../bench/dns/report';
@@ -131,7 +131,15 @@ test("a process's CPU seconds come from /proc/PID/stat and grow with work", () =
 
 test('qps ratios are of medians over rounds, and also taken within each round', () => {
   const run = (qps: number, maxMs = 1): DnsperfRun => ({ sent: 1, completed: 1, lost: 0, qps, avgMs: 0.5, minMs: 0.1, maxMs, stddevMs: 0, rcodes: {}, runS: 1 });
-  const round = (target: Round['target'], qps: number): Round => ({ target, unlimited: run(qps), serverCpuPct: 90, fixed: run(10_000, qps / 10) });
+  const round = (target: Round['target'], qps: number): Round => ({
+    target,
+    unlimited: run(qps),
+    serverCpuPct: 90,
+    serverWaitPct: 5,
+    fixed: run(10_000, qps / 10),
+    fixedCpuPct: 30,
+    fixedWaitPct: 1,
+  });
   const rounds = [round('tsnet', 60), round('docker', 50), round('tsnet', 80), round('docker', 100), round('tsnet', 70), round('docker', 40)];
   const r = qpsRatio(rounds, 'tsnet', 'docker');
   expect(r.ofMedians).toBe(1.4); // 70 / 50
@@ -140,4 +148,10 @@ test('qps ratios are of medians over rounds, and also taken within each round', 
   const s = summarize(rounds, 'tsnet');
   expect(s.qps.median).toBe(70);
   expect(s.fixed.maxMs.max).toBe(8);
+});
+
+test("a process's runqueue wait comes from /proc/PID/schedstat and never decreases", () => {
+  const a = runqueueSeconds(process.pid);
+  expect(a).toBeGreaterThanOrEqual(0);
+  expect(runqueueSeconds(process.pid)).toBeGreaterThanOrEqual(a);
 });
