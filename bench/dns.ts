@@ -8,8 +8,8 @@
  *   tsnet's RSS idle and after the runs; the listener fuzz (UDP and TCP) with tsnet still answering afterwards
  *
  * Results: bench/results/<date>-dns.{json,md}. Knobs (env): BENCH_DNS_CONTAINERS (50), BENCH_DNS_ROUNDS (3),
- * BENCH_DNS_SECONDS (15), BENCH_DNS_FIXED_SECONDS (10), BENCH_DNS_FIXED_QPS (10000), BENCH_DNS_CLIENTS (4),
- * BENCH_DNS_THREADS (2), BENCH_DNS_OUTSTANDING (200), BENCH_DNS_FUZZ (100000 per transport), BENCH_DNS_FUZZ_SEED, BENCH_DNS_PORT (53),
+ * BENCH_DNS_SECONDS (15), BENCH_DNS_FIXED_SECONDS (10), BENCH_DNS_FIXED_QPS (10000), BENCH_DNS_CLIENTS (1),
+ * BENCH_DNS_THREADS (1), BENCH_DNS_OUTSTANDING (100), BENCH_DNS_FUZZ (100000 per transport), BENCH_DNS_FUZZ_SEED, BENCH_DNS_PORT (53),
  * BENCH_DNS_TARGETS (all), BENCH_TSNET_ROOT / BENCH_TSNET_LABEL. See bench/README.md.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -44,9 +44,10 @@ const ROUNDS = envInt('BENCH_DNS_ROUNDS', 3, 1);
 const SECONDS = envInt('BENCH_DNS_SECONDS', 15, 1);
 const FIXED_SECONDS = envInt('BENCH_DNS_FIXED_SECONDS', 10, 1);
 const FIXED_QPS = envInt('BENCH_DNS_FIXED_QPS', 10_000, 1);
-const CLIENTS = envInt('BENCH_DNS_CLIENTS', 4, 1);
-const THREADS = envInt('BENCH_DNS_THREADS', 2, 1);
-const OUTSTANDING = envInt('BENCH_DNS_OUTSTANDING', 200, 1);
+/** One dnsperf thread: on two cores the load generator then takes one and the server gets the other. */
+const CLIENTS = envInt('BENCH_DNS_CLIENTS', 1, 1);
+const THREADS = envInt('BENCH_DNS_THREADS', 1, 1);
+const OUTSTANDING = envInt('BENCH_DNS_OUTSTANDING', 100, 1);
 const FUZZ = envInt('BENCH_DNS_FUZZ', 100_000, 0);
 const PORT = envInt('BENCH_DNS_PORT', 53, 1);
 const TTL = 5;
@@ -139,14 +140,13 @@ async function rounds(env: Env): Promise<Round[]> {
   for (let i = 0; i < ROUNDS; i++) {
     for (const t of rotate(MEASURED, i)) {
       const pid = loadOf(env, t).serverPid;
-      const { value: unlimited, cpuPct, waitPct } = await withCpu(pid, () => dnsperf(load(env, t, {})));
-      const f = await withCpu(pid, () => dnsperf(load(env, t, { seconds: FIXED_SECONDS, qps: FIXED_QPS, verbose: true })));
-      const fixed = f.value;
-      out.push({ target: t, unlimited, serverCpuPct: cpuPct, serverWaitPct: waitPct, fixed, fixedCpuPct: f.cpuPct, fixedWaitPct: f.waitPct });
+      const { value: unlimited, ...u } = await withCpu(pid, () => dnsperf(load(env, t, {})));
+      const { value: fixed, ...x } = await withCpu(pid, () => dnsperf(load(env, t, { seconds: FIXED_SECONDS, qps: FIXED_QPS, verbose: true })));
+      out.push({ target: t, unlimited, server: u, fixed, fixedServer: x });
       progress(
         `round ${i + 1}/${ROUNDS} ${t}: ${unlimited.qps.toFixed(0)} qps (avg ${unlimited.avgMs.toFixed(2)} ms, max ${unlimited.maxMs.toFixed(1)} ms, ` +
-          `lost ${unlimited.lost}, CPU ${cpuPct} %, runqueue ${waitPct} %); @${FIXED_QPS}: p99 ${fixed.latency?.p99Ms.toFixed(3) ?? '?'} ms, ` +
-          `max ${fixed.maxMs.toFixed(2)} ms, CPU ${f.cpuPct} %, runqueue ${f.waitPct} %`,
+          `lost ${unlimited.lost}, CPU ${u.cpuPct} % (sys ${u.sysPct}), runqueue ${u.waitPct} %); @${FIXED_QPS}: p99 ${fixed.latency?.p99Ms.toFixed(3) ?? '?'} ms, ` +
+          `max ${fixed.maxMs.toFixed(2)} ms, CPU ${x.cpuPct} % (sys ${x.sysPct}), runqueue ${x.waitPct} %`,
       );
     }
   }

@@ -5,13 +5,18 @@ import { z } from 'zod';
 /** USER_HZ: the unit of /proc/PID/stat's times; 100 on every Linux this runs on (`getconf CLK_TCK`). */
 const CLK_TCK = 100;
 
-/** utime + stime of a process and all its threads, in seconds. */
-export function cpuSeconds(pid: number): number {
+/** utime and stime of a process and all its threads, in seconds. */
+export function cpuTimes(pid: number): { user: number; sys: number } {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   // comm (field 2) may hold spaces and parentheses: the fields after it start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15, i.e. 11 and 12 after state (field 3).
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  return { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK };
+}
+
+export function cpuSeconds(pid: number): number {
+  const t = cpuTimes(pid);
+  return t.user + t.sys;
 }
 
 /**
@@ -22,19 +27,26 @@ export function runqueueSeconds(pid: number): number {
   return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
 }
 
-/** Percent of one core a process used while `fn` ran, and the percent of that time its main thread waited to run. */
-export async function withCpu<T>(pid: number | undefined, fn: () => Promise<T>): Promise<{ value: T; cpuPct: number; waitPct: number }> {
-  const c0 = pid === undefined ? 0 : cpuSeconds(pid);
-  const w0 = pid === undefined ? 0 : runqueueSeconds(pid);
+export interface CpuShare {
+  /** Percent of one core the process used (user + system). */
+  cpuPct: number;
+  /** The part of it in the kernel (system time), percent of one core. */
+  sysPct: number;
+  /** Percent of the time its main thread was runnable but waiting for a CPU. */
+  waitPct: number;
+}
+
+/** What a process used of the CPU while `fn` ran (NaN for every figure without a pid). */
+export async function withCpu<T>(pid: number | undefined, fn: () => Promise<T>): Promise<{ value: T } & CpuShare> {
+  if (pid === undefined) return { value: await fn(), cpuPct: NaN, sysPct: NaN, waitPct: NaN };
+  const c0 = cpuTimes(pid);
+  const w0 = runqueueSeconds(pid);
   const t0 = performance.now();
   const value = await fn();
   const wallS = (performance.now() - t0) / 1000;
-  const pct = (x: number) => (pid === undefined ? NaN : Math.round((x / wallS) * 1000) / 10);
-  return {
-    value,
-    cpuPct: pct(pid === undefined ? 0 : cpuSeconds(pid) - c0),
-    waitPct: pct(pid === undefined ? 0 : runqueueSeconds(pid) - w0),
-  };
+  const c1 = cpuTimes(pid);
+  const pct = (x: number) => Math.round((x / wallS) * 1000) / 10;
+  return { value, cpuPct: pct(c1.user + c1.sys - c0.user - c0.sys), sysPct: pct(c1.sys - c0.sys), waitPct: pct(runqueueSeconds(pid) - w0) };
 }
 
 /** The parts of V8's `.cpuprofile` JSON the summary reads. */

@@ -1,7 +1,7 @@
 /** The DNS bench's results: what is kept, the ratios and targets, and the markdown. */
 import { f, mdTable, ok, okMin } from '../lib/report';
 import { median, ratio, type Stats, stats } from '../lib/stats';
-import type { ProfileRow } from './cpu';
+import type { CpuShare, ProfileRow } from './cpu';
 import type { DnsperfRun } from './dnsperf';
 
 /**
@@ -23,13 +23,11 @@ export const TARGET_LABEL: Record<Target, string> = {
 export interface Round {
   target: Target;
   unlimited: DnsperfRun;
-  /** Percent of one core the answering process used during the unlimited run (tsnet, dnsmasq, dockerd, dns2). */
-  serverCpuPct: number;
-  /** Percent of the run its main thread was runnable but waiting for a CPU (other load, dnsperf). */
-  serverWaitPct: number;
+  /** The answering process (tsnet, dnsmasq, dockerd, the dns2 node) during the unlimited run. */
+  server: CpuShare;
   fixed: DnsperfRun;
-  fixedCpuPct: number;
-  fixedWaitPct: number;
+  /** The same during the fixed-rate run. */
+  fixedServer: CpuShare;
 }
 
 export interface FuzzResult {
@@ -63,6 +61,7 @@ export interface TargetSummary {
   maxMs: Stats;
   lost: number;
   cpuPct: Stats;
+  sysPct: Stats;
   waitPct: Stats;
   fixed: { qps: Stats; avgMs: Stats; p99Ms: Stats; p999Ms: Stats; maxMs: Stats; over1Ms: number; over5Ms: number; lost: number; n: number };
 }
@@ -77,8 +76,9 @@ export function summarize(rounds: readonly Round[], t: Target): TargetSummary {
     avgMs: stats(u.map((r) => r.avgMs)),
     maxMs: stats(u.map((r) => r.maxMs)),
     lost: sum(u.map((r) => r.lost)),
-    cpuPct: stats(rs.map((r) => r.serverCpuPct)),
-    waitPct: stats(rs.map((r) => r.serverWaitPct)),
+    cpuPct: stats(rs.map((r) => r.server.cpuPct)),
+    sysPct: stats(rs.map((r) => r.server.sysPct)),
+    waitPct: stats(rs.map((r) => r.server.waitPct)),
     fixed: {
       qps: stats(x.map((r) => r.qps)),
       avgMs: stats(x.map((r) => r.avgMs)),
@@ -153,10 +153,10 @@ export function renderMarkdown(r: Results): string {
     '## Unlimited rate',
     '',
     mdTable([
-      ['server', 'qps median (min–max)', 'avg ms', 'max ms (worst round)', 'lost', "server's CPU, % of a core", 'its main thread waiting for a CPU, %'],
+      ['server', 'qps median (min–max)', 'avg ms', 'max ms (worst round)', 'lost', "server's CPU, % of a core", 'of it in the kernel', 'its main thread waiting for a CPU, %'],
       ...measured(r).map((t) => {
         const s = sums[t];
-        return [TARGET_LABEL[t], range(s.qps), f(s.avgMs.median), f(s.maxMs.max), String(s.lost), range(s.cpuPct), range(s.waitPct)];
+        return [TARGET_LABEL[t], range(s.qps), f(s.avgMs.median), f(s.maxMs.max), String(s.lost), range(s.cpuPct), f(s.sysPct.median), range(s.waitPct)];
       }),
     ]),
     '',
@@ -224,7 +224,7 @@ export function renderMarkdown(r: Results): string {
     '## Every round',
     '',
     mdTable([
-      ['round', 'server', 'qps', 'avg ms', 'max ms', 'lost', 'CPU %', 'wait %', `p99 ms @${r.setup.fixedQps}`, `max ms @${r.setup.fixedQps}`, 'CPU %', 'wait %', 'rcodes'],
+      ['round', 'server', 'qps', 'avg ms', 'max ms', 'lost', 'CPU %', 'sys %', 'wait %', `p99 ms @${r.setup.fixedQps}`, `max ms @${r.setup.fixedQps}`, 'CPU %', 'sys %', 'wait %', 'rcodes'],
       ...r.rounds.map((x, i) => [
         String(Math.floor(i / measured(r).length) + 1),
         x.target,
@@ -232,12 +232,14 @@ export function renderMarkdown(r: Results): string {
         f(x.unlimited.avgMs),
         f(x.unlimited.maxMs),
         String(x.unlimited.lost),
-        f(x.serverCpuPct),
-        f(x.serverWaitPct),
+        f(x.server.cpuPct),
+        f(x.server.sysPct),
+        f(x.server.waitPct),
         f(x.fixed.latency?.p99Ms),
         f(x.fixed.maxMs),
-        f(x.fixedCpuPct),
-        f(x.fixedWaitPct),
+        f(x.fixedServer.cpuPct),
+        f(x.fixedServer.sysPct),
+        f(x.fixedServer.waitPct),
         Object.entries(x.unlimited.rcodes)
           .map(([k, v]) => `${k} ${v}`)
           .join(', '),

@@ -134,11 +134,9 @@ test('qps ratios are of medians over rounds, and also taken within each round', 
   const round = (target: Round['target'], qps: number): Round => ({
     target,
     unlimited: run(qps),
-    serverCpuPct: 90,
-    serverWaitPct: 5,
+    server: { cpuPct: 90, sysPct: 60, waitPct: 5 },
     fixed: run(10_000, qps / 10),
-    fixedCpuPct: 30,
-    fixedWaitPct: 1,
+    fixedServer: { cpuPct: 30, sysPct: 20, waitPct: 1 },
   });
   const rounds = [round('tsnet', 60), round('docker', 50), round('tsnet', 80), round('docker', 100), round('tsnet', 70), round('docker', 40)];
   const r = qpsRatio(rounds, 'tsnet', 'docker');
