@@ -5,6 +5,7 @@ STATE_DIR ?= /var/lib/tsnet
 LOG_LEVEL ?= info
 RUN_PKGS := iproute2 nftables iptables python3 make g++
 TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump
+BENCH_PKGS := $(TEST_PKGS) dnsperf dnsmasq-base
 
 # The Node.js runtime everything runs under. auto: a node >= $(NODE_MAJOR) on PATH with its npm beside it, else the
 # pinned one below, fetched into .tmp/ by scripts/node-runtime.sh; pinned or system force one or the other.
@@ -70,7 +71,7 @@ ifeq ($(filter strict report,$(LINT_MODE)),)
 $(error LINT_MODE must be strict or report, not "$(LINT_MODE)")
 endif
 
-.PHONY: all build run test test-unit lint fmt bench clean deps-run deps-test node-info
+.PHONY: all build run test test-unit lint fmt bench clean deps-run deps-test deps-bench node-info
 
 all: build
 
@@ -87,8 +88,8 @@ deps-run:
 	@missing=$$(for p in $(RUN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-deps-test:
-	@missing=$$(for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+deps-test deps-bench:
+	@missing=$$(for p in $(if $(filter deps-bench,$@),$(BENCH_PKGS),$(TEST_PKGS)); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # node-gyp builds better-sqlite3 against the runtime's own headers (npm_config_nodedir), so it downloads none.
@@ -145,10 +146,11 @@ test-unit: build lint
 	$(JEST) --runInBand test/unit
 
 # Benchmark against a private dockerd (see bench/README.md); BENCH_N=30 iterations per measurement by default.
-bench: deps-test build
+bench: deps-bench build
 	$(TSC) -p bench/tsconfig.run.json
 	$(NODE) .tmp/bench/bench/run.js
 	$(NODE) .tmp/bench/bench/macvlan.js
+	$(NODE) .tmp/bench/bench/dns.js
 
 # Fuzz soak: the unit fuzz's properties with FUZZ_TOTAL (default 100,000) bodies; writes bench/results/fuzz-<date>.md.
 .PHONY: fuzz-soak

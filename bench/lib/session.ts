@@ -39,9 +39,10 @@ export class Session {
 
   /**
    * A private dockerd (`--iptables=true`) with the busybox image, then tsnet as a legacy plugin on a unique socket at
-   * `--log-level debug` (its log gives per-call and per-step times); `beforeTsnet` runs in between.
+   * `--log-level debug` (its log gives per-call and per-step times); `beforeTsnet` runs in between. `tsnetArgs` (of that
+   * dockerd, e.g. its socket) come after the harness's own (a later `--log-level` wins).
    */
-  async start(beforeTsnet: (dockerd: Dockerd) => Promise<void> = async () => undefined): Promise<Started> {
+  async start(beforeTsnet: (dockerd: Dockerd) => Promise<void> = async () => undefined, tsnetArgs: (dockerd: Dockerd) => string[] = () => []): Promise<Started> {
     progress('starting a private dockerd (--iptables=true)');
     const dockerd = await startDockerd({ iptables: true });
     this.dockerd = dockerd;
@@ -51,11 +52,12 @@ export class Session {
     await beforeTsnet(dockerd);
     const name = uniquePluginName();
     const logFile = path.join(dockerd.dir, 'tsnet', 'tsnet.log');
-    const tsnet = new TsnetProcess({ name, stateDir: path.join(dockerd.dir, 'tsnet', 'state'), logFile });
+    const extraArgs = tsnetArgs(dockerd);
+    const tsnet = new TsnetProcess({ name, stateDir: path.join(dockerd.dir, 'tsnet', 'state'), logFile, extraArgs });
     this.tsnet = tsnet;
     const socket = tsnet.socket;
     this.unregisterSocket = onProcessExit(() => fs.rmSync(socket, { force: true }));
-    progress(`starting tsnet as legacy plugin "${name}" (--log-level debug)`);
+    progress(`starting tsnet as legacy plugin "${name}" (${['--log-level debug', ...extraArgs].join(' ')})`);
     await tsnet.start();
     return { dockerd, docker, tsnet, name, log: new TsnetLog(logFile) };
   }
