@@ -47,6 +47,8 @@ const NET_BIG = { name: `dnsbig${TAG}`, subnet: '172.31.237.0/24', gw: '172.31.2
 /** The second tsnet's networks (no `--dns-internal`). */
 const NET_P2 = { name: `dnsp${TAG}`, subnet: '172.31.234.0/24', gw: '172.31.234.1' };
 const NET_I2 = { name: `dnsj${TAG}`, subnet: '172.31.235.0/24', gw: '172.31.235.1' };
+/** Internal too, but its gateway named as a `--dns-listen` host address of the second tsnet. */
+const NET_I3 = { name: `dnsk${TAG}`, subnet: '172.31.238.0/24', gw: '172.31.238.1' };
 
 const fqdn = (name: string, network: { name: string }): string => `${name}.${network.name}.${ZONE}`;
 
@@ -127,7 +129,7 @@ describeE2E('tsnet DNS with a real dockerd', () => {
       const t = tsnet2;
       await step(() => env.docker.removeAllContainers());
       // Either may be missing if its test failed early.
-      for (const n of [NET_P2, NET_I2]) await step(() => env.docker.dockerTry(['network', 'rm', n.name]));
+      for (const n of [NET_P2, NET_I2, NET_I3]) await step(() => env.docker.dockerTry(['network', 'rm', n.name]));
       await step(() => t.stop());
     }
     await step(() => up.destroy());
@@ -313,17 +315,19 @@ describeE2E('tsnet DNS with a real dockerd', () => {
     expect(up.queries().filter((q) => q.name.startsWith('leak'))).toEqual([]);
   });
 
-  test('no listener on an internal network`s gateway without --dns-internal (a second tsnet with the defaults)', async () => {
+  test('without --dns-internal no listener on an internal gateway; one named by --dns-listen answers, never forwarding for its containers', async () => {
     const name2 = uniquePluginName();
     const dir = path.join(env.dockerd.dir, 'tsnet2');
     tsnet2 = await startTsnet({
       name: name2,
       stateDir: path.join(dir, 'state'),
       logFile: path.join(dir, 'tsnet.log'),
-      extraArgs: ['--docker-socket', env.dockerd.socket, '--dns-upstream', up.address],
+      // NET_I3's gateway does not exist yet: tsnet binds it once the network brings it.
+      extraArgs: ['--docker-socket', env.dockerd.socket, '--dns-upstream', up.address, '--dns-listen', 'gateways', '--dns-listen', NET_I3.gw],
     });
     await createNet(NET_P2, name2);
     await createNet(NET_I2, name2, ['--internal']);
+    await createNet(NET_I3, name2, ['--internal']);
     await runOn(`plain${TAG}`, NET_P2);
     await runOn(`hidden${TAG}`, NET_I2);
     const plainIp = await containerIp(env, `plain${TAG}`, NET_P2.name);
@@ -334,6 +338,19 @@ describeE2E('tsnet DNS with a real dockerd', () => {
     // The gateway is on the second tsnet's bridge (so the query below stays on this host) and nobody answers there.
     expect(await hostHas(NET_I2.gw)).toBe(true);
     expect(['ECONNREFUSED', 'ETIMEOUT']).toContain(await a(NET_I2.gw, fqdn(`hidden${TAG}`, NET_I2)));
+
+    // A host-address listener on an internal network's gateway: its containers get names, never forwarding.
+    await runOn(`walled${TAG}`, NET_I3);
+    const walledIp = await containerIp(env, `walled${TAG}`, NET_I3.name);
+    await observedDelay(
+      'listener on a named internal gateway',
+      async () => (await nslookupIn(env.docker, `walled${TAG}`, fqdn(`walled${TAG}`, NET_I3), NET_I3.gw)).addresses.includes(walledIp),
+      10_000,
+    );
+    expect(['REFUSED', 'SERVFAIL']).toContain((await nslookupIn(env.docker, `walled${TAG}`, `leak4.${EXT}`, NET_I3.gw)).error);
+    expect(await a(NET_P2.gw, `sent3.${EXT}`)).toBe('ENOTFOUND');
+    await up.waitForQuery(`sent3.${EXT}`);
+    expect(up.queries().filter((q) => q.name.startsWith('leak'))).toEqual([]);
   });
 
   test('listeners follow networks: a new network`s gateway answers, a removed network`s gateway no longer listens', async () => {
