@@ -315,6 +315,26 @@ describeE2E('tsnet DNS with a real dockerd', () => {
     expect(up.queries().filter((q) => q.name.startsWith('leak'))).toEqual([]);
   });
 
+  test('a dead upstream: an external name ends in SERVFAIL, local names answer meanwhile, forwarding resumes with the upstream', async () => {
+    await runOn(`alpha${TAG}`, NET_A);
+    const alphaIp = await containerIp(env, `alpha${TAG}`, NET_A.name);
+    up.pause();
+    try {
+      let forwardDone = false;
+      const forwarded = udpQuery(NET_A.gw, 53, `dead1.${EXT}`, 'A', { timeoutMs: 15_000 }).finally(() => (forwardDone = true));
+      for (let i = 0; i < 5; i++) {
+        expect((await udpQuery(NET_A.gw, 53, fqdn(`alpha${TAG}`, NET_A), 'A', { timeoutMs: 1_000 })).answers).toEqual([alphaIp]);
+      }
+      // The local answers came while the forwarded query still waited on the upstream.
+      expect(forwardDone).toBe(false);
+      expect((await forwarded).rcode).toBe(RCODE.SERVFAIL);
+    } finally {
+      up.resume();
+    }
+    expect(await a(NET_A.gw, `back.${EXT}`)).toBe('ENOTFOUND');
+    await up.waitForQuery(`back.${EXT}`);
+  });
+
   test('without --dns-internal no listener on an internal gateway; one named by --dns-listen answers, never forwarding for its containers', async () => {
     const name2 = uniquePluginName();
     const dir = path.join(env.dockerd.dir, 'tsnet2');

@@ -41,6 +41,8 @@ export interface QueryOptions {
   edns?: number;
   /** Recursion desired (default true, as stub resolvers send). */
   rd?: boolean;
+  /** How long to wait for the answer (default 2 s). */
+  timeoutMs?: number;
 }
 
 /** A query message on the wire. */
@@ -142,12 +144,12 @@ export function tcpExchange(server: string, port: number, msgs: readonly Buffer[
 
 /** One question over UDP, decoded. */
 export async function udpQuery(server: string, port: number, name: string, type: RecordType, opts: QueryOptions = {}): Promise<Reply> {
-  return decodeReply(await udpExchange(server, port, encodeQuery(name, type, opts)));
+  return decodeReply(await udpExchange(server, port, encodeQuery(name, type, opts), opts.timeoutMs));
 }
 
 /** One question over TCP, decoded. */
 export async function tcpQuery(server: string, port: number, name: string, type: RecordType, opts: QueryOptions = {}): Promise<Reply> {
-  const [reply] = await tcpExchange(server, port, [encodeQuery(name, type, opts)]);
+  const [reply] = await tcpExchange(server, port, [encodeQuery(name, type, opts)], opts.timeoutMs);
   return decodeReply(reply);
 }
 

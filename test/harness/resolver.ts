@@ -38,6 +38,9 @@ export interface TestUpstream {
   queries(): LoggedQuery[];
   /** Resolves once a query for `name` (any type) is in the log; rejects after `timeoutMs`. */
   waitForQuery(name: string, timeoutMs?: number): Promise<void>;
+  /** SIGSTOP/SIGCONT dnsmasq: a dead upstream that swallows queries (UDP and TCP) until resumed. */
+  pause(): void;
+  resume(): void;
   /** Stops dnsmasq and deletes the namespace and the veth. Idempotent. */
   destroy(): Promise<void>;
 }
@@ -76,7 +79,12 @@ export async function startUpstream(opts: UpstreamOptions): Promise<TestUpstream
     ...Object.entries(opts.records).map(([name, ip]) => `--host-record=${name},${ip}`),
   ];
   let child: ChildProcess | undefined;
+  const signal = (sig: NodeJS.Signals): void => {
+    if (!child?.kill(sig)) throw new Error(`dnsmasq is not running (${sig})`);
+  };
   const destroy = async (): Promise<void> => {
+    // A stopped process takes SIGTERM only once it runs again.
+    child?.kill('SIGCONT');
     if (child) await terminate(child, 2_000);
     child = undefined;
     await removePeer(peer);
@@ -84,6 +92,7 @@ export async function startUpstream(opts: UpstreamOptions): Promise<TestUpstream
     unregister();
   };
   try {
+    // `ip netns exec` and setpriv exec in place: the child is dnsmasq itself, so signals reach it.
     child = spawnDaemon('ip', ['netns', 'exec', peer.ns, 'dnsmasq', ...args], { logFile: path.join(dir, 'stderr.log') });
     const started = child;
     const timeoutMs = patient(10_000);
@@ -122,6 +131,8 @@ export async function startUpstream(opts: UpstreamOptions): Promise<TestUpstream
             .join(', ')}`,
         50,
       ),
+    pause: () => signal('SIGSTOP'),
+    resume: () => signal('SIGCONT'),
     destroy,
   };
 }
