@@ -204,6 +204,8 @@ function dnsConfig(f: DnsFlags): DnsConfig {
   const hostAddresses = listen.filter((l) => l !== 'gateways' && l !== 'none');
   for (const a of hostAddresses) {
     if (!isIP(a)) throw tsnetError('TSN_INVALID_OPTION', `dns-listen "${a}": expected gateways, none or an IP address`);
+    // A wildcard would answer on every interface: the LAN's and internal networks' gateways too.
+    if (/^(0\.0\.0\.0|::|0*:(0*:)*0*)$/.test(a)) throw tsnetError('TSN_INVALID_OPTION', `dns-listen "${a}": name the addresses to listen on, not a wildcard`);
   }
   const zone = (f.zone ?? DEFAULT_DNS_ZONE).toLowerCase().replace(/\.$/, '');
   if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(zone) || zone.length > 200) {

@@ -1,5 +1,8 @@
 import path from 'node:path';
 import { type Config, loadConfig, usage } from './config';
+import { DnsService } from './dns/service';
+import { dnsNetworks } from './dns/networks';
+import { DockerEventFeed } from './docker/feed';
 import { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
 import { installProcessGuard } from './guard';
@@ -56,16 +59,26 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
   const watcher = new LinkWatcher(() => kernel.firewall.refreshDockerBridges());
   watcher.start();
   markReady();
+  // After the socket answers: Docker's API may call tsnet (or not answer) while dockerd boots.
+  const dns = config.dns.enabled
+    ? new DnsService({ config: config.dns, feed: new DockerEventFeed({ socketPath: config.dockerSocket }), networks: () => dnsNetworks(driver.state().networks) })
+    : undefined;
+  if (dns) {
+    driver.onNetworksChanged(() => dns.networksChanged());
+    await dns.start();
+  }
   const { networks, endpoints } = driver.state();
   log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - start) });
 
   const shutdown = (signal: string) => {
     log.info('tsnet stopping', { signal });
     watcher.stop();
+    // Listeners close first: nothing answers from a half-stopped tsnet.
+    const dnsStopped = (dns?.stop() ?? Promise.resolve()).catch((err: unknown) => log.error('DNS did not stop cleanly', { error: describeChain(err) }));
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
-      driver
-        .stop()
+      dnsStopped
+        .then(() => driver.stop())
         .then(() => {
           kernel.close();
           return store.close();

@@ -54,6 +54,8 @@ export interface QueryContext {
   source: string;
   /** The network whose gateway the listener sits on, whose names answer a bare NAME first; undefined on host listeners. */
   networkId?: string;
+  /** The address the query arrived on (the listener's): what `ns.ZONE` answers. */
+  localAddress: string;
   /** False for internal networks' listeners and for sources inside an internal network's subnet. */
   mayForward: boolean;
 }

@@ -71,6 +71,9 @@ describe('DNS and Docker options', () => {
   test.each([
     [['--dns-listen', 'none', '--dns-listen', '10.0.0.1'], 'dns-listen "none,10.0.0.1"'],
     [['--dns-listen', 'eth0'], 'dns-listen "eth0"'],
+    [['--dns-listen', '0.0.0.0'], 'dns-listen "0.0.0.0": name the addresses'],
+    [['--dns-listen', '::'], 'dns-listen "::": name the addresses'],
+    [['--dns-listen', '0:0::0'], 'dns-listen "0:0::0": name the addresses'],
     [['--dns-port', '0'], 'dns-port "0"'],
     [['--dns-port', '53x'], 'dns-port "53x"'],
     [['--dns-ttl=-1'], 'dns-ttl "-1"'],
