@@ -54,6 +54,8 @@ export class DnsService {
   private nets: DnsNetwork[] = [];
   /** Subnets of internal networks: a query from them is never forwarded, whatever listener it reached. */
   private internalSubnets: Cidr[] = [];
+  /** Subnets of all tsnet networks: the sources a gateway listener serves. */
+  private subnets: Cidr[] = [];
   private serial = 0;
   /** Until Docker was read once, tsnet's zone is unknown rather than empty (see unsynced). */
   private synced = false;
@@ -70,7 +72,10 @@ export class DnsService {
     this.upstreams = new UpstreamSource(config, { isOwnListener: (a, p) => this.listeners.isOwn(a, p) });
     this.forwarder = opts.forwarder ?? (forwarding ? new UpstreamForwarder({ upstreams: this.upstreams, cache: new DnsCache() }) : undefined);
     this.resolver = createResolver({ forwarder: this.forwarder });
-    const handler: QueryHandler = (msg, ctx) => this.resolver.handle(msg, this.classify(ctx));
+    const handler: QueryHandler = (msg, ctx) => {
+      const allowed = this.classify(ctx);
+      return allowed ? this.resolver.handle(msg, allowed) : null;
+    };
     const open = opts.openListener ?? openListener;
     this.listeners = new DnsListeners((spec) => open(spec, handler));
     opts.feed.onContainers((containers) => {
@@ -91,7 +96,9 @@ export class DnsService {
   /** Re-reads tsnet's networks: zone and listeners follow. Never throws, never waits. */
   networksChanged(): void {
     this.nets = this.opts.networks();
-    this.internalSubnets = this.nets.filter((n) => n.internal).flatMap((n) => n.subnets.flatMap((s) => tryParseCidr(s) ?? []));
+    const parsed = (nets: DnsNetwork[]) => nets.flatMap((n) => n.subnets.flatMap((s) => tryParseCidr(s) ?? []));
+    this.subnets = parsed(this.nets);
+    this.internalSubnets = parsed(this.nets.filter((n) => n.internal));
     this.rebuild();
     const specs = desiredListeners(this.opts.config, this.nets);
     this.listeners.update(specs).catch((err: unknown) => logger.error('DNS listeners not updated', { error: describeChain(err) }));
@@ -103,11 +110,19 @@ export class DnsService {
     await this.forwarder?.close();
   }
 
-  private classify(ctx: QueryContext): QueryContext {
-    if (!ctx.mayForward || this.internalSubnets.length === 0) return ctx;
+  /**
+   * What a query may get, from where it came: undefined drops it. A gateway listener serves tsnet's containers and
+   * the host (whose queries to a gateway come from the gateway address): the host answers packets for its gateway
+   * addresses from any interface, and a LAN client reaching one is not what `--dns-listen gateways` offers (no
+   * names and no open resolver for the LAN; that is `--dns-listen ADDRESS`).
+   */
+  private classify(ctx: QueryContext): QueryContext | undefined {
+    if (ctx.networkId === undefined && (!ctx.mayForward || this.internalSubnets.length === 0)) return ctx;
     const ip = tryParseIp(ctx.source);
-    const internal = ip === undefined || this.internalSubnets.some((c) => offsetOf(c, ip) !== undefined);
-    return internal ? { ...ctx, mayForward: false } : ctx;
+    if (ip === undefined) return undefined;
+    const within = (subnets: Cidr[]) => subnets.some((c) => offsetOf(c, ip) !== undefined);
+    if (ctx.networkId !== undefined && !within(this.subnets)) return undefined;
+    return ctx.mayForward && within(this.internalSubnets) ? { ...ctx, mayForward: false } : ctx;
   }
 
   private rebuild(): void {

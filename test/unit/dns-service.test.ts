@@ -64,7 +64,7 @@ function harness(nets: DnsNetwork[]) {
     if (!l) throw new Error(`no listener on ${address}`);
     const ctx: QueryContext = { transport: 'udp', source, networkId: l.spec.networkId, localAddress: address, mayForward: !l.spec.noForward };
     const reply = await l.handler(query(name, 'A'), ctx);
-    if (!reply) throw new Error('dropped');
+    if (!reply) return 'dropped';
     const d = dnsPacket.decode(reply) as dnsPacket.DecodedPacket & { rcode: string };
     return { rcode: d.rcode, answers: (d.answers ?? []).map((a) => String(rdata(a))) };
   };
@@ -113,6 +113,23 @@ describe('DnsService', () => {
     expect(await h.ask('10.99.0.53', 'web.sealed.tsnet', '10.32.0.5')).toEqual({ rcode: 'NOERROR', answers: ['10.32.0.5'] });
     expect(await h.ask('10.99.0.53', 'ext.example', '10.31.0.9')).toEqual({ rcode: 'NOERROR', answers: ['198.51.100.7'] });
     expect(h.forwarded).toEqual(['ext.example']);
+    await h.service.stop();
+  });
+
+  test('a gateway listener serves only sources in tsnet subnets (containers, the host through the gateway address); the LAN uses host addresses', async () => {
+    const other: DnsNetwork = { id: '4'.repeat(64), internal: false, subnets: ['10.34.0.0/24', 'fd00:34::/64'], hostAddresses: ['10.34.0.1'] };
+    const h = harness([front, other]);
+    await h.service.start();
+    h.feed.deliver([web('10.31.0.5')]);
+    await settle();
+    const answered = { rcode: 'NOERROR', answers: ['10.31.0.5'] };
+    expect(await h.ask('10.31.0.1', 'web.front.tsnet', '10.31.0.1')).toEqual(answered);
+    expect(await h.ask('10.31.0.1', 'web.front.tsnet', '10.34.0.7')).toEqual(answered);
+    expect(await h.ask('10.31.0.1', 'web.front.tsnet', 'fd00:34::7')).toEqual(answered);
+    expect(await h.ask('10.31.0.1', 'web.front.tsnet', '192.0.2.50')).toBe('dropped');
+    expect(await h.ask('10.31.0.1', 'ext.example', '192.0.2.50')).toBe('dropped');
+    expect(h.forwarded).toEqual([]);
+    expect(await h.ask('10.99.0.53', 'web.front.tsnet', '192.0.2.50')).toEqual(answered);
     await h.service.stop();
   });
 });
