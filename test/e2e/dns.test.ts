@@ -238,6 +238,15 @@ describeE2E('tsnet DNS with a real dockerd', () => {
     // A LAN machine (the upstream's namespace) asks the host address.
     const lan = await up.peer.exec('busybox', ['nslookup', fqdn(`alpha${TAG}`, NET_A), up.hostAddress]);
     expect(lan).toContain(`Address: ${alphaIp}`);
+    // A gateway is no open resolver: routed to it, the LAN machine gets no answer there (only --dns-listen addresses).
+    await runOk('ip', ['-n', up.peer.ns, 'route', 'add', `${NET_A.gw}/32`, 'via', up.hostAddress]);
+    try {
+      const r = await run('ip', ['netns', 'exec', up.peer.ns, 'timeout', '3', 'busybox', 'nslookup', fqdn(`alpha${TAG}`, NET_A), NET_A.gw]);
+      expect(r.stdout).not.toContain(`Address: ${alphaIp}`);
+      expect(r.code).not.toBe(0);
+    } finally {
+      await runOk('ip', ['-n', up.peer.ns, 'route', 'del', `${NET_A.gw}/32`]);
+    }
   });
 
   test('NXDOMAIN for an unknown name in the zone, NODATA for AAAA on a v4-only name, SOA and NS at the zone, OPT only for EDNS queries', async () => {
