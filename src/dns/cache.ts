@@ -1,7 +1,7 @@
 /**
  * A small cache of upstream replies: positive answers for the smallest TTL of their answer records, negative ones
  * (NXDOMAIN, NODATA) for the SOA's negative TTL (RFC 2308 §5), each capped; served with every TTL counted down.
- * Bounded in entries (least recently used goes first) and driven by an injected clock.
+ * Bounded in entries and in bytes (least recently used goes first) and driven by an injected clock.
  */
 
 import type { Query } from './contract';
@@ -12,6 +12,8 @@ export interface CacheOptions {
   /** Milliseconds; `Date.now` unless a test injects its clock. */
   now?: () => number;
   maxEntries?: number;
+  /** Cap on the replies' bytes together: the names are the clients' choice, and one reply can be 64 KiB. */
+  maxBytes?: number;
   /** Cap of a positive answer's lifetime, seconds. */
   maxTtl?: number;
   /** Cap of a negative answer's lifetime, seconds. */
@@ -28,6 +30,7 @@ interface Entry {
 }
 
 export const DEFAULT_CACHE_ENTRIES = 10_000;
+export const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_MAX_TTL = 3600;
 export const DEFAULT_MAX_NEGATIVE_TTL = 300;
 
@@ -45,12 +48,15 @@ export class DnsCache {
   private readonly entries = new Map<string, Entry>();
   private readonly now: () => number;
   private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private bytes = 0;
   private readonly maxTtl: number;
   private readonly maxNegativeTtl: number;
 
   constructor(opts: CacheOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.maxEntries = opts.maxEntries ?? DEFAULT_CACHE_ENTRIES;
+    this.maxBytes = opts.maxBytes ?? DEFAULT_CACHE_BYTES;
     this.maxTtl = opts.maxTtl ?? DEFAULT_MAX_TTL;
     this.maxNegativeTtl = opts.maxNegativeTtl ?? DEFAULT_MAX_NEGATIVE_TTL;
   }
@@ -65,7 +71,7 @@ export class DnsCache {
     if (!e) return undefined;
     const now = this.now();
     if (now >= e.expiresAt) {
-      this.entries.delete(key);
+      this.remove(key, e);
       return undefined;
     }
     // Most recently used last: Map keeps insertion order.
@@ -80,10 +86,12 @@ export class DnsCache {
   /** Stores `reply` (already walked) if it is cacheable; returns whether it was. */
   put(key: string, reply: Buffer, walked: WalkedMessage): boolean {
     const ttl = cacheLifetime(reply, walked, this.maxTtl, this.maxNegativeTtl);
-    if (ttl <= 0) return false;
+    if (ttl <= 0 || reply.length > this.maxBytes) return false;
     const counted = walked.rrs.filter((rr) => rr.type !== TYPE.OPT);
     const now = this.now();
-    this.entries.delete(key);
+    const old = this.entries.get(key);
+    if (old) this.remove(key, old);
+    this.bytes += reply.length;
     this.entries.set(key, {
       reply: Buffer.from(reply),
       ttlOffsets: counted.map((rr) => rr.ttlOffset),
@@ -91,15 +99,21 @@ export class DnsCache {
       storedAt: now,
       expiresAt: now + ttl * 1000,
     });
-    for (const oldest of this.entries.keys()) {
-      if (this.entries.size <= this.maxEntries) break;
-      this.entries.delete(oldest);
+    for (const [oldest, e] of this.entries) {
+      if (this.entries.size <= this.maxEntries && this.bytes <= this.maxBytes) break;
+      this.remove(oldest, e);
     }
     return true;
   }
 
   clear(): void {
     this.entries.clear();
+    this.bytes = 0;
+  }
+
+  private remove(key: string, e: Entry): void {
+    this.entries.delete(key);
+    this.bytes -= e.reply.length;
   }
 }
 

@@ -16,13 +16,11 @@ import { log } from '../log';
 import { cacheKey, type DnsCache } from './cache';
 import type { Forwarder, Query, Transport } from './contract';
 import { FLAG_TC, answersQuestion, walkMessage } from './message';
+import { realTimer, type StartTimer } from './timer';
 import type { Upstreams } from './upstreams';
 import { RCODE, rcodeResponse } from './wire';
 
 const logger = log.child({ component: 'dns-forwarder' });
-
-/** Starts a timer; the returned function cancels it. Injected by tests, so no test waits on the clock. */
-export type StartTimer = (fn: () => void, ms: number) => () => void;
 
 export interface ForwarderOptions {
   upstreams: Upstreams;
@@ -50,11 +48,6 @@ export const DEFAULT_ROTATE_AFTER = 256;
 const MAX_PENDING_LIMIT = 16_384;
 /** Rounds through the upstream list at most, so failures that come back at once never spin until the bound. */
 const ROUNDS = 3;
-
-const realTimer: StartTimer = (fn, ms) => {
-  const t = setTimeout(fn, ms);
-  return () => clearTimeout(t);
-};
 
 interface PendingTry {
   address: string;
@@ -91,6 +84,8 @@ export class UpstreamForwarder implements Forwarder {
   private lastGood: string | undefined;
   /** Whether the last exchange got no answer at all: logged on the change only, never per query. */
   private failing = false;
+  /** An unexpected failure of forward() was logged at warn (later ones go to debug). */
+  private defectLogged = false;
 
   constructor(opts: ForwarderOptions) {
     this.upstreams = opts.upstreams;
@@ -135,7 +130,9 @@ export class UpstreamForwarder implements Forwarder {
         this.pending--;
       }
     } catch (err) {
-      logger.warn('forwarding failed', { error: err instanceof Error ? err.message : 'unknown' });
+      // A defect, not an upstream's failure: it would repeat for every query, so it is logged at warn once.
+      logger.log(this.defectLogged ? 'debug' : 'warn', 'forwarding failed', { error: err instanceof Error ? err.message.slice(0, 200) : 'unknown' });
+      this.defectLogged = true;
       return servfail(msg, query);
     }
   }

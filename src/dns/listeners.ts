@@ -38,7 +38,6 @@ export interface OpenListener {
 
 export type ListenerOpener = (spec: ListenerSpec) => Promise<OpenListener>;
 
-
 const key = (s: ListenerSpec) => `${s.address}|${s.port}`;
 const sameSpec = (a: ListenerSpec, b: ListenerSpec) => a.networkId === b.networkId && a.noForward === b.noForward;
 
@@ -64,6 +63,8 @@ export class DnsListeners {
 
   /** Opens what `specs` adds, closes what it drops, reopens a listener whose network or forwarding changed. */
   update(specs: ListenerSpec[]): Promise<void> {
+    // The driver may report a network change while tsnet stops: nothing opens again after close().
+    if (this.closed) return Promise.resolve();
     this.wanted = specs;
     return this.lane.run(() => this.sync());
   }
@@ -123,8 +124,14 @@ export class DnsListeners {
   }
 }
 
-/** IPv4-mapped IPv6 and IPv6 spellings compare equal to the form a listener was given. */
+/**
+ * IPv4-mapped IPv6 and IPv6 spellings compare equal to the form a listener was given. A zone (`fe80::1%eth0`, as
+ * resolv.conf may name a router's resolver) is kept apart: URL parsing rejects it, and it is part of the address.
+ */
 function normalise(address: string): string {
-  const a = address.toLowerCase().replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
-  return isIP(a) === 6 ? new URL(`http://[${a}]/`).hostname : a;
+  const at = address.indexOf('%');
+  const plain = at < 0 ? address : address.slice(0, at);
+  const a = plain.toLowerCase().replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
+  const canonical = isIP(a) === 6 ? new URL(`http://[${a}]/`).hostname : a;
+  return at < 0 ? canonical : canonical + address.slice(at);
 }

@@ -28,12 +28,19 @@ export interface ResolverOptions {
   fastPath?: boolean;
   /** How many distinct questions the fast path keeps before it starts over (names are the client's choice). */
   cacheEntries?: number;
+  /**
+   * Bytes of encoded replies the fast path keeps at most; beyond it replies are encoded per query. One reply is kept
+   * per rotation of a name, so an alias of N containers costs ~N² bytes per question variant.
+   */
+  cacheBytes?: number;
 }
 
 export interface Resolver {
   handle: QueryHandler;
   /** Swaps in a new zone; the fast path's replies are dropped with the old one. */
   setZone(zone: Zone | undefined): void;
+  /** Bytes of encoded replies the fast path holds now. */
+  readonly fastPathBytes: number;
 }
 
 interface Entry {
@@ -45,6 +52,7 @@ interface Entry {
 }
 
 const DEFAULT_CACHE_ENTRIES = 10_000;
+const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
 
 function rotated<T>(list: readonly T[], by: number): readonly T[] {
   return by === 0 ? list : [...list.slice(by), ...list.slice(0, by)];
@@ -55,7 +63,13 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
   const fastPath = opts.fastPath ?? true;
   const maxEntries = opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES;
   let zone: Zone | undefined;
+  const maxBytes = opts.cacheBytes ?? DEFAULT_CACHE_BYTES;
   let entries = new Map<string, Entry>();
+  let bytes = 0;
+  const startOver = () => {
+    entries = new Map();
+    bytes = 0;
+  };
 
   const fit = (msg: Buffer, q: Query, ctx: QueryContext, reply: Buffer): Buffer =>
     ctx.transport === 'udp' && reply.length > udpLimit(q) ? truncate(msg, q, reply) : reply;
@@ -69,7 +83,7 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
     if (!answer || answer.kind === 'not-mine') return undefined;
     if (!entry) {
       entry = { answer, next: 0, encoded: [] };
-      if (entries.size >= maxEntries) entries = new Map();
+      if (entries.size >= maxEntries) startOver();
       entries.set(key, entry);
     }
     const i = answer.rotate ? entry.next++ % answer.answers.length : 0;
@@ -82,7 +96,10 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
       answers: rotated(answer.answers, i),
       authority: answer.authority,
     });
-    if (fastPath) entry.encoded[i] = reply;
+    if (fastPath && bytes + reply.length <= maxBytes) {
+      entry.encoded[i] = reply;
+      bytes += reply.length;
+    }
     return reply;
   }
 
@@ -103,7 +120,10 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
     handle,
     setZone(z) {
       zone = z;
-      entries = new Map();
+      startOver();
+    },
+    get fastPathBytes() {
+      return bytes;
     },
   };
 }

@@ -10,9 +10,9 @@ import { tsnetError } from '../errors';
 import { excerpt, logSafely } from '../log';
 import { tryParseIp } from '../netaddr';
 import type { ListenerSpec, QueryContext, QueryHandler, Transport } from './contract';
+import { realTimer, type StartTimer } from './timer';
 
-/** Starts a timer; returns what cancels it. */
-export type StartTimer = (fn: () => void, ms: number) => () => void;
+export type { StartTimer } from './timer';
 
 export interface ListenerOptions {
   /** A TCP connection with nothing received for this long is closed (RFC 7766 suggests seconds). */
@@ -22,7 +22,10 @@ export interface ListenerOptions {
   maxMessage?: number;
   /** Queries of one connection being answered at once; reading pauses beyond it. */
   maxInFlight?: number;
-  /** Reply bytes queued for a client that does not read; reading its queries pauses beyond it. */
+  /**
+   * Reply bytes queued for a client that does not read: reading its queries pauses at it, and a reply that finds
+   * the queue full ends the connection (at most this plus one reply is ever queued).
+   */
   maxQueued?: number;
   /** For tests: the idle timer's clock. */
   startTimer?: StartTimer;
@@ -36,10 +39,6 @@ export interface DnsListener {
 }
 
 const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096, maxInFlight: 64, maxQueued: 256 * 1024 };
-const realTimer: StartTimer = (fn, ms) => {
-  const t = setTimeout(fn, ms);
-  return () => clearTimeout(t);
-};
 /** Attempts at finding a port free for both UDP and TCP when the spec asks for an ephemeral one. */
 const EPHEMERAL_TRIES = 8;
 
@@ -134,6 +133,9 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
       if (sock.destroyed) return;
       // A query that gets no reply (malformed beyond FORMERR) ends the connection: the stream cannot be trusted.
       if (r === null) return void sock.destroy();
+      // Reading stopped at maxQueued, but answers still in flight (forwarded) would pile up behind a client that does
+      // not read: one that finds the queue full ends the connection instead.
+      if (sock.writableLength >= o.maxQueued) return void sock.destroy();
       const framed = Buffer.allocUnsafe(r.length + 2);
       framed.writeUInt16BE(r.length, 0);
       r.copy(framed, 2);
@@ -150,6 +152,7 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
         if (pending.length < len + 2) break;
         const msg = Buffer.from(pending.subarray(2, len + 2));
         pending = pending.subarray(len + 2);
+        touch();
         inFlight++;
         answer(handler, msg, ctx, send);
       }
@@ -162,8 +165,8 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
     };
     sock.on('drain', resumeIfRoom);
     touch();
+    // Only whole queries and replies count as activity: a client trickling a frame byte by byte idles out.
     sock.on('data', (chunk) => {
-      touch();
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       serveFrames();
     });

@@ -28,6 +28,7 @@ export interface DnsServiceOptions {
 }
 
 const logger = log.child({ component: 'dns' });
+const LINK_LOCAL = ['169.254.0.0/16', 'fe80::/10'].flatMap((s) => tryParseCidr(s) ?? []);
 
 /**
  * Before Docker was read once, a name tsnet would deny (NXDOMAIN) may well exist: SERVFAIL instead, which clients
@@ -54,7 +55,10 @@ export class DnsService {
   private nets: DnsNetwork[] = [];
   /** Subnets of internal networks: a query from them is never forwarded, whatever listener it reached. */
   private internalSubnets: Cidr[] = [];
-  /** Subnets of all tsnet networks: the sources a gateway listener serves. */
+  /**
+   * Subnets of the networks with a gateway on the host (bridges): the sources a gateway listener serves. A macvlan or
+   * ipvlan subnet is the LAN's, shared with machines that are not containers: they use host addresses.
+   */
   private subnets: Cidr[] = [];
   private serial = 0;
   /** Until Docker was read once, tsnet's zone is unknown rather than empty (see unsynced). */
@@ -97,7 +101,7 @@ export class DnsService {
   networksChanged(): void {
     this.nets = this.opts.networks();
     const parsed = (nets: DnsNetwork[]) => nets.flatMap((n) => n.subnets.flatMap((s) => tryParseCidr(s) ?? []));
-    this.subnets = parsed(this.nets);
+    this.subnets = parsed(this.nets.filter((n) => n.hostAddresses.length > 0));
     this.internalSubnets = parsed(this.nets.filter((n) => n.internal));
     this.rebuild();
     const specs = desiredListeners(this.opts.config, this.nets);
@@ -111,7 +115,7 @@ export class DnsService {
   }
 
   /**
-   * What a query may get, from where it came: undefined drops it. A gateway listener serves tsnet's containers and
+   * What a query may get, from where it came: undefined drops it. A gateway listener serves bridge containers and
    * the host (whose queries to a gateway come from the gateway address): the host answers packets for its gateway
    * addresses from any interface, and a LAN client reaching one is not what `--dns-listen gateways` offers (no
    * names and no open resolver for the LAN; that is `--dns-listen ADDRESS`).
@@ -122,7 +126,10 @@ export class DnsService {
     if (ip === undefined) return undefined;
     const within = (subnets: Cidr[]) => subnets.some((c) => offsetOf(c, ip) !== undefined);
     if (ctx.networkId !== undefined && !within(this.subnets)) return undefined;
-    return ctx.mayForward && within(this.internalSubnets) ? { ...ctx, mayForward: false } : ctx;
+    // A link-local source is in no subnet, yet an internal container has one (fe80::) that passes the firewall's
+    // reverse-path check: with internal networks around it may be one of theirs.
+    const internal = within(this.internalSubnets) || (this.internalSubnets.length > 0 && within(LINK_LOCAL));
+    return ctx.mayForward && internal ? { ...ctx, mayForward: false } : ctx;
   }
 
   private rebuild(): void {

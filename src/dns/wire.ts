@@ -4,6 +4,7 @@
  * the message is long, so no packet can stall or crash the process.
  */
 
+import { assertNever } from '../errors';
 import type { Edns, Query } from './contract';
 
 export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, AAAA: 28, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
@@ -263,6 +264,8 @@ function writeRecord(w: NameWriter, rr: ResourceRecord, off: number): number {
       }
       break;
     }
+    default:
+      return assertNever(d, 'record data');
   }
   if (end < 0) return -1;
   scratch.writeUInt16BE(end - rdStart, off + 8);
@@ -369,9 +372,13 @@ function responseExtendedRcode(response: Buffer): number {
   return 0;
 }
 
-/** The most a UDP reply to `query` may be: 512 without EDNS, else the size the client offered. */
+/**
+ * The most a UDP reply to `query` may be: 512 without EDNS, else the smaller of the client's offer and tsnet's own
+ * (1232, the size that crosses paths unfragmented): larger answers go over TCP, and a spoofed query never buys a
+ * reply of up to 64 KiB.
+ */
 export function udpLimit(query: Query): number {
-  return query.edns ? query.edns.udpSize : CLASSIC_UDP_SIZE;
+  return query.edns ? Math.min(query.edns.udpSize, ADVERTISED_UDP_SIZE) : CLASSIC_UDP_SIZE;
 }
 
 /** Copies a pre-encoded reply for a new query: the query's ID, echoed flags and question bytes (letter case). */

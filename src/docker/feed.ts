@@ -11,7 +11,7 @@
  * events and all later ones. The daemon keeps only its last 1,000 events, so the resync, not the replay, is what
  * makes a long outage safe; opening the stream before listing is what makes the window between them safe.
  */
-import { describeChain } from '../errors';
+import { assertNever, describeChain } from '../errors';
 import { log } from '../log';
 import { DockerClient } from './client';
 import type { ContainerInfo, DockerFeed, DockerStatus, NetworkInfo } from './contract';
@@ -220,6 +220,8 @@ export class DockerEventFeed implements DockerFeed {
         if (['create', 'destroy', 'connect', 'disconnect'].includes(e.action)) networks = true;
         if (e.container !== undefined && (e.action === 'connect' || e.action === 'disconnect')) ids.push(e.container);
         break;
+      default:
+        assertNever(e.type, 'Docker event type');
     }
     if (this.buffered) {
       for (const id of ids) this.buffered.ids.add(id);

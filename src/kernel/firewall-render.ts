@@ -81,7 +81,15 @@ export function renderBase(mark: number, table = DEFAULT_TABLE): string {
       // local` would DNAT it), or a container using its bridge's route_localnet. Destination first: the common
       // packet fails the cheap compare before any other match.
       // A 127/8 source from a container is accepted by the kernel because of route_localnet: spoofed loopback.
-      ['ip daddr 127.0.0.0/8 iifname != "lo" drop', 'ip6 daddr ::1 iifname != "lo" drop', 'ip saddr 127.0.0.0/8 iifname @bridges drop'],
+      // From an internal network, a packet for the host whose source is not routed back through that bridge is
+      // spoofed (containers have CAP_NET_RAW): tsnet's DNS refuses to forward for internal networks by source
+      // address (CVE-2024-29018), so a source borrowed from another network must not reach it (strict rp_filter).
+      [
+        'ip daddr 127.0.0.0/8 iifname != "lo" drop',
+        'ip6 daddr ::1 iifname != "lo" drop',
+        'ip saddr 127.0.0.0/8 iifname @bridges drop',
+        'iifname @internal fib daddr type local fib saddr . iif oif missing drop',
+      ],
     ],
     [
       'forward',

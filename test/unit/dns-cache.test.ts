@@ -106,6 +106,36 @@ test('entries are bounded: the least recently used one goes first', () => {
   expect(cache.get(three.key)).toBeDefined();
 });
 
+test('entries are bounded in bytes too: big replies push the oldest out, one bigger than the bound is not kept', () => {
+  const big = (name: string) => (m: Buffer) =>
+    makeReply(m, { answers: Array.from({ length: 100 }, (_, i) => a(name, 60, `192.0.2.${i + 1}`)) });
+  const size = store(new DnsCache({ now }), 'size.example.org', big('size.example.org')).reply.length;
+  const cache = new DnsCache({ now, maxBytes: 2 * size + size / 2 });
+  const one = store(cache, 'aaaa.example.org', big('aaaa.example.org'));
+  const two = store(cache, 'bbbb.example.org', big('bbbb.example.org'));
+  const three = store(cache, 'cccc.example.org', big('cccc.example.org'));
+  expect(cache.size).toBe(2);
+  expect(cache.get(one.key)).toBeUndefined();
+  expect(cache.get(two.key)).toBeDefined();
+  expect(cache.get(three.key)).toBeDefined();
+  // Replacing an entry and expiry give its bytes back.
+  const again = new DnsCache({ now, maxBytes: 2 * size + size / 2 });
+  for (let i = 0; i < 5; i++) store(again, 'aaaa.example.org', big('aaaa.example.org'));
+  store(again, 'bbbb.example.org', big('bbbb.example.org'));
+  expect(again.size).toBe(2);
+  clock += 60_000;
+  expect(again.get(one.key)).toBeUndefined();
+  expect(again.get(two.key)).toBeUndefined();
+  const four = store(again, 'dddd.example.org', big('dddd.example.org'));
+  const five = store(again, 'eeee.example.org', big('eeee.example.org'));
+  expect(again.size).toBe(2);
+  expect(again.get(four.key)).toBeDefined();
+  expect(again.get(five.key)).toBeDefined();
+  const tiny = new DnsCache({ now, maxBytes: size - 1 });
+  expect(store(tiny, 'huge.example.org', big('huge.example.org')).stored).toBe(false);
+  expect(tiny.size).toBe(0);
+});
+
 describe('walkMessage', () => {
   const { msg } = makeQuery('walk.example.org');
   const good = makeReply(msg, { answers: [a('walk.example.org', 60, '192.0.2.1')], authorities: [soa('example.org', 60, 30)] });

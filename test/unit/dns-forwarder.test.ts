@@ -4,6 +4,7 @@ import * as packet from 'dns-packet';
 import type { DnsUpstream } from '../../src/config';
 import { DnsCache } from '../../src/dns/cache';
 import { UpstreamForwarder, type ForwarderOptions } from '../../src/dns/forwarder';
+import { log } from '../../src/log';
 import { a, FakeTimers, FakeUpstream, makeQuery, makeReply, RCODE_FLAG, rcodeOf, soa, ttlsOf, until } from './dns-forwarder-fixtures';
 
 /** The forwarder against fake upstreams on 127.0.0.1 (UDP and TCP), on fake timers and an injected cache clock. */
@@ -337,4 +338,26 @@ test('close() answers waiting queries SERVFAIL and later ones too', async () => 
   expect(rcodeOf(box.reply!)).toBe(2);
   expect(rcodeOf(await f.forward(msg, query, 'udp'))).toBe(2);
   expect(timers.live).toBe(0);
+});
+
+test('an internal failure while forwarding is SERVFAIL and logged at warn once, not once per query', async () => {
+  const write = jest.spyOn(log, 'write');
+  try {
+    fwd = new UpstreamForwarder({
+      upstreams: {
+        current: () => {
+          throw new Error('upstream list broken');
+        },
+      },
+      timer: timers.start,
+    });
+    for (let i = 0; i < 5; i++) {
+      const { msg, query } = makeQuery(`q${i}.example.org`);
+      expect(rcodeOf(await fwd.forward(msg, query, 'udp'))).toBe(2);
+    }
+    const warns = write.mock.calls.map((c) => c[0] as { level: string; message: string }).filter((e) => e.level === 'warn' && e.message === 'forwarding failed');
+    expect(warns).toHaveLength(1);
+  } finally {
+    write.mockRestore();
+  }
 });

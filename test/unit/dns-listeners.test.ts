@@ -115,6 +115,19 @@ describe('DnsListeners', () => {
     expect(f.opens()).toBe(opens + 1);
   });
 
+  test('an update after close (a network change while tsnet stops) opens nothing', async () => {
+    const f = fakeOpener();
+    const l = new DnsListeners(f.opener);
+    await l.update([spec('10.7.0.1')]);
+    const closing = l.close();
+    const late = l.update([spec('10.7.0.1'), spec('10.8.0.1')]);
+    await Promise.all([closing, late]);
+    await l.update([spec('10.9.0.1')]);
+    expect(f.open.size).toBe(0);
+    expect(l.listening()).toEqual([]);
+    expect(l.isOwn('10.9.0.1', 53)).toBe(false);
+  });
+
   test('isOwn matches wanted listeners across address spellings, whether bound or not', async () => {
     const f = fakeOpener();
     f.unbindable.add('fd00:7::1');
@@ -124,6 +137,11 @@ describe('DnsListeners', () => {
     expect(l.isOwn('FD00:7:0::1', 53)).toBe(true);
     expect(l.isOwn('10.7.0.1', 5353)).toBe(false);
     expect(l.isOwn('10.7.0.2', 53)).toBe(false);
+    // A link-local nameserver with its zone (RDNSS on the host's resolv.conf) is compared, not a throw.
+    expect(l.isOwn('fe80::1%eth0', 53)).toBe(false);
+    await l.update([spec('fe80::1%eth0')]);
+    expect(l.isOwn('FE80:0::1%eth0', 53)).toBe(true);
+    expect(l.isOwn('fe80::1%eth1', 53)).toBe(false);
     await l.close();
   });
 });

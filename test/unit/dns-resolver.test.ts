@@ -70,6 +70,28 @@ describe.each([true, false])('resolver (fast path %s)', (fastPath) => {
     expect([...datas(ask(r, 'shared.front.tsnet', 'A'))].sort()).toEqual(['172.30.0.2', '172.30.0.4']);
   });
 
+  test('the fast path keeps at most cacheBytes of encoded replies (one per rotation of a big alias); rotation goes on', () => {
+    const crowd = Array.from({ length: 200 }, (_, i) => ({
+      id: `${i}`.padStart(64, 'd'),
+      name: `d${i}`,
+      hostname: `dh${i}`,
+      networks: [{ networkId: NET_FRONT, networkName: 'front', ipv4: `172.30.1.${i + 1}`, aliases: ['crowd'] }],
+    }));
+    const big = createResolver({ fastPath, cacheBytes: 50_000 });
+    big.setZone(buildZone({ zone: ZONE, ttl: 5, networks, containers: [...containers, ...crowd], serial: 1 }));
+    const firsts: string[] = [];
+    for (let i = 0; i < 800; i++) {
+      const reply = ask(big, 'crowd', 'A', ctx({ transport: 'tcp' }), { udpSize: 4096, dnssecOk: i % 2 === 0 });
+      expect(reply.answers).toHaveLength(200);
+      if (i % 2 === 0) firsts.push(String(rdata(reply.answers![0])));
+      expect(big.fastPathBytes).toBeLessThanOrEqual(50_000);
+    }
+    // Every address led a reply, in turn, both times round.
+    expect(new Set(firsts).size).toBe(200);
+    expect(firsts.slice(0, 200)).toEqual(firsts.slice(200));
+    if (fastPath) expect(big.fastPathBytes).toBeGreaterThan(0);
+  });
+
   test('PTR for IPv4 and IPv6 → CONTAINER.NETWORK.ZONE; an unknown address in a tsnet subnet → NXDOMAIN with a SOA', () => {
     expect(datas(ask(r, '2.0.30.172.in-addr.arpa', 'PTR'))).toEqual(['web.front.tsnet']);
     expect(datas(ask(r, '3.0.31.172.in-addr.arpa', 'PTR'))).toEqual(['api.back.tsnet']);
@@ -128,9 +150,15 @@ describe.each([true, false])('resolver (fast path %s)', (fastPath) => {
     const edns = many.handle(query('crowd', 'A', { udpSize: 1232 }), ctx()) as Buffer;
     expect(edns.length).toBeLessThanOrEqual(1232);
     expect(dnsPacket.decode(edns)).toMatchObject({ flag_tc: true, answers: [], additionals: [expect.objectContaining({ type: 'OPT' })] });
+    // A larger offer does not lift tsnet's own 1232 (no amplification by spoofed queries); 60 answers fit in it.
+    const offer = many.handle(query('crowd', 'A', { udpSize: 4096 }), ctx()) as Buffer;
+    expect(offer.length).toBeLessThanOrEqual(1232);
+    expect(dnsPacket.decode(offer)).toMatchObject({ flag_tc: true, answers: [] });
+    many.setZone(buildZone({ zone: ZONE, ttl: 5, networks, containers: big.slice(0, 60), serial: 2 }));
     const full = dnsPacket.decode(many.handle(query('crowd', 'A', { udpSize: 4096 }), ctx()) as Buffer);
     expect(full.flag_tc).toBe(false);
-    expect(full.answers).toHaveLength(100);
+    expect(full.answers).toHaveLength(60);
+    many.setZone(buildZone({ zone: ZONE, ttl: 5, networks, containers: big, serial: 3 }));
     const tcp = dnsPacket.decode(many.handle(query('crowd', 'A'), ctx({ transport: 'tcp' })) as Buffer);
     expect(tcp.answers).toHaveLength(100);
   });

@@ -144,6 +144,41 @@ test('a client that does not read: the listener stops taking its queries, and se
   t.sock.destroy();
 }, 30_000);
 
+test('a client that does not read: answers that arrive later (forwarded) never pile up behind a full queue, the connection ends', async () => {
+  const held: Array<() => void> = [];
+  const big = Buffer.alloc(60_000);
+  let handled = 0;
+  // Queries with ID < 10 are answered later (as forwarded ones are), the others at once.
+  const l = await listen(
+    (m) => {
+      handled++;
+      return m.readUInt16BE(0) < 10 ? new Promise<Buffer>((resolve) => held.push(() => resolve(big))) : big;
+    },
+    { maxQueued: 64 * 1024 },
+  );
+  const t = await TcpClient.connect(l.port);
+  t.sock.pause();
+  t.send(...Array.from({ length: 3000 }, (_, i) => query('ext.example', 'A', { id: i })));
+  // wait until the listener has stopped taking queries: the socket buffers and its queue are full
+  for (let last = -1; handled !== last; ) {
+    last = handled;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(handled).toBeLessThan(3000);
+  expect(held).toHaveLength(10);
+  let closed = false;
+  t.closed.then(() => (closed = true)).catch(() => undefined);
+  const isClosed = () => closed;
+  for (const r of held) r();
+  await new Promise((r) => setTimeout(r, 100));
+  // Reading again shows what the listener did: ended the connection (what it had queued arrives, then the end),
+  // or (the defect) kept all ten 60 kB answers queued and serves every query.
+  t.sock.resume();
+  for (let i = 0; i < 200 && !isClosed() && t.replies.length < 3000; i++) await new Promise((r) => setTimeout(r, 20));
+  expect(isClosed()).toBe(true);
+  expect(t.replies.length).toBeLessThan(3000);
+}, 30_000);
+
 test('a query split across TCP segments is reassembled', async () => {
   const l = await listen(resolverHandler());
   const t = await TcpClient.connect(l.port);
@@ -174,6 +209,33 @@ test('idle TCP connections are closed after the idle timeout (injected timer); a
   expect(live.map((x) => x.ms)).toEqual([1234]);
   expect(timers.length).toBeGreaterThan(1); // re-armed on data and on the reply
   live[0].fn();
+  await t.closed;
+});
+
+test('bytes that do not complete a query do not re-arm the idle timer (a trickling client cannot hold a connection slot)', async () => {
+  const timers: Array<{ fn: () => void; live: boolean }> = [];
+  const startTimer: StartTimer = (fn) => {
+    const t = { fn, live: true };
+    timers.push(t);
+    return () => (t.live = false);
+  };
+  const l = await listen(resolverHandler(), { idleTimeoutMs: 1234, startTimer });
+  const t = await TcpClient.connect(l.port);
+  const m = query('web', 'A');
+  const framed = Buffer.concat([Buffer.from([0, m.length]), m]);
+  t.sock.write(Buffer.concat([framed, framed.subarray(0, 5)]));
+  await t.waitFor(1);
+  const armed = timers.filter((x) => x.live);
+  expect(armed).toHaveLength(1);
+  const started = timers.length;
+  for (let i = 5; i < 9; i++) {
+    t.sock.write(framed.subarray(i, i + 1));
+    // Time for the listener to read the byte (a delay that is too short could only let this test pass wrongly).
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(timers.length).toBe(started);
+  expect(armed[0].live).toBe(true);
+  armed[0].fn();
   await t.closed;
 });
 

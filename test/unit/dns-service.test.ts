@@ -116,6 +116,39 @@ describe('DnsService', () => {
     await h.service.stop();
   });
 
+  test('a gateway listener drops sources of macvlan/ipvlan subnets: those are the LAN\'s, whose hosts use host addresses', async () => {
+    const lan: DnsNetwork = { id: '5'.repeat(64), internal: false, subnets: ['192.168.77.0/24'], hostAddresses: [] };
+    const h = harness([front, lan]);
+    await h.service.start();
+    h.feed.deliver([web('10.31.0.5')]);
+    await settle();
+    expect(await h.ask('10.31.0.1', 'ext.example', '192.168.77.20')).toBe('dropped');
+    expect(await h.ask('10.31.0.1', 'web.front.tsnet', '192.168.77.20')).toBe('dropped');
+    expect(h.forwarded).toEqual([]);
+    expect(await h.ask('10.99.0.53', 'web.front.tsnet', '192.168.77.20')).toEqual({ rcode: 'NOERROR', answers: ['10.31.0.5'] });
+    await h.service.stop();
+  });
+
+  test('a link-local source is never forwarded while internal networks exist: it may be an internal container\'s own fe80:: address', async () => {
+    const sealed6: DnsNetwork = { ...sealed, subnets: ['10.32.0.0/24', 'fd00:32::/64'] };
+    const h = harness([front, sealed6]);
+    await h.service.start();
+    h.feed.deliver([web('10.31.0.5')]);
+    await settle();
+    for (const source of ['fe80::5', 'fe80::42:acff:fe20:5', '169.254.10.5']) {
+      expect(await h.ask('10.99.0.53', 'ext.example', source)).toEqual({ rcode: 'REFUSED', answers: [] });
+      expect(await h.ask('10.99.0.53', 'web.front.tsnet', source)).toEqual({ rcode: 'NOERROR', answers: ['10.31.0.5'] });
+    }
+    expect(h.forwarded).toEqual([]);
+    await h.service.stop();
+    // Without internal networks the host listener forwards for the LAN, link-local sources included.
+    const lan = harness([front]);
+    await lan.service.start();
+    await settle();
+    expect(await lan.ask('10.99.0.53', 'ext.example', 'fe80::5')).toEqual({ rcode: 'NOERROR', answers: ['198.51.100.7'] });
+    await lan.service.stop();
+  });
+
   test('a gateway listener serves only sources in tsnet subnets (containers, the host through the gateway address); the LAN uses host addresses', async () => {
     const other: DnsNetwork = { id: '4'.repeat(64), internal: false, subnets: ['10.34.0.0/24', 'fd00:34::/64'], hostAddresses: ['10.34.0.1'] };
     const h = harness([front, other]);

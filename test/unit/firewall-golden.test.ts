@@ -261,6 +261,7 @@ describe('firewall ruleset invariants', () => {
       'ip daddr 127.0.0.0/8 iifname != "lo" drop',
       'ip6 daddr ::1 iifname != "lo" drop',
       'ip saddr 127.0.0.0/8 iifname @bridges drop',
+      'iifname @internal fib daddr type local fib saddr . iif oif missing drop',
     ]);
     // raw (-300) runs before conntrack and before the dstnat (-100) DNAT of published ports.
     expect(base).toContain(`add chain ${TABLE} localnet { type filter hook prerouting priority raw; policy accept; }`);
