@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
+import { fuzzPackets } from '../fuzz/dns-packets';
 import { containerIp, runDetached } from '../harness/containers';
 import {
   decodeReply,
@@ -493,7 +494,8 @@ describeE2E('tsnet DNS with a real dockerd', () => {
     await runOn(`alpha${TAG}`, NET_A);
     const alphaIp = await containerIp(env, `alpha${TAG}`, NET_A.name);
     const pid = env.tsnet.pid;
-    const packets = fuzzPackets(0x5eed, 3_000, fqdn(`alpha${TAG}`, NET_A));
+    // The unit fuzz's generator (valid queries, their mutations, random bytes), here at a real listener.
+    const packets = [...fuzzPackets(0x5eed, 3_000)];
     await udpBlast(NET_A.gw, 53, packets);
     // Garbage on TCP, framed: the connection may close or stay silent; the server must do neither for good.
     await Promise.all(packets.slice(0, 40).map((p) => tcpExchange(NET_A.gw, 53, [p], 500).catch(() => undefined)));
@@ -527,61 +529,4 @@ async function tcpRaw(server: string, bytes: Buffer): Promise<void> {
     sock.on('close', () => resolve());
     sock.setTimeout(1_000, () => sock.destroy());
   });
-}
-
-/** mulberry32: a small seeded PRNG, so a failing burst can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/**
- * `count` malformed or odd packets around a good query for `name`: random bytes, truncations, bit flips, QDCOUNT 0/2/65535,
- * responses sent as queries, a self-pointing compression label, over-long labels, unknown opcodes.
- */
-function fuzzPackets(seed: number, count: number, name: string): Buffer[] {
-  const rand = prng(seed);
-  const int = (n: number): number => Math.floor(rand() * n);
-  const good = encodeQuery(name, 'A', { id: 0x1234, edns: 1232 });
-  const header = (qd: number, flags = 0x0100): Buffer => {
-    const h = Buffer.alloc(12);
-    h.writeUInt16BE(int(0x10000), 0);
-    h.writeUInt16BE(flags, 2);
-    h.writeUInt16BE(qd, 4);
-    return h;
-  };
-  const kinds: Array<() => Buffer> = [
-    () => Buffer.from(Array.from({ length: int(600) }, () => int(256))),
-    () => good.subarray(0, int(good.length)),
-    () => {
-      const b = Buffer.from(good);
-      for (let i = 0; i < 1 + int(4); i++) b[int(b.length)] ^= 1 << int(8);
-      return b;
-    },
-    () => {
-      const b = Buffer.from(good);
-      b.writeUInt16BE([0, 2, 65535][int(3)], 4);
-      return b;
-    },
-    () => {
-      const b = Buffer.from(good);
-      b[2] = b[2] | 0x80;
-      return b;
-    },
-    () => Buffer.concat([header(1), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1])]),
-    () => Buffer.concat([header(1), Buffer.from([64]), Buffer.alloc(64, 0x61), Buffer.from([0, 0, 1, 0, 1])]),
-    () => Buffer.concat([header(1), Buffer.from([0x80 | int(0x40), 1, 0x61, 0, 0, 1, 0, 1])]),
-    () => {
-      const b = Buffer.from(good);
-      b[2] = (b[2] & 0x87) | (int(16) << 3);
-      return b;
-    },
-  ];
-  return Array.from({ length: count }, () => kinds[int(kinds.length)]());
 }
