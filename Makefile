@@ -4,8 +4,8 @@ SOCKET ?= /run/docker/plugins/tsnet.sock
 STATE_DIR ?= /var/lib/tsnet
 LOG_LEVEL ?= info
 RUN_PKGS := iproute2 nftables iptables python3 make g++
-TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump
-BENCH_PKGS := $(TEST_PKGS) dnsperf dnsmasq-base
+TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump dnsmasq-base
+BENCH_PKGS := $(TEST_PKGS) dnsperf
 
 # The Node.js runtime everything runs under. auto: a node >= $(NODE_MAJOR) on PATH with its npm beside it, else the
 # pinned one below, fetched into .tmp/ by scripts/node-runtime.sh; pinned or system force one or the other.

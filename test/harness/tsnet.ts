@@ -226,8 +226,11 @@ export interface E2EOptions {
   dockerd?: DockerdOptions;
   /** Start tsnet (default true). */
   tsnet?: boolean;
-  /** Extra tsnet arguments, e.g. `['--default-address-pool', 'base=10.99.0.0/16,size=24']`. */
-  tsnetArgs?: string[];
+  /**
+   * Extra tsnet arguments, e.g. `['--default-address-pool', 'base=10.99.0.0/16,size=24']`; a function gets the
+   * started dockerd (for `--docker-socket`).
+   */
+  tsnetArgs?: string[] | ((dockerd: Dockerd) => string[]);
   tsnetEnv?: NodeJS.ProcessEnv;
   /** jest timeout of the beforeAll and afterAll hooks; default 120 s. */
   hookTimeoutMs?: number;
@@ -269,15 +272,17 @@ class E2EContext implements E2EEnv {
     const wantTsnet = this.opts.tsnet ?? true;
     if (wantTsnet) await ensureBuilt();
     this.restoreForwarding = forwardingOn();
-    this.dockerdValue = await startDockerd({ iptables: true, ...this.opts.dockerd });
-    await ensureBusyboxImage(this.dockerdValue.docker);
+    const dockerd = await startDockerd({ iptables: true, ...this.opts.dockerd });
+    this.dockerdValue = dockerd;
+    await ensureBusyboxImage(dockerd.docker);
     if (wantTsnet) {
-      const dir = path.join(this.dockerdValue.dir, 'tsnet');
+      const dir = path.join(dockerd.dir, 'tsnet');
+      const args = this.opts.tsnetArgs;
       this.tsnetValue = new TsnetProcess({
         name: this.name,
         stateDir: path.join(dir, 'state'),
         logFile: path.join(dir, 'tsnet.log'),
-        extraArgs: this.opts.tsnetArgs,
+        extraArgs: typeof args === 'function' ? args(dockerd) : args,
         env: this.opts.tsnetEnv,
       });
       const socket = this.tsnetValue.socket;
