@@ -47,8 +47,11 @@ export interface FeedOptions {
 
 /** Inspects at once during a resync (thousands of containers should not take thousands of round trips in a row). */
 const RESYNC_CONCURRENCY = 8;
-/** Under constant churn the in-flight count may never reach zero: report anyway after this many deferrals. */
-const MAX_DEFERRED = 64;
+/**
+ * Listeners wait for re-inspections in flight (a burst is one call) at most this long: under a burst of starts the
+ * in-flight count hardly reaches zero, and a container that is ready must be served within a second of its event.
+ */
+const MAX_EMIT_WAIT_MS = 100;
 
 const logger = log.child({ component: 'docker-feed' });
 
@@ -83,9 +86,10 @@ export class DockerEventFeed implements DockerFeed {
   private sleepTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
 
-  /** Re-inspections queued or running; listeners wait for them (a burst is one call), see {@link MAX_DEFERRED}. */
+  /** Re-inspections queued or running; listeners wait for them (a burst is one call), see {@link MAX_EMIT_WAIT_MS}. */
   private inFlight = 0;
-  private deferred = 0;
+  /** When the call that is being held back was first due. */
+  private deferredSince: number | undefined;
   private containersDirty = false;
   private networksDirty = false;
   private emitScheduled = false;
@@ -298,12 +302,13 @@ export class DockerEventFeed implements DockerFeed {
     this.emitScheduled = true;
     this.timers.setImmediate(() => {
       this.emitScheduled = false;
-      if (this.containersDirty && this.inFlight > 0 && this.deferred < MAX_DEFERRED) {
-        // The last re-inspection of the burst schedules the call.
-        this.deferred++;
-        return;
+      if (this.containersDirty && this.inFlight > 0) {
+        // The last re-inspection of the burst, or the next change after the bound, makes the call.
+        const t = this.now();
+        this.deferredSince ??= t;
+        if (t - this.deferredSince < MAX_EMIT_WAIT_MS) return;
       }
-      this.deferred = 0;
+      this.deferredSince = undefined;
       this.emittedOnce = true;
       if (this.containersDirty) {
         this.containersDirty = false;

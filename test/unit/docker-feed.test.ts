@@ -114,7 +114,8 @@ test('first resync reports running containers with a network, then events keep t
 });
 
 test('a burst of events is one listener call with the final state', async () => {
-  const h = await setup();
+  // A clock that stands still: the burst is held back however long the fake takes to answer.
+  const h = await setup({ now: () => 0 });
   h.feed.start();
   await until(() => h.calls.length === 1, 'first call');
   let open!: () => void;
@@ -140,6 +141,27 @@ test('a burst of events is one listener call with the final state', async () => 
   expect(h.calls.length).toBe(before + 1);
   expect(h.latest().has('c5')).toBe(false);
   expect(h.latest().size).toBe(19);
+});
+
+test('a container that is ready is reported once the wait bound passed, while another re-inspection is still held', async () => {
+  let clock = 0;
+  const h = await setup({ now: () => clock });
+  h.feed.start();
+  await until(() => h.calls.length === 1, 'first call');
+  h.docker.inspectGates.set(cid(2), new Promise<void>(() => undefined));
+  const inspected = (id: string): boolean => h.docker.requests.some((p) => p.includes(`/containers/${id}/json`));
+  h.docker.run(box(2));
+  await until(() => inspected(cid(2)), 'c2 inspect held');
+  h.docker.run(box(1));
+  await until(() => inspected(cid(1)), 'c1 inspected');
+  await new Promise((r) => setTimeout(r, 20));
+  // Within the bound, c1 waits for the burst.
+  expect(h.calls).toHaveLength(1);
+  clock = 150;
+  h.docker.run(box(3));
+  await until(() => h.latest().has('c3'), 'c3 after the bound');
+  expect(h.latest().has('c1')).toBe(true);
+  expect(h.latest().has('c2')).toBe(false);
 });
 
 test('re-inspections of one container are serialized: the later event wins over a slow earlier answer', async () => {
