@@ -13,6 +13,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { DnsUpstream } from '../config';
 import { log } from '../log';
+import { canonicalAddress } from '../netaddr';
 import { cacheKey, type DnsCache } from './cache';
 import type { Forwarder, Query, Transport } from './contract';
 import { FLAG_TC, answersQuestion, walkMessage } from './message';
@@ -211,7 +212,7 @@ export class UpstreamForwarder implements Forwarder {
         resolve(reply);
       };
       const onAbort = () => done(undefined);
-      const entry: PendingTry = { address: plainAddress(upstream.address), port: upstream.port, msg, questionEnd: query.questionEnd, done };
+      const entry: PendingTry = { address: canonicalAddress(upstream.address), port: upstream.port, msg, questionEnd: query.questionEnd, done };
       s.pending.set(id, entry);
       const cancel = this.timer(() => done(undefined), this.tryTimeoutMs);
       signal.addEventListener('abort', onAbort);
@@ -274,7 +275,7 @@ export class UpstreamForwarder implements Forwarder {
       if (reply.length < 12) return;
       const p = s.pending.get(reply.readUInt16BE(0));
       // Anti-spoofing: the upstream's address and port, the ID and the question must all match.
-      if (!p || plainAddress(rinfo.address) !== p.address || rinfo.port !== p.port || !answersQuestion(reply, p.msg, p.questionEnd)) return;
+      if (!p || canonicalAddress(rinfo.address) !== p.address || rinfo.port !== p.port || !answersQuestion(reply, p.msg, p.questionEnd)) return;
       p.done(reply);
     });
     s.socket.on('error', (err) => {
@@ -313,10 +314,4 @@ function servfail(msg: Buffer, query: Query): Buffer {
 
 function upstreamKey(u: DnsUpstream): string {
   return `${u.address}/${u.port}`;
-}
-
-/** An address as compared with a reply's source: canonical text, without an IPv6 zone. */
-function plainAddress(address: string): string {
-  const bare = address.split('%')[0];
-  return net.isIPv6(bare) ? new net.SocketAddress({ address: bare, family: 'ipv6' }).address : bare;
 }

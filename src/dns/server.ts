@@ -8,7 +8,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { tsnetError } from '../errors';
 import { excerpt, logSafely } from '../log';
-import { tryParseIp } from '../netaddr';
+import { canonicalAddress } from '../netaddr';
 import type { ListenerSpec, QueryContext, QueryHandler, Transport } from './contract';
 import { realTimer, type StartTimer } from './timer';
 
@@ -41,12 +41,6 @@ export interface DnsListener {
 const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096, maxInFlight: 64, maxQueued: 256 * 1024 };
 /** Attempts at finding a port free for both UDP and TCP when the spec asks for an ephemeral one. */
 const EPHEMERAL_TRIES = 8;
-
-/** A client address as QueryContext wants it: IPv4-mapped IPv6 as IPv4, no zone id. */
-export function normaliseSource(address: string): string {
-  const plain = address.split('%')[0];
-  return tryParseIp(plain)?.text ?? plain;
-}
 
 function describe(err: unknown): string {
   return excerpt(err instanceof Error ? err.message : err);
@@ -108,7 +102,8 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
   const where = `${spec.address}:${spec.port}`;
   const context = (transport: Transport, source: string): QueryContext => ({
     transport,
-    source: normaliseSource(source),
+    // As QueryContext wants it: IPv4-mapped IPv6 as IPv4, no zone id.
+    source: canonicalAddress(source),
     networkId: spec.networkId,
     localAddress: spec.address,
     mayForward: !spec.noForward,
