@@ -31,8 +31,8 @@ interface Entry {
 
 export const DEFAULT_CACHE_ENTRIES = 10_000;
 export const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
-export const DEFAULT_MAX_TTL = 3600;
-export const DEFAULT_MAX_NEGATIVE_TTL = 300;
+const DEFAULT_MAX_TTL = 3600;
+const DEFAULT_MAX_NEGATIVE_TTL = 300;
 
 /**
  * The key of a query: its question (lower-cased name, type, class) and what its EDNS asks for (none, EDNS, EDNS with
@@ -121,7 +121,7 @@ export class DnsCache {
  * Seconds a reply may be served from the cache; 0 for replies that must not be: truncated ones, any RCODE but
  * NOERROR and NXDOMAIN, and negative ones without an SOA to take the negative TTL from.
  */
-export function cacheLifetime(reply: Buffer, walked: WalkedMessage, maxTtl: number, maxNegativeTtl: number): number {
+function cacheLifetime(reply: Buffer, walked: WalkedMessage, maxTtl: number, maxNegativeTtl: number): number {
   if ((walked.flags & FLAG_TC) !== 0) return 0;
   if (walked.rcode !== RCODE.NOERROR && walked.rcode !== RCODE.NXDOMAIN) return 0;
   const answers = walked.rrs.filter((rr) => rr.section === 'answer');

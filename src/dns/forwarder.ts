@@ -41,10 +41,10 @@ export interface ForwarderOptions {
   rotateAfter?: number;
 }
 
-export const DEFAULT_TRY_TIMEOUT_MS = 1500;
-export const DEFAULT_OVERALL_TIMEOUT_MS = 4000;
-export const DEFAULT_MAX_PENDING = 1000;
-export const DEFAULT_ROTATE_AFTER = 256;
+const DEFAULT_TRY_TIMEOUT_MS = 1500;
+const DEFAULT_OVERALL_TIMEOUT_MS = 4000;
+const DEFAULT_MAX_PENDING = 1000;
+const DEFAULT_ROTATE_AFTER = 256;
 /** IDs are drawn from 65536 per socket: the cap keeps a free one quick to find. */
 const MAX_PENDING_LIMIT = 16_384;
 /** Rounds through the upstream list at most, so failures that come back at once never spin until the bound. */

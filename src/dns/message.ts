@@ -6,7 +6,7 @@
  */
 
 const HEADER_LEN = 12;
-export const FLAG_QR = 0x8000;
+const FLAG_QR = 0x8000;
 export const FLAG_TC = 0x0200;
 
 /** A name of 255 octets has at most 127 labels; more pointers than that can only be a loop. */
