@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { tsnetError } from '../errors';
-import { excerpt, logSafely } from '../log';
+import { errorExcerpt, logSafely } from '../log';
 import { canonicalAddress } from '../netaddr';
 import type { ListenerSpec, QueryContext, QueryHandler, Transport } from './contract';
 import { realTimer, type StartTimer } from './timer';
@@ -42,14 +42,10 @@ const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096,
 /** Attempts at finding a port free for both UDP and TCP when the spec asks for an ephemeral one. */
 const EPHEMERAL_TRIES = 8;
 
-function describe(err: unknown): string {
-  return excerpt(err instanceof Error ? err.message : err);
-}
-
 /** Runs the handler; a throw or a rejection is logged and counts as "no reply". */
 function answer(handler: QueryHandler, msg: Buffer, ctx: QueryContext, reply: (r: Buffer | null) => void): void {
   const failed = (err: unknown) => {
-    logSafely('warn', 'dns: query handler failed', { transport: ctx.transport, error: describe(err) });
+    logSafely('warn', 'dns: query handler failed', { transport: ctx.transport, error: errorExcerpt(err) });
     reply(null);
   };
   try {
@@ -204,8 +200,8 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
     });
   });
   // A send to an unreachable client or a full buffer must not end the listener.
-  sock.on('error', (err) => logSafely('debug', 'dns: UDP socket error', { listener: where, error: describe(err) }));
-  tcp.on('error', (err) => logSafely('warn', 'dns: TCP listener error', { listener: where, error: describe(err) }));
+  sock.on('error', (err) => logSafely('debug', 'dns: UDP socket error', { listener: where, error: errorExcerpt(err) }));
+  tcp.on('error', (err) => logSafely('warn', 'dns: TCP listener error', { listener: where, error: errorExcerpt(err) }));
 
   return {
     address: spec.address,
