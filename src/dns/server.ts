@@ -12,8 +12,6 @@ import { canonicalAddress } from '../netaddr';
 import type { ListenerSpec, QueryContext, QueryHandler, Transport } from './contract';
 import { realTimer, type StartTimer } from './timer';
 
-export type { StartTimer } from './timer';
-
 export interface ListenerOptions {
   /** A TCP connection with nothing received for this long is closed (RFC 7766 suggests seconds). */
   idleTimeoutMs?: number;
