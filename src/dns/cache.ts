@@ -5,8 +5,8 @@
  */
 
 import type { Query } from './contract';
-import { FLAG_TC, soaMinimum, type WalkedMessage } from './message';
-import { RCODE, TYPE } from './wire';
+import { soaMinimum, type WalkedMessage } from './message';
+import { F_TC, RCODE, TYPE } from './wire';
 
 export interface CacheOptions {
   /** Milliseconds; `Date.now` unless a test injects its clock. */
@@ -122,7 +122,7 @@ export class DnsCache {
  * NOERROR and NXDOMAIN, and negative ones without an SOA to take the negative TTL from.
  */
 function cacheLifetime(reply: Buffer, walked: WalkedMessage, maxTtl: number, maxNegativeTtl: number): number {
-  if ((walked.flags & FLAG_TC) !== 0) return 0;
+  if ((walked.flags & F_TC) !== 0) return 0;
   if (walked.rcode !== RCODE.NOERROR && walked.rcode !== RCODE.NXDOMAIN) return 0;
   const answers = walked.rrs.filter((rr) => rr.section === 'answer');
   if (walked.rcode === RCODE.NOERROR && answers.length > 0) return Math.min(maxTtl, ...answers.map((rr) => rr.ttl));

@@ -16,10 +16,10 @@ import { log } from '../log';
 import { canonicalAddress } from '../netaddr';
 import { cacheKey, type DnsCache } from './cache';
 import type { Forwarder, Query, Transport } from './contract';
-import { FLAG_TC, answersQuestion, walkMessage } from './message';
+import { answersQuestion, walkMessage } from './message';
 import { realTimer, type StartTimer } from './timer';
 import type { Upstreams } from './upstreams';
-import { RCODE, rcodeResponse } from './wire';
+import { F_TC, RCODE, rcodeResponse } from './wire';
 
 const logger = log.child({ component: 'dns-forwarder' });
 
@@ -189,7 +189,7 @@ export class UpstreamForwarder implements Forwarder {
   private async attempt(upstream: DnsUpstream, msg: Buffer, query: Query, transport: Transport, signal: AbortSignal): Promise<Buffer | undefined> {
     if (transport === 'tcp') return this.tcpTry(upstream, msg, query, signal);
     const reply = await this.udpTry(upstream, msg, query, signal);
-    if (!reply || (reply.readUInt16BE(2) & FLAG_TC) === 0) return reply;
+    if (!reply || (reply.readUInt16BE(2) & F_TC) === 0) return reply;
     // The truncated reply still answers a UDP client (it retries over TCP itself) if TCP fails here.
     return (await this.tcpTry(upstream, msg, query, signal)) ?? reply;
   }

@@ -17,10 +17,11 @@ const ADVERTISED_UDP_SIZE = 1232;
 const CLASSIC_UDP_SIZE = 512;
 const MAX_MESSAGE = 65535;
 
-const HEADER = 12;
-const F_QR = 0x8000;
+/** Header length and flags, also for message.ts's walk of upstream replies. */
+export const HEADER = 12;
+export const F_QR = 0x8000;
 const F_AA = 0x0400;
-const F_TC = 0x0200;
+export const F_TC = 0x0200;
 const F_RD = 0x0100;
 const F_RA = 0x0080;
 const F_CD = 0x0010;
