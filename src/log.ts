@@ -42,7 +42,7 @@ export function logSafely(level: string, message: string, meta: Record<string, u
     log.log(level, message, meta);
   } catch (err) {
     try {
-      log.log(level, message, { logError: excerpt(err instanceof Error ? err.message : err) });
+      log.log(level, message, { logError: errorExcerpt(err) });
     } catch {
       // nothing left to report it through
     }
@@ -67,6 +67,11 @@ export function excerpt(value: unknown): string {
     text = '<unprintable>';
   }
   return text.length > EXCERPT_LENGTH ? text.slice(0, EXCERPT_LENGTH - 3) + '...' : text;
+}
+
+/** A thrown value for a log line: an Error's message, anything else as {@link excerpt}, bounded either way. */
+export function errorExcerpt(err: unknown): string {
+  return excerpt(err instanceof Error ? err.message : err);
 }
 
 function render(v: unknown, depth: number): string {

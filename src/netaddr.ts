@@ -81,6 +81,17 @@ export function tryParseIp(text: string): Ip | undefined {
   return isMapped(raw.v6, raw.value) ? makeIp(false, raw.value & V4_MASK) : makeIp(raw.v6, raw.value);
 }
 
+/**
+ * An address's canonical text (see {@link tryParseIp}), as sockets and configs spell it in many ways. An IPv6 zone id
+ * (`fe80::1%eth0`) is dropped, or kept as written with `keepZone`; text that is no address comes back as given.
+ */
+export function canonicalAddress(text: string, keepZone = false): string {
+  const at = text.indexOf('%');
+  const plain = at < 0 ? text : text.slice(0, at);
+  const canonical = tryParseIp(plain)?.text ?? plain;
+  return keepZone && at >= 0 ? canonical + text.slice(at) : canonical;
+}
+
 /** Parses an address; throws `code` (TSN_INVALID_ADDRESS) naming `field` and the text when malformed. */
 export function parseIp(field: string, text: string, code: ErrorCode = 'TSN_INVALID_ADDRESS'): Ip {
   const ip = tryParseIp(text);

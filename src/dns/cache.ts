@@ -5,8 +5,8 @@
  */
 
 import type { Query } from './contract';
-import { FLAG_TC, soaMinimum, type WalkedMessage } from './message';
-import { RCODE, TYPE } from './wire';
+import { soaMinimum, type WalkedMessage } from './message';
+import { F_TC, RCODE, TYPE } from './wire';
 
 export interface CacheOptions {
   /** Milliseconds; `Date.now` unless a test injects its clock. */
@@ -31,8 +31,8 @@ interface Entry {
 
 export const DEFAULT_CACHE_ENTRIES = 10_000;
 export const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
-export const DEFAULT_MAX_TTL = 3600;
-export const DEFAULT_MAX_NEGATIVE_TTL = 300;
+const DEFAULT_MAX_TTL = 3600;
+const DEFAULT_MAX_NEGATIVE_TTL = 300;
 
 /**
  * The key of a query: its question (lower-cased name, type, class) and what its EDNS asks for (none, EDNS, EDNS with
@@ -121,8 +121,8 @@ export class DnsCache {
  * Seconds a reply may be served from the cache; 0 for replies that must not be: truncated ones, any RCODE but
  * NOERROR and NXDOMAIN, and negative ones without an SOA to take the negative TTL from.
  */
-export function cacheLifetime(reply: Buffer, walked: WalkedMessage, maxTtl: number, maxNegativeTtl: number): number {
-  if ((walked.flags & FLAG_TC) !== 0) return 0;
+function cacheLifetime(reply: Buffer, walked: WalkedMessage, maxTtl: number, maxNegativeTtl: number): number {
+  if ((walked.flags & F_TC) !== 0) return 0;
   if (walked.rcode !== RCODE.NOERROR && walked.rcode !== RCODE.NXDOMAIN) return 0;
   const answers = walked.rrs.filter((rr) => rr.section === 'answer');
   if (walked.rcode === RCODE.NOERROR && answers.length > 0) return Math.min(maxTtl, ...answers.map((rr) => rr.ttl));

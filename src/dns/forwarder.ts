@@ -13,12 +13,13 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { DnsUpstream } from '../config';
 import { log } from '../log';
+import { canonicalAddress } from '../netaddr';
 import { cacheKey, type DnsCache } from './cache';
 import type { Forwarder, Query, Transport } from './contract';
-import { FLAG_TC, answersQuestion, walkMessage } from './message';
+import { answersQuestion, walkMessage } from './message';
 import { realTimer, type StartTimer } from './timer';
 import type { Upstreams } from './upstreams';
-import { RCODE, rcodeResponse } from './wire';
+import { F_TC, RCODE, rcodeResponse } from './wire';
 
 const logger = log.child({ component: 'dns-forwarder' });
 
@@ -40,10 +41,10 @@ export interface ForwarderOptions {
   rotateAfter?: number;
 }
 
-export const DEFAULT_TRY_TIMEOUT_MS = 1500;
-export const DEFAULT_OVERALL_TIMEOUT_MS = 4000;
-export const DEFAULT_MAX_PENDING = 1000;
-export const DEFAULT_ROTATE_AFTER = 256;
+const DEFAULT_TRY_TIMEOUT_MS = 1500;
+const DEFAULT_OVERALL_TIMEOUT_MS = 4000;
+const DEFAULT_MAX_PENDING = 1000;
+const DEFAULT_ROTATE_AFTER = 256;
 /** IDs are drawn from 65536 per socket: the cap keeps a free one quick to find. */
 const MAX_PENDING_LIMIT = 16_384;
 /** Rounds through the upstream list at most, so failures that come back at once never spin until the bound. */
@@ -188,7 +189,7 @@ export class UpstreamForwarder implements Forwarder {
   private async attempt(upstream: DnsUpstream, msg: Buffer, query: Query, transport: Transport, signal: AbortSignal): Promise<Buffer | undefined> {
     if (transport === 'tcp') return this.tcpTry(upstream, msg, query, signal);
     const reply = await this.udpTry(upstream, msg, query, signal);
-    if (!reply || (reply.readUInt16BE(2) & FLAG_TC) === 0) return reply;
+    if (!reply || (reply.readUInt16BE(2) & F_TC) === 0) return reply;
     // The truncated reply still answers a UDP client (it retries over TCP itself) if TCP fails here.
     return (await this.tcpTry(upstream, msg, query, signal)) ?? reply;
   }
@@ -211,7 +212,7 @@ export class UpstreamForwarder implements Forwarder {
         resolve(reply);
       };
       const onAbort = () => done(undefined);
-      const entry: PendingTry = { address: plainAddress(upstream.address), port: upstream.port, msg, questionEnd: query.questionEnd, done };
+      const entry: PendingTry = { address: canonicalAddress(upstream.address), port: upstream.port, msg, questionEnd: query.questionEnd, done };
       s.pending.set(id, entry);
       const cancel = this.timer(() => done(undefined), this.tryTimeoutMs);
       signal.addEventListener('abort', onAbort);
@@ -274,7 +275,7 @@ export class UpstreamForwarder implements Forwarder {
       if (reply.length < 12) return;
       const p = s.pending.get(reply.readUInt16BE(0));
       // Anti-spoofing: the upstream's address and port, the ID and the question must all match.
-      if (!p || plainAddress(rinfo.address) !== p.address || rinfo.port !== p.port || !answersQuestion(reply, p.msg, p.questionEnd)) return;
+      if (!p || canonicalAddress(rinfo.address) !== p.address || rinfo.port !== p.port || !answersQuestion(reply, p.msg, p.questionEnd)) return;
       p.done(reply);
     });
     s.socket.on('error', (err) => {
@@ -313,10 +314,4 @@ function servfail(msg: Buffer, query: Query): Buffer {
 
 function upstreamKey(u: DnsUpstream): string {
   return `${u.address}/${u.port}`;
-}
-
-/** An address as compared with a reply's source: canonical text, without an IPv6 zone. */
-function plainAddress(address: string): string {
-  const bare = address.split('%')[0];
-  return net.isIPv6(bare) ? new net.SocketAddress({ address: bare, family: 'ipv6' }).address : bare;
 }

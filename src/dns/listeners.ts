@@ -1,7 +1,7 @@
-import { isIP } from 'node:net';
 import { describeChain } from '../errors';
 import { log } from '../log';
 import { Mutex } from '../mutex';
+import { canonicalAddress } from '../netaddr';
 import type { DnsNetwork, ListenerSpec } from './contract';
 
 /** Where tsnet's DNS listens (the listening half of DnsConfig). */
@@ -71,8 +71,9 @@ export class DnsListeners {
 
   /** An address and port tsnet listens on (or wants to): an upstream there would make a forwarding loop. */
   isOwn(address: string, port: number): boolean {
-    const a = normalise(address);
-    return this.wanted.some((s) => s.port === port && normalise(s.address) === a);
+    // Any spelling of an address matches; a zone (`fe80::1%eth0`, a router's resolver in resolv.conf) is part of it.
+    const a = canonicalAddress(address, true);
+    return this.wanted.some((s) => s.port === port && canonicalAddress(s.address, true) === a);
   }
 
   /** The specs with a bound listener now. */
@@ -122,16 +123,4 @@ export class DnsListeners {
     }, this.retryMs);
     this.timer.unref();
   }
-}
-
-/**
- * IPv4-mapped IPv6 and IPv6 spellings compare equal to the form a listener was given. A zone (`fe80::1%eth0`, as
- * resolv.conf may name a router's resolver) is kept apart: URL parsing rejects it, and it is part of the address.
- */
-function normalise(address: string): string {
-  const at = address.indexOf('%');
-  const plain = at < 0 ? address : address.slice(0, at);
-  const a = plain.toLowerCase().replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
-  const canonical = isIP(a) === 6 ? new URL(`http://[${a}]/`).hostname : a;
-  return at < 0 ? canonical : canonical + address.slice(at);
 }

@@ -5,9 +5,7 @@
  * `undefined`, never a throw or a long loop.
  */
 
-const HEADER_LEN = 12;
-export const FLAG_QR = 0x8000;
-export const FLAG_TC = 0x0200;
+import { F_QR, HEADER } from './wire';
 
 /** A name of 255 octets has at most 127 labels; more pointers than that can only be a loop. */
 const MAX_POINTERS = 127;
@@ -59,10 +57,10 @@ export function skipName(msg: Buffer, offset: number): number | undefined {
 
 /** The whole response: header, at most one question, every RR; undefined if any part is malformed or bytes trail it. */
 export function walkMessage(msg: Buffer): WalkedMessage | undefined {
-  if (msg.length < HEADER_LEN) return undefined;
+  if (msg.length < HEADER) return undefined;
   const qdcount = msg.readUInt16BE(4);
   if (qdcount > 1) return undefined;
-  let pos = HEADER_LEN;
+  let pos = HEADER;
   if (qdcount === 1) {
     const qEnd = skipName(msg, pos);
     if (qEnd === undefined || qEnd + 4 > msg.length) return undefined;
@@ -102,8 +100,8 @@ export function soaMinimum(msg: Buffer, rr: WalkedRR): number | undefined {
  * compared without case: part of accepting a reply only for the query it answers.
  */
 export function answersQuestion(reply: Buffer, query: Buffer, questionEnd: number): boolean {
-  if (reply.length < questionEnd || (reply.readUInt16BE(2) & FLAG_QR) === 0 || reply.readUInt16BE(4) !== 1) return false;
-  for (let i = HEADER_LEN; i < questionEnd; i++) {
+  if (reply.length < questionEnd || (reply.readUInt16BE(2) & F_QR) === 0 || reply.readUInt16BE(4) !== 1) return false;
+  for (let i = HEADER; i < questionEnd; i++) {
     if (asciiLower(reply[i]) !== asciiLower(query[i])) return false;
   }
   return true;

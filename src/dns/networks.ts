@@ -1,8 +1,7 @@
 import { assertNever } from '../errors';
+import { addressOf } from '../netaddr';
 import { bridgeGateways, type NetworkRecord } from '../store/records';
 import type { DnsNetwork } from './contract';
-
-const plain = (cidr: string) => cidr.split('/')[0] ?? cidr;
 
 /**
  * tsnet's networks as the DNS room sees them. Only a bridge network has host addresses its containers reach (its
@@ -21,7 +20,7 @@ export function dnsNetworks(records: ReadonlyArray<NetworkRecord>): DnsNetwork[]
 function hostAddresses(n: NetworkRecord): string[] {
   switch (n.mode) {
     case 'bridge':
-      return bridgeGateways(n.settings.inhibitIpv4, n.ipv4, n.ipv6).map(plain);
+      return bridgeGateways(n.settings.inhibitIpv4, n.ipv4, n.ipv6).map(addressOf);
     case 'macvlan':
     case 'ipvlan':
       return [];

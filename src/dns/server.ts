@@ -7,12 +7,10 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { tsnetError } from '../errors';
-import { excerpt, logSafely } from '../log';
-import { tryParseIp } from '../netaddr';
+import { errorExcerpt, logSafely } from '../log';
+import { canonicalAddress } from '../netaddr';
 import type { ListenerSpec, QueryContext, QueryHandler, Transport } from './contract';
 import { realTimer, type StartTimer } from './timer';
-
-export type { StartTimer } from './timer';
 
 export interface ListenerOptions {
   /** A TCP connection with nothing received for this long is closed (RFC 7766 suggests seconds). */
@@ -42,20 +40,10 @@ const DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxMessage: 4096,
 /** Attempts at finding a port free for both UDP and TCP when the spec asks for an ephemeral one. */
 const EPHEMERAL_TRIES = 8;
 
-/** A client address as QueryContext wants it: IPv4-mapped IPv6 as IPv4, no zone id. */
-export function normaliseSource(address: string): string {
-  const plain = address.split('%')[0];
-  return tryParseIp(plain)?.text ?? plain;
-}
-
-function describe(err: unknown): string {
-  return excerpt(err instanceof Error ? err.message : err);
-}
-
 /** Runs the handler; a throw or a rejection is logged and counts as "no reply". */
 function answer(handler: QueryHandler, msg: Buffer, ctx: QueryContext, reply: (r: Buffer | null) => void): void {
   const failed = (err: unknown) => {
-    logSafely('warn', 'dns: query handler failed', { transport: ctx.transport, error: describe(err) });
+    logSafely('warn', 'dns: query handler failed', { transport: ctx.transport, error: errorExcerpt(err) });
     reply(null);
   };
   try {
@@ -108,7 +96,8 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
   const where = `${spec.address}:${spec.port}`;
   const context = (transport: Transport, source: string): QueryContext => ({
     transport,
-    source: normaliseSource(source),
+    // As QueryContext wants it: IPv4-mapped IPv6 as IPv4, no zone id.
+    source: canonicalAddress(source),
     networkId: spec.networkId,
     localAddress: spec.address,
     mayForward: !spec.noForward,
@@ -209,8 +198,8 @@ export async function openListener(spec: ListenerSpec, handler: QueryHandler, op
     });
   });
   // A send to an unreachable client or a full buffer must not end the listener.
-  sock.on('error', (err) => logSafely('debug', 'dns: UDP socket error', { listener: where, error: describe(err) }));
-  tcp.on('error', (err) => logSafely('warn', 'dns: TCP listener error', { listener: where, error: describe(err) }));
+  sock.on('error', (err) => logSafely('debug', 'dns: UDP socket error', { listener: where, error: errorExcerpt(err) }));
+  tcp.on('error', (err) => logSafely('warn', 'dns: TCP listener error', { listener: where, error: errorExcerpt(err) }));
 
   return {
     address: spec.address,

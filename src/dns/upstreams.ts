@@ -14,9 +14,9 @@ import { log } from '../log';
 const logger = log.child({ component: 'dns-upstreams' });
 
 /** glibc uses at most three nameservers (MAXNS); so does tsnet. */
-export const MAX_NAMESERVERS = 3;
+const MAX_NAMESERVERS = 3;
 /** How often resolv.conf's stat (mtime, size, inode) is compared at most. */
-export const DEFAULT_CHECK_INTERVAL_MS = 2000;
+const DEFAULT_CHECK_INTERVAL_MS = 2000;
 
 /** The nameservers of a resolv.conf text, in order: IPv4 and IPv6 (with `%zone`); comments and options ignored. */
 export function parseResolvConf(text: string): DnsUpstream[] {

@@ -12,15 +12,16 @@ export const CLASS_IN = 1;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, BADVERS: 16 } as const;
 
 /** The UDP payload size tsnet advertises in its OPT records (the DNS flag day 2020 value: no IP fragmentation). */
-export const ADVERTISED_UDP_SIZE = 1232;
+const ADVERTISED_UDP_SIZE = 1232;
 /** A UDP reply to a query without EDNS never exceeds this (RFC 1035 §4.2.1). */
-export const CLASSIC_UDP_SIZE = 512;
-export const MAX_MESSAGE = 65535;
+const CLASSIC_UDP_SIZE = 512;
+const MAX_MESSAGE = 65535;
 
-const HEADER = 12;
-const F_QR = 0x8000;
+/** Header length and flags, also for message.ts's walk of upstream replies. */
+export const HEADER = 12;
+export const F_QR = 0x8000;
 const F_AA = 0x0400;
-const F_TC = 0x0200;
+export const F_TC = 0x0200;
 const F_RD = 0x0100;
 const F_RA = 0x0080;
 const F_CD = 0x0010;

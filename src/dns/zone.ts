@@ -5,7 +5,7 @@
 
 import type { ContainerInfo } from '../docker/contract';
 import { excerpt, logSafely } from '../log';
-import { type Cidr, offsetOf, tryParseCidr, tryParseIp } from '../netaddr';
+import { addressOf, type Cidr, offsetOf, tryParseCidr, tryParseIp } from '../netaddr';
 import type { DnsNetwork, Question, QueryContext } from './contract';
 import { CLASS_IN, RCODE, type ResourceRecord, TYPE } from './wire';
 
@@ -68,7 +68,7 @@ function validLabel(text: string): string | undefined {
 }
 
 /** The reverse name of an address, without the trailing dot, or undefined when it does not parse. */
-export function reverseName(address: string): string | undefined {
+function reverseName(address: string): string | undefined {
   const ip = tryParseIp(address);
   if (!ip) return undefined;
   if (!ip.v6) return `${ip.text.split('.').reverse().join('.')}.${IN_ADDR}`;
@@ -96,7 +96,7 @@ function addressOfReverse(name: string): string | undefined {
 function reverseZoneOf(cidr: Cidr): string {
   if (!cidr.v6) {
     const octets = Math.floor(cidr.prefix / 8);
-    const parts = cidr.text.split('/')[0].split('.').slice(0, octets).reverse();
+    const parts = addressOf(cidr.text).split('.').slice(0, octets).reverse();
     return [...parts, IN_ADDR].join('.');
   }
   const nibbles = Math.floor(cidr.prefix / 4);

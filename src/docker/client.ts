@@ -14,7 +14,7 @@ import type { ContainerInfo, ContainerNetwork, NetworkInfo } from './contract';
 /** The newest API version whose shapes tsnet knows; a newer server is spoken to in this one. */
 export const API_NEWEST = '1.47';
 /** dockerd 20.10 speaks 1.41; older servers lack fields tsnet reads. */
-export const API_OLDEST = '1.41';
+const API_OLDEST = '1.41';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Cap on one JSON answer (a list of thousands of containers is a few MiB). */
@@ -104,7 +104,7 @@ function endpointAliases(name: string, hostname: string, ep: z.infer<typeof endp
 }
 
 /** Parses a container inspect answer; undefined when the container is not running. */
-export function containerFromInspect(body: unknown): ContainerInfo | undefined {
+function containerFromInspect(body: unknown): ContainerInfo | undefined {
   const c = inspectSchema.parse(body);
   if (!c.State.Running) return undefined;
   const name = c.Name.replace(/^\//, '');

@@ -6,10 +6,10 @@ import { z } from 'zod';
 import type { DockerClient } from './client';
 
 /** Longer lines are dropped (a real event is a few hundred bytes; labels can make it a few KiB). */
-export const MAX_EVENT_LINE_BYTES = 256 * 1024;
+const MAX_EVENT_LINE_BYTES = 256 * 1024;
 
 /** What tsnet follows: the container and network actions that change a name or an address. */
-export const EVENT_FILTERS: Record<string, string[]> = {
+const EVENT_FILTERS: Record<string, string[]> = {
   type: ['container', 'network'],
   event: ['start', 'die', 'destroy', 'rename', 'create', 'connect', 'disconnect'],
 };

@@ -2,9 +2,11 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { QueryContext, QueryHandler } from '../../src/dns/contract';
 import { createResolver } from '../../src/dns/resolver';
-import { type DnsListener, normaliseSource, openListener, type StartTimer } from '../../src/dns/server';
+import { type DnsListener, openListener } from '../../src/dns/server';
+import type { StartTimer } from '../../src/dns/timer';
 import { buildZone } from '../../src/dns/zone';
 import { TsnetError } from '../../src/errors';
+import { canonicalAddress } from '../../src/netaddr';
 import { containers, decode, NET_FRONT, networks, query, udpAsk } from './dns-fixtures';
 
 /** A TCP client collecting framed replies. */
@@ -348,7 +350,7 @@ test('close() releases the port and ends open connections', async () => {
 });
 
 test('source addresses: IPv4-mapped IPv6 as IPv4, zone ids dropped', () => {
-  expect(normaliseSource('::ffff:172.30.0.9')).toBe('172.30.0.9');
-  expect(normaliseSource('fe80::1%eth0')).toBe('fe80::1');
-  expect(normaliseSource('FD00::0:5')).toBe('fd00::5');
+  expect(canonicalAddress('::ffff:172.30.0.9')).toBe('172.30.0.9');
+  expect(canonicalAddress('fe80::1%eth0')).toBe('fe80::1');
+  expect(canonicalAddress('FD00::0:5')).toBe('fd00::5');
 });

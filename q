@@ -1,3 +1,0 @@
-foo A
-bar A
-foo.net A
