@@ -107,6 +107,11 @@ export function describeChain(err: unknown): string {
   return parts.join(': ');
 }
 
+/** {@link describeChain} cut to `max` characters, for log lines whose errors carry text from outside (Docker's replies). */
+export function describeBriefly(err: unknown, max = 300): string {
+  return describeChain(err).slice(0, max);
+}
+
 /**
  * The default branch of a switch that covers every member of a union: the call compiles only while `x` is `never`,
  * so a new member (a kernel change, a mode) cannot be added without its case. Reaching it at run time means a

@@ -12,6 +12,7 @@ import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { DnsUpstream } from '../config';
+import { describeBriefly } from '../errors';
 import { log } from '../log';
 import { canonicalAddress } from '../netaddr';
 import { cacheKey, type DnsCache } from './cache';
@@ -132,7 +133,7 @@ export class UpstreamForwarder implements Forwarder {
       }
     } catch (err) {
       // A defect, not an upstream's failure: it would repeat for every query, so it is logged at warn once.
-      logger.log(this.defectLogged ? 'debug' : 'warn', 'forwarding failed', { error: err instanceof Error ? err.message.slice(0, 200) : 'unknown' });
+      logger.log(this.defectLogged ? 'debug' : 'warn', 'forwarding failed', { error: describeBriefly(err) });
       this.defectLogged = true;
       return servfail(msg, query);
     }

@@ -11,7 +11,7 @@
  * events and all later ones. The daemon keeps only its last 1,000 events, so the resync, not the replay, is what
  * makes a long outage safe; opening the stream before listing is what makes the window between them safe.
  */
-import { assertNever, describeChain } from '../errors';
+import { assertNever, describeBriefly } from '../errors';
 import { log } from '../log';
 import { DockerClient } from './client';
 import type { ContainerInfo, DockerFeed, DockerStatus, NetworkInfo } from './contract';
@@ -154,7 +154,7 @@ export class DockerEventFeed implements DockerFeed {
       }
       this.connection?.abort();
       if (this.isStopped()) return;
-      const error = describeChain(reason).slice(0, 300);
+      const error = describeBriefly(reason);
       this.setStatus({ up: false, error });
       this.warn(error);
       await this.sleep(this.backoff.next());
@@ -247,7 +247,7 @@ export class DockerEventFeed implements DockerFeed {
         if (gen === this.generation) this.applyContainer(id, info);
       } catch (err) {
         // The connection is probably gone; its end triggers a reconnect and a resync that repairs this entry.
-        if (gen === this.generation) logger.debug('inspecting a container failed', { container: id.slice(0, 12), error: describeChain(err).slice(0, 200) });
+        if (gen === this.generation) logger.debug('inspecting a container failed', { container: id.slice(0, 12), error: describeBriefly(err) });
       } finally {
         if (this.chains.get(id) === next) this.chains.delete(id);
         this.inFlight--;
@@ -278,7 +278,7 @@ export class DockerEventFeed implements DockerFeed {
         const networks = await this.client.listNetworks(signal);
         if (gen === this.generation) this.setNetworks(networks, false);
       } catch (err) {
-        if (gen === this.generation) logger.debug('listing networks failed', { error: describeChain(err).slice(0, 200) });
+        if (gen === this.generation) logger.debug('listing networks failed', { error: describeBriefly(err) });
       }
     });
   }
@@ -366,6 +366,6 @@ function callSafely(fn: () => void): void {
   try {
     fn();
   } catch (err) {
-    logger.error('a Docker feed listener failed', { error: describeChain(err).slice(0, 300) });
+    logger.error('a Docker feed listener failed', { error: describeBriefly(err) });
   }
 }
