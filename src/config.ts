@@ -19,6 +19,11 @@ export interface Config {
   nftTable: string;
   /** Docker API unix socket tsnet reads containers and events from (never on a plugin call's path). */
   dockerSocket: string;
+  /**
+   * How long a network, endpoint or address tsnet holds must be missing from Docker's API, continuously, before
+   * tsnet removes it as forgotten by dockerd (src/reclaim/).
+   */
+  reclaimGraceMs: number;
   dns: DnsConfig;
 }
 
@@ -70,6 +75,8 @@ export const DEFAULT_FW_MARK = 0x2000000;
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 export const DEFAULT_DNS_ZONE = 'tsnet';
 export const DEFAULT_DNS_TTL = 5;
+/** Longer than dockerd's ~15 s of retrying a Leave/DeleteEndpoint a plugin did not answer. */
+export const DEFAULT_RECLAIM_GRACE_S = 60;
 
 export const usage = `usage: tsnet [options]
   --socket PATH                unix socket to serve (default ${DEFAULT_SOCKET}; env TSNET_SOCKET)
@@ -82,6 +89,8 @@ export const usage = `usage: tsnet [options]
   --nft-table NAME             tsnet's nftables table, family inet (default tsnet; env TSNET_NFT_TABLE)
   --docker-socket PATH         Docker API socket for names and events (default ${DEFAULT_DOCKER_SOCKET};
                                env DOCKER_HOST=unix://PATH)
+  --reclaim-grace SECONDS      remove what dockerd no longer has after it was missing this long
+                               (default ${DEFAULT_RECLAIM_GRACE_S}; env TSNET_RECLAIM_GRACE)
   --dns-listen WHERE           gateways | ADDRESS | none; repeatable (default gateways: each bridge network's
                                gateway; env TSNET_DNS_LISTEN, ','-separated)
   --dns-port N                 port of every DNS listener (default 53; env TSNET_DNS_PORT)
@@ -126,6 +135,7 @@ export function loadConfig(argv: string[]): Config | 'help' {
       'fw-mark': { type: 'string' },
       'nft-table': { type: 'string' },
       'docker-socket': { type: 'string' },
+      'reclaim-grace': { type: 'string' },
       'dns-listen': { type: 'string', multiple: true },
       'dns-port': { type: 'string' },
       'dns-zone': { type: 'string' },
@@ -158,6 +168,7 @@ export function loadConfig(argv: string[]): Config | 'help' {
     fwMark,
     nftTable,
     dockerSocket: dockerSocket(values['docker-socket']),
+    reclaimGraceMs: 1000 * intOption('reclaim-grace', values['reclaim-grace'] ?? process.env.TSNET_RECLAIM_GRACE, DEFAULT_RECLAIM_GRACE_S, 0, 86400),
     dns: dnsConfig({
       listen: values['dns-listen'] ?? envCommaList('TSNET_DNS_LISTEN'),
       port: values['dns-port'] ?? process.env.TSNET_DNS_PORT,

@@ -462,7 +462,6 @@ export class TsnetDriver implements NetworkDriver {
     }
     const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
     const host: HostState = { links, routes: [...(await this.kernel.routes(false)), ...(await this.kernel.routes(true))] };
-    const fw = this.kernel.firewall;
     await this.forwarding.restore();
     const wanted = new Set<string>();
     // Parents first: a network's links (the shim) and its endpoints' go on them.
@@ -520,19 +519,25 @@ export class TsnetDriver implements NetworkDriver {
       log.info('reconcile: deleting orphan links', { links: orphans });
       await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
     }
-    // One transaction makes the table exactly what the store implies: lost rules come back, stale ones go.
-    if (!this.needsFirewall()) await fw.removeBase();
-    else {
-      const eps = [...this.endpoints.values()];
-      await fw.sync(
-        this.firewallViews(),
-        eps.flatMap((e) => e.ports ?? []),
-        eps.flatMap((e) => {
-          const net = this.networks.get(e.networkId);
-          return net ? this.noIccPorts(net, e) : [];
-        }),
-      );
-      for (const e of eps) if (e.ports) await this.ports.restore(e.id, e.ports);
-    }
+    await this.syncFirewall();
+    if (this.needsFirewall()) for (const e of this.endpoints.values()) if (e.ports) await this.ports.restore(e.id, e.ports);
+  }
+
+  /**
+   * One transaction makes tsnet's table exactly what the records imply (lost rules come back, stale ones go), or
+   * removes it when nothing needs it. Reconcile runs it at start; it must not overlap a plugin call's firewall change.
+   */
+  async syncFirewall(): Promise<void> {
+    const fw = this.kernel.firewall;
+    if (!this.needsFirewall()) return fw.removeBase();
+    const eps = [...this.endpoints.values()];
+    await fw.sync(
+      this.firewallViews(),
+      eps.flatMap((e) => e.ports ?? []),
+      eps.flatMap((e) => {
+        const net = this.networks.get(e.networkId);
+        return net ? this.noIccPorts(net, e) : [];
+      }),
+    );
   }
 }

@@ -50,6 +50,11 @@ export interface NetworkCommon {
   /** The driver options exactly as given (`-o`), for inspect; the mode's typed settings are what tsnet acts on. */
   options: Record<string, string>;
   createdAt: string;
+  /**
+   * Set in the commit that precedes the network's kernel work and cleared in a second commit once it is done, before
+   * dockerd gets its answer. A record still pending at start was never answered as a success: it is undone.
+   */
+  pending?: true;
 }
 
 /** A bridge network's options, parsed once at CreateNetwork (defaults filled in). */
@@ -149,6 +154,8 @@ export interface EndpointCommon {
   /** Published ports with the host ports chosen, while external connectivity is programmed. */
   ports?: FwPort[];
   createdAt: string;
+  /** As {@link NetworkCommon.pending}: CreateEndpoint's kernel work is not known to be done. */
+  pending?: true;
 }
 
 /** An endpoint of a bridge network: a veth pair. */

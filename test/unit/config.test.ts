@@ -90,3 +90,15 @@ describe('DNS and Docker options', () => {
     expect(refusal([], { DOCKER_HOST: 'tcp://10.0.0.1:2375' })).toContain('DOCKER_HOST "tcp://10.0.0.1:2375"');
   });
 });
+
+describe('reclaim grace', () => {
+  test('default 60 s; flag wins over TSNET_RECLAIM_GRACE; seconds become ms', () => {
+    expect(load([]).reclaimGraceMs).toBe(60_000);
+    expect(load([], { TSNET_RECLAIM_GRACE: '5' }).reclaimGraceMs).toBe(5_000);
+    expect(load(['--reclaim-grace', '0'], { TSNET_RECLAIM_GRACE: '5' }).reclaimGraceMs).toBe(0);
+  });
+
+  test.each([['-1'], ['1.5'], ['86401'], ['soon']])('refuses --reclaim-grace=%s naming the value', (v) => {
+    expect(refusal([`--reclaim-grace=${v}`])).toContain(`reclaim-grace "${v}"`);
+  });
+});
