@@ -317,3 +317,69 @@ describe('repeated creates (dockerd retries a call it got no answer to)', () => 
     }
   });
 });
+
+/**
+ * Join and ProgramExternalConnectivity commit before they build too, but need no pending state: what they add (a
+ * sandbox key, a macvlan child, published ports) stays a superset in the store, and dockerd, which got no answer,
+ * fails the container start and sends Revoke, Leave and DeleteEndpoint, which remove it whatever was done.
+ */
+describe('Join and ProgramExternalConnectivity cut off at any point', () => {
+  const EID3 = 'e'.repeat(64);
+  const PORT = [{ proto: 'sctp' as const, port: 9, hostPort: 40021, hostPortEnd: 40021 }];
+  const macvlan = childReq('macvlan', 'eth1', { networkId: NID2 });
+  async function made(killAt: number) {
+    const store = new SqliteStore(':memory:');
+    const kernel = new FakeKernel();
+    addNic(kernel, 'eth1');
+    const d = dying(store, kernel, killAt);
+    const driver = await TsnetDriver.load(d.store, d.kernel);
+    await driver.createNetwork(netReq());
+    await driver.createEndpoint(epReq(EID, { address: '172.28.5.2/16' }));
+    await driver.createNetwork(macvlan);
+    await endpoint(driver, EID2, '192.168.10.5/24', NID2);
+    return { store, kernel, driver, d };
+  }
+  const calls: Call[] = [
+    (d) => d.join({ networkId: NID, endpointId: EID, sandboxKey: '/var/run/docker/netns/a', options: {} }),
+    (d) => d.programExternalConnectivity({ networkId: NID, endpointId: EID, portBindings: PORT }),
+    (d) => d.join({ networkId: NID2, endpointId: EID2, sandboxKey: '/var/run/docker/netns/b', options: {} }),
+  ];
+  /** Commits and batches of the four creates above, then of the three calls. */
+  const SETUP = 11;
+  const POINTS = 4;
+
+  test('the calls pass the kill points swept below', async () => {
+    const { driver, d } = await made(Infinity);
+    expect(d.points()).toBe(SETUP);
+    for (const call of calls) await call(driver);
+    expect(d.points()).toBe(SETUP + POINTS);
+  });
+
+  test.each(Array.from({ length: POINTS }, (_, k) => k))('killed at point %i: after the restart, dockerd’s clean-up leaves the networks alone and the host port free', async (k) => {
+    const { store, kernel, d, driver } = await made(SETUP + k);
+    void (async () => {
+      for (const call of calls) await call(driver);
+    })().catch(() => undefined);
+    while (!d.dead()) await settle();
+    const restarted = await TsnetDriver.load(store, kernel);
+    await restarted.reconcile();
+    for (const [networkId, endpointId] of [
+      [NID, EID],
+      [NID2, EID2],
+    ]) {
+      await restarted.revokeExternalConnectivity(networkId, endpointId);
+      await restarted.leave(networkId, endpointId);
+      await restarted.deleteEndpoint(networkId, endpointId);
+    }
+    await restarted.drain();
+    expect(await store.all('endpoint')).toEqual([]);
+    expect([...kernel.linkMap.keys()].sort()).toEqual(['eth1', 'tsbr-aaaaaaaaaa']);
+    expect(kernel.firewall.ports.size).toBe(0);
+    // The host port is free again: the next container gets it.
+    await restarted.createEndpoint(epReq(EID3, { address: '172.28.5.3/16' }));
+    await restarted.join({ networkId: NID, endpointId: EID3, sandboxKey: '/var/run/docker/netns/c', options: {} });
+    await restarted.programExternalConnectivity({ networkId: NID, endpointId: EID3, portBindings: PORT });
+    expect([...kernel.firewall.ports.values()]).toEqual([expect.objectContaining({ hostPort: 40021, containerIp: '172.28.5.3' })]);
+    await restarted.stop();
+  });
+});
