@@ -509,17 +509,27 @@ export class TsnetDriver implements NetworkDriver {
    * stays pending for the next start. Endpoints first: a pending network cannot have any, but its records say so.
    */
   async undoPending(): Promise<void> {
-    for (const ep of [...this.endpoints.values()].filter((e) => e.pending)) {
-      await withLogContext({ networkId: ep.networkId, endpointId: ep.id }, async () => {
-        log.warn('undoing an endpoint whose create was cut off before dockerd got an answer');
-        await this.locks.run(ep.networkId, () => this.removeEndpoint(ep)).catch((err: unknown) => log.error('undoing a cut-off endpoint create failed', { error: describeChain(err) }));
-      });
+    // Each is looked up again under its lock: were this ever run beside plugin calls, a create in progress (pending
+    // until its lock is released) must not be taken for a cut-off one.
+    for (const { id, networkId } of [...this.endpoints.values()].filter((e) => e.pending)) {
+      await withLogContext({ networkId, endpointId: id }, () =>
+        this.locks.run(networkId, async () => {
+          const ep = this.endpoints.get(id);
+          if (!ep?.pending) return;
+          log.warn('undoing an endpoint whose create was cut off before dockerd got an answer');
+          await this.removeEndpoint(ep).catch((err: unknown) => log.error('undoing a cut-off endpoint create failed', { error: describeChain(err) }));
+        }),
+      );
     }
-    for (const net of [...this.networks.values()].filter((n) => n.pending)) {
-      await withLogContext({ networkId: net.id }, async () => {
-        log.warn('undoing a network whose create was cut off before dockerd got an answer');
-        await this.networkWide(net.id, () => this.removeNetwork(net)).catch((err: unknown) => log.error('undoing a cut-off network create failed', { error: describeChain(err) }));
-      });
+    for (const { id } of [...this.networks.values()].filter((n) => n.pending)) {
+      await withLogContext({ networkId: id }, () =>
+        this.networkWide(id, async () => {
+          const net = this.networks.get(id);
+          if (!net?.pending) return;
+          log.warn('undoing a network whose create was cut off before dockerd got an answer');
+          await this.removeNetwork(net).catch((err: unknown) => log.error('undoing a cut-off network create failed', { error: describeChain(err) }));
+        }),
+      );
     }
     // What reconcile reads of the kernel next must not hold the links being undone.
     await this.reaper.flush();

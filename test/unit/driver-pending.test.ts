@@ -383,3 +383,18 @@ describe('Join and ProgramExternalConnectivity cut off at any point', () => {
     await restarted.stop();
   });
 });
+
+test('undoPending beside a create in progress leaves it alone: pending only until its lock is released, then done', async () => {
+  const { store, kernel, driver } = await setup();
+  await driver.createNetwork(netReq());
+  const held = kernel.pauseAt((c) => c.call === 'apply' && c.change.op === 'veth.add');
+  const creating = driver.createEndpoint(epReq(EID, { address: '172.28.5.2/16' }));
+  await held.reached;
+  expect((await store.all('endpoint'))[0]).toMatchObject({ id: EID, pending: true });
+  const undoing = driver.undoPending();
+  held.release();
+  await Promise.all([creating, undoing]);
+  expect(driver.state().endpoints).toEqual([expect.objectContaining({ id: EID })]);
+  expect((await store.all('endpoint'))[0]).not.toHaveProperty('pending');
+  expect(kernel.linkMap.get('tsvbbbbbbbbbbbb')).toMatchObject({ master: 'tsbr-aaaaaaaaaa', up: true });
+});
