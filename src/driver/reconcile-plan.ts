@@ -225,9 +225,17 @@ export function firewallPatch(plan: readonly Repair[]): FwPatch | undefined {
   return patch;
 }
 
-/** Drops the sysctl writes the host already has; the rest of the steps' changes stay in order. */
-function unset(changes: readonly KernelChange[], sysctls: ReadonlyMap<string, string | undefined>): KernelChange[] {
-  return changes.filter((c) => c.op !== 'sysctl.set' || sysctls.get(c.key) !== c.value);
+const CREATES: ReadonlySet<KernelChange['op']> = new Set(['bridge.add', 'veth.add', 'macvlan.add', 'ipvlan.add', 'vlan.add', 'dummy.add']);
+
+/**
+ * The steps' changes without the sysctl writes the host already has, in order. A link the steps make keeps every
+ * write of its own (its sysctls start at the host's defaults, whatever was read under its name before).
+ */
+function stepChanges(steps: ReturnType<BoundNetwork['repairSteps']>, sysctls: ReadonlyMap<string, string | undefined>): Array<{ step: string; changes: KernelChange[] }> {
+  const all = steps.map((s) => ({ step: s.name, changes: 'changes' in s ? s.changes : [] }));
+  const made = all.flatMap((s) => s.changes.flatMap((c) => (CREATES.has(c.op) && 'name' in c ? [`/${c.name}/`] : [])));
+  const needed = (c: KernelChange) => c.op !== 'sysctl.set' || sysctls.get(c.key) !== c.value || made.some((m) => c.key.includes(m));
+  return all.map((s) => ({ ...s, changes: s.changes.filter(needed) })).filter((s) => s.changes.length > 0);
 }
 
 /** The plan: see the module comment. Repairs come in the order they must be applied. */
@@ -243,17 +251,15 @@ export function planReconcile(input: ReconcileInput): Repair[] {
   const wanted = new Set<string>();
   for (const p of input.parents) {
     wanted.add(p.link);
-    for (const s of parentRepairSteps(p, links.get(p.link))) {
-      const changes = 'changes' in s ? unset(s.changes, sysctls) : [];
-      if (changes.length > 0) plan.push({ kind: 'parent', parent: p.link, changes, why: whyChanges(changes, links, sysctls) });
+    for (const { changes } of stepChanges(parentRepairSteps(p, links.get(p.link)), sysctls)) {
+      plan.push({ kind: 'parent', parent: p.link, changes, why: whyChanges(changes, links, sysctls) });
     }
   }
   const modes = new Map(input.networks.map((n) => [n.id, modeOf(n)]));
   for (const [id, mode] of modes) {
     for (const l of mode.networkLinks()) wanted.add(l);
-    for (const s of mode.repairSteps(links)) {
-      const changes = 'changes' in s ? unset(s.changes, sysctls) : [];
-      if (changes.length > 0) plan.push({ kind: 'network', networkId: id, step: s.name, changes, why: whyChanges(changes, links, sysctls) });
+    for (const { step, changes } of stepChanges(mode.repairSteps(links), sysctls)) {
+      plan.push({ kind: 'network', networkId: id, step, changes, why: whyChanges(changes, links, sysctls) });
     }
   }
   const host = { links, routes: input.routes };
