@@ -14,7 +14,8 @@
  * Env: BENCH_RESTART_N (comma-separated endpoint counts, default 300,1000,3000), BENCH_RESTART_REPS (3),
  * BENCH_RESTART_TREES (`label=path,...`, trees holding a built dist/main.js; default this repository as "this"),
  * BENCH_RESTART_PORTS (published ports on the first endpoints, default 20; host ports from 41000).
- * Results: bench/results/<date>-restart.{json,md}.
+ * BENCH_RESTART_SANDBOX=host leaves the container ends in the host namespace (bench/run.ts (e)'s endpoints).
+ * Results: bench/results/<date>-restart[-host-sandbox].{json,md}.
  *
  * Networks of at most 1,000 endpoints (a Linux bridge takes 1,023 ports) on 10.240.0.0/16, 10.241.0.0/16, ...;
  * everything the bench made (namespace, links, nft tables, the DOCKER-USER rule) is removed at the end and on failure.
@@ -267,7 +268,7 @@ async function benchSize(n: number): Promise<Run[]> {
 }
 
 function report(runs: Run[], facts: Record<string, unknown>): string {
-  const rows = [['N', 'tree', 'spawn → listening (ms, median)', 'listening → ready (ms, median)', 'reconcileMs (median)', 'ip/nft runs in reconcile', 'lost veths', 'runs']];
+  const rows = [['N', 'tree', 'spawn → listening (ms, median)', 'listening → ready (ms, median)', 'reconcileMs (median)', 'changes logged in reconcile (ip, nft, sysctl; median)', 'lost veths', 'runs']];
   for (const n of SIZES) {
     for (const tree of TREES) {
       const rs = runs.filter((r) => r.n === n && r.tree === tree.label);
@@ -288,7 +289,8 @@ function report(runs: Run[], facts: Record<string, unknown>): string {
     '# tsnet restart bench (kill -9, restart, reconcile)',
     '',
     `Host ${String(facts.hostname)}, ${String(facts.nproc)} CPUs, kernel ${String(facts.kernel)}, ${String(facts.date)}; ${REPS} restarts per tree and N, interleaved.`,
-    `Endpoints joined, container ends in one namespace; ${PORTS} published ports on the first network. Targets: listening ≤ 200 ms, ready ≤ 1,000 ms at 1,000 endpoints, ≤ 5,000 ms at 10,000.`,
+    `Endpoints joined, container ends ${SANDBOX === 'host' ? 'left in the host namespace (a Join with a dummy sandbox, as bench/run.ts (e) makes them)' : 'moved into one namespace (the sandboxes)'}; ${PORTS} published ports on the first network.`,
+    'Targets: listening ≤ 200 ms, ready ≤ 1,000 ms at 1,000 endpoints, ≤ 5,000 ms at 10,000.',
     '',
     mdTable(rows),
     '',
@@ -297,6 +299,7 @@ function report(runs: Run[], facts: Record<string, unknown>): string {
 
 async function main(): Promise<void> {
   const facts = {
+    sandbox: SANDBOX,
     hostname: os.hostname(),
     nproc: os.cpus().length,
     kernel: os.release(),
@@ -307,7 +310,7 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   for (const n of SIZES) runs.push(...(await benchSize(n)));
   const md = report(runs, facts);
-  const base = path.join(RESULTS_DIR, `${facts.date.slice(0, 10)}-restart`);
+  const base = path.join(RESULTS_DIR, `${facts.date.slice(0, 10)}-restart${SANDBOX === 'host' ? '-host-sandbox' : ''}`);
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   fs.writeFileSync(`${base}.json`, JSON.stringify({ facts, runs }, null, 2) + '\n');
   fs.writeFileSync(`${base}.md`, md);

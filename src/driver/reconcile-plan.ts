@@ -6,6 +6,7 @@ import type { EndpointRecord, NetworkRecord, ParentRecord } from '../store/recor
 import type { BoundNetwork } from './mode';
 import { modeOf } from './modes';
 import { parentRepairSteps } from './parent';
+import { linkCreated } from './steps';
 
 /**
  * Reconcile's decision, pure: from the records and the host as read once in bulk (links with their addresses,
@@ -125,36 +126,20 @@ export function describeRepair(r: Repair): string {
   }
 }
 
-/** Why a repair step's changes are needed, from what the host shows. */
+/** Why a repair step's change is needed, from what the host shows. */
+function whyChange(c: KernelChange, links: ReadonlyMap<string, LinkInfo>, sysctls: ReadonlyMap<string, string | undefined>): string {
+  const made = linkCreated(c);
+  if (made !== undefined) return links.has(made) ? describeChange(c) : `${made} is missing`;
+  if (c.op === 'addr.add') return `${c.cidr} missing on ${c.dev}`;
+  if (c.op === 'link.up') return `${c.name} is down`;
+  if (c.op === 'link.master') return `${c.name} is not on ${c.master}`;
+  if (c.op === 'route.add') return `no route ${c.dst} dev ${c.dev}`;
+  if (c.op === 'sysctl.set') return `${c.key} is ${sysctls.get(c.key) ?? 'unread'}`;
+  return describeChange(c);
+}
+
 function whyChanges(changes: readonly KernelChange[], links: ReadonlyMap<string, LinkInfo>, sysctls: ReadonlyMap<string, string | undefined>): string {
-  const reasons = changes.map((c) => {
-    switch (c.op) {
-      case 'addr.add':
-        return `${c.cidr} missing on ${c.dev}`;
-      case 'link.up':
-        return `${c.name} is down`;
-      case 'link.master':
-        return `${c.name} is not on ${c.master}`;
-      case 'route.add':
-        return `no route ${c.dst} dev ${c.dev}`;
-      case 'sysctl.set':
-        return `${c.key} is ${sysctls.get(c.key) ?? 'unread'}`;
-      case 'bridge.add':
-      case 'veth.add':
-      case 'macvlan.add':
-      case 'ipvlan.add':
-      case 'vlan.add':
-      case 'dummy.add':
-        return links.has(c.name) ? describeChange(c) : `${c.name} is missing`;
-      case 'link.del':
-      case 'addr.del':
-      case 'route.del':
-        return describeChange(c);
-      default:
-        return assertNever(c, 'kernel change');
-    }
-  });
-  return [...new Set(reasons)].join(', ');
+  return [...new Set(changes.map((c) => whyChange(c, links, sysctls)))].join(', ');
 }
 
 /** The host's links once `gone` are deleted: a veth takes its peer along, a parent its stacked children. */
@@ -225,15 +210,13 @@ export function firewallPatch(plan: readonly Repair[]): FwPatch | undefined {
   return patch;
 }
 
-const CREATES: ReadonlySet<KernelChange['op']> = new Set(['bridge.add', 'veth.add', 'macvlan.add', 'ipvlan.add', 'vlan.add', 'dummy.add']);
-
 /**
  * The steps' changes without the sysctl writes the host already has, in order. A link the steps make keeps every
  * write of its own (its sysctls start at the host's defaults, whatever was read under its name before).
  */
 function stepChanges(steps: ReturnType<BoundNetwork['repairSteps']>, sysctls: ReadonlyMap<string, string | undefined>): Array<{ step: string; changes: KernelChange[] }> {
   const all = steps.map((s) => ({ step: s.name, changes: 'changes' in s ? s.changes : [] }));
-  const made = all.flatMap((s) => s.changes.flatMap((c) => (CREATES.has(c.op) && 'name' in c ? [`/${c.name}/`] : [])));
+  const made = all.flatMap((s) => s.changes.flatMap((c) => linkCreated(c) ?? [])).map((name) => `/${name}/`);
   const needed = (c: KernelChange) => c.op !== 'sysctl.set' || sysctls.get(c.key) !== c.value || made.some((m) => c.key.includes(m));
   return all.map((s) => ({ ...s, changes: s.changes.filter(needed) })).filter((s) => s.changes.length > 0);
 }
