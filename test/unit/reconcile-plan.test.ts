@@ -192,4 +192,19 @@ describe('reconcile applies the plan', () => {
     expect(h.kernel.linkMap.get(HOST_VETH)?.master).toBeUndefined();
     expect(h.kernel.linkMap.has('tsv000000000000')).toBe(false);
   });
+
+  test('syncFirewall (drift repair) patches what differs, and nothing when nothing does', async () => {
+    const h = await converged();
+    const calls = h.kernel.firewall.calls.length;
+    await h.driver.syncFirewall();
+    expect(h.kernel.firewall.calls.slice(calls)).toEqual(['inspect']);
+    h.kernel.firewall.networks.delete(BRIDGE);
+    await h.driver.syncFirewall();
+    // bridges, pairs and masq lost their element: one patch of three.
+    expect(h.kernel.firewall.calls.slice(calls)).toEqual(['inspect', 'inspect', 'sync patch 3']);
+    expect(h.kernel.firewall.networks.has(BRIDGE)).toBe(true);
+    h.kernel.firewall.damaged = 'chain inet forward is missing';
+    await h.driver.syncFirewall();
+    expect(h.kernel.firewall.calls.slice(-1)).toEqual(['sync']);
+  });
 });
