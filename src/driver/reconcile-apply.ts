@@ -77,7 +77,8 @@ async function applyUnits(kernel: Kernel, units: Unit[]): Promise<Set<Repair>> {
  * transaction, then the host ports. An empty plan runs nothing (the firewall only takes its wanted state in memory).
  */
 export async function applyPlan(plan: readonly Repair[], target: ApplyTarget): Promise<void> {
-  for (const r of plan) withLogContext(idsOf(r), () => log.info(`reconcile: ${describeRepair(r)}`));
+  // What tsnet cannot restore is for the operator or dockerd to act on.
+  for (const r of plan) withLogContext(idsOf(r), () => log.log(r.kind === 'link-lost' || r.kind === 'endpoint-lost' ? 'warn' : 'info', `reconcile: ${describeRepair(r)}`));
   const units = plan.flatMap((r) => unitOf(r) ?? []);
   await target.claimForwarding(units.flatMap((u) => (u.removal ? [] : u.changes)));
   const failed = units.length > 0 ? await applyUnits(target.kernel, units) : new Set<Repair>();

@@ -40,6 +40,8 @@ export interface ReconcileInput {
 export type Repair =
   | { kind: 'tombstone'; link: string; present: boolean; why: string }
   | { kind: 'parent'; parent: string; changes: KernelChange[]; why: string }
+  /** A link records need that tsnet does not own and cannot make (a NIC parent, an adopted bridge). */
+  | { kind: 'link-lost'; link: string; networkIds: string[]; why: string }
   | { kind: 'network'; networkId: string; step: string; changes: KernelChange[]; why: string }
   | { kind: 'endpoint-changes'; networkId: string; endpointId: string; changes: KernelChange[]; why: string }
   | { kind: 'endpoint-rebuild'; networkId: string; endpointId: string; changes: KernelChange[]; why: string }
@@ -100,6 +102,8 @@ export function describeRepair(r: Repair): string {
       return r.present ? `delete link ${r.link} (${r.why})` : `forget tombstone of ${r.link} (${r.why})`;
     case 'parent':
       return `parent ${r.parent}: ${changesText(r.changes)} (${r.why})`;
+    case 'link-lost':
+      return `link ${r.link} of network ${r.networkIds.map(short).join(', ')} is missing: recreate it to restore the network (${r.why})`;
     case 'network':
       return `network ${short(r.networkId)}: ${r.step}: ${changesText(r.changes)} (${r.why})`;
     case 'endpoint-changes':
@@ -234,6 +238,7 @@ export function planReconcile(input: ReconcileInput): Repair[] {
   const wanted = new Set<string>();
   for (const p of input.parents) {
     wanted.add(p.link);
+    if (!p.owned && !links.has(p.link)) plan.push({ kind: 'link-lost', link: p.link, networkIds: p.users, why: 'tsnet did not create it, so it does not make it' });
     for (const { changes } of stepChanges(parentRepairSteps(p, links.get(p.link)), sysctls)) {
       plan.push({ kind: 'parent', parent: p.link, changes, why: whyChanges(changes, links, sysctls) });
     }
@@ -241,9 +246,12 @@ export function planReconcile(input: ReconcileInput): Repair[] {
   const modes = new Map(input.networks.map((n) => [n.id, modeOf(n)]));
   for (const [id, mode] of modes) {
     for (const l of mode.networkLinks()) wanted.add(l);
-    for (const { step, changes } of stepChanges(mode.repairSteps(links), sysctls)) {
-      plan.push({ kind: 'network', networkId: id, step, changes, why: whyChanges(changes, links, sysctls) });
+    const steps = stepChanges(mode.repairSteps(links), sysctls);
+    const made = new Set(steps.flatMap((s) => s.changes.flatMap((c) => linkCreated(c) ?? [])));
+    for (const l of mode.networkLinks()) {
+      if (!links.has(l) && !made.has(l)) plan.push({ kind: 'link-lost', link: l, networkIds: [id], why: 'tsnet adopted it, so it does not make it' });
     }
+    for (const { step, changes } of steps) plan.push({ kind: 'network', networkId: id, step, changes, why: whyChanges(changes, links, sysctls) });
   }
   const host = { links, routes: input.routes };
   const kept: EndpointRecord[] = [];

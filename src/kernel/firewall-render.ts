@@ -268,7 +268,12 @@ export function wantedElements(want: FwWant): FwElements {
     ...want.networks.flatMap(networkElements),
     ...want.ports.map(portElement),
   ];
-  for (const [set, item] of items) if (!out[set].includes(item)) out[set].push(item);
+  const seen = new Set<string>();
+  for (const [set, item] of items) {
+    if (seen.has(`${set} ${item}`)) continue;
+    seen.add(`${set} ${item}`);
+    out[set].push(item);
+  }
   return out;
 }
 

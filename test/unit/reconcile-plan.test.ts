@@ -73,6 +73,7 @@ const summary = (plan: Repair[]) =>
       case 'parent':
         return `${r.kind} ${r.changes.map((c) => c.op + ('name' in c ? ` ${c.name}` : 'key' in c ? ` ${c.key}` : ` ${c.dev} ${'cidr' in c ? c.cidr : c.dst}`)).join(' ')}`;
       case 'endpoint-drop':
+      case 'link-lost':
       case 'endpoint-lost':
       case 'firewall-hook':
       case 'firewall-remove':
@@ -137,6 +138,16 @@ describe('planReconcile', () => {
       'no record left: own links are orphans, the table goes',
       (_h, i) => ({ ...i, networks: [], endpoints: [] }),
       [`orphan ${BRIDGE}`, `orphan ${HOST_VETH}`, 'orphan tscbbbbbbbbbbbb', `orphan ${JOINED_VETH}`, 'firewall-remove'],
+    ],
+    [
+      'adopted bridge gone → said, not made (it is the operator\'s)',
+      (_h, i) => withLink({ ...i, networks: i.networks.map((n) => (n.mode === 'bridge' ? { ...n, ownsBridge: false } : n)) }, BRIDGE, undefined),
+      ['link-lost'],
+    ],
+    [
+      'foreign parent NIC gone → said, not made',
+      (_h, i) => ({ ...i, parents: [{ link: 'eth9', owned: false, spec: { kind: 'nic' }, users: ['f'.repeat(64)] }] }),
+      ['link-lost'],
     ],
     ['endpoint of a network without record → drop the record', (_h, i) => ({ ...i, endpoints: [...i.endpoints, { ...i.endpoints[0], id: 'e'.repeat(64), networkId: 'f'.repeat(64) }] }), ['endpoint-drop']],
   ];
