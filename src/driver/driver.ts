@@ -485,7 +485,11 @@ export class TsnetDriver implements NetworkDriver {
     return {
       kernel: this.kernel,
       store: this.store,
-      claimForwarding: (changes) => this.forwarding.claim([{ name: 'reconcile', changes }]),
+      claimForwarding: async (changes) => {
+        const before = this.forwarding.families.length;
+        await this.forwarding.claim([{ name: 'reconcile', changes }]);
+        return this.forwarding.families.length !== before;
+      },
       forgetEndpoints: (ids) => ids.forEach((id) => this.endpoints.delete(id)),
       firewallWant: () => firewallWant([...this.networks.values()], [...this.endpoints.values()], this.forwarding.families, links),
       restorePorts: (id, ports) => this.ports.restore(id, ports),

@@ -11,8 +11,11 @@ import { isAlreadyGone } from './teardown';
 export interface ApplyTarget {
   kernel: Kernel;
   store: Store;
-  /** Before the kernel work: records and guards forwarding the changes switch on (see forwarding.ts). */
-  claimForwarding(changes: KernelChange[]): Promise<void>;
+  /**
+   * Before the kernel work: records and guards forwarding the changes switch on (see forwarding.ts); true when it
+   * changed the firewall (which then no longer is what the plan inspected).
+   */
+  claimForwarding(changes: KernelChange[]): Promise<boolean>;
   /** Forgets endpoints whose records were dropped (their removal is committed by then). */
   forgetEndpoints(ids: string[]): void;
   /** The firewall's wanted state, asked for after the kernel work (a forward guard claimed meanwhile included). */
@@ -80,7 +83,7 @@ export async function applyPlan(plan: readonly Repair[], target: ApplyTarget): P
   // What tsnet cannot restore is for the operator or dockerd to act on.
   for (const r of plan) withLogContext(idsOf(r), () => log.log(r.kind === 'link-lost' || r.kind === 'endpoint-lost' ? 'warn' : 'info', `reconcile: ${describeRepair(r)}`));
   const units = plan.flatMap((r) => unitOf(r) ?? []);
-  await target.claimForwarding(units.flatMap((u) => (u.removal ? [] : u.changes)));
+  const guarded = await target.claimForwarding(units.flatMap((u) => (u.removal ? [] : u.changes)));
   const failed = units.length > 0 ? await applyUnits(target.kernel, units) : new Set<Repair>();
 
   const tombstones = plan.flatMap((r) => (r.kind === 'tombstone' && !failed.has(r) ? [r.link] : []));
@@ -93,7 +96,7 @@ export async function applyPlan(plan: readonly Repair[], target: ApplyTarget): P
   const fw = target.kernel.firewall;
   const want = target.firewallWant();
   if (plan.some((r) => r.kind === 'firewall-remove')) await fw.removeBase();
-  else if (plan.some((r) => r.kind === 'firewall-sync')) await fw.sync(want);
+  else if (guarded || plan.some((r) => r.kind === 'firewall-sync')) await fw.sync(want);
   else if (firewallNeeded(want)) await fw.sync(want, firewallPatch(plan) ?? { add: noElements(), remove: noElements(), hook: false });
 
   for (const r of plan) if (r.kind === 'ports') await target.restorePorts(r.endpointId, r.ports);

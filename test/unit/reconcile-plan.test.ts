@@ -218,4 +218,16 @@ describe('reconcile applies the plan', () => {
     await h.driver.syncFirewall();
     expect(h.kernel.firewall.calls.slice(-1)).toEqual(['sync']);
   });
+
+  test('forwarding found off (host reset it): tsnet claims it, guards it, and the table is rebuilt whole', async () => {
+    const h = await converged();
+    h.kernel.sysctls.set('net/ipv4/ip_forward', '0');
+    const calls = h.kernel.firewall.calls.length;
+    await (await TsnetDriver.load(h.store, h.kernel)).reconcile();
+    expect(h.kernel.sysctls.get('net/ipv4/ip_forward')).toBe('1');
+    // The guard went in before forwarding was switched on; then one full sync (the inspection no longer holds).
+    expect(h.kernel.firewall.calls.slice(calls)).toEqual(['inspect', 'setForwardGuard ipv4', 'sync']);
+    expect([...h.kernel.firewall.guard]).toEqual(['ipv4']);
+    expect(h.kernel.firewall.networks.has(BRIDGE)).toBe(true);
+  });
 });
