@@ -4,7 +4,7 @@ import { DaemonConfig, timedStart } from '../harness/dockerd-restart';
 import { dockerView, type DockerView, tsnetState } from '../harness/endpoints';
 import { eventually, patient, sleep } from '../harness/exec';
 import { describeE2E } from '../harness/host';
-import { tcpFrom } from '../harness/hostns';
+import { HostNs, tcpFrom } from '../harness/hostns';
 import { makePeer, type Peer, removePeer } from '../harness/lan';
 import { acceptServer, connectProbe, describeLoss, iperfRun, iperfServer, pingRun, type ProbeResult, type PingResult, type Server, stalls, type StreamResult, type Where } from '../harness/traffic';
 import { type E2EEnv, setupE2E } from '../harness/tsnet';
@@ -104,6 +104,41 @@ function summary(outcomes: Outcome[]): string {
 async function pidOf(env: E2EEnv, container: string): Promise<number> {
   return Number(await env.docker.docker(['inspect', '-f', '{{.State.Pid}}', container]));
 }
+
+describeE2E('restarts under traffic: tsnet on a host where it turned forwarding on (started before dockerd at boot)', () => {
+  let h: HostNs | undefined;
+  let server: Server | undefined;
+  afterEach(async () => {
+    await server?.stop();
+    await h?.destroy();
+    h = undefined;
+  });
+
+  test.each(['SIGTERM', 'kill -9'])('%s and an immediate start lose no ping and break no stream to the LAN', async (how) => {
+    h = await HostNs.create({ 'net/ipv4/ip_forward': '0' });
+    const lan = await h.lan('rsl', `rsl${TAG}`, '10.231.0', { defaultRoute: true });
+    const net = await h.network('10.232.0');
+    expect(await h.sysctl('net/ipv4/ip_forward')).toBe('1');
+    const a = await h.container(net, 2);
+    const b = await h.container(net, 3);
+    server = await acceptServer({ netns: lan.ns }, 7001, h.dir);
+    const flows: Flow[] = [
+      { kind: 'ping', name: 'ping container→container', from: { netns: a.ns }, to: b.ip },
+      { kind: 'ping', name: 'ping container→LAN (NAT)', from: { netns: a.ns }, to: lan.peerIp },
+      { kind: 'stream', name: 'iperf3 container→LAN (NAT)', server: { netns: lan.ns }, serverPort: 5202, from: { netns: a.ns }, to: lan.peerIp, port: 5202 },
+      { kind: 'connect', name: 'new connections container→LAN (NAT)', from: { netns: b.ns }, to: lan.peerIp, port: 7001 },
+    ];
+    const tsnet = h.tsnet;
+    const r = await underTraffic(flows, h.dir, async () => {
+      if (how === 'SIGTERM') await tsnet.stop();
+      else await tsnet.kill9();
+      await tsnet.start();
+    });
+    console.info(`tsnet ${how} (forwarding claimed) at ${r.window[0]}-${r.window[1]} ms:\n${summary(r.outcomes)}`);
+    expect(r.window[1]).toBeLessThan(TRAFFIC_S * 1000 - 2_000);
+    expect(r.problems).toEqual([]);
+  });
+});
 
 describeE2E('restarts under traffic (dockerd, tsnet, LAN and macvlan)', () => {
   const daemonConfig = new DaemonConfig();
