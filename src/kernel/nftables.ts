@@ -141,7 +141,12 @@ export class NftFirewall implements Firewall {
   async setForwardGuard(family: FwFamily): Promise<void> {
     if (this.guard.has(family)) return;
     this.guard.add(family);
-    await this.add(renderForwardGuard(family, this.table), () => this.guard.delete(family));
+    const lines = renderForwardGuard(family, this.table);
+    // A restarted tsnet finds its table still full in the kernel: the element goes in alone. A rebuild from memory,
+    // which holds no network before reconcile's sync, would empty every set and drop the containers' forwarded
+    // traffic until that sync.
+    if (!this.baseReady && (await this.run(lines.join('\n'))).code === 0) return;
+    await this.add(lines, () => this.guard.delete(family));
   }
 
   async refreshDockerBridges(): Promise<void> {
