@@ -114,8 +114,8 @@ export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Deci
     if (a.kind === 'gateway' || gone.has(a.poolId) || shown.has(a.address) || reserved.has(`${a.poolId}|${a.address}`)) continue;
     candidates.push({ kind: 'address', poolId: a.poolId, address: a.address, token: a.token, why: 'no gateway, aux or endpoint address Docker shows' });
   }
-  if (candidates.length === 0) return { kind: 'decided', candidates };
   const evidence = evidenceOf(live.length, live.some((n) => docker.has(n.id)), view, ipamNets.length > 0, opts);
+  if (candidates.length === 0) return { kind: 'decided', candidates, ...(evidence === undefined ? {} : { evidence }) };
   if (evidence === undefined) {
     const reason =
       live.length > 0
