@@ -204,31 +204,16 @@ test('one failing inspect (a partial read) decides nothing', async () => {
   expect(w.endpoints()).toEqual([EID]);
 });
 
-test('the second look failing removes nothing', async () => {
-  const w = await world();
-  forgetContainer(w);
-  await lookOnce(w);
-  w.docker.failing.add('/info');
-  await graceOver(w);
-  expect(w.endpoints()).toEqual([EID]);
-  expect(w.addresses()).toContain('172.28.5.10');
-});
-
-test('Docker API down during the grace: missing all along is not known, nothing removed', async () => {
-  const w = await world();
-  forgetContainer(w);
-  await lookOnce(w);
-  w.feed.down();
-  await graceOver(w);
-  expect(w.endpoints()).toEqual([EID]);
-});
-
-test('back in Docker by the second look: kept', async () => {
+test.each<[string, (w: World, saved: FakeNetwork['endpoints']) => void]>([
+  ['the second look fails (a partial read)', (w) => w.docker.failing.add('/info')],
+  ['Docker API goes down (missing all along is not known)', (w) => w.feed.down()],
+  ['the endpoint is back in Docker', (w, saved) => (w.net.endpoints = saved)],
+])('during the grace %s: nothing removed', async (_what, during) => {
   const w = await world();
   const saved = w.net.endpoints;
   forgetContainer(w);
   await lookOnce(w);
-  w.net.endpoints = saved;
+  during(w, saved);
   await graceOver(w);
   expect(w.endpoints()).toEqual([EID]);
   expect(w.addresses()).toContain('172.28.5.10');
@@ -285,4 +270,28 @@ test('stop during the grace: nothing removed, the pass ends', async () => {
   await lookOnce(w);
   await w.reclaim.stop();
   expect(w.endpoints()).toEqual([EID]);
+});
+
+test('IPAM forget applies only to the allocation looked at: a pool whose references changed, an address allocated again', async () => {
+  const store = new SqliteStore(':memory:');
+  const ipam = await TsnetIpam.load(store, { defaultPoolsV4: [], defaultPoolsV6: [], hostRoutes: async () => [] });
+  const req = { addressSpace: '', pool: '10.61.0.0/24', subPool: '', options: {}, v6: false };
+  const { poolId } = await ipam.requestPool(req);
+  await ipam.requestAddress({ poolId, address: '10.61.0.7', options: {} });
+  const seen = ipam.allocations();
+  const poolToken = seen.pools[0].token;
+  const addrToken = seen.addresses[0].token;
+  await ipam.releaseAddress(poolId, '10.61.0.7');
+  await ipam.requestAddress({ poolId, address: '10.61.0.7', options: {} });
+  expect(await ipam.forgetAddress(poolId, '10.61.0.7', addrToken)).toBe(false);
+  await ipam.requestPool(req);
+  expect(await ipam.forgetPool(poolId, poolToken)).toBe(false);
+  expect(ipam.allocations().addresses.map((a) => a.address)).toEqual(['10.61.0.7']);
+  const now = ipam.allocations();
+  expect(await ipam.forgetAddress(poolId, '10.61.0.7', now.addresses[0].token)).toBe(true);
+  expect(await ipam.forgetPool(poolId, now.pools[0].token)).toBe(true);
+  // Every reference goes with a forgotten pool, in the store too.
+  expect(ipam.allocations()).toEqual({ pools: [], addresses: [] });
+  expect(await store.all('pool')).toEqual([]);
+  expect(await store.all('address')).toEqual([]);
 });
