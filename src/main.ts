@@ -63,7 +63,7 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
   // After the socket answers: Docker's API may call tsnet (or not answer) while dockerd boots.
   const feed = new DockerEventFeed({ socketPath: config.dockerSocket });
   const dns = config.dns.enabled ? new DnsService({ config: config.dns, feed, networks: () => dnsNetworks(driver.state().networks) }) : undefined;
-  // Subscribed before the feed starts: its first connection is the first pass.
+  // Its first pass is when the feed is first up (it hears the status also if the feed connected before).
   const reclaim = new Reclaim({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam });
   if (dns) {
     driver.onNetworksChanged(() => dns.networksChanged());

@@ -85,6 +85,7 @@ export interface DockerFeed {
   onContainers(listener: (containers: ReadonlyArray<ContainerInfo>) => void): void;
   /** A network was created, destroyed, or a container connected or disconnected (listeners follow networks). */
   onNetworks(listener: (networks: ReadonlyArray<NetworkInfo>) => void): void;
+  /** Every change of status; a listener added late hears the current status at once. */
   onStatus(listener: (status: DockerStatus) => void): void;
   start(): void;
   /** Stops following; pending reconnects are cancelled. */
