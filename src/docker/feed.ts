@@ -116,8 +116,11 @@ export class DockerEventFeed implements DockerFeed {
     this.networkListeners.push(listener);
   }
 
+  /** A listener added after a status was reported hears the current one at once (components start in any order). */
   onStatus(listener: (status: DockerStatus) => void): void {
     this.statusListeners.push(listener);
+    const now = this.status;
+    if (now) callSafely(() => listener(now));
   }
 
   /** Starts following in the background; returns at once (see the module comment). */

@@ -326,3 +326,12 @@ test('failures are logged at warn at most once a minute, with the count left out
     write.mockRestore();
   }
 });
+
+test('a status listener added after the feed connected hears "up" at once (a component started after the feed)', async () => {
+  const h = await setup();
+  h.feed.start();
+  await until(() => h.statuses.some((s) => s.up), 'connected');
+  const late: DockerStatus[] = [];
+  h.feed.onStatus((s) => late.push(s));
+  expect(late).toEqual([{ up: true, apiVersion: '1.41' }]);
+});
