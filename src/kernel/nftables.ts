@@ -1,8 +1,9 @@
+import { z } from 'zod';
 import { tsnetError } from '../errors';
 import { log, since } from '../log';
 import type { Firewall, FwFamily, FwNetwork, FwPort, LinkInfo } from './contract';
 import { execFileInput, type ExecResult } from './exec';
-import { DEFAULT_TABLE, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
+import { DEFAULT_TABLE, renderBase, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
 import { isDockerBridge } from './names';
 
 const NFT = 'nft';
@@ -17,6 +18,37 @@ export interface NftFirewallDeps {
   exec?: ExecFn;
   /** The host's links, to find Docker's bridges; without it the dockerbr set stays empty. */
   links?: () => Promise<LinkInfo[]>;
+}
+
+/** What `nft -t -j list table` says, as far as {@link NftFirewall.intact} reads it: the chain of each rule. */
+const TerseListing = z.object({ nftables: z.array(z.object({ rule: z.object({ chain: z.string() }).optional() })) });
+
+/** The rule count of each chain in a terse JSON listing; undefined when the text is not one. */
+function rulesPerChain(text: string): Map<string, number> | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const listing = TerseListing.safeParse(json);
+  if (!listing.success) return undefined;
+  const counts = new Map<string, number>();
+  for (const { rule } of listing.data.nftables) if (rule) counts.set(rule.chain, (counts.get(rule.chain) ?? 0) + 1);
+  return counts;
+}
+
+/** Rules per chain of each of tsnet's tables, as the base renders them ("inet" -> "forward" -> 10). */
+function baseRuleCounts(mark: number, table: string): Map<string, Map<string, number>> {
+  const counts = new Map<string, Map<string, number>>();
+  for (const line of renderBase(mark, table).split('\n')) {
+    const [verb, kind, family, , chain] = line.split(' ');
+    if (verb !== 'add' || kind !== 'rule') continue;
+    const chains = counts.get(family) ?? new Map<string, number>();
+    chains.set(chain, (chains.get(chain) ?? 0) + 1);
+    counts.set(family, chains);
+  }
+  return counts;
 }
 
 function portKey(p: FwPort): string {
@@ -125,6 +157,21 @@ export class NftFirewall implements Firewall {
     if (this.baseReady) await this.add(renderDockerBridges(this.dockerBridges, this.table), () => undefined);
   }
 
+  async intact(): Promise<boolean> {
+    for (const [family, want] of baseRuleCounts(this.mark, this.table)) {
+      const res = await this.exec(NFT, ['-t', '-j', 'list', 'table', family, this.table]);
+      if (res.code !== 0) return false;
+      const have = rulesPerChain(res.stdout);
+      if (!have) throw tsnetError('TSN_KERNEL', `nft -t -j list table ${family} ${this.table}: output is not nft's JSON listing`);
+      for (const [chain, n] of want) if (have.get(chain) !== n) return false;
+    }
+    for (const bin of IPTABLES) {
+      if (!(await this.hasDockerUser(bin))) continue;
+      if ((await this.exec(bin, ['-w', '-t', 'filter', '-C', ...this.hookRule()])).code !== 0) return false;
+    }
+    return true;
+  }
+
   /** Re-reads Docker's bridges from the host; true when the list changed. */
   private async readDockerBridges(): Promise<boolean> {
     if (!this.deps.links) return false;
@@ -212,6 +259,12 @@ export class NftFirewall implements Firewall {
     return ['DOCKER-USER', '-m', 'mark', '--mark', m, '-m', 'comment', '--comment', this.table, '-j', 'ACCEPT'];
   }
 
+  /** Whether dockerd made its DOCKER-USER chain in `bin`'s filter table (a missing binary counts as no). */
+  private async hasDockerUser(bin: string): Promise<boolean> {
+    const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
+    return exists?.code === 0;
+  }
+
   /**
    * dockerd (--iptables=true) jumps from FORWARD to DOCKER-USER first and never flushes it; a mark match there
    * lets tsnet's decisions survive the DROP policy. Absent chain (--iptables=false): nothing to hook.
@@ -219,8 +272,7 @@ export class NftFirewall implements Firewall {
   private async ensureDockerUserHook(): Promise<void> {
     const rule = this.hookRule();
     for (const bin of IPTABLES) {
-      const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
-      if (!exists || exists.code !== 0) continue;
+      if (!(await this.hasDockerUser(bin))) continue;
       const check = await this.exec(bin, ['-w', '-t', 'filter', '-C', ...rule]);
       if (check.code === 0) continue;
       const ins = await this.exec(bin, ['-w', '-t', 'filter', '-I', ...rule]);
