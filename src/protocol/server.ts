@@ -104,7 +104,7 @@ export function createApp(table: Record<string, Route>, backend: Backend, ready:
   app.disable('x-powered-by');
   app.use((_req: Request, res: Response, next: NextFunction) => {
     if (!gate.enter()) {
-      send(res, 503, { Err: SHUTTING_DOWN });
+      send(res, httpStatus(tsnetError('TSN_SHUTTING_DOWN', SHUTTING_DOWN)), { Err: SHUTTING_DOWN });
       return;
     }
     res.once('close', () => gate.leave());
