@@ -116,6 +116,12 @@ describeE2E('firewall drift: tsnet restores its table and DOCKER-USER rule by it
     await h.exec('iptables', ['-w', '-D', 'DOCKER-USER', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', T, '-j', 'ACCEPT']);
     await eventually(async () => expect(await hooked()).toBe(true), 5_000, 20);
     await restored('DOCKER-USER rule deleted');
+
+    // An element deleted one by one is below the cheap check; SIGHUP syncs the whole table from the records.
+    await h.exec('nft', ['delete', 'element', 'inet', T, 'dnat4any', '{ tcp . 8085 }']);
+    expect(await h.tcp(lan.ns, lan.hostIp, 8085)).not.toBe('published');
+    process.kill(h.tsnet.pid!, 'SIGHUP');
+    await restored('SIGHUP');
     expect(await h.tsnet.call('Plugin.Activate', {})).toMatchObject({ status: 200 });
   });
 });
