@@ -1,9 +1,9 @@
-import { z } from 'zod';
 import { tsnetError } from '../errors';
 import { log, since } from '../log';
-import type { Firewall, FwFamily, FwNetwork, FwPort, LinkInfo } from './contract';
+import type { Firewall, FwFamily, FwInspection, FwNetwork, FwPatch, FwPort, FwWant, LinkInfo } from './contract';
 import { execFileInput, type ExecResult } from './exec';
-import { DEFAULT_TABLE, renderBase, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
+import { DEFAULT_TABLE, renderDockerBridges, renderElementDiff, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
+import { inspection, type NftTable, parseNftTable, sameRule } from './nft-json';
 import { isDockerBridge } from './names';
 
 const NFT = 'nft';
@@ -18,37 +18,6 @@ export interface NftFirewallDeps {
   exec?: ExecFn;
   /** The host's links, to find Docker's bridges; without it the dockerbr set stays empty. */
   links?: () => Promise<LinkInfo[]>;
-}
-
-/** What `nft -t -j list table` says, as far as {@link NftFirewall.intact} reads it: the chain of each rule. */
-const TerseListing = z.object({ nftables: z.array(z.object({ rule: z.object({ chain: z.string() }).optional() })) });
-
-/** The rule count of each chain in a terse JSON listing; undefined when the text is not one. */
-function rulesPerChain(text: string): Map<string, number> | undefined {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const listing = TerseListing.safeParse(json);
-  if (!listing.success) return undefined;
-  const counts = new Map<string, number>();
-  for (const { rule } of listing.data.nftables) if (rule) counts.set(rule.chain, (counts.get(rule.chain) ?? 0) + 1);
-  return counts;
-}
-
-/** Rules per chain of each of tsnet's tables, as the base renders them ("inet" -> "forward" -> 10). */
-function baseRuleCounts(mark: number, table: string): Map<string, Map<string, number>> {
-  const counts = new Map<string, Map<string, number>>();
-  for (const line of renderBase(mark, table).split('\n')) {
-    const [verb, kind, family, , chain] = line.split(' ');
-    if (verb !== 'add' || kind !== 'rule') continue;
-    const chains = counts.get(family) ?? new Map<string, number>();
-    chains.set(chain, (chains.get(chain) ?? 0) + 1);
-    counts.set(family, chains);
-  }
-  return counts;
 }
 
 function portKey(p: FwPort): string {
@@ -88,14 +57,44 @@ export class NftFirewall implements Firewall {
     return `0x${this.mark.toString(16).padStart(8, '0')}`;
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
+  async sync(want: FwWant, patch?: FwPatch): Promise<void> {
     this.networks.clear();
     this.ports.clear();
     this.noIccPorts.clear();
-    for (const n of noIccPorts) this.noIccPorts.add(n);
-    for (const n of networks) this.networks.set(n.bridge, n);
-    for (const p of ports) this.ports.set(portKey(p), p);
-    await this.rebuild();
+    this.guard.clear();
+    for (const n of want.noIccPorts) this.noIccPorts.add(n);
+    for (const n of want.networks) this.networks.set(n.bridge, n);
+    for (const p of want.ports) this.ports.set(portKey(p), p);
+    for (const f of want.host.forwardGuard) this.guard.add(f);
+    this.dockerBridges = [...want.host.dockerBridges].sort();
+    if (!patch) return this.rebuild(false);
+    const lines = renderElementDiff(patch, this.table);
+    if (lines.length > 0) await this.nft(lines.join('\n'));
+    if (patch.hook) await this.ensureDockerUserHook();
+    this.baseReady = true;
+  }
+
+  inspect(): Promise<FwInspection> {
+    return this.read(false);
+  }
+
+  /** tsnet's tables and DOCKER-USER rule; `terse`: without elements (nft -t), which the inspection then lacks. */
+  private async read(terse: boolean): Promise<FwInspection> {
+    const list = (family: string) => this.exec(NFT, [...(terse ? ['-t'] : []), '-j', 'list', 'table', family, this.table]);
+    const [inet, bridge, ...hooks] = await Promise.all([
+      list('inet'),
+      list('bridge'),
+      ...IPTABLES.map((bin) => this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined)),
+    ]);
+    const rule = ['-A', ...this.hookRule()];
+    // A chain that lists (exit 0) without tsnet's rule: iptables prints the mark without zero padding.
+    const hookMissing = hooks.some((h) => h?.code === 0 && !h.stdout.split('\n').some((line) => sameRule(line.trim().split(/\s+/), rule)));
+    const read = (res: ExecResult, family: 'inet' | 'bridge'): NftTable | undefined => {
+      if (res.code === 0) return parseNftTable(res.stdout);
+      if (GONE.test(res.stderr)) return undefined;
+      throw this.failure(res, `list table ${family} ${this.table}`);
+    };
+    return inspection({ inet: read(inet, 'inet'), bridge: read(bridge, 'bridge') }, hookMissing);
   }
 
   async removeBase(): Promise<void> {
@@ -148,7 +147,12 @@ export class NftFirewall implements Firewall {
   async setForwardGuard(family: FwFamily): Promise<void> {
     if (this.guard.has(family)) return;
     this.guard.add(family);
-    await this.add(renderForwardGuard(family, this.table), () => this.guard.delete(family));
+    const lines = renderForwardGuard(family, this.table);
+    // A restarted tsnet finds its table still full in the kernel: the element goes in alone. A rebuild from memory,
+    // which holds no network before reconcile's sync, would empty every set and drop the containers' forwarded
+    // traffic until that sync.
+    if (!this.baseReady && (await this.run(lines.join('\n'))).code === 0) return;
+    await this.add(lines, () => this.guard.delete(family));
   }
 
   async refreshDockerBridges(): Promise<void> {
@@ -157,19 +161,10 @@ export class NftFirewall implements Firewall {
     if (this.baseReady) await this.add(renderDockerBridges(this.dockerBridges, this.table), () => undefined);
   }
 
+  /** The cheap check: the same read as {@link inspect} without elements (`nft -t`), so its cost does not grow. */
   async intact(): Promise<boolean> {
-    for (const [family, want] of baseRuleCounts(this.mark, this.table)) {
-      const res = await this.exec(NFT, ['-t', '-j', 'list', 'table', family, this.table]);
-      if (res.code !== 0) return false;
-      const have = rulesPerChain(res.stdout);
-      if (!have) throw tsnetError('TSN_KERNEL', `nft -t -j list table ${family} ${this.table}: output is not nft's JSON listing`);
-      for (const [chain, n] of want) if (have.get(chain) !== n) return false;
-    }
-    for (const bin of IPTABLES) {
-      if (!(await this.hasDockerUser(bin))) continue;
-      if ((await this.exec(bin, ['-w', '-t', 'filter', '-C', ...this.hookRule()])).code !== 0) return false;
-    }
-    return true;
+    const i = await this.read(true);
+    return i.table === 'intact' && !i.hookMissing;
   }
 
   /** Re-reads Docker's bridges from the host; true when the list changed. */
@@ -223,10 +218,10 @@ export class NftFirewall implements Firewall {
 
   /**
    * The whole table from memory in one transaction (base, every set refilled), then the DOCKER-USER hook. Docker's
-   * bridges are read from the host first: the table may have been gone for a while.
+   * bridges are read from the host first (the table may have been gone for a while) unless the caller just did.
    */
-  private async rebuild(): Promise<void> {
-    await this.readDockerBridges();
+  private async rebuild(readBridges = true): Promise<void> {
+    if (readBridges) await this.readDockerBridges();
     const host = { dockerBridges: this.dockerBridges, forwardGuard: [...this.guard].sort() };
     await this.nft(renderFull(this.mark, [...this.networks.values()], [...this.ports.values()], this.table, host, [...this.noIccPorts].sort()));
     await this.ensureDockerUserHook();
@@ -259,12 +254,6 @@ export class NftFirewall implements Firewall {
     return ['DOCKER-USER', '-m', 'mark', '--mark', m, '-m', 'comment', '--comment', this.table, '-j', 'ACCEPT'];
   }
 
-  /** Whether dockerd made its DOCKER-USER chain in `bin`'s filter table (a missing binary counts as no). */
-  private async hasDockerUser(bin: string): Promise<boolean> {
-    const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
-    return exists?.code === 0;
-  }
-
   /**
    * dockerd (--iptables=true) jumps from FORWARD to DOCKER-USER first and never flushes it; a mark match there
    * lets tsnet's decisions survive the DROP policy. Absent chain (--iptables=false): nothing to hook.
@@ -272,7 +261,8 @@ export class NftFirewall implements Firewall {
   private async ensureDockerUserHook(): Promise<void> {
     const rule = this.hookRule();
     for (const bin of IPTABLES) {
-      if (!(await this.hasDockerUser(bin))) continue;
+      const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
+      if (!exists || exists.code !== 0) continue;
       const check = await this.exec(bin, ['-w', '-t', 'filter', '-C', ...rule]);
       if (check.code === 0) continue;
       const ins = await this.exec(bin, ['-w', '-t', 'filter', '-I', ...rule]);
