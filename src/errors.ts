@@ -34,6 +34,7 @@ export const catalogue = {
   TSN_DOCKER: { category: 'unavailable', summary: "Docker's API is unreachable or answered something unexpected" },
   TSN_DNS: { category: 'internal', summary: 'a DNS listener or upstream failed' },
   TSN_STORE: { category: 'internal', summary: 'the state store failed' },
+  TSN_SHUTTING_DOWN: { category: 'unavailable', summary: 'tsnet is stopping and starts no new plugin call' },
   TSN_INTERNAL: { category: 'internal', summary: 'unexpected internal error' },
 } as const satisfies Record<string, CatalogueEntry>;
 

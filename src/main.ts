@@ -7,15 +7,179 @@ import { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
 import { installProcessGuard } from './guard';
 import { TsnetIpam } from './ipam/driver';
+import { FirewallWatcher } from './kernel/firewall-watch';
 import { Iproute2Kernel } from './kernel/iproute2';
 import { LinkWatcher } from './kernel/link-watch';
 import { NftFirewall } from './kernel/nftables';
+import { Lifecycle } from './lifecycle';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
+import { CallGate, createApp, drainAndClose, listenUnix } from './protocol/server';
 import { Reclaim } from './reclaim';
-import { createApp, listenUnix } from './protocol/server';
-import { type StateLock, lockStateDir } from './state-lock';
+import { lockStateDir } from './state-lock';
 import { SqliteStore } from './store/sqlite';
+
+/** How long plugin calls in flight at SIGTERM may take to finish (dockerd gives a plugin call 30 s at most). */
+const DRAIN_MS = 10_000;
+
+/**
+ * tsnet's components in start order (stop is the reverse). Start order matters to dockerd: state is loaded (fast,
+ * local), the socket listens, then the kernel is reconciled; calls that need state wait for that, the handshake
+ * never does (dockerd gives a plugin ~10 s). What talks to Docker's API starts last: dockerd may be booting and
+ * calling tsnet meanwhile. A component is one `add`; its `start` returns what stops it (and what SIGHUP reloads).
+ */
+function components(config: Config, gate: CallGate): Lifecycle {
+  // Handles filled in by the components that make them, in order; a later component only uses earlier ones'.
+  let store!: SqliteStore;
+  let driver!: TsnetDriver;
+  let ipam!: TsnetIpam;
+  let kernel!: Iproute2Kernel;
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+  const feed = new DockerEventFeed({ socketPath: config.dockerSocket });
+
+  return new Lifecycle()
+    .add({
+      // Before the store or the socket is touched: a second tsnet on this state dir stops here, naming the holder.
+      name: 'state lock',
+      start: () => {
+        const lock = lockStateDir(config.stateDir);
+        return () => lock.release();
+      },
+    })
+    .add({
+      name: 'kernel',
+      start: () => {
+        // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
+        const links = () => kernel.links();
+        kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
+        return () => kernel.close();
+      },
+    })
+    .add({
+      name: 'store',
+      start: () => {
+        store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
+        return () => store.close();
+      },
+    })
+    .add({
+      name: 'state',
+      start: async () => {
+        ipam = await TsnetIpam.load(store, {
+          defaultPoolsV4: config.defaultPoolsV4,
+          defaultPoolsV6: config.defaultPoolsV6,
+          hostRoutes: async (v6) => (await kernel.routes(v6)).map((r) => r.dst),
+        });
+        // The driver takes host addresses (macvlan host shims) from tsnet's own pools.
+        driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
+        // Background link deletion stops after the chunk in progress; tombstones keep the rest for the next start.
+        return () => driver.stop();
+      },
+    })
+    .add({
+      name: 'plugin server',
+      start: async () => {
+        const server = await listenUnix(createApp(routes(), { driver, ipam }, ready, gate), config.socket);
+        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir });
+        return async () => {
+          const cut = await drainAndClose(server, gate, DRAIN_MS);
+          if (cut > 0) log.warn('plugin calls cut off by shutdown (dockerd retries or reports them)', { calls: cut, drainMs: DRAIN_MS });
+        };
+      },
+    })
+    .add({
+      name: 'reconcile',
+      start: async () => {
+        const t0 = performance.now();
+        await driver.reconcile();
+        markReady();
+        const { networks, endpoints } = driver.state();
+        log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - t0) });
+      },
+    })
+    .add({ name: 'link watcher', start: () => watching(new LinkWatcher(() => kernel.firewall.refreshDockerBridges())) })
+    .add({
+      name: 'firewall watcher',
+      start: () => {
+        const repair = async (force: boolean) => {
+          const t0 = performance.now();
+          if (await driver.repairFirewall(force)) log.warn('firewall restored from the records', { table: config.nftTable, forced: force, ms: Math.round(performance.now() - t0) });
+        };
+        const watcher = new FirewallWatcher(config.nftTable, () => repair(false));
+        watcher.start();
+        // SIGHUP: the whole table again from the records (also what a cheap check cannot see, e.g. a lost element).
+        return { stop: () => watcher.stop(), reload: () => repair(true) };
+      },
+    })
+    .add({
+      // Followed whether or not DNS serves: the DNS room and reclaim read it.
+      name: 'docker feed',
+      start: () => {
+        feed.start();
+        return () => feed.stop();
+      },
+    })
+    .add({
+      name: 'dns',
+      start: async () => {
+        if (!config.dns.enabled) return;
+        const dns = new DnsService({ config: config.dns, feed, networks: () => dnsNetworks(driver.state().networks) });
+        driver.onNetworksChanged(() => dns.networksChanged());
+        await dns.start();
+        return { stop: () => dns.stop(), reload: () => dns.reload() };
+      },
+    })
+    .add({
+      // Its first pass is when the feed is first up (a late listener hears the current status).
+      name: 'reclaim',
+      start: () => {
+        const reclaim = new Reclaim({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam });
+        reclaim.start();
+        return () => reclaim.stop();
+      },
+    });
+}
+
+/** Starts a watcher; stopping the component stops it. */
+function watching(w: { start(): void; stop(): void }): () => void {
+  w.start();
+  return () => w.stop();
+}
+
+/**
+ * SIGTERM/SIGINT: new plugin calls are refused at once, then everything stops in reverse order and tsnet exits 0
+ * (1 if a stop failed). A second signal exits at once. SIGHUP reloads what can change without a restart.
+ */
+function handleSignals(lifecycle: Lifecycle, gate: CallGate): void {
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) {
+      log.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    stopping = true;
+    log.info('tsnet stopping', { signal });
+    // The gate closes now, not when the server's turn to stop comes: no new call starts once tsnet is stopping.
+    gate.close().catch(() => undefined);
+    lifecycle.stop().then(
+      (clean) => {
+        log.info('tsnet stopped', { clean });
+        process.exit(clean ? 0 : 1);
+      },
+      (err: unknown) => {
+        log.error('tsnet failed to stop cleanly', { error: describeChain(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reloading');
+    lifecycle.reload().catch((err: unknown) => log.error('SIGHUP reload failed', { error: describeChain(err) }));
+  });
+}
 
 async function main(): Promise<void> {
   const config = loadConfig(process.argv.slice(2));
@@ -24,85 +188,11 @@ async function main(): Promise<void> {
     return;
   }
   setLogLevel(config.logLevel);
-  // Before the store or the socket is touched: a second tsnet on this state dir stops here, naming the holder.
-  const lock = lockStateDir(config.stateDir);
-  try {
-    await serve(config, lock);
-  } catch (err) {
-    lock.release();
-    throw err;
-  }
-}
-
-/**
- * Start order matters to dockerd: state is loaded (fast, local), the socket listens, then the kernel is reconciled.
- * Calls that need state wait for reconciliation; the handshake never waits (dockerd gives a plugin ~10 s).
- */
-async function serve(config: Config, lock: StateLock): Promise<void> {
-  // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
-  const links = () => kernel.links();
-  const kernel: Iproute2Kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
-  const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
-  const ipam = await TsnetIpam.load(store, {
-    defaultPoolsV4: config.defaultPoolsV4,
-    defaultPoolsV6: config.defaultPoolsV6,
-    hostRoutes: async (v6) => (await kernel.routes(v6)).map((r) => r.dst),
-  });
-  // The driver takes host addresses (macvlan host shims) from tsnet's own pools.
-  const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
-  let markReady!: () => void;
-  const ready = new Promise<void>((resolve) => (markReady = resolve));
-  const server = await listenUnix(createApp(routes(), { driver, ipam }, ready), config.socket);
-  log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir });
-
-  const start = performance.now();
-  await driver.reconcile();
-  const watcher = new LinkWatcher(() => kernel.firewall.refreshDockerBridges());
-  watcher.start();
-  markReady();
-  // After the socket answers: Docker's API may call tsnet (or not answer) while dockerd boots.
-  const feed = new DockerEventFeed({ socketPath: config.dockerSocket });
-  const dns = config.dns.enabled ? new DnsService({ config: config.dns, feed, networks: () => dnsNetworks(driver.state().networks) }) : undefined;
-  // Its first pass is when the feed is first up (it hears the status also if the feed connected before).
-  const reclaim = new Reclaim({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam });
-  if (dns) {
-    driver.onNetworksChanged(() => dns.networksChanged());
-    await dns.start();
-  }
-  reclaim.start();
-  const { networks, endpoints } = driver.state();
-  log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - start) });
-
-  const shutdown = (signal: string) => {
-    log.info('tsnet stopping', { signal });
-    watcher.stop();
-    // Listeners close first: nothing answers from a half-stopped tsnet.
-    const dnsStopped = (dns?.stop() ?? Promise.resolve())
-      .then(() => reclaim.stop())
-      .then(() => feed.stop())
-      .catch((err: unknown) => log.error('DNS or reclaim did not stop cleanly', { error: describeChain(err) }));
-    // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
-    server.close(() => {
-      dnsStopped
-        .then(() => driver.stop())
-        .then(() => {
-          kernel.close();
-          return store.close();
-        })
-        .then(() => {
-          lock.release();
-          process.exit(0);
-        })
-        .catch((err: unknown) => {
-          log.error('tsnet failed to stop cleanly', { error: describeChain(err) });
-          lock.release();
-          process.exit(1);
-        });
-    });
-    server.closeAllConnections();
-  };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  const gate = new CallGate();
+  const lifecycle = components(config, gate);
+  handleSignals(lifecycle, gate);
+  const t0 = performance.now();
+  if (await lifecycle.start()) log.info('tsnet started', { ms: Math.round(performance.now() - t0) });
 }
 
 installProcessGuard();

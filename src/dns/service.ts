@@ -108,6 +108,11 @@ export class DnsService {
     this.listeners.update(specs).catch((err: unknown) => logger.error('DNS listeners not updated', { error: describeChain(err) }));
   }
 
+  /** SIGHUP: resolv.conf is compared now instead of at the next query's check (explicit upstreams never change). */
+  reload(): Promise<void> {
+    return this.upstreams.refresh();
+  }
+
   async stop(): Promise<void> {
     await this.opts.feed.stop();
     await this.listeners.close();

@@ -502,6 +502,29 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   /**
+   * Restores tsnet's firewall when something removed part of it behind tsnet's back (`nft flush ruleset`, a firewalld
+   * reload, a deleted DOCKER-USER rule): when the cheap check finds a gap, or always with `force` (SIGHUP), the table
+   * is synced from the records. It holds the topology lock and every network's lock, so no plugin call's firewall
+   * change interleaves with it. True when it synced.
+   */
+  repairFirewall(force = false): Promise<boolean> {
+    let ids: string[] = [];
+    const underLocks = (i: number): Promise<boolean> =>
+      i < ids.length
+        ? this.locks.run(ids[i], () => underLocks(i + 1))
+        : (async () => {
+            if (!this.needsFirewall() || (!force && (await this.kernel.firewall.intact()))) return false;
+            await this.syncFirewall();
+            return true;
+          })();
+    // The ids are read under `topology`: no network can be created or deleted from then on.
+    return this.topology.run(() => {
+      ids = [...this.networks.keys()].sort();
+      return underLocks(0);
+    });
+  }
+
+  /**
    * First thing at start: creates cut off between their pending and done commits were never answered as a success,
    * so dockerd does not know them. Each is removed by its delete's path (whatever part of its kernel work was done:
    * links, firewall elements, routes, host addresses, its parent claim), then its record; one whose removal fails

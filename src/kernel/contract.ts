@@ -171,6 +171,11 @@ export interface Firewall {
   setForwardGuard(family: FwFamily): Promise<void>;
   /** Re-reads Docker's bridges from the host links and updates the table when they changed. */
   refreshDockerBridges(): Promise<void>;
+  /**
+   * Whether tsnet's tables hold every chain and rule of the base and DOCKER-USER (where it exists) holds tsnet's
+   * rule. Cheap at any size: no element is read, so elements deleted one by one are not noticed (sync restores them).
+   */
+  intact(): Promise<boolean>;
 }
 
 export interface Kernel {

@@ -116,6 +116,18 @@ export class FakeFirewall implements Firewall {
   async refreshDockerBridges(): Promise<void> {
     this.record('refreshDockerBridges');
   }
+  async intact(): Promise<boolean> {
+    this.record('intact');
+    return this.base;
+  }
+  /** `nft flush ruleset` behind tsnet's back: the table and everything in it are gone. */
+  lose(): void {
+    this.base = false;
+    this.networks.clear();
+    this.ports.clear();
+    this.noIccPorts.clear();
+    this.guard.clear();
+  }
 }
 
 /** A call the fake can be held at (see {@link FakeKernel.pauseAt}). */

@@ -74,10 +74,16 @@ export class NftFirewall implements Firewall {
     this.baseReady = true;
   }
 
-  async inspect(): Promise<FwInspection> {
+  inspect(): Promise<FwInspection> {
+    return this.read(false);
+  }
+
+  /** tsnet's tables and DOCKER-USER rule; `terse`: without elements (nft -t), which the inspection then lacks. */
+  private async read(terse: boolean): Promise<FwInspection> {
+    const list = (family: string) => this.exec(NFT, [...(terse ? ['-t'] : []), '-j', 'list', 'table', family, this.table]);
     const [inet, bridge, ...hooks] = await Promise.all([
-      this.exec(NFT, ['-j', 'list', 'table', 'inet', this.table]),
-      this.exec(NFT, ['-j', 'list', 'table', 'bridge', this.table]),
+      list('inet'),
+      list('bridge'),
       ...IPTABLES.map((bin) => this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined)),
     ]);
     const rule = ['-A', ...this.hookRule()];
@@ -153,6 +159,12 @@ export class NftFirewall implements Firewall {
     if (!(await this.readDockerBridges())) return;
     // Before the first change there is no table to update; the base brings the set with it.
     if (this.baseReady) await this.add(renderDockerBridges(this.dockerBridges, this.table), () => undefined);
+  }
+
+  /** The cheap check: the same read as {@link inspect} without elements (`nft -t`), so its cost does not grow. */
+  async intact(): Promise<boolean> {
+    const i = await this.read(true);
+    return i.table === 'intact' && !i.hookMissing;
   }
 
   /** Re-reads Docker's bridges from the host; true when the list changed. */

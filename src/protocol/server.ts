@@ -56,16 +56,60 @@ function summary(text: string, input: unknown): { bytes: number; request: string
   return { bytes: Buffer.byteLength(text), request: excerpt(input) };
 }
 
+/** What a call that comes in during shutdown gets (dockerd shows it as the call's error). */
+export const SHUTTING_DOWN = 'tsnet is shutting down';
+
+/**
+ * Counts the plugin calls in flight, so shutdown can refuse new ones and wait for the rest. A call leaves when its
+ * reply is written (or its connection dies), not when its handler returns.
+ */
+export class CallGate {
+  private closed = false;
+  private inFlight = 0;
+  private idle: Array<() => void> = [];
+
+  /** False once closed: the caller answers {@link SHUTTING_DOWN}. */
+  enter(): boolean {
+    if (this.closed) return false;
+    this.inFlight++;
+    return true;
+  }
+
+  leave(): void {
+    this.inFlight--;
+    if (this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
+  }
+
+  get active(): number {
+    return this.inFlight;
+  }
+
+  /** From now on every call is refused; resolves when none is in flight (at once if none is). */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.inFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
+  }
+}
+
 /**
  * The HTTP side of the plugin: parses any body as JSON (dockerd sends no Content-Type, and empty bodies for
  * argument-less calls) with a nesting cap, validates it against the route's schema, runs the handler with the call's
  * ids in the log context, and answers `{"Err"}` with the catalogue's status on failure. Non-static calls wait for
  * `ready` (kernel reconciled with the store); the handshake is answered at once. Every request ends in exactly one
- * reply, whatever the handler throws and even if logging it throws.
+ * reply, whatever the handler throws and even if logging it throws. Once `gate` is closed (shutdown), every call,
+ * the handshake included, is answered 503 {@link SHUTTING_DOWN} before its body is read.
  */
-export function createApp(table: Record<string, Route>, backend: Backend, ready: Promise<void>): express.Express {
+export function createApp(table: Record<string, Route>, backend: Backend, ready: Promise<void>, gate = new CallGate()): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  app.use((_req: Request, res: Response, next: NextFunction) => {
+    if (!gate.enter()) {
+      send(res, httpStatus(tsnetError('TSN_SHUTTING_DOWN', SHUTTING_DOWN)), { Err: SHUTTING_DOWN });
+      return;
+    }
+    res.once('close', () => gate.leave());
+    next();
+  });
   app.use(express.text({ type: () => true, limit: '4mb' }));
 
   app.post('/:method', async (req: Request, res: Response) => {
@@ -136,6 +180,23 @@ function served(socket: string): Promise<boolean> {
     });
     c.on('error', () => resolve(false));
   });
+}
+
+/**
+ * Shutdown of the plugin socket: new calls are refused at once, calls in flight get up to `graceMs` to finish, then
+ * the listener closes (which unlinks the socket file, so dockerd fails fast instead of retrying a dead socket) and
+ * every connection goes. Resolves with the number of calls cut off by the grace running out.
+ */
+export async function drainAndClose(server: Server, gate: CallGate, graceMs: number): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+  await Promise.race([gate.close(), expired]);
+  clearTimeout(timer);
+  const cut = gate.active;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeAllConnections();
+  await closed;
+  return cut;
 }
 
 /** Idle plugin connections stay open this long: longer than any client keeps them. */

@@ -1,17 +1,5 @@
-import { EventEmitter } from 'node:events';
-import { LinkWatcher, monitorLinkName, type MonitorProcess } from '../../src/kernel/link-watch';
-
-/** A stand-in for `ip -o monitor link`: the test writes its output and makes it exit. */
-class StubMonitor extends EventEmitter implements MonitorProcess {
-  readonly stdout = new EventEmitter();
-  killed = false;
-  write(text: string): void {
-    this.stdout.emit('data', Buffer.from(text));
-  }
-  kill(): void {
-    this.killed = true;
-  }
-}
+import { LinkWatcher, monitorLinkName } from '../../src/kernel/link-watch';
+import { StubMonitor } from './monitor-fixtures';
 
 const line = (name: string, deleted = false) => `${deleted ? 'Deleted ' : ''}186: ${name}: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN group default \\    link/ether 1a:76:d2:1c:d5:0e brd ff:ff:ff:ff:ff:ff\n`;
 
