@@ -56,12 +56,12 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     // Without tsnet's one DOCKER-USER rule, dockerd's FORWARD DROP policy would cut the two containers apart.
     const mark = `0x${env.tsnet.fwMark.toString(16)}`;
     const hook = ['DOCKER-USER', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
-    await runOk('iptables', ['-w', '-D', ...hook]);
-    try {
+    // tsnet frozen: its drift repair would put the rule back within milliseconds (and does once it thaws).
+    await env.tsnet.frozen(async () => {
+      await runOk('iptables', ['-w', '-D', ...hook]);
       expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
-    } finally {
-      await runOk('iptables', ['-w', '-I', ...hook]);
-    }
+    });
+    await eventually(async () => expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).toContain(`--comment ${env.name} -j ACCEPT`));
     expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
     // Inside, the interface is eth0 with the MAC tsnet generated and the gateway as default route.
     const route = await d.docker(['exec', 'ca', 'ip', 'route']);

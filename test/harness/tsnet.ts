@@ -195,6 +195,21 @@ export class TsnetProcess {
     if (child) await kill9(child);
   }
 
+  /**
+   * Runs `fn` with tsnet frozen (SIGSTOP, SIGCONT after): a control that breaks tsnet's rules on purpose sees the
+   * broken state, not tsnet's drift repair undoing it within milliseconds. The repair runs once tsnet thaws.
+   */
+  async frozen<T>(fn: () => Promise<T>): Promise<T> {
+    const pid = this.pid;
+    if (pid === undefined) throw new Error(`tsnet ${this.name} is not running`);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      return await fn();
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  }
+
   /** `stop()` then `start()`. */
   async restart(): Promise<void> {
     await this.stop();
