@@ -768,3 +768,48 @@ test('driver and IPAM under dockerd-like concurrent calls keep the model, the st
     { numRuns: RUNS, seed: SEED },
   );
 }, 600_000);
+
+describe('IPAM writes under a store whose commits take time', () => {
+  /** Every commit waits at a gate; `drive` opens the newest first until `p` settles (the worst order for writes). */
+  function gatedIpam() {
+    const inner = new SqliteStore(':memory:');
+    const gates: Array<() => void> = [];
+    const store = new ScheduledStore(inner, () => new Promise<void>((r) => gates.push(r)));
+    const drive = async <T>(p: Promise<T>): Promise<T> => {
+      const state = { done: false };
+      const settled = p.finally(() => (state.done = true));
+      while (!state.done) {
+        await new Promise<void>((r) => setImmediate(r));
+        gates.pop()?.();
+      }
+      return settled;
+    };
+    const opts = ipamOptions({ routes: () => Promise.resolve([]) });
+    return { inner, drive, load: (s: SqliteStore | ScheduledStore = store) => TsnetIpam.load(s, opts) };
+  }
+
+  test('a ReleaseAddress overtaken by a RequestAddress of the same address leaves the new holder recorded', async () => {
+    const { inner, drive, load } = gatedIpam();
+    const ipam = await load();
+    const { poolId } = await drive(ipam.requestPool({ addressSpace: LOCAL_ADDRESS_SPACE, pool: '10.97.0.0/28', subPool: '', options: {}, v6: false }));
+    await drive(ipam.requestAddress({ poolId, address: '10.97.0.5', options: {} }));
+    const released = ipam.releaseAddress(poolId, '10.97.0.5');
+    const again = ipam.requestAddress({ poolId, address: '10.97.0.5', options: {} });
+    await drive(Promise.all([released, again]));
+    expect((await inner.all('address')).map((a) => a.address)).toEqual(['10.97.0.5']);
+    const reloaded = await load(inner);
+    await expect(reloaded.requestAddress({ poolId, address: '10.97.0.5', options: {} })).rejects.toMatchObject({ code: 'TSN_ADDRESS_IN_USE' });
+  });
+
+  test('a ReleasePool overtaken by a RequestPool that picks the same default pool leaves the new pool recorded', async () => {
+    const { inner, drive, load } = gatedIpam();
+    const ipam = await load();
+    const req = { addressSpace: LOCAL_ADDRESS_SPACE, pool: '', subPool: '', options: {}, v6: false };
+    const first = await drive(ipam.requestPool(req));
+    const released = ipam.releasePool(first.poolId);
+    const again = ipam.requestPool(req);
+    const [, second] = await drive(Promise.all([released, again]));
+    expect(second.pool).toBe(first.pool);
+    expect((await inner.all('pool')).map((p) => p.id)).toEqual([second.poolId]);
+  });
+});
