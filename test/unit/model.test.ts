@@ -25,10 +25,10 @@ import { copyStore, dockerMac, Holdings, type Point, rangesOverlap, ScheduledKer
  * elements match the records exactly; at the end a driver and IPAM loaded from a copy of the store and reconciled
  * change nothing and answer as the model says.
  *
- * TSNET_MODEL_RUNS (default 40) and TSNET_MODEL_SEED (default fixed) widen the search.
+ * TSNET_MODEL_RUNS (default 150) and TSNET_MODEL_SEED (default fixed) widen the search.
  */
 
-const RUNS = Number(process.env.TSNET_MODEL_RUNS ?? 40);
+const RUNS = Number(process.env.TSNET_MODEL_RUNS ?? 150);
 const SEED = Number(process.env.TSNET_MODEL_SEED ?? 20260506);
 
 const NETS = 2;
