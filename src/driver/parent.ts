@@ -1,7 +1,6 @@
 import { tsnetError } from '../errors';
 import type { KernelChange, LinkInfo } from '../kernel/contract';
 import { dummyNameFor, isGeneratedLink, validateIfName } from '../kernel/names';
-import { log } from '../log';
 import { overlaps, tryParseCidr } from '../netaddr';
 import { del, put, type StoreOp } from '../store/contract';
 import type { ChildNetworkRecord, IpvlanSettings, NetworkRecord, ParentRecord, ParentSpec } from '../store/records';
@@ -192,12 +191,12 @@ export function releaseParent(current: ParentRecord | undefined, networkId: stri
   return { ops: [del('parent', current.link)], links: current.owned ? [current.link] : [] };
 }
 
-/** After a restart: an owned parent that went missing or down is made again; a foreign one is the operator's. */
+/**
+ * After a restart: an owned parent that went missing or down is made again; a foreign one is the operator's (the
+ * reconcile plan says so).
+ */
 export function parentRepairSteps(rec: ParentRecord, info: LinkInfo | undefined): Step[] {
-  if (!rec.owned) {
-    if (!info) log.error('parent link is missing; recreate it to restore its networks', { parent: rec.link, networks: rec.users.map(short) });
-    return [];
-  }
+  if (!rec.owned) return [];
   const changes = ownedParentChanges(rec.link, rec.spec, info);
   return changes.length > 0 ? [{ name: `parent link ${rec.link}`, changes }] : [];
 }

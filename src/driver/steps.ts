@@ -40,8 +40,14 @@ export function inverse(c: KernelChange): KernelChange | undefined {
   }
 }
 
+/** The link `c` creates, if it creates one. */
+export function linkCreated(c: KernelChange): string | undefined {
+  const inv = inverse(c);
+  return inv?.op === 'link.del' ? inv.name : undefined;
+}
+
 /** Undo changes newest first, skipping what a link deletion makes moot; best effort, logs what could not be undone. */
-async function undoChanges(kernel: Kernel, applied: KernelChange[]): Promise<void> {
+export async function undoChanges(kernel: Kernel, applied: KernelChange[]): Promise<void> {
   const inv = applied.map(inverse).filter((c): c is KernelChange => c !== undefined).reverse();
   const deleted = new Set(inv.flatMap((c) => (c.op === 'link.del' ? [c.name] : [])));
   const todo = inv.filter((c) => !((c.op === 'addr.del' || c.op === 'route.del') && deleted.has(c.dev)));

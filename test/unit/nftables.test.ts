@@ -127,4 +127,16 @@ describe('NftFirewall: Docker bridges and the forward guard', () => {
     await fw.addNetwork(NET);
     expect(nft.state.scripts[nft.state.scripts.length - 1]).toContain(`add element inet ${TABLE} fwdguard { ipv4 }`);
   });
+
+  test('after a restart (its table still in the kernel) the guard goes in alone: no rebuild empties the sets before the sync', async () => {
+    const nft = stubNft();
+    nft.state.table = true;
+    const fw = new NftFirewall(0x2000000, TABLE, { exec: nft.exec });
+    await fw.setForwardGuard('ipv4');
+    expect(nft.state.scripts).toEqual([`add element inet ${TABLE} fwdguard { ipv4 }\n`]);
+    await fw.sync([NET], [], []);
+    const sync = nft.state.scripts[nft.state.scripts.length - 1];
+    expect(sync).toContain(`add element inet ${TABLE} fwdguard { ipv4 }`);
+    expect(sync).toContain(`add element inet ${TABLE} bridges { "${NET.bridge}" }`);
+  });
 });

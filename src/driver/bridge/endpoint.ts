@@ -5,10 +5,10 @@ import { macForIPv4, randomMac } from '../../netaddr';
 import { checkMac, checkOnSubnet } from '../subnets';
 import { checkEndpointOptions } from '../option-values';
 import type { BridgeEndpointRecord, BridgeNetworkRecord } from '../../store/records';
-import type { CreateEndpointRequest, EndpointInterface } from '../contract';
+import type { CreateEndpointRequest } from '../contract';
 
-/** The endpoint record and the interface fields tsnet fills (only those dockerd left empty). */
-export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: BridgeEndpointRecord; reply: EndpointInterface } {
+/** The endpoint record, with the MAC dockerd gave or one tsnet picks. */
+export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): BridgeEndpointRecord {
   checkEndpointOptions(req.options, 'bridge');
   const { address, addressIPv6, macAddress } = req.iface;
   checkOnSubnet('Address', address, net.ipv4);
@@ -16,7 +16,7 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
   checkMac(macAddress);
   const names = vethNamesFor(req.endpointId);
   const mac = (macAddress ?? (address !== undefined ? macForIPv4(address) : randomMac())).toLowerCase();
-  const ep: BridgeEndpointRecord = {
+  return {
     id: req.endpointId,
     mode: 'bridge',
     networkId: net.id,
@@ -27,7 +27,6 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
     ...(addressIPv6 !== undefined ? { addressIPv6 } : {}),
     createdAt: new Date().toISOString(),
   };
-  return { ep, reply: macAddress === undefined ? { macAddress: mac } : {} };
 }
 
 /** veth pair, host end on the bridge and up; the container end waits for dockerd to move it. */
@@ -46,12 +45,21 @@ export function endpointLinks(ep: BridgeEndpointRecord): string[] {
 }
 
 /**
- * After a restart: the host end must be on the bridge. A missing pair of an endpoint never joined is made again; a
- * joined one that lost its host end lost its sandbox, and dockerd will Leave and delete it.
+ * After a restart: the host end must be on the bridge and up. A missing pair of an endpoint never joined is made
+ * again; a joined one that lost its host end lost its sandbox, and dockerd will Leave and delete it. Both ends are
+ * wanted: a joined endpoint's container end still in the host namespace is dockerd's to move (deleting it would
+ * take the host end along).
  */
-export function bridgeEndpointRepair(ep: BridgeEndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair {
-  const wanted = ep.sandboxKey ? [ep.hostIf] : [ep.hostIf, ep.containerIf];
-  if (links.has(ep.hostIf)) return { wanted, rebuild: false };
+export function bridgeEndpointRepair(net: BridgeNetworkRecord, ep: BridgeEndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair {
+  const wanted = [ep.hostIf, ep.containerIf];
+  const host = links.get(ep.hostIf);
+  if (host) {
+    const changes: KernelChange[] = [
+      ...(host.master === net.bridge ? [] : [{ op: 'link.master' as const, name: ep.hostIf, master: net.bridge }]),
+      ...(host.up ? [] : [{ op: 'link.up' as const, name: ep.hostIf }]),
+    ];
+    return { wanted, rebuild: false, ...(changes.length > 0 ? { changes } : {}) };
+  }
   if (ep.sandboxKey) return { wanted, rebuild: false, lost: `joined endpoint lost its veth ${ep.hostIf}` };
   return { wanted, rebuild: true };
 }

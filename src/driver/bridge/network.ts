@@ -8,7 +8,6 @@ import { subnetRecord } from '../subnets';
 import type { HostView } from '../mode';
 import type { Step } from '../steps';
 import { applyRemovals } from '../teardown';
-import { log } from '../../log';
 import { FORWARDING_SYSCTL } from '../forwarding';
 import { parseBridgeOptions } from './options';
 
@@ -113,14 +112,11 @@ export function bridgeSetupSteps(net: BridgeNetworkRecord, firewall: Firewall): 
  * After a restart: a missing bridge tsnet owns is rebuilt whole; an existing one gets back lost gateway addresses,
  * its up state, and always its sysctls and forwarding: they cannot be read back cheaply, a crash may have come
  * before they were written (an IPv4-only bridge left with IPv6 and RAs on), and writing them again is idempotent.
- * An adopted bridge that vanished is the operator's to restore. (The firewall is synced whole by the driver.)
+ * An adopted bridge that vanished is the operator's to restore (the reconcile plan says so). (The firewall is
+ * synced by the driver.)
  */
 export function bridgeRepairSteps(net: BridgeNetworkRecord, link: LinkInfo | undefined): Step[] {
-  if (!link) {
-    if (net.ownsBridge) return bridgeKernelSteps(net);
-    log.error('adopted bridge is missing; recreate it to restore the network', { bridge: net.bridge });
-    return [];
-  }
+  if (!link) return net.ownsBridge ? bridgeKernelSteps(net) : [];
   const lost = net.bridgeAddresses.filter((c) => !link.addresses.includes(c));
   return bridgeKernelSteps({ ...net, bridgeAddresses: lost }).filter(
     (s) => 'changes' in s && s.name !== 'create bridge' && (s.name === 'bridge up' ? !link.up : s.changes.length > 0),
