@@ -48,9 +48,13 @@ export class ScheduledKernel implements Kernel {
     this.owner = fake.owner;
     const fw = fake.firewall;
     this.firewall = {
-      sync: async (n, p, i) => {
+      sync: async (want, patch) => {
         await point('fw sync');
-        return fw.sync(n, p, i);
+        return fw.sync(want, patch);
+      },
+      inspect: async () => {
+        await point('fw inspect');
+        return fw.inspect();
       },
       removeBase: async () => {
         await point('fw removeBase');
