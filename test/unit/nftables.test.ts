@@ -134,7 +134,7 @@ describe('NftFirewall: Docker bridges and the forward guard', () => {
     const fw = new NftFirewall(0x2000000, TABLE, { exec: nft.exec });
     await fw.setForwardGuard('ipv4');
     expect(nft.state.scripts).toEqual([`add element inet ${TABLE} fwdguard { ipv4 }\n`]);
-    await fw.sync([NET], [], []);
+    await fw.sync({ networks: [NET], ports: [], noIccPorts: [], host: { dockerBridges: [], forwardGuard: ['ipv4'] } });
     const sync = nft.state.scripts[nft.state.scripts.length - 1];
     expect(sync).toContain(`add element inet ${TABLE} fwdguard { ipv4 }`);
     expect(sync).toContain(`add element inet ${TABLE} bridges { "${NET.bridge}" }`);
