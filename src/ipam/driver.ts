@@ -19,6 +19,7 @@ import {
 } from './contract';
 import { addressAt, addressOf, type Cidr, contains, offsetOf, overlaps, parseCidr, parseIp, tryParseIp } from '../netaddr';
 import type { HostAddressPool } from '../driver/contract';
+import { Mutex } from '../mutex';
 import { type DefaultPool, dynamicRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from './pools';
 
 /** What {@link TsnetIpam.load} needs besides the store. */
@@ -130,6 +131,8 @@ function rangeName(state: PoolState): string {
 export class TsnetIpam implements Ipam {
   private readonly pools = new Map<string, PoolState>();
   private lastToken = 0;
+  /** Commits in the order of the memory changes they record (see persist). */
+  private readonly writes = new Mutex();
 
   private constructor(
     private readonly store: Store,
@@ -279,10 +282,15 @@ export class TsnetIpam implements Ipam {
     });
   }
 
-  /** Commits `ops`; if that fails, reverts the in-memory change with `undo` and rethrows. */
+  /**
+   * Commits `ops`; if that fails, reverts the in-memory change with `undo` and rethrows. Commits go to the store one at
+   * a time, in the order of the memory changes: a release frees its address (or pool) in memory at once, so a request
+   * may take it again before the release's commit lands; out of order, that late delete would erase the new holder's
+   * record, and the next start would hand the address out twice.
+   */
   private async persist(ops: StoreOp[], undo: () => void): Promise<void> {
     try {
-      await this.store.commit(ops);
+      await this.writes.run(() => this.store.commit(ops));
     } catch (err) {
       undo();
       throw err;
