@@ -133,8 +133,8 @@ function components(config: Config, gate: CallGate): Lifecycle {
     .add({
       // Its first pass is when the feed is first up (a late listener hears the current status).
       name: 'reclaim',
-      start: () => {
-        const reclaim = new Reclaim({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam });
+      start: async () => {
+        const reclaim = await Reclaim.load({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam, store });
         reclaim.start();
         return () => reclaim.stop();
       },

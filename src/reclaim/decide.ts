@@ -18,6 +18,8 @@ export interface Holdings {
     addresses: string[];
     /** Addresses the driver reserved in tsnet's IPAM for itself (macvlan host shims). */
     reserved: HostAddress[];
+    /** Canonical CIDRs of its subnets: a pool they come from is in use while the network lives (pending too). */
+    subnets: string[];
   }>;
   endpoints: Array<{ id: string; networkId: string; createdAt: string; pending: boolean }>;
   pools: Allocations['pools'];
@@ -38,7 +40,7 @@ export type Candidate =
   | { kind: 'pool'; poolId: string; token: number; why: string };
 
 /** What makes Docker's API trusted to speak for the dockerd that uses tsnet. */
-export type Evidence = 'network' | 'daemon' | 'driver';
+export type Evidence = 'network' | 'daemon' | 'driver' | 'first-use';
 
 export type Decision =
   | { kind: 'decided'; candidates: Candidate[]; evidence?: Evidence }
@@ -47,7 +49,7 @@ export type Decision =
 export interface DecideOptions {
   /** tsnet's driver (and IPAM) name: the socket's file name. */
   driverName: string;
-  /** The ID of a daemon an earlier read showed knowing tsnet's networks. */
+  /** The ID of the daemon trusted before (it knew tsnet's networks, or was read first by a tsnet holding nothing). */
   trustedDaemonId?: string;
 }
 
@@ -72,9 +74,12 @@ const poolKey = (pool: string, subPool: string | undefined) => `${canonicalCidr(
  * endpoints; pools no network using tsnet's IPAM configures; addresses of the other pools that are no gateway, aux
  * address or endpoint address Docker shows, nor an address the driver reserved for a network it still has. Records
  * still pending are in flight and never candidates, nor is a gateway by itself (Docker does not always show it; it
- * goes with its pool). Anything is removed only with evidence that this Docker is the one using tsnet: it knows one
- * of tsnet's networks, or it is the daemon an earlier read showed knowing them, or (tsnet has no network of its own)
- * it has networks using tsnet's driver or IPAM.
+ * goes with its pool), nor a pool a subnet of one of tsnet's networks comes from (it goes after the network).
+ * Anything is removed only with evidence that this Docker is the one using tsnet: it knows one of tsnet's networks,
+ * or it is the daemon trusted before, or (tsnet has no network of its own) it has networks using tsnet's driver or
+ * IPAM. The first daemon read by a tsnet that holds nothing at all, with none trusted before, is trusted from then
+ * on (`first-use`): a fresh install has nothing to lose, and a later crash may leave tsnet holding only what dockerd
+ * never learnt of.
  */
 export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Decision {
   const docker = new Map(view.networks.map((n) => [n.id, n]));
@@ -94,8 +99,12 @@ export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Deci
   const ipamNets = view.networks.filter((n) => n.ipamDriver === opts.driverName);
   const configured = new Set(ipamNets.flatMap((n) => n.ipamConfig.map((c) => poolKey(c.subnet, c.ipRange))));
   const gone = new Set<string>();
+  const ownSubnets = new Set(h.networks.flatMap((n) => n.subnets.map(canonicalCidr)));
+  // A pool of a network in flight or itself a candidate: its addresses wait for the network's fate too.
+  const settling = new Set(h.networks.filter((n) => n.pending || !docker.has(n.id)).flatMap((n) => n.subnets.map(canonicalCidr)));
+  const deferred = new Set(h.pools.filter((p) => settling.has(canonicalCidr(p.pool))).map((p) => p.poolId));
   for (const p of h.pools) {
-    if (configured.has(poolKey(p.pool, p.subPool))) continue;
+    if (configured.has(poolKey(p.pool, p.subPool)) || ownSubnets.has(canonicalCidr(p.pool))) continue;
     gone.add(p.poolId);
     const range = p.subPool === undefined ? '' : ` (ip-range ${p.subPool})`;
     candidates.push({ kind: 'pool', poolId: p.poolId, token: p.token, why: `no Docker network using tsnet's IPAM has subnet ${p.pool}${range}` });
@@ -111,10 +120,11 @@ export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Deci
   );
   const reserved = new Set(live.flatMap((n) => n.reserved.map((r) => `${r.poolId}|${r.address}`)));
   for (const a of h.addresses) {
-    if (a.kind === 'gateway' || gone.has(a.poolId) || shown.has(a.address) || reserved.has(`${a.poolId}|${a.address}`)) continue;
+    if (a.kind === 'gateway' || gone.has(a.poolId) || deferred.has(a.poolId) || shown.has(a.address) || reserved.has(`${a.poolId}|${a.address}`)) continue;
     candidates.push({ kind: 'address', poolId: a.poolId, address: a.address, token: a.token, why: 'no gateway, aux or endpoint address Docker shows' });
   }
-  const evidence = evidenceOf(live.length, live.some((n) => docker.has(n.id)), view, ipamNets.length > 0, opts);
+  const empty = h.networks.length + h.endpoints.length + h.pools.length + h.addresses.length === 0;
+  const evidence = evidenceOf(live.length, live.some((n) => docker.has(n.id)), view, ipamNets.length > 0, opts, empty);
   if (candidates.length === 0) return { kind: 'decided', candidates, ...(evidence === undefined ? {} : { evidence }) };
   if (evidence === undefined) {
     const reason =
@@ -126,9 +136,10 @@ export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Deci
   return { kind: 'decided', candidates, evidence };
 }
 
-function evidenceOf(networks: number, knowsOne: boolean, view: DockerView, usesIpam: boolean, opts: DecideOptions): Evidence | undefined {
+function evidenceOf(networks: number, knowsOne: boolean, view: DockerView, usesIpam: boolean, opts: DecideOptions, empty: boolean): Evidence | undefined {
   if (knowsOne) return 'network';
   if (opts.trustedDaemonId !== undefined && opts.trustedDaemonId === view.daemon.id) return 'daemon';
+  if (opts.trustedDaemonId === undefined && empty) return 'first-use';
   if (networks === 0 && (usesIpam || view.daemon.networkDrivers.includes(opts.driverName))) return 'driver';
   return undefined;
 }

@@ -14,6 +14,7 @@ import { assertNever } from '../errors';
 import type { TsnetIpam } from '../ipam/driver';
 import { withLogContext } from '../log';
 import { addressOf } from '../netaddr';
+import { put, type Store } from '../store/contract';
 import type { Candidate, Holdings } from './decide';
 import { readDocker } from './read';
 import { Reclaimer } from './reclaimer';
@@ -27,6 +28,8 @@ export interface ReclaimOptions {
   feed: DockerFeed;
   driver: Pick<TsnetDriver, 'state' | 'deleteEndpoint' | 'deleteNetwork'>;
   ipam: Pick<TsnetIpam, 'allocations' | 'forgetPool' | 'forgetAddress'>;
+  /** Where the trusted daemon is kept across restarts (the `trust` collection). */
+  store: Store;
   /** Per Docker request (see DockerClientOptions.timeoutMs). */
   timeoutMs?: number;
   timers?: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
@@ -40,7 +43,16 @@ export function driverNameOf(socket: string): string {
 export class Reclaim {
   private readonly reclaimer: Reclaimer;
 
-  constructor(private readonly opts: ReclaimOptions) {
+  /** A Reclaim trusting the daemon a previous start trusted (read from the store first). */
+  static async load(opts: ReclaimOptions): Promise<Reclaim> {
+    const trust = await opts.store.all('trust');
+    return new Reclaim(opts, trust.length > 0 ? trust[0].daemonId : undefined);
+  }
+
+  private constructor(
+    private readonly opts: ReclaimOptions,
+    trustedDaemonId: string | undefined,
+  ) {
     const driverName = driverNameOf(opts.socket);
     const client = new DockerClient({ socketPath: opts.dockerSocket, ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
     this.reclaimer = new Reclaimer({
@@ -49,6 +61,8 @@ export class Reclaim {
       holdings: () => this.holdings(),
       read: (ids) => readDocker(client, ids, driverName),
       remove: (c) => this.remove(c),
+      ...(trustedDaemonId === undefined ? {} : { trustedDaemonId }),
+      remember: (daemonId, evidence) => opts.store.commit([put('trust', 'docker', { daemonId, evidence, since: new Date().toISOString() })]),
       ...(opts.timers ? { timers: opts.timers } : {}),
     });
     opts.feed.onStatus((s) => {
@@ -81,6 +95,7 @@ export class Reclaim {
         pending: n.pending === true,
         addresses: [...n.ipv4, ...n.ipv6].flatMap((s) => [...(s.gateway === undefined ? [] : [addressOf(s.gateway)]), ...Object.values(s.auxAddresses)]),
         reserved: modeOf(n).reservedAddresses(),
+        subnets: [...n.ipv4, ...n.ipv6].map((sub) => sub.pool),
       })),
       endpoints: endpoints.map((e) => ({ id: e.id, networkId: e.networkId, createdAt: e.createdAt, pending: e.pending === true })),
       pools,

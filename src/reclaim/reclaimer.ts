@@ -23,6 +23,10 @@ export interface ReclaimerOptions {
    * it was looked at (then it stays).
    */
   remove: (c: Candidate) => Promise<boolean>;
+  /** The daemon trusted before this process (see {@link ReclaimerOptions.remember}). */
+  trustedDaemonId?: string;
+  /** Keeps a newly trusted daemon for later starts (a failure is logged; trust then lasts this process). */
+  remember?: (daemonId: string, evidence: 'network' | 'first-use') => Promise<void>;
   timers?: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
 }
 
@@ -65,6 +69,7 @@ export class Reclaimer {
 
   constructor(private readonly opts: ReclaimerOptions) {
     this.timers = opts.timers ?? realTimers;
+    this.trustedDaemonId = opts.trustedDaemonId;
   }
 
   /** Runs a pass, or another one after the pass in progress. */
@@ -135,11 +140,13 @@ export class Reclaimer {
       const second = await this.look();
       if (second === undefined) return;
       const seen = new Set(first.map(candidateKey));
+      let removed = 0;
       for (const c of inRemovalOrder(second.filter((c) => seen.has(candidateKey(c))))) {
         if (this.isStopped()) return;
-        await this.removeOne(c);
+        if (await this.removeOne(c)) removed++;
       }
-      first = second.filter((c) => !seen.has(candidateKey(c)));
+      // A removal can make more candidates (a network's pool goes after the network): look afresh then.
+      first = removed > 0 ? await this.look() : second.filter((c) => !seen.has(candidateKey(c)));
     }
   }
 
@@ -158,17 +165,27 @@ export class Reclaimer {
       logger.error('reclaim: not removing anything', { reason: decision.reason, candidates: decision.candidates });
       return undefined;
     }
-    if (decision.evidence === 'network') this.trustedDaemonId = view.daemon.id;
+    const evidence = decision.evidence;
+    if ((evidence === 'network' || evidence === 'first-use') && this.trustedDaemonId !== view.daemon.id) {
+      this.trustedDaemonId = view.daemon.id;
+      logger.info('reclaim: trusting this Docker daemon to speak for the dockerd using tsnet', { daemonId: view.daemon.id.slice(0, 40), evidence });
+      await this.opts.remember?.(view.daemon.id, evidence).catch((err: unknown) => logger.error('reclaim: trusted daemon not stored', { error: describeBriefly(err) }));
+    }
     return decision.candidates;
   }
 
-  private async removeOne(c: Candidate): Promise<void> {
+  /** Resolves whether `c` was removed. */
+  private async removeOne(c: Candidate): Promise<boolean> {
     try {
-      if (await this.opts.remove(c)) logger.info(`reclaim: removed ${c.kind} dockerd no longer has`, { ...c, graceMs: this.opts.graceMs });
-      else logger.info(`reclaim: kept ${c.kind}: it changed since it was looked at`, { ...c });
+      if (await this.opts.remove(c)) {
+        logger.info(`reclaim: removed ${c.kind} dockerd no longer has`, { ...c, graceMs: this.opts.graceMs });
+        return true;
+      }
+      logger.info(`reclaim: kept ${c.kind}: it changed since it was looked at`, { ...c });
     } catch (err) {
       logger.error(`reclaim: removing ${c.kind} failed`, { ...c, error: describeBriefly(err) });
     }
+    return false;
   }
 
   private sleep(ms: number): Promise<void> {

@@ -221,6 +221,17 @@ export interface HostSysctlRecord {
   changedAt: string;
 }
 
+/**
+ * The Docker daemon (its /info ID) reclaim trusts to speak for the dockerd using tsnet (src/reclaim/), kept across
+ * restarts so a tsnet left holding only what dockerd never learnt of can still clean it up. Key `docker`.
+ */
+export interface TrustRecord {
+  daemonId: string;
+  /** Why it was trusted: it knew tsnet's networks, or it was read first by a tsnet holding nothing. */
+  evidence: 'network' | 'first-use';
+  since: string;
+}
+
 /** Collections and the record type each holds. */
 export interface Collections {
   tombstone: TombstoneRecord;
@@ -230,6 +241,7 @@ export interface Collections {
   address: AddressRecord;
   host: HostSysctlRecord;
   parent: ParentRecord;
+  trust: TrustRecord;
 }
 
 export type CollectionName = keyof Collections;

@@ -4,7 +4,7 @@ import { pluginCall, type PluginResponse } from '../harness/tsnet';
 import { type PluginFixture, startPlugin } from '../unit/plugin-fixture';
 
 /** Every store collection; a Record so that a new collection is a compile error here until it is snapshotted. */
-const COLLECTIONS: Record<CollectionName, true> = { tombstone: true, network: true, endpoint: true, pool: true, address: true, host: true, parent: true };
+const COLLECTIONS: Record<CollectionName, true> = { tombstone: true, network: true, endpoint: true, pool: true, address: true, host: true, parent: true, trust: true };
 
 /** Ids of the state every fuzzed method starts from: a pool, a network, a joined endpoint (see {@link FuzzApp.seed}). */
 export const BASE = {

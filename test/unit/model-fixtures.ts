@@ -135,7 +135,7 @@ export async function copyStore(from: Store, to: Store): Promise<void> {
   const collections: CollectionName[] = ['tombstone', 'network', 'endpoint', 'pool', 'address', 'host', 'parent'];
   const ops: StoreOp[] = [];
   for (const c of collections) {
-    for (const r of await from.all(c)) ops.push(put(c, 'id' in r ? r.id : 'link' in r ? r.link : 'key' in r ? r.key : `${r.poolId}|${r.address}`, r));
+    for (const r of await from.all(c)) ops.push(put(c, 'id' in r ? r.id : 'link' in r ? r.link : 'key' in r ? r.key : 'daemonId' in r ? 'docker' : `${r.poolId}|${r.address}`, r));
   }
   await to.commit(ops);
 }

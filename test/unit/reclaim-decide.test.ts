@@ -13,8 +13,8 @@ const P2 = 'tsnet-local/10.2.0.0/24';
 function holdings(): Holdings {
   return {
     networks: [
-      { id: N1, createdAt: 't1', pending: false, addresses: ['10.1.5.254', '10.1.5.1'], reserved: [] },
-      { id: N2, createdAt: 't2', pending: false, addresses: ['10.2.0.1'], reserved: [{ poolId: P2, address: '10.2.0.3' }] },
+      { id: N1, createdAt: 't1', pending: false, addresses: ['10.1.5.254', '10.1.5.1'], reserved: [], subnets: ['10.1.0.0/16'] },
+      { id: N2, createdAt: 't2', pending: false, addresses: ['10.2.0.1'], reserved: [{ poolId: P2, address: '10.2.0.3' }], subnets: ['10.2.0.0/24'] },
     ],
     endpoints: [
       { id: E1, networkId: N1, createdAt: 't3', pending: false },
@@ -66,13 +66,19 @@ const rows: Row[] = [
   ['Docker has everything', () => undefined, []],
   ['an endpoint gone (container removed)', (_h, v) => (v.networks[0].endpoints = []), ['address 10.1.5.10', 'endpoint e']],
   ['an ep- endpoint (no sandbox) still there is kept', (_h, v) => (v.networks[0].endpoints = [{ endpointId: E1 }]), ['address 10.1.5.10']],
-  ['a network gone: it and its pool; its endpoints and addresses go with them', (_h, v) => v.networks.splice(0, 1), ['network 1', `pool ${P1}`]],
+  // Its pool (and the addresses in it) wait for the network: they are candidates once it is gone (the next look).
+  ['a network gone: it first; its endpoints go with it, its pool and addresses in the next look', (_h, v) => v.networks.splice(0, 1), ['network 1']],
+  ['...and once it is gone, its pool', (h, v) => {
+    v.networks.splice(0, 1);
+    h.networks.splice(0, 1);
+    h.endpoints.splice(0, 1);
+  }, [`pool ${P1}`]],
   ['a pending network and endpoint are in flight: never candidates', (h, v) => {
     v.networks.splice(1, 1);
     v.networks[0].endpoints = [];
     h.networks[1].pending = true;
     h.endpoints[0].pending = true;
-  }, ['address 10.1.5.10', `pool ${P2}`]],
+  }, ['address 10.1.5.10']],
   ['an address leaked by a RequestAddress nobody used', (h) => h.addresses.push({ poolId: P1, address: '10.1.5.77', kind: 'address', token: 9 }), ['address 10.1.5.77']],
   ['a gateway Docker does not show is kept; a reserved shim address too', (h, v) => {
     v.networks[1].ipamConfig[0].gateway = undefined;
@@ -90,7 +96,7 @@ const rows: Row[] = [
     v.networks[0].endpoints[0].ipv6 = 'fd00:1:0::A/64';
   }, []],
   ['Docker knows none of tsnet networks: in doubt (another dockerd?)', (_h, v) => (v.networks = []), 'in-doubt'],
-  ['...unless it is the daemon seen knowing them before', (_h, v) => (v.networks = []), ['network 1', 'network 2', `pool ${P1}`, `pool ${P2}`], 'D1'],
+  ['...unless it is the daemon seen knowing them before', (_h, v) => (v.networks = []), ['network 1', 'network 2'], 'D1'],
   ['...and a different daemon ID is still in doubt', (_h, v) => (v.networks = []), 'in-doubt', 'D0'],
   ['tsnet has only IPAM state, Docker uses tsnet IPAM: decided', (h, v) => {
     h.networks = [];
@@ -131,6 +137,21 @@ test('removal order: endpoints, networks, addresses, pools', () => {
   if (d.kind !== 'decided') throw new Error('in doubt');
   const h = holdings();
   h.addresses.push({ poolId: P1, address: '10.1.5.77', kind: 'address', token: 9 });
-  const mixed: Candidate[] = [...d.candidates, { kind: 'address', poolId: P1, address: '10.1.5.77', token: 9, why: '' }, { kind: 'endpoint', networkId: N1, endpointId: E1, createdAt: 't3', why: '' }];
+  const pools: Candidate[] = [P1, P2].map((poolId, i) => ({ kind: 'pool', poolId, token: i + 1, why: '' }));
+  const mixed: Candidate[] = [...pools, ...d.candidates, { kind: 'address', poolId: P1, address: '10.1.5.77', token: 9, why: '' }, { kind: 'endpoint', networkId: N1, endpointId: E1, createdAt: 't3', why: '' }];
   expect(inRemovalOrder(mixed).map((c) => c.kind)).toEqual(['endpoint', 'network', 'network', 'address', 'pool', 'pool']);
+});
+
+test('first use: a tsnet holding nothing trusts the daemon it reads first; holding anything, it does not', () => {
+  const empty: Holdings = { networks: [], endpoints: [], pools: [], addresses: [] };
+  const v = view();
+  v.networks = [];
+  v.daemon.networkDrivers = ['bridge'];
+  expect(decide(empty, v, { driverName: NAME })).toEqual({ kind: 'decided', candidates: [], evidence: 'first-use' });
+  // Trusted before: only that daemon counts.
+  expect(decide(empty, v, { driverName: NAME, trustedDaemonId: 'D0' })).toEqual({ kind: 'decided', candidates: [] });
+  const h = holdings();
+  h.networks = [];
+  h.endpoints = [];
+  expect(decide(h, v, { driverName: NAME }).kind).toBe('in-doubt');
 });

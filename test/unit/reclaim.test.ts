@@ -87,7 +87,7 @@ async function world() {
   const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
   const feed = new StatusFeed();
   const timers = new GraceTimer();
-  const reclaim = new Reclaim({ socket: `/run/docker/plugins/${NAME}.sock`, dockerSocket: docker.socketPath, graceMs: GRACE, feed, driver, ipam, timers });
+  const reclaim = await Reclaim.load({ socket: `/run/docker/plugins/${NAME}.sock`, dockerSocket: docker.socketPath, graceMs: GRACE, feed, driver, ipam, store, timers });
   worlds.push({ docker, reclaim, driver });
 
   const pool = await ipam.requestPool({ addressSpace: '', pool: '172.28.0.0/16', subPool: '172.28.5.0/24', options: {}, v6: false });
@@ -135,9 +135,17 @@ async function lookOnce(w: World): Promise<void> {
   await until(() => w.timers.waiting, 'the grace timer');
 }
 
+/** Fires grace timers until the pass ends: a removal starts a fresh look (a network's pool goes after the network). */
 async function graceOver(w: World): Promise<void> {
-  w.timers.fire();
-  await w.reclaim.idle();
+  for (;;) {
+    w.timers.fire();
+    const pass = { ended: false };
+    const idle = w.reclaim.idle().then(() => {
+      pass.ended = true;
+    });
+    await until(() => pass.ended || w.timers.waiting, 'the pass ends or waits out another grace');
+    if (pass.ended) return idle;
+  }
 }
 
 test('Docker has everything: nothing is a candidate, no grace is waited, nothing changes', async () => {
@@ -294,4 +302,23 @@ test('IPAM forget applies only to the allocation looked at: a pool whose referen
   expect(ipam.allocations()).toEqual({ pools: [], addresses: [] });
   expect(await store.all('pool')).toEqual([]);
   expect(await store.all('address')).toEqual([]);
+});
+
+test('trust outlives a restart: a new Reclaim on the same store trusts the daemon an earlier one trusted', async () => {
+  const w = await world();
+  w.feed.up();
+  await until(() => w.docker.requests.some((r) => r.endsWith(`/networks/${NID}`)), 'first pass');
+  await w.reclaim.idle();
+  expect((await w.store.all('trust')).map((t) => t.evidence)).toEqual(['network']);
+  await w.reclaim.stop();
+  // A crash left tsnet with a network dockerd never learnt of, and nothing else Docker knows.
+  w.docker.networks.clear();
+  const feed = new StatusFeed();
+  const again = await Reclaim.load({ socket: `/run/docker/plugins/${NAME}.sock`, dockerSocket: w.docker.socketPath, graceMs: GRACE, feed, driver: w.driver, ipam: w.ipam, store: w.store, timers: w.timers });
+  worlds.push({ docker: w.docker, reclaim: again, driver: w.driver });
+  feed.up();
+  await until(() => w.timers.waiting, 'the grace timer');
+  await graceOver({ ...w, reclaim: again });
+  expect(w.driver.state().networks).toEqual([]);
+  expect(w.ipam.allocations().pools).toEqual([]);
 });
