@@ -53,14 +53,22 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
     expect(await ping(env, 'cb', 'ca')).toBe(true); // by name, through Docker's embedded DNS
     expect(await ping(env, 'ca', '172.28.5.254')).toBe(true); // the gateway on the bridge
-    // Without tsnet's one DOCKER-USER rule, dockerd's FORWARD DROP policy would cut the two containers apart.
+    // dockerd deletes and re-inserts its FORWARD → DOCKER-USER jump at every network create: without the jump (held
+    // off here) tsnet's twin rule in FORWARD still accepts; without both, dockerd's DROP policy cuts them apart.
     const mark = `0x${env.tsnet.fwMark.toString(16)}`;
-    const hook = ['DOCKER-USER', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
-    await runOk('iptables', ['-w', '-D', ...hook]);
+    const twin = ['FORWARD', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
+    expect((await runOk('iptables', ['-w', '-S', 'FORWARD'])).stdout).toContain(`--comment ${env.name} -j ACCEPT`);
+    await runOk('iptables', ['-w', '-D', 'FORWARD', '-j', 'DOCKER-USER']);
     try {
-      expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
+      expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
+      await runOk('iptables', ['-w', '-D', ...twin]);
+      try {
+        expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
+      } finally {
+        await runOk('iptables', ['-w', '-A', ...twin]);
+      }
     } finally {
-      await runOk('iptables', ['-w', '-I', ...hook]);
+      await runOk('iptables', ['-w', '-I', 'FORWARD', '-j', 'DOCKER-USER']);
     }
     expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
     // Inside, the interface is eth0 with the MAC tsnet generated and the gateway as default route.
@@ -76,6 +84,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
       expect(await ownLinks(env)).toEqual(before);
       expect(await nftTableExists('inet', env.name)).toBe(false);
       expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toContain(env.name);
+      expect((await runOk('iptables', ['-w', '-S', 'FORWARD'])).stdout).not.toContain(env.name);
     });
   });
 
