@@ -13,7 +13,7 @@ export interface Config {
   /** Pools for networks created without `--subnet`, like dockerd's `--default-address-pool`. */
   defaultPoolsV4: DefaultPoolSpec[];
   defaultPoolsV6: DefaultPoolSpec[];
-  /** Packet mark bit tsnet sets on traffic it accepts, matched by its one rule in dockerd's DOCKER-USER chain. */
+  /** Packet mark bit tsnet sets on traffic it accepts, matched by its rule in dockerd's DOCKER-USER chain and its twin in FORWARD. */
   fwMark: number;
   /** Name of tsnet's nftables table (family inet). */
   nftTable: string;

@@ -120,7 +120,7 @@ export function describeRepair(r: Repair): string {
     case 'firewall-elements':
       return `firewall: ${[r.add.length ? `add ${elementsText(r.add)} to ${r.set}` : '', r.remove.length ? `remove ${elementsText(r.remove)} from ${r.set}` : ''].filter(Boolean).join('; ')} (${r.why})`;
     case 'firewall-hook':
-      return `firewall: add tsnet's DOCKER-USER rule (${r.why})`;
+      return `firewall: add tsnet's DOCKER-USER/FORWARD rules (${r.why})`;
     case 'firewall-remove':
       return `firewall: remove tsnet's table (${r.why})`;
     case 'ports':
@@ -195,7 +195,7 @@ export function planFirewall(want: FwWant, have: FwInspection): Repair[] {
       ? []
       : [{ kind: 'firewall-elements', set, add: add[set], remove: remove[set], why: [add[set].length ? 'missing' : '', remove[set].length ? 'no record has them' : ''].filter(Boolean).join('; ') }],
   );
-  if (have.hookMissing) repairs.push({ kind: 'firewall-hook', why: 'DOCKER-USER lacks it' });
+  if (have.hookMissing) repairs.push({ kind: 'firewall-hook', why: 'DOCKER-USER or FORWARD lacks it' });
   return repairs;
 }
 

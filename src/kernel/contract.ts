@@ -133,11 +133,11 @@ export interface FwInspection {
   why?: string;
   /** Elements read (of an intact table; empty otherwise). */
   elements: FwElements;
-  /** DOCKER-USER exists (iptables or ip6tables) without tsnet's rule in it. */
+  /** DOCKER-USER exists (iptables or ip6tables) without tsnet's rule in it or without its twin in FORWARD. */
   hookMissing: boolean;
 }
 
-/** Element changes turning an intact table into the wanted one, and whether the DOCKER-USER rule must go in. */
+/** Element changes turning an intact table into the wanted one, and whether the DOCKER-USER/FORWARD rules must go in. */
 export interface FwPatch {
   add: FwElements;
   remove: FwElements;
@@ -151,14 +151,14 @@ export interface FwPatch {
 export interface Firewall {
   /**
    * Makes the table exactly `want`. Without `patch`: the whole table (base plus every element) in one transaction,
-   * then the DOCKER-USER hook. With a patch (computed from an inspection that found the table intact): only its
+   * then the DOCKER-USER/FORWARD rules. With a patch (computed from an inspection that found the table intact): only its
    * element changes, in one transaction, and the hook if it says so; an empty patch runs nothing. Either way the
    * firewall takes `want` as what its table holds from now on.
    */
   sync(want: FwWant, patch?: FwPatch): Promise<void>;
-  /** Reads tsnet's tables and DOCKER-USER rule, changing nothing. */
+  /** Reads tsnet's tables and DOCKER-USER/FORWARD rules, changing nothing. */
   inspect(): Promise<FwInspection>;
-  /** Removes tsnet's table and its DOCKER-USER rule (when tsnet has no network left); a no-op when absent. */
+  /** Removes tsnet's table and its DOCKER-USER/FORWARD rules (when tsnet has no network left); a no-op when absent. */
   removeBase(): Promise<void>;
   addNetwork(n: FwNetwork): Promise<void>;
   removeNetwork(n: FwNetwork): Promise<void>;

@@ -14,13 +14,16 @@ export interface FirewallWatchOptions {
 /**
  * Whether one `nft monitor` line may mean tsnet's firewall lost something: a table, chain, set, map or rule of
  * tsnet's tables (`inet <table>`, `bridge <table>`) going (`nft flush ruleset` lists each object it deletes), or any
- * change to a DOCKER-USER chain (deleted with its rule, or created anew by a restarted dockerd, without it).
+ * change to a DOCKER-USER chain (deleted with its rule, or created anew by a restarted dockerd, without it), or a rule
+ * deleted from FORWARD (where tsnet keeps the twin of its DOCKER-USER rule).
  * Element changes do not count: tsnet makes them on every plugin call.
  */
 export function firewallEventMatters(line: string, table: string): boolean {
   const [verb, kind, family, name, chain] = line.split(' ');
-  if (['table', 'chain', 'rule'].includes(kind) && (family === 'ip' || family === 'ip6') && (kind === 'table' ? name === 'filter' : chain === 'DOCKER-USER')) {
-    return verb !== 'add' || kind === 'chain';
+  if (['table', 'chain', 'rule'].includes(kind) && (family === 'ip' || family === 'ip6')) {
+    // tsnet's twin rule lives in FORWARD too; dockerd deletes a FORWARD rule (its jump) at every network create.
+    if (kind === 'rule' && chain === 'FORWARD' && name === 'filter') return verb === 'delete';
+    if (kind === 'table' ? name === 'filter' : chain === 'DOCKER-USER') return verb !== 'add' || kind === 'chain';
   }
   return (verb === 'delete' || verb === 'flush') && ['table', 'chain', 'rule', 'set', 'map'].includes(kind) && (family === 'inet' || family === 'bridge') && name === table;
 }

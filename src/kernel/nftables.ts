@@ -8,6 +8,11 @@ import { isDockerBridge } from './names';
 
 const NFT = 'nft';
 const IPTABLES = ['iptables', 'ip6tables'] as const;
+/** The chains holding tsnet's mark-accept rule (see ensureDockerUserHook). */
+const HOOK_CHAINS = ['DOCKER-USER', 'FORWARD'] as const;
+type HookChain = (typeof HOOK_CHAINS)[number];
+/** dockerd's jump, as `iptables -S FORWARD` prints it. */
+const JUMP = ['-A', 'FORWARD', '-j', 'DOCKER-USER'];
 /** What nft says when the table, a set or a map (or an element being deleted) does not exist. */
 const GONE = /No such file or directory/;
 
@@ -29,8 +34,8 @@ function portKey(p: FwPort): string {
  * `nft -f` transactions.
  *
  * In nftables an accept is final only within its own base chain: dockerd's `ip filter FORWARD` (policy DROP when
- * dockerd enabled forwarding itself) still sees the packet. So tsnet marks what it accepts, and keeps exactly one
- * rule in dockerd's supported hook, DOCKER-USER, that accepts that mark.
+ * dockerd enabled forwarding itself) still sees the packet. So tsnet marks what it accepts, and keeps one rule
+ * accepting that mark in dockerd's supported hook, DOCKER-USER, and its twin in FORWARD (see ensureDockerUserHook).
  *
  * It keeps in memory what its table holds, so a table deleted behind its back (`nft flush ruleset`, a firewalld
  * reload) is rebuilt whole, in the transaction of the change that found it missing.
@@ -86,9 +91,9 @@ export class NftFirewall implements Firewall {
       list('bridge'),
       ...IPTABLES.map((bin) => this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined)),
     ]);
-    const rule = ['-A', ...this.hookRule()];
-    // A chain that lists (exit 0) without tsnet's rule: iptables prints the mark without zero padding.
-    const hookMissing = hooks.some((h) => h?.code === 0 && !h.stdout.split('\n').some((line) => sameRule(line.trim().split(/\s+/), rule)));
+    // Per binary with dockerd's DOCKER-USER (it lists, exit 0): either of tsnet's two rules absent.
+    const gaps = await Promise.all(hooks.map(async (h, i) => (h?.code === 0 ? (await this.hookGaps(IPTABLES[i], h.stdout)).length : 0)));
+    const hookMissing = gaps.some((n) => n > 0);
     const read = (res: ExecResult, family: 'inet' | 'bridge'): NftTable | undefined => {
       if (res.code === 0) return parseNftTable(res.stdout);
       if (GONE.test(res.stderr)) return undefined;
@@ -105,8 +110,10 @@ export class NftFirewall implements Firewall {
     // Both tables in one transaction (one nft run); when one is already gone, each on its own.
     await this.remove([`delete table inet ${this.table}`, `delete table bridge ${this.table}`]);
     for (const bin of IPTABLES) {
-      const del = await this.exec(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule()]).catch(() => undefined);
-      if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule().join(' ')}` });
+      for (const chain of HOOK_CHAINS) {
+        const del = await this.exec(bin, ['-w', '-t', 'filter', '-D', ...this.hookRule(chain)]).catch(() => undefined);
+        if (del?.code === 0) log.debug('firewall change', { cmd: `${bin} -D ${this.hookRule(chain).join(' ')}` });
+      }
     }
   }
 
@@ -248,26 +255,47 @@ export class NftFirewall implements Firewall {
     if (res.code !== 0 && !tolerate?.test(res.stderr)) throw this.failure(res, script);
   }
 
-  private hookRule(): string[] {
+  private hookRule(chain: HookChain): string[] {
     const m = `${this.markHex}/${this.markHex}`;
     // The comment names the table, so two tsnets on one host (each with its own table) own distinct rules.
-    return ['DOCKER-USER', '-m', 'mark', '--mark', m, '-m', 'comment', '--comment', this.table, '-j', 'ACCEPT'];
+    return [chain, '-m', 'mark', '--mark', m, '-m', 'comment', '--comment', this.table, '-j', 'ACCEPT'];
+  }
+
+  /**
+   * Which of tsnet's two rules `bin` lacks, given its DOCKER-USER listing (FORWARD is listed here), and where in
+   * FORWARD the rule goes: right after dockerd's jump to DOCKER-USER (first when the jump is gone), so DOCKER-USER,
+   * users' rules in it included, still decides first, and a host's own final REJECT in FORWARD comes after it.
+   */
+  private async hookGaps(bin: string, dockerUser: string): Promise<Array<{ chain: HookChain; at: number }>> {
+    const has = (listing: string[], chain: HookChain) => listing.some((line) => sameRule(line.split(/\s+/), ['-A', ...this.hookRule(chain)]));
+    const lines = (out: string) => out.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('-A '));
+    const gaps: Array<{ chain: HookChain; at: number }> = [];
+    // iptables prints the mark without zero padding: rules are compared token by token, hex by value.
+    if (!has(lines(dockerUser), 'DOCKER-USER')) gaps.push({ chain: 'DOCKER-USER', at: 1 });
+    const fwd = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'FORWARD']);
+    if (fwd.code !== 0) throw tsnetError('TSN_KERNEL', `${bin} -S FORWARD: ${fwd.stderr.trim()}`);
+    const forward = lines(fwd.stdout);
+    if (!has(forward, 'FORWARD')) gaps.push({ chain: 'FORWARD', at: forward.findIndex((l) => sameRule(l.split(/\s+/), JUMP)) + 2 });
+    return gaps;
   }
 
   /**
    * dockerd (--iptables=true) jumps from FORWARD to DOCKER-USER first and never flushes it; a mark match there
-   * lets tsnet's decisions survive the DROP policy. Absent chain (--iptables=false): nothing to hook.
+   * lets tsnet's decisions survive the DROP policy. But dockerd deletes and re-inserts that jump at every network
+   * create and at its start (moby's EnsureJumpRule), and what is forwarded in between meets the policy: the same
+   * rule in FORWARD itself covers that gap. Absent DOCKER-USER (--iptables=false): nothing to hook.
    */
   private async ensureDockerUserHook(): Promise<void> {
-    const rule = this.hookRule();
     for (const bin of IPTABLES) {
       const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
       if (!exists || exists.code !== 0) continue;
-      const check = await this.exec(bin, ['-w', '-t', 'filter', '-C', ...rule]);
-      if (check.code === 0) continue;
-      const ins = await this.exec(bin, ['-w', '-t', 'filter', '-I', ...rule]);
-      if (ins.code !== 0) throw tsnetError('TSN_KERNEL', `${bin} -I ${rule.join(' ')}: ${ins.stderr.trim()}`);
-      log.debug('firewall change', { cmd: `${bin} -I ${rule.join(' ')}` });
+      for (const { chain, at } of await this.hookGaps(bin, exists.stdout)) {
+        const [name, ...spec] = this.hookRule(chain);
+        const args = ['-I', name, String(at), ...spec];
+        const ins = await this.exec(bin, ['-w', '-t', 'filter', ...args]);
+        if (ins.code !== 0) throw tsnetError('TSN_KERNEL', `${bin} ${args.join(' ')}: ${ins.stderr.trim()}`);
+        log.debug('firewall change', { cmd: `${bin} ${args.join(' ')}` });
+      }
     }
   }
 }

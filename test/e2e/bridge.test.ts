@@ -53,15 +53,26 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
     expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
     expect(await ping(env, 'cb', 'ca')).toBe(true); // by name, through Docker's embedded DNS
     expect(await ping(env, 'ca', '172.28.5.254')).toBe(true); // the gateway on the bridge
-    // Without tsnet's one DOCKER-USER rule, dockerd's FORWARD DROP policy would cut the two containers apart.
+    // dockerd deletes and re-inserts its FORWARD → DOCKER-USER jump at every network create: without the jump (held
+    // off here) tsnet's twin rule in FORWARD still accepts; without both, dockerd's DROP policy cuts them apart.
     const mark = `0x${env.tsnet.fwMark.toString(16)}`;
-    const hook = ['DOCKER-USER', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
-    // tsnet frozen: its drift repair would put the rule back within milliseconds (and does once it thaws).
+    const twin = ['FORWARD', '-m', 'mark', '--mark', `${mark}/${mark}`, '-m', 'comment', '--comment', env.name, '-j', 'ACCEPT'];
+    expect((await runOk('iptables', ['-w', '-S', 'FORWARD'])).stdout).toContain(`--comment ${env.name} -j ACCEPT`);
+    // tsnet frozen: its drift repair would put a deleted rule back within milliseconds.
     await env.tsnet.frozen(async () => {
-      await runOk('iptables', ['-w', '-D', ...hook]);
-      expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
+      await runOk('iptables', ['-w', '-D', 'FORWARD', '-j', 'DOCKER-USER']);
+      try {
+        expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
+        await runOk('iptables', ['-w', '-D', ...twin]);
+        try {
+          expect(await ping(env, 'ca', '172.28.5.10')).toBe(false);
+        } finally {
+          await runOk('iptables', ['-w', '-A', ...twin]);
+        }
+      } finally {
+        await runOk('iptables', ['-w', '-I', 'FORWARD', '-j', 'DOCKER-USER']);
+      }
     });
-    await eventually(async () => expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).toContain(`--comment ${env.name} -j ACCEPT`));
     expect(await ping(env, 'ca', '172.28.5.10')).toBe(true);
     // Inside, the interface is eth0 with the MAC tsnet generated and the gateway as default route.
     const route = await d.docker(['exec', 'ca', 'ip', 'route']);
@@ -76,6 +87,7 @@ describeE2E('bridge networks under dockerd --iptables=true', () => {
       expect(await ownLinks(env)).toEqual(before);
       expect(await nftTableExists('inet', env.name)).toBe(false);
       expect((await runOk('iptables', ['-w', '-S', 'DOCKER-USER'])).stdout).not.toContain(env.name);
+      expect((await runOk('iptables', ['-w', '-S', 'FORWARD'])).stdout).not.toContain(env.name);
     });
   });
 

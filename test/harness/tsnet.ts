@@ -325,7 +325,7 @@ class E2EContext implements E2EEnv {
     if (t) {
       await step('stop tsnet', () => t.stop());
       await step('remove plugin socket', () => fs.rmSync(t.socket, { force: true }));
-      // With every network removed, a stopped tsnet must have taken its links, table and DOCKER-USER rule along.
+      // With every network removed, a stopped tsnet must have taken its links, table and DOCKER-USER/FORWARD rules along.
       await step('tsnet left nothing behind', () => removeLeftovers(t));
     }
     if (d) {
@@ -356,10 +356,12 @@ async function removeLeftovers(t: TsnetProcess): Promise<void> {
     }
   }
   for (const bin of ['iptables', 'ip6tables']) {
-    const rules = (await run(bin, ['-w', '-S', 'DOCKER-USER'])).stdout.split('\n').filter((r) => r.includes(`--comment ${t.name} `));
-    for (const r of rules) {
-      left.push(`${bin} ${r}`);
-      await run(bin, ['-w', ...r.replace(/^-A /, '-D ').split(' ')]);
+    for (const chain of ['DOCKER-USER', 'FORWARD']) {
+      const rules = (await run(bin, ['-w', '-S', chain])).stdout.split('\n').filter((r) => r.includes(`--comment ${t.name} `));
+      for (const r of rules) {
+        left.push(`${bin} ${r}`);
+        await run(bin, ['-w', ...r.replace(/^-A /, '-D ').split(' ')]);
+      }
     }
   }
   if (left.length > 0) throw new Error(`left behind: ${left.join('; ')}`);

@@ -28,6 +28,9 @@ describe('which monitor lines mean tsnet may have lost part of its firewall', ()
     ['add chain ip6 filter DOCKER-USER', true],
     ['delete table bridge tsnet', true],
     ['flush set inet tsnet dnat4any', true],
+    // tsnet's twin rule in FORWARD (dockerd deletes its own jump there at every network create: one cheap check).
+    ['delete rule ip filter FORWARD handle 12', true],
+    ['delete rule ip6 filter FORWARD handle 7', true],
     // tsnet's own element churn, other tables, other tsnets, additions.
     ['add element inet tsnet bridges { "x1" }', false],
     ['delete element inet tsnet dnat4any { tcp . 8080 }', false],
@@ -182,8 +185,13 @@ describe('NftFirewall.intact (the cheap check: no element is read)', () => {
         const family = args[4] === 'bridge' ? 'bridge' : 'inet';
         return family === opts.missing ? res(1) : res(0, listing(family, family === 'inet' ? opts.drop : undefined));
       }
-      // -S lists the chain: tsnet's rule is among its lines when hooked.
+      // -S lists the chain: tsnet's rule (and its twin in FORWARD) are among its lines when hooked.
       const mark = '0x02000000/0x02000000';
+      const chain = args[args.length - 1];
+      if (chain === 'FORWARD') {
+        const twin = opts.hooked ? `-A FORWARD -m mark --mark ${mark} -m comment --comment ${TABLE} -j ACCEPT\n` : '';
+        return res(0, `-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n${twin}`);
+      }
       return res(opts.dockerUser ? 0 : 1, opts.hooked ? `-N DOCKER-USER\n-A DOCKER-USER -m mark --mark ${mark} -m comment --comment ${TABLE} -j ACCEPT\n` : '-N DOCKER-USER\n');
     };
     return { fw: new NftFirewall(0x2000000, TABLE, { exec }), calls };

@@ -92,13 +92,15 @@ describe('inspecting tsnet\'s tables from nft -j', () => {
 describe('NftFirewall.inspect and sync with a patch', () => {
   const ok = (stdout = ''): ExecResult => ({ code: 0, stdout, stderr: '' });
   const hookLine = '-A DOCKER-USER -m mark --mark 0x2000000/0x2000000 -m comment --comment h2cap -j ACCEPT';
+  const forwardLine = '-A FORWARD -m mark --mark 0x2000000/0x2000000 -m comment --comment h2cap -j ACCEPT';
 
-  function stub(dockerUser: string | undefined) {
+  function stub(dockerUser: string | undefined, forward = forwardLine) {
     const runs: Array<{ file: string; args: string[]; input?: string }> = [];
     const exec = (file: string, args: string[], input?: string): Promise<ExecResult> => {
       runs.push({ file, args, input });
       if (file === 'nft' && args[0] === '-j') return Promise.resolve(ok(args[3] === 'inet' ? inetJson : bridgeJson));
       if (file === 'nft') return Promise.resolve(ok());
+      if (args.includes('FORWARD')) return Promise.resolve(ok(`-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n${forward}\n-A FORWARD -j DOCKER-FORWARD\n`));
       if (args.includes('-S')) return Promise.resolve(dockerUser === undefined ? { code: 1, stdout: '', stderr: 'No chain' } : ok(`-N DOCKER-USER\n${dockerUser}\n-A DOCKER-USER -j RETURN\n`));
       return Promise.resolve(ok());
     };
@@ -106,11 +108,12 @@ describe('NftFirewall.inspect and sync with a patch', () => {
   }
 
   test.each([
-    ['the rule is there (iptables prints the mark unpadded)', hookLine, false],
-    ['DOCKER-USER exists without it', '', true],
-    ['no DOCKER-USER at all (dockerd --iptables=false)', undefined, false],
-  ])('hook: %s', async (_what, dockerUser, missing) => {
-    const { fw } = stub(dockerUser);
+    ['the rule is there, and its twin in FORWARD (iptables prints the mark unpadded)', hookLine, forwardLine, false],
+    ['DOCKER-USER exists without it', '', forwardLine, true],
+    ['DOCKER-USER has it, FORWARD lacks its twin (the one covering dockerd\'s jump re-insertion)', hookLine, '', true],
+    ['no DOCKER-USER at all (dockerd --iptables=false)', undefined, '', false],
+  ])('hook: %s', async (_what, dockerUser, forward, missing) => {
+    const { fw } = stub(dockerUser, forward);
     expect((await fw.inspect()).hookMissing).toBe(missing);
   });
 
