@@ -1,7 +1,8 @@
 /**
  * tsnet at scale, straight on its plugin socket with real veth pairs, the way dockerd calls it (RequestPool +
  * gateway → CreateNetwork; RequestAddress → CreateEndpoint → Join per endpoint; back with Leave → DeleteEndpoint →
- * ReleaseAddress, DeleteNetwork → ReleasePool):
+ * ReleaseAddress, DeleteNetwork → ReleasePool), each joined container end moved into one namespace standing in for
+ * the sandboxes (and given back before the Leave, as a stopped container does):
  *
  *   - SCALE_NETS (10) bridge networks filled round-robin to SCALE_PER_NET (1,000) live endpoints each: CreateEndpoint
  *     and Join latency (client side) over the last SCALE_WINDOW (500) endpoints before each milestone (1k, 5k, 10k),
@@ -80,8 +81,22 @@ type Timings = Partial<Record<'CreateEndpoint' | 'Join', number[]>>;
 class Plugin {
   private seq = 0;
   space = '';
+  /** Container ends of joined endpoints not yet moved into the sandbox namespace. */
+  private unmoved: string[] = [];
 
-  constructor(readonly socket: string) {}
+  /** `sandbox`: the namespace standing in for every container (dockerd moves the container end there at Join). */
+  constructor(
+    readonly socket: string,
+    readonly sandbox: string,
+  ) {}
+
+  /** Moves the joined container ends into the sandbox namespace, in one `ip -batch`, as dockerd would one by one. */
+  async moveJoined(): Promise<void> {
+    if (this.unmoved.length === 0) return;
+    const input = this.unmoved.map((l) => `link set ${l} netns ${this.sandbox}`).join('\n') + '\n';
+    this.unmoved = [];
+    await runOk('ip', ['-batch', '-'], { input, timeoutMs: 300_000 });
+  }
 
   async call(method: string, body: unknown): Promise<{ ms: number; body: unknown }> {
     const t0 = performance.now();
@@ -94,6 +109,16 @@ class Plugin {
   async init(): Promise<void> {
     const r = (await this.call('IpamDriver.GetDefaultAddressSpaces', {})).body as { LocalDefaultAddressSpace: string };
     this.space = r.LocalDefaultAddressSpace;
+  }
+
+  /** Container stop: the sandbox gives every interface back to the host namespace (this process's), names kept. */
+  async giveBack(): Promise<void> {
+    await this.moveJoined();
+    const links = JSON.parse((await runOk('ip', ['-n', this.sandbox, '-json', 'link', 'show'])).stdout) as Array<{ ifname: string }>;
+    const names = links.map((l) => l.ifname).filter((n) => n !== 'lo');
+    if (names.length === 0) return;
+    const input = names.map((l) => `link set ${l} netns ${process.pid}`).join('\n') + '\n';
+    await runOk('ip', ['-n', this.sandbox, '-batch', '-'], { input, timeoutMs: 300_000 });
   }
 
   async createNetwork(subnet: string, options: Record<string, string> = {}): Promise<Net> {
@@ -124,6 +149,9 @@ class Plugin {
     net.eps.push(ep);
     const j = await this.call('NetworkDriver.Join', { NetworkID: net.id, EndpointID: ep.id, SandboxKey: `/var/run/docker/netns/tsnetscale${this.seq++}`, Options: {} });
     ep.joined = true;
+    const srcName = (j.body as { InterfaceName?: { SrcName?: string } }).InterfaceName?.SrcName;
+    if (srcName) this.unmoved.push(srcName);
+    if (this.unmoved.length >= 250) await this.moveJoined();
     timings?.CreateEndpoint?.push(c.ms);
     timings?.Join?.push(j.ms);
     return ep;
@@ -229,6 +257,7 @@ interface Env {
   plugin?: Plugin;
   nets: Net[];
   parent?: string;
+  sandbox?: string;
 }
 
 async function connectPair(docker: Docker): Promise<Pair> {
@@ -309,7 +338,10 @@ async function measure(env: Env, started: Date, loadStart: number[]): Promise<Re
   await tsnet.start();
   const mach = { ...(await hostFacts(docker)), nets: NETS, perNet: PER_NET, window: WINDOW, macvlan: MACVLAN, connectN: CONNECT_N };
   const storeBaseline = storeRows(stateDir);
-  const plugin = new Plugin(tsnet.socket);
+  const sandbox = `tsnetscale${randomBytes(3).toString('hex')}`;
+  await runOk('ip', ['netns', 'add', sandbox]);
+  env.sandbox = sandbox;
+  const plugin = new Plugin(tsnet.socket, sandbox);
   env.plugin = plugin;
   await plugin.init();
 
@@ -329,6 +361,7 @@ async function measure(env: Env, started: Date, loadStart: number[]): Promise<Re
     if (n % 1000 === 0) progress(`${n} live endpoints (CreateEndpoint last ${f(all.CreateEndpoint[n - 1])} ms)`);
     if (!MILESTONES.includes(n)) continue;
     const p0 = performance.now();
+    await plugin.moveJoined();
     const from = Math.max(0, n - WINDOW);
     const m: Milestone = {
       live: n,
@@ -369,6 +402,7 @@ async function measure(env: Env, started: Date, loadStart: number[]): Promise<Re
 
   progress('removing everything the way dockerd would');
   const c0 = performance.now();
+  await plugin.giveBack();
   for (const net of [...env.nets].reverse()) {
     await plugin.removeNetwork(net);
     env.nets.pop();
@@ -433,6 +467,8 @@ async function teardown(env: Env): Promise<string[]> {
   }
   const parent = env.parent;
   if (parent) await step(`delete parent ${parent}`, () => run('ip', ['link', 'del', parent]));
+  const sandbox = env.sandbox;
+  if (sandbox) await step(`delete namespace ${sandbox}`, () => runOk('ip', ['netns', 'del', sandbox]));
   if (dockerd) await step('destroy dockerd', () => dockerd.destroy());
   return errors;
 }
