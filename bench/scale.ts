@@ -24,7 +24,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../test/harness/busybox';
 import { type Docker, type Dockerd, startDockerd } from '../test/harness/dockerd';
 import { onProcessExit, run, runOk, sleep, waitFor } from '../test/harness/exec';
@@ -32,7 +31,7 @@ import { forwardingOn, linksOwnedBy } from '../test/harness/host';
 import { ensureBuilt, pluginCall, TsnetProcess, uniquePluginName } from '../test/harness/tsnet';
 import { checkAborted } from './lib/abort';
 import { envInt, linkHarnessRoot, RESULTS_DIR } from './lib/config';
-import { hostFacts, livePid, readRssKiB } from './lib/host';
+import { hostFacts, livePid, readRssKiB, storeRowsIn } from './lib/host';
 import { holdDockerdLock } from './lib/lock';
 import { measureThenTearDown, otherDockerdsSeen, progress, saveResults, setOwnDockerd } from './lib/progress';
 import { f, mdTable, ok } from './lib/report';
@@ -187,16 +186,6 @@ class Plugin {
 
 const portsOn = async (bridge: string): Promise<number> => (await runOk('ip', ['-o', 'link', 'show', 'master', bridge])).stdout.split('\n').filter((l) => l.trim() !== '').length;
 
-function storeRows(stateDir: string): Partial<Record<string, number>> {
-  const db = new Database(path.join(stateDir, 'tsnet.db'), { readonly: true, fileMustExist: true });
-  try {
-    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
-    return Object.fromEntries(rows.map((r) => [r.collection, r.n]).sort());
-  } finally {
-    db.close();
-  }
-}
-
 /** kill -9, then the start timed: spawn → listening (handshake answers) → ready (a call needing state answers). */
 async function restartTimed(tsnet: TsnetProcess): Promise<{ listeningS: number; readyS: number }> {
   await tsnet.kill9();
@@ -286,7 +275,7 @@ async function fillBridge(env: Env, plugin: Plugin, tsnet: TsnetProcess, stateDi
   for (let i = 0; i < BRIDGE_PORTS; i++) await plugin.addEndpoint(fullNet);
   const bridge = await plugin.bridgeOf(fullNet, fullNet.eps[0]);
   const ports = await portsOn(bridge);
-  const epsBefore = storeRows(stateDir).endpoint ?? 0;
+  const epsBefore = storeRowsIn(stateDir).endpoint ?? 0;
   const a = (await plugin.call('IpamDriver.RequestAddress', { PoolID: fullNet.poolId, Address: '', Options: {} })).body as { Address: string };
   const refusedId = randomBytes(32).toString('hex');
   const refused = await pluginCall(tsnet.socket, 'NetworkDriver.CreateEndpoint', {
@@ -310,7 +299,7 @@ async function fillBridge(env: Env, plugin: Plugin, tsnet: TsnetProcess, stateDi
     portsAfter: await portsOn(bridge),
     refusedLinkExists,
     storeEndpointsBefore: epsBefore,
-    storeEndpointsAfter: storeRows(stateDir).endpoint ?? 0,
+    storeEndpointsAfter: storeRowsIn(stateDir).endpoint ?? 0,
     kernel: kernel.code === 0 ? 'accepted (the limit is not the kernel\'s)' : kernel.stderr.trim(),
   };
   progress(`full bridge: ${ports} ports; endpoint ${ports + 1}: HTTP ${refused.status} ${refused.raw.slice(0, 160)}; kernel: ${full.kernel}`);
@@ -337,7 +326,7 @@ async function measure(env: Env, started: Date, loadStart: number[]): Promise<Re
   progress(`starting tsnet as legacy plugin "${name}"`);
   await tsnet.start();
   const mach = { ...(await hostFacts(docker)), nets: NETS, perNet: PER_NET, window: WINDOW, macvlan: MACVLAN, connectN: CONNECT_N };
-  const storeBaseline = storeRows(stateDir);
+  const storeBaseline = storeRowsIn(stateDir);
   const sandbox = `tsnetscale${randomBytes(3).toString('hex')}`;
   await runOk('ip', ['netns', 'add', sandbox]);
   env.sandbox = sandbox;
@@ -416,7 +405,7 @@ async function measure(env: Env, started: Date, loadStart: number[]): Promise<Re
   const linksLeft = await linksOwnedBy(owner);
   const tablesLeft: string[] = [];
   for (const family of ['inet', 'bridge']) if ((await run('nft', ['list', 'table', family, name])).code === 0) tablesLeft.push(`${family} ${name}`);
-  const storeAfter = storeRows(stateDir);
+  const storeAfter = storeRowsIn(stateDir);
   const leaks = [
     ...(linksLeft.length > 0 ? [`${linksLeft.length} links with tsnet's owner tag (${linksLeft.slice(0, 5).join(', ')})`] : []),
     ...tablesLeft.map((t) => `nft table ${t}`),

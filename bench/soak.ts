@@ -13,24 +13,23 @@
  * would stop every other e2e run on the host. Results: bench/results/<date>-soak.{json,md}.
  */
 import fs from 'node:fs';
-import Database from 'better-sqlite3';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_IMAGE } from '../test/harness/busybox';
-import type { Docker, Dockerd } from '../test/harness/dockerd';
+import type { Dockerd } from '../test/harness/dockerd';
 import { run, runOk, sleep, waitFor } from '../test/harness/exec';
 import { forwardingOn, linksOwnedBy } from '../test/harness/host';
 import type { TsnetProcess } from '../test/harness/tsnet';
 import { checkAborted } from './lib/abort';
 import { envInt, RESULTS_DIR } from './lib/config';
-import { hostFacts, livePid, readRssKiB } from './lib/host';
+import { hostFacts, livePid, readRssKiB, storeRowsIn } from './lib/host';
 import { holdDockerdLock } from './lib/lock';
 import { measureThenTearDown, otherDockerdsSeen, progress, saveResults } from './lib/progress';
 import { f, mdTable } from './lib/report';
-import { Session } from './lib/session';
+import { Session, type Started } from './lib/session';
 import { linearFit, median, r2, stats, type Stats } from './lib/stats';
 import { reviveDaemons, stopAfterAbort, teardownSteps } from './lib/teardown';
-import { callInstances, type TsnetLog } from './lib/tsnet-log';
+import { callInstances } from './lib/tsnet-log';
 
 const MINUTES = envInt('SOAK_MINUTES', 30, 1);
 const CYCLE_MS = envInt('SOAK_CYCLE_MS', 5_000, 0);
@@ -63,7 +62,7 @@ interface Minute {
 interface Objects {
   links: string[];
   nftElements: Record<string, number>;
-  storeRows: Record<string, number>;
+  storeRows: Partial<Record<string, number>>;
   dockerUserRules: number;
 }
 
@@ -89,27 +88,10 @@ interface Results {
   leaks: string[];
 }
 
-interface Env {
-  dockerd: Dockerd;
-  docker: Docker;
-  tsnet: TsnetProcess;
-  name: string;
-  log: TsnetLog;
-}
+type Env = Started;
 
 // ---------------------------------------------------------------------------------------------------------------
 // objects
-
-/** Rows per collection in tsnet's store (read-only, while tsnet runs). */
-function storeRows(dockerd: Dockerd): Record<string, number> {
-  const db = new Database(path.join(dockerd.dir, 'tsnet', 'state', 'tsnet.db'), { readonly: true, fileMustExist: true });
-  try {
-    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
-    return Object.fromEntries(rows.map((r) => [r.collection, r.n]).sort());
-  } finally {
-    db.close();
-  }
-}
 
 /** Elements per set and map of `family name` (`nft -j`), keyed `family/set`; none when the table is absent. */
 async function nftElements(family: string, table: string): Promise<Record<string, number>> {
@@ -136,7 +118,7 @@ async function objects(e: Env): Promise<Objects> {
   return {
     links: await linksOwnedBy(`tsnet:${e.name}`),
     nftElements: { ...(await nftElements('inet', e.name)), ...(await nftElements('bridge', e.name)) },
-    storeRows: storeRows(e.dockerd),
+    storeRows: storeRowsIn(path.join(e.dockerd.dir, 'tsnet', 'state')),
     dockerUserRules: rules,
   };
 }
@@ -148,7 +130,7 @@ function diffObjects(before: Objects, after: Objects, label: string): string[] {
   const gone = before.links.filter((l) => !after.links.includes(l));
   if (extra.length > 0) out.push(`${label}: ${extra.length} extra links (${extra.slice(0, 5).join(', ')})`);
   if (gone.length > 0) out.push(`${label}: ${gone.length} links gone (${gone.slice(0, 5).join(', ')})`);
-  const cmp = (what: string, a: Record<string, number>, b: Record<string, number>) => {
+  const cmp = (what: string, a: Partial<Record<string, number>>, b: Partial<Record<string, number>>) => {
     for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
       if ((a[k] ?? 0) !== (b[k] ?? 0)) out.push(`${label}: ${what} ${k}: ${a[k] ?? 0} → ${b[k] ?? 0}`);
     }
@@ -309,7 +291,7 @@ function renderMarkdown(r: Results): string {
     ['when', 'links (owner tag)', 'nft elements', 'store rows', 'DOCKER-USER rules'],
     ...(['baseline', 'beforeChurn', 'afterChurn', 'afterTeardown'] as const).map((k) => {
       const o = r.objects[k];
-      const fmt = (x: Record<string, number>) => Object.entries(x).map(([a, b]) => `${a} ${b}`).join(', ') || '—';
+      const fmt = (x: Partial<Record<string, number>>) => Object.entries(x).map(([a, b]) => `${a} ${b}`).join(', ') || '—';
       return [k, String(o.links.length), fmt(o.nftElements), fmt(o.storeRows), String(o.dockerUserRules)];
     }),
   ]));
