@@ -242,7 +242,7 @@ function slopes(minutes: Minute[]): Results['slopes'] {
           const v = value(m, k);
           return v === undefined ? [] : [[m.minute, v] as const];
         });
-        return [k, r2(linearFit(pts.map((p) => p[0]), pts.map((p) => p[1])).slope * 1000) / 1000];
+        return [k, Math.round(linearFit(pts.map((p) => p[0]), pts.map((p) => p[1])).slope * 10_000) / 10_000];
       }),
     );
   const callNames = [...new Set(minutes.flatMap((m) => Object.keys(m.calls)))].sort();
