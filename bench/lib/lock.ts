@@ -1,7 +1,8 @@
 /** The host-wide lock the e2e runs take (`flock /tmp/tsnet-dockerd.lock`), held by a bench for chosen phases only. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { onProcessExit, spawnDaemon, waitFor, waitForExit } from '../../test/harness/exec';
+import { isRunning, onProcessExit, spawnDaemon, waitFor, waitForExit } from '../../test/harness/exec';
+import { checkAborted } from './abort';
 import { REPO } from './config';
 
 export const DOCKERD_LOCK = '/tmp/tsnet-dockerd.lock';
@@ -32,7 +33,10 @@ export async function holdDockerdLock(what: string, timeoutMs = 30 * 60_000): Pr
   try {
     await waitFor(
       () => {
+        // Ctrl-C while waiting, or a flock killed by someone else, ends the wait at once.
+        checkAborted();
         const m = /locked (\d+)/.exec(fs.readFileSync(marker, 'utf8'));
+        if (!m && !isRunning(child)) throw new Error(`flock on ${DOCKERD_LOCK} exited (code ${child.exitCode}, signal ${child.signalCode}) without the lock (${what})`);
         if (m) sleepPid = Number(m[1]);
         return sleepPid !== undefined;
       },
