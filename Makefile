@@ -152,6 +152,13 @@ bench: deps-bench build
 	$(NODE) .tmp/bench/bench/macvlan.js
 	$(NODE) .tmp/bench/bench/dns.js
 
+# Scale (10,000 real veth endpoints straight on the plugin socket, restart times, a Docker bridge comparison; ~15 min)
+# and churn soak (SOAK_MINUTES, default 30, through a private dockerd); see bench/README.md. Not part of bench.
+.PHONY: bench-scale bench-soak
+bench-scale bench-soak: deps-bench build
+	$(TSC) -p bench/tsconfig.run.json
+	$(NODE) .tmp/bench/bench/$(patsubst bench-%,%,$@).js
+
 # Fuzz soak: the unit fuzz's properties with FUZZ_TOTAL (default 100,000) bodies; writes bench/results/fuzz-<date>.md.
 .PHONY: fuzz-soak
 fuzz-soak: $(MODULES)

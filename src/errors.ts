@@ -30,6 +30,7 @@ export const catalogue = {
   TSN_STATE_LOCKED: { category: 'conflict', summary: 'another tsnet uses the state directory or the socket' },
   TSN_NO_AVAILABLE_IPS: { category: 'unavailable', summary: 'no free address left in the range' },
   TSN_NO_AVAILABLE_POOL: { category: 'unavailable', summary: 'no default pool is free' },
+  TSN_BRIDGE_FULL: { category: 'unavailable', summary: "the network's Linux bridge holds its most ports (1,023)" },
   TSN_KERNEL: { category: 'kernel', summary: 'a kernel operation failed' },
   TSN_DOCKER: { category: 'unavailable', summary: "Docker's API is unreachable or answered something unexpected" },
   TSN_DNS: { category: 'internal', summary: 'a DNS listener or upstream failed' },

@@ -1,6 +1,8 @@
 /** Host facts and waits of the bench. */
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
 import type { Docker } from '../../test/harness/dockerd';
 import { run, sleep } from '../../test/harness/exec';
 import { REPO, TSNET_LABEL, TSNET_ROOT } from './config';
@@ -16,6 +18,17 @@ export function readRssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(m[1]);
+}
+
+/** Rows per collection in the tsnet store under `stateDir` (read-only, while tsnet runs). */
+export function storeRowsIn(stateDir: string): Partial<Record<string, number>> {
+  const db = new Database(path.join(stateDir, 'tsnet.db'), { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
+    return Object.fromEntries(rows.map((r) => [r.collection, r.n]).sort());
+  } finally {
+    db.close();
+  }
 }
 
 export async function cmdOut(cmd: string, args: string[]): Promise<string> {

@@ -70,3 +70,21 @@ export function pair(t: number[], d: number[]): Pair {
   const ds = stats(d);
   return { tsnet: ts, docker: ds, ratio: ratio(ts.median, ds.median) };
 }
+
+/** Least-squares line through (x, y): slope per unit of x, intercept, and r² (NaN with fewer than two points). */
+export function linearFit(xs: readonly number[], ys: readonly number[]): { slope: number; intercept: number; r2: number } {
+  const n = Math.min(xs.length, ys.length);
+  if (n < 2) return { slope: NaN, intercept: NaN, r2: NaN };
+  const mx = xs.slice(0, n).reduce((a, b) => a + b, 0) / n;
+  const my = ys.slice(0, n).reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i] - mx) * (ys[i] - my);
+    sxx += (xs[i] - mx) ** 2;
+    syy += (ys[i] - my) ** 2;
+  }
+  const slope = sxx === 0 ? NaN : sxy / sxx;
+  return { slope, intercept: my - slope * mx, r2: syy === 0 ? 1 : (sxy * sxy) / (sxx * syy) };
+}

@@ -1,4 +1,5 @@
 import type { KernelChange, LinkInfo } from '../../kernel/contract';
+import { tsnetError } from '../../errors';
 import type { EndpointRepair } from '../mode';
 import { vethNamesFor } from '../../kernel/names';
 import { macForIPv4, randomMac } from '../../netaddr';
@@ -7,8 +8,23 @@ import { checkEndpointOptions } from '../option-values';
 import type { BridgeEndpointRecord, BridgeNetworkRecord } from '../../store/records';
 import type { CreateEndpointRequest } from '../contract';
 
-/** The endpoint record, with the MAC dockerd gave or one tsnet picks. */
-export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): BridgeEndpointRecord {
+/**
+ * Ports a Linux bridge holds (BR_MAX_PORTS 1024, port number 0 reserved): the kernel refuses the next one with
+ * EXFULL ("Exchange full") when the veth pair is already made.
+ */
+export const BRIDGE_MAX_PORTS = 1023;
+
+/**
+ * The endpoint record, with the MAC dockerd gave or one tsnet picks. `peers`: the network's endpoints, each holding
+ * one port of the bridge; one past the kernel's limit is refused before anything is made.
+ */
+export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest, peers: readonly BridgeEndpointRecord[]): BridgeEndpointRecord {
+  if (peers.length >= BRIDGE_MAX_PORTS) {
+    throw tsnetError(
+      'TSN_BRIDGE_FULL',
+      `network ${net.id.slice(0, 12)}: bridge ${net.bridge} has ${peers.length} endpoints, the most a Linux bridge holds is ${BRIDGE_MAX_PORTS} ports; use another network for more`,
+    );
+  }
   checkEndpointOptions(req.options, 'bridge');
   const { address, addressIPv6, macAddress } = req.iface;
   checkOnSubnet('Address', address, net.ipv4);
