@@ -5,8 +5,10 @@ import { dnsNetworks } from './dns/networks';
 import { DockerEventFeed } from './docker/feed';
 import { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
+import { withFaults } from './fault';
 import { installProcessGuard } from './guard';
 import { TsnetIpam } from './ipam/driver';
+import type { LinkInfo } from './kernel/contract';
 import { Iproute2Kernel } from './kernel/iproute2';
 import { LinkWatcher } from './kernel/link-watch';
 import { NftFirewall } from './kernel/nftables';
@@ -39,9 +41,9 @@ async function main(): Promise<void> {
  */
 async function serve(config: Config, lock: StateLock): Promise<void> {
   // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
-  const links = () => kernel.links();
-  const kernel: Iproute2Kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
-  const store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
+  const links = (): Promise<LinkInfo[]> => kernel.links();
+  // withFaults: the test-only crash switch (src/fault.ts); without its environment variables it returns both as given.
+  const { kernel, store } = withFaults(new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`), new SqliteStore(path.join(config.stateDir, 'tsnet.db')));
   const ipam = await TsnetIpam.load(store, {
     defaultPoolsV4: config.defaultPoolsV4,
     defaultPoolsV6: config.defaultPoolsV6,
