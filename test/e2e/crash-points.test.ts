@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import { vethPair } from '../harness/containers';
+import type { Scenario } from '../harness/crash';
+import { crashSweepTests, FULL_SWEEP } from '../harness/crash-suite';
+import { run, runOk } from '../harness/exec';
+import { describeE2E } from '../harness/host';
+import { setupE2E } from '../harness/tsnet';
+
+/**
+ * Fault injection at every step (issue 10, item 4): tsnet killed (SIGKILL, by its test-only switch, src/fault.ts)
+ * right after its k-th kernel change, firewall change or store commit during network create, run -d -p, stop, rm
+ * and network rm through a real dockerd, restarted, then checked (test/harness/crash.ts).
+ *
+ * CI runs a sample: every step of bridge-ports-v6, and of the other scenarios the first and last step of each
+ * plugin call plus every 5th step. `make crash-sweep` (TSNET_CRASH_SWEEP=full) runs every step of every scenario.
+ * The VLAN variant (a parent tsnet makes) is crash-points-vlan.test.ts, run in the VM.
+ */
+const tag = randomBytes(2).toString('hex');
+const parent = `tscp${tag}a`;
+
+const scenarios = (): Scenario[] => [
+  {
+    name: 'bridge-ports-v6',
+    network: ['--ipv6', '--subnet', '10.197.31.0/24', '--subnet', 'fd00:197:31::/64'],
+    run: ['-p', '18731:80', '-p', '18732:81/udp'],
+    hostPorts: [18731],
+  },
+  { name: 'bridge-internal', network: ['--internal', '--subnet', '10.197.32.0/24'], run: [], hostPorts: [] },
+  { name: 'bridge-noicc', network: ['-o', 'com.docker.network.bridge.enable_icc=false', '--subnet', '10.197.33.0/24'], run: ['-p', '18733:80'], hostPorts: [18733] },
+  { name: 'macvlan', network: ['-o', 'mode=macvlan', '-o', `parent=${parent}`, '--subnet', '10.197.34.0/24'], run: [], hostPorts: [] },
+];
+
+describeE2E('crash points', () => {
+  const env = setupE2E({ dockerd: { iptables: true }, tsnet: false });
+  let pair: { del: () => Promise<void> } | undefined;
+  beforeAll(async () => {
+    pair = await vethPair(parent, `tscp${tag}b`);
+    await runOk('ip', ['link', 'set', parent, 'up']);
+  });
+  afterAll(async () => {
+    await pair?.del();
+    await run('ip', ['link', 'del', parent]);
+  });
+  crashSweepTests(env, scenarios, ['bridge-ports-v6'], FULL_SWEEP ? 3_600_000 : 600_000, scenarios().map((s) => s.name));
+});

@@ -1,0 +1,72 @@
+/**
+ * The crash-point sweep as a jest suite body, shared by test/e2e/crash-points.test.ts (bridge, macvlan) and
+ * test/e2e/crash-points-vlan.test.ts (macvlan on an 802.1Q parent tsnet makes; the VM run).
+ *
+ * Per scenario: one traced run learns the N steps (kernel changes, firewall changes, store commits) after tsnet's
+ * start; then for each chosen k tsnet runs with TSNET_FAULT_EXIT_AFTER at start + k, the scenario goes on until a
+ * docker command fails or tsnet died, tsnet is restarted without the switch (`--reclaim-grace 1`) and
+ * {@link CrashSweep.recover} checks what the crash left and that dockerd can complete the scenario.
+ *
+ * Which k: TSNET_CRASH_SWEEP=full (`make crash-sweep`) takes every k of every scenario. Otherwise (CI) the scenarios
+ * named in `everyStepOf` take every k, the others a deterministic sample: the first and last step of each plugin
+ * call (right after the first commit, right before the reply) and every 5th step.
+ */
+import fs from 'node:fs';
+import { CrashSweep, type CrashOutcome, type Scenario, stepName } from './crash';
+import type { E2EEnv } from './tsnet';
+
+export const FULL_SWEEP = process.env.TSNET_CRASH_SWEEP === 'full';
+
+/** TSNET_CRASH_LOG=FILE: each crash point's outcome is appended as it is known (jest prints only at the end). */
+function progress(line: string): void {
+  const file = process.env.TSNET_CRASH_LOG;
+  if (file) fs.appendFileSync(file, `${new Date().toISOString()} ${line}\n`);
+}
+
+/** The k to crash at, from the traced run's lines (only the scenario's own, after the start). */
+export function chooseCrashPoints(steps: string[], full: boolean): number[] {
+  const all = steps.map((_, i) => i + 1);
+  if (full) return all;
+  const callOf = (l: string) => l.split(' ').at(-1) ?? '-';
+  return all.filter((k) => k % 5 === 0 || k === 1 || k === steps.length || callOf(steps[k - 2] ?? '') !== callOf(steps[k - 1]) || callOf(steps[k] ?? '') !== callOf(steps[k - 1]));
+}
+
+/** Registers one test per scenario; each prints its crash points and fails listing every one that leaked or broke. */
+export function crashSweepTests(env: E2EEnv, scenarios: () => Scenario[], everyStepOf: readonly string[], timeoutMs: number, names: readonly string[]): void {
+  const sweep = new CrashSweep(env);
+  for (const name of names) {
+    test(`crash at every chosen step of scenario ${name}: store and kernel agree, nothing leaks, dockerd's view works`, async () => {
+      const s = scenarios().find((x) => x.name === name);
+      if (!s) throw new Error(`no scenario ${name}`);
+      await sweep.scrub(s);
+      const traced = await sweep.runScenario(s, undefined);
+      if (traced.failed !== undefined || traced.died) throw new Error(`the scenario fails without a crash: ${traced.failed ?? 'tsnet died'}`);
+      const baseline = await sweep.recover(s);
+      expect(baseline).toEqual([]);
+      const steps = traced.trace.slice(traced.startSteps);
+      progress(`${name}: ${steps.length} steps after ${traced.startSteps} at start:\n${steps.join('\n')}`);
+      const ks = chooseCrashPoints(steps, FULL_SWEEP || everyStepOf.includes(name));
+      const outcomes: CrashOutcome[] = [];
+      for (const k of ks) {
+        const r = await sweep.runScenario(s, traced.startSteps + k);
+        const problems: string[] = [];
+        const step = stepName(r.trace.at(-1));
+        if (!r.died) problems.push('tsnet did not die (fewer steps than the traced run)');
+        else if (step !== stepName(steps[k - 1])) problems.push(`step differs from the traced run's: ${stepName(steps[k - 1])}`);
+        problems.push(...(await sweep.recover(s)));
+        const left = await sweep.scrub(s);
+        problems.push(...left.map((l) => `scrub: ${l}`));
+        outcomes.push({ k, step, problems });
+        progress(`${name} k=${k}/${steps.length} ${step}: ${problems.length === 0 ? 'ok' : problems.join('; ')}`);
+      }
+      const bad = outcomes.filter((o) => o.problems.length > 0);
+      console.log(
+        [
+          `crash sweep ${name}: ${steps.length} steps, ${outcomes.length} crash points covered (${FULL_SWEEP ? 'full' : 'CI sample'}), ${bad.length} leaked or broke`,
+          ...outcomes.map((o) => `  k=${o.k} ${o.step}: ${o.problems.length === 0 ? 'ok' : o.problems.join('; ')}`),
+        ].join('\n'),
+      );
+      expect(bad.map((o) => `k=${o.k} ${o.step}: ${o.problems.join('; ')}`)).toEqual([]);
+    }, timeoutMs);
+  }
+}
