@@ -3,7 +3,7 @@ import type { KernelChange, LinkInfo } from '../kernel/contract';
 import { childNameFor } from '../kernel/names';
 import { addressOf } from '../netaddr';
 import type { ChildEndpointRecord, ChildNetworkCommon, ChildNetworkRecord } from '../store/records';
-import type { CreateEndpointRequest, CreateNetworkRequest, EndpointInterface, JoinResponse, StaticRoute } from './contract';
+import type { CreateEndpointRequest, CreateNetworkRequest, JoinResponse, StaticRoute } from './contract';
 import type { EndpointRepair, HostView } from './mode';
 import { IFACE_PREFIX_OPTION, checkEndpointOptions, parseIfacePrefix } from './option-values';
 import { PARENT_OPTION, type ParentUse, checkParent, parseParent } from './parent';
@@ -79,7 +79,7 @@ export function planChildEndpoint(
   req: CreateEndpointRequest,
   peers: readonly ChildEndpointRecord[],
   mac: ((address: string | undefined) => string) | undefined,
-): { ep: ChildEndpointRecord; reply: EndpointInterface } {
+): ChildEndpointRecord {
   checkEndpointOptions(req.options, net.mode);
   const { address, addressIPv6, macAddress } = req.iface;
   checkOnSubnet('Address', address, net.ipv4);
@@ -95,7 +95,7 @@ export function planChildEndpoint(
   checkUnique(net, peers, 'AddressIPv6', addressIPv6, (p) => plain(p.addressIPv6));
   const chosen = mac && (macAddress ?? mac(address)).toLowerCase();
   checkUnique(net, peers, 'MacAddress', macAddress ?? chosen, (p) => p.mac);
-  const ep: ChildEndpointRecord = {
+  return {
     id: req.endpointId,
     mode: net.mode,
     networkId: net.id,
@@ -105,7 +105,6 @@ export function planChildEndpoint(
     ...(addressIPv6 !== undefined ? { addressIPv6 } : {}),
     createdAt: new Date().toISOString(),
   };
-  return { ep, reply: chosen !== undefined && macAddress === undefined ? { macAddress: chosen } : {} };
 }
 
 /** The child link, at Join. */

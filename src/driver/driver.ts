@@ -15,7 +15,7 @@ import type {
   JoinResponse,
   NetworkDriver,
 } from './contract';
-import type { BoundNetwork, HostState, HostView } from './mode';
+import { type BoundNetwork, type HostState, type HostView, interfaceReply } from './mode';
 import { modeOf, planNetwork } from './modes';
 import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
@@ -25,6 +25,7 @@ import { applyRemovals, tearDown } from './teardown';
 import { claimParent, parentRepairSteps, releaseParent } from './parent';
 import { ForwardingOwner } from './forwarding';
 import { readOnce } from './host-view';
+import { differingFields, requestDigest } from './request-digest';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -38,10 +39,22 @@ const NO_HOST_ADDRESSES: HostAddressPool = { reserve: async () => undefined, rel
 const unique = (links: string[]) => [...new Set(links)];
 
 /**
+ * A create for an id tsnet has: dockerd repeating a call it got no answer to (the identical request) is answered as
+ * before; any other request is refused, naming the fields that differ.
+ */
+function checkRepeat(rec: { id: string; requestDigest?: string }, digest: string, code: 'TSN_NETWORK_EXISTS' | 'TSN_ENDPOINT_EXISTS', what: string): void {
+  if (rec.requestDigest === digest) return;
+  const why = rec.requestDigest === undefined ? 'made before tsnet kept requests' : `made by a request whose ${differingFields(rec.requestDigest, digest).join(', ')} differ`;
+  throw tsnetError(code, `${what} "${rec.id}" already exists (${why})`);
+}
+
+/**
  * The network driver: keeps networks and endpoints in memory, persists every change in the store, and drives the
  * mode's kernel steps. Ordering rule for crash safety: a record is committed before the kernel objects it
  * describes are made, and removed only after they are gone, so after a crash the store is never missing
- * something that exists in the kernel (reconcile() re-creates or removes the rest).
+ * something that exists in the kernel (reconcile() re-creates or removes the rest). A created record is committed
+ * pending first and done once its kernel work is, before dockerd gets the answer: one still pending at start was
+ * never answered as a success, and undoPending() removes it.
  *
  * Locking, always taken in this order (so no cycle can form):
  * 1. `topology`, driver-wide: CreateNetwork and DeleteNetwork, i.e. everything that decides state shared between
@@ -119,8 +132,14 @@ export class TsnetDriver implements NetworkDriver {
 
   createNetwork(req: CreateNetworkRequest): Promise<void> {
     return this.networkWide(req.networkId, async () => {
-      if (this.networks.has(req.networkId)) {
-        throw tsnetError('TSN_NETWORK_EXISTS', `NetworkID "${req.networkId}" already exists`);
+      const digest = requestDigest(req);
+      const existing = this.networks.get(req.networkId);
+      // Still pending: its create failed and so did undoing it; it goes before this create (as at the next start).
+      if (existing?.pending) await this.removeNetwork(existing);
+      else if (existing) {
+        checkRepeat(existing, digest, 'TSN_NETWORK_EXISTS', 'NetworkID');
+        log.info('network create repeated with the identical request: already made');
+        return;
       }
       // Links of deleted networks may still be on their way out (same bridge name), and a queued firewall base
       // removal must run before this network's elements go in.
@@ -133,7 +152,7 @@ export class TsnetDriver implements NetworkDriver {
         parents: this.parents,
         hostAddresses: this.hostAddresses,
       };
-      const net = await planNetwork(req, host);
+      const net: NetworkRecord = { ...(await planNetwork(req, host)), requestDigest: digest };
       const mode = this.modeOf(net);
       try {
         await this.buildNetwork(net, mode, host);
@@ -141,6 +160,7 @@ export class TsnetDriver implements NetworkDriver {
         await this.releaseAddresses(mode.reservedAddresses());
         throw err;
       }
+      await this.commitDone('network', this.networks, net, () => this.removeNetwork(net));
       log.info('network created', { mode: net.mode, links: mode.networkLinks(), parent: mode.parent()?.link, subnets: [...net.ipv4, ...net.ipv6].map((s) => s.pool) });
       this.networksChanged();
     });
@@ -185,71 +205,88 @@ export class TsnetDriver implements NetworkDriver {
   deleteNetwork(networkId: string): Promise<void> {
     return this.networkWide(networkId, async () => {
       const net = this.networks.get(networkId);
-      if (!net) return;
-      const mode = this.modeOf(net);
-      // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
-      const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
-      const choice = mode.parent();
-      const parent = choice ? releaseParent(this.parents.get(choice.link), networkId) : { ops: [], links: [] };
-      // The parent goes last: its children die with it, and a shared one outlives this network.
-      const links = unique([...stale.flatMap((e) => [...mode.leaveLinks(e), ...mode.endpointLinks(e)]), ...mode.ownedLinks(), ...parent.links]);
-      // The removal is committed first: dockerd forgets the network whatever this call answers, so no failure below
-      // may leave a live record behind. What a failure leaves belongs to no record: the links are tombstoned and the
-      // next start's firewall sync drops stale elements; addresses left on an adopted bridge are logged.
-      await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...parent.ops, ...LinkReaper.tombstones(links)]);
-      this.networks.delete(networkId);
-      if (choice) {
-        if (parent.next) this.parents.set(choice.link, parent.next);
-        else this.parents.delete(choice.link);
-      }
-      for (const e of stale) this.endpoints.delete(e.id);
-      const noIcc = stale.flatMap((e) => this.noIccPorts(net, e));
-      if (noIcc.length > 0) await tearDown('releasing icc=false ports of stale endpoints', () => this.kernel.firewall.removeNoIccPorts(noIcc)).catch(logLeftover);
-      const ports = stale.flatMap((e) => e.ports ?? []);
-      if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
-      for (const e of stale) this.ports.release(e.id);
-      await tearDown('releasing the network', () => mode.releaseNetwork(this.kernel)).catch(logLeftover);
-      await this.releaseAddresses(mode.reservedAddresses());
-      this.reaper.schedule(links);
-      // Only a network with a firewall part can leave the table unneeded (the job costs five failing nft/iptables runs).
-      if (mode.firewallView() !== undefined && !this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
-      log.info('network deleted', { staleEndpoints: stale.length });
-      this.networksChanged();
+      if (net) await this.removeNetwork(net);
     });
+  }
+
+  /** DeleteNetwork's work (under networkWide), also undoing a network whose create did not finish. */
+  private async removeNetwork(net: NetworkRecord): Promise<void> {
+    const networkId = net.id;
+    const mode = this.modeOf(net);
+    // dockerd refuses to remove a network with endpoints; any left here are stale (e.g. from before a crash).
+    const stale = [...this.endpoints.values()].filter((e) => e.networkId === networkId);
+    const choice = mode.parent();
+    const parent = choice ? releaseParent(this.parents.get(choice.link), networkId) : { ops: [], links: [] };
+    // The parent goes last: its children die with it, and a shared one outlives this network.
+    const links = unique([...stale.flatMap((e) => [...mode.leaveLinks(e), ...mode.endpointLinks(e)]), ...mode.ownedLinks(), ...parent.links]);
+    // The removal is committed first: dockerd forgets the network whatever this call answers, so no failure below
+    // may leave a live record behind. What a failure leaves belongs to no record: the links are tombstoned and the
+    // next start's firewall sync drops stale elements; addresses left on an adopted bridge are logged.
+    await this.store.commit([del('network', networkId), ...stale.map((e) => del('endpoint', e.id)), ...parent.ops, ...LinkReaper.tombstones(links)]);
+    this.networks.delete(networkId);
+    if (choice) {
+      if (parent.next) this.parents.set(choice.link, parent.next);
+      else this.parents.delete(choice.link);
+    }
+    for (const e of stale) this.endpoints.delete(e.id);
+    const noIcc = stale.flatMap((e) => this.noIccPorts(net, e));
+    if (noIcc.length > 0) await tearDown('releasing icc=false ports of stale endpoints', () => this.kernel.firewall.removeNoIccPorts(noIcc)).catch(logLeftover);
+    const ports = stale.flatMap((e) => e.ports ?? []);
+    if (ports.length > 0) await tearDown('unpublishing ports of stale endpoints', () => this.kernel.firewall.removePorts(ports)).catch(logLeftover);
+    for (const e of stale) this.ports.release(e.id);
+    await tearDown('releasing the network', () => mode.releaseNetwork(this.kernel)).catch(logLeftover);
+    await this.releaseAddresses(mode.reservedAddresses());
+    this.reaper.schedule(links);
+    // Only a network with a firewall part can leave the table unneeded (the job costs five failing nft/iptables runs).
+    if (mode.firewallView() !== undefined && !this.needsFirewall()) this.reaper.scheduleJob('remove firewall base', () => this.removeFirewallBaseIfUnused());
+    log.info('network deleted', { staleEndpoints: stale.length });
+    this.networksChanged();
   }
 
   createEndpoint(req: CreateEndpointRequest): Promise<EndpointInterface> {
     return this.locks.run(req.networkId, async () => {
       const net = this.requireNetwork(req.networkId);
-      if (this.endpoints.has(req.endpointId)) {
-        throw tsnetError('TSN_ENDPOINT_EXISTS', `EndpointID "${req.endpointId}" already exists`);
+      const digest = requestDigest(req);
+      const existing = this.endpoints.get(req.endpointId);
+      // As in createNetwork. One pending on another network is not this lock's: refused below like any other.
+      if (existing?.pending && existing.networkId === net.id) await this.removeEndpoint(existing);
+      else if (existing) {
+        checkRepeat(existing, digest, 'TSN_ENDPOINT_EXISTS', 'EndpointID');
+        log.info('endpoint create repeated with the identical request: already made');
+        return interfaceReply(existing, req.iface);
       }
       const mode = this.modeOf(net);
-      const { ep, reply } = mode.planEndpoint(req, [...this.endpoints.values()].filter((e) => e.networkId === net.id));
+      const ep: EndpointRecord = { ...mode.planEndpoint(req, [...this.endpoints.values()].filter((e) => e.networkId === net.id)), requestDigest: digest };
       await this.recordThenBuild('endpoint', this.endpoints, ep, this.endpointSteps(net, ep));
+      await this.commitDone('endpoint', this.endpoints, ep, () => this.removeEndpoint(ep));
       log.info('endpoint created', { links: mode.endpointLinks(ep), address: ep.address, addressIPv6: ep.addressIPv6, mac: ep.mac });
-      return reply;
+      return interfaceReply(ep, req.iface);
     });
   }
 
   deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
     return this.locks.run(networkId, async () => {
       const found = this.endpointOf(networkId, endpointId);
-      if (!found) return;
-      // dockerd revokes first; after a crash of dockerd it may not have.
-      if (found.ports) await this.unpublish(found);
-      const ep = this.endpoints.get(endpointId) ?? found;
-      const net = this.networks.get(networkId);
-      const mode = net ? this.modeOf(net) : undefined;
-      const links = mode ? unique([...mode.leaveLinks(ep), ...mode.endpointLinks(ep)]) : [];
-      if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
-      const removals = mode?.endpointRemovalChanges(ep) ?? [];
-      if (removals.length > 0) await tearDown('removing endpoint routes', () => applyRemovals(this.kernel, removals));
-      await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
-      this.endpoints.delete(endpointId);
-      this.reaper.schedule(links);
-      log.info('endpoint deleted');
+      if (found) await this.removeEndpoint(found);
     });
+  }
+
+  /** DeleteEndpoint's work (under the network's lock), also undoing an endpoint whose create did not finish. */
+  private async removeEndpoint(found: EndpointRecord): Promise<void> {
+    const { networkId, id: endpointId } = found;
+    // dockerd revokes first; after a crash of dockerd it may not have.
+    if (found.ports) await this.unpublish(found);
+    const ep = this.endpoints.get(endpointId) ?? found;
+    const net = this.networks.get(networkId);
+    const mode = net ? this.modeOf(net) : undefined;
+    const links = mode ? unique([...mode.leaveLinks(ep), ...mode.endpointLinks(ep)]) : [];
+    if (net) await this.kernel.firewall.removeNoIccPorts(this.noIccPorts(net, ep));
+    const removals = mode?.endpointRemovalChanges(ep) ?? [];
+    if (removals.length > 0) await tearDown('removing endpoint routes', () => applyRemovals(this.kernel, removals));
+    await this.store.commit([del('endpoint', endpointId), ...LinkReaper.tombstones(links)]);
+    this.endpoints.delete(endpointId);
+    this.reaper.schedule(links);
+    log.info('endpoint deleted');
   }
 
   /** Runs network-level work: under the driver-wide lock, then the network's own (the lock order above). */
@@ -428,16 +465,17 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   /**
-   * The creation order that keeps crashes harmless: the record is committed first, then the kernel steps run; if
-   * they fail (and were rolled back) the record goes again. Memory never runs ahead of disk.
+   * The creation order that keeps crashes harmless: the record is committed first, pending, then the kernel steps
+   * run; if they fail (and were rolled back) the record goes again. Memory never runs ahead of disk.
    */
   private async recordThenBuild<C extends 'network' | 'endpoint'>(
     collection: C,
     map: Map<string, Collections[C]>,
-    rec: Collections[C],
+    done: Collections[C],
     steps: Step[],
     shared: { ops: StoreOp[]; undo: StoreOp[] } = { ops: [], undo: [] },
   ): Promise<void> {
+    const rec = { ...done, pending: true as const };
     await this.store.commit([put(collection, rec.id, rec), ...shared.ops]);
     map.set(rec.id, rec);
     try {
@@ -450,10 +488,59 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   /**
+   * A create's second commit, after its kernel work: the record is done, and only then does dockerd get its answer.
+   * When it fails the create is undone at once by `undo` (a delete's path); if that fails too, the record stays
+   * pending, for the next create of the id or the next start.
+   */
+  private async commitDone<C extends 'network' | 'endpoint'>(collection: C, map: Map<string, Collections[C]>, done: Collections[C], undo: () => Promise<void>): Promise<void> {
+    try {
+      await this.store.commit([put(collection, done.id, done)]);
+    } catch (err) {
+      await undo().catch((e: unknown) => log.error('undoing a create whose last commit failed failed too; the next start undoes it', { error: describeChain(e) }));
+      throw err;
+    }
+    map.set(done.id, done);
+  }
+
+  /**
+   * First thing at start: creates cut off between their pending and done commits were never answered as a success,
+   * so dockerd does not know them. Each is removed by its delete's path (whatever part of its kernel work was done:
+   * links, firewall elements, routes, host addresses, its parent claim), then its record; one whose removal fails
+   * stays pending for the next start. Endpoints first: a pending network cannot have any, but its records say so.
+   */
+  async undoPending(): Promise<void> {
+    // Each is looked up again under its lock: were this ever run beside plugin calls, a create in progress (pending
+    // until its lock is released) must not be taken for a cut-off one.
+    for (const { id, networkId } of [...this.endpoints.values()].filter((e) => e.pending)) {
+      await withLogContext({ networkId, endpointId: id }, () =>
+        this.locks.run(networkId, async () => {
+          const ep = this.endpoints.get(id);
+          if (!ep?.pending) return;
+          log.warn('undoing an endpoint whose create was cut off before dockerd got an answer');
+          await this.removeEndpoint(ep).catch((err: unknown) => log.error('undoing a cut-off endpoint create failed', { error: describeChain(err) }));
+        }),
+      );
+    }
+    for (const { id } of [...this.networks.values()].filter((n) => n.pending)) {
+      await withLogContext({ networkId: id }, () =>
+        this.networkWide(id, async () => {
+          const net = this.networks.get(id);
+          if (!net?.pending) return;
+          log.warn('undoing a network whose create was cut off before dockerd got an answer');
+          await this.removeNetwork(net).catch((err: unknown) => log.error('undoing a cut-off network create failed', { error: describeChain(err) }));
+        }),
+      );
+    }
+    // What reconcile reads of the kernel next must not hold the links being undone.
+    await this.reaper.flush();
+  }
+
+  /**
    * Makes the kernel match the store after a start: re-creates missing bridges and not-yet-joined veths, restores
    * firewall state, and deletes links this instance created that no record owns (a failed rollback, a crash).
    */
   async reconcile(): Promise<void> {
+    await this.undoPending();
     const tombstones = (await this.store.all('tombstone')).map((t) => t.link);
     if (tombstones.length > 0) {
       log.info('reconcile: deleting links left by an interrupted teardown', { links: tombstones });

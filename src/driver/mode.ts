@@ -73,8 +73,8 @@ export interface NetworkMode<N extends NetworkRecord, E extends EndpointRecord> 
    * the network's removal is committed.
    */
   releaseNetwork(net: N, kernel: Kernel): Promise<void>;
-  /** `peers`: the network's other endpoints. */
-  planEndpoint(net: N, req: CreateEndpointRequest, peers: readonly E[]): { ep: E; reply: EndpointInterface };
+  /** `peers`: the network's other endpoints. What dockerd gets back follows from the record: {@link interfaceReply}. */
+  planEndpoint(net: N, req: CreateEndpointRequest, peers: readonly E[]): E;
   /** Kernel work of CreateEndpoint. */
   endpointSetupChanges(net: N, ep: E): KernelChange[];
   /** Kernel removals of DeleteEndpoint besides its links (applied before the record goes; already-gone is fine). */
@@ -105,7 +105,7 @@ export interface BoundNetwork {
   releaseNetwork(kernel: Kernel): Promise<void>;
   parent(): ParentChoice | undefined;
   reservedAddresses(): HostAddress[];
-  planEndpoint(req: CreateEndpointRequest, peers: readonly EndpointRecord[]): { ep: EndpointRecord; reply: EndpointInterface };
+  planEndpoint(req: CreateEndpointRequest, peers: readonly EndpointRecord[]): EndpointRecord;
   endpointSetupChanges(ep: EndpointRecord): KernelChange[];
   endpointRemovalChanges(ep: EndpointRecord): KernelChange[];
   joinChanges(ep: EndpointRecord): KernelChange[];
@@ -116,6 +116,14 @@ export interface BoundNetwork {
   operInfo(ep: EndpointRecord): Record<string, unknown>;
   /** undefined when the mode publishes no ports. */
   portWants(ep: EndpointRecord, bindings: PortBinding[]): PortWant[] | undefined;
+}
+
+/**
+ * CreateEndpoint's reply: the interface fields tsnet filled, i.e. those the request left empty. Only the MAC can be
+ * (a mode with its own MACs picks one); the addresses are dockerd's IPAM's. A repeated request gets the same reply.
+ */
+export function interfaceReply(ep: EndpointRecord, asked: EndpointInterface): EndpointInterface {
+  return asked.macAddress === undefined && ep.mac !== undefined ? { macAddress: ep.mac } : {};
 }
 
 /** Binds `mode` to `net`; an endpoint of another mode handed to it is refused (a corrupt or mismatched record). */

@@ -55,6 +55,11 @@ export interface NetworkCommon {
    * dockerd gets its answer. A record still pending at start was never answered as a success: it is undone.
    */
   pending?: true;
+  /**
+   * The CreateNetwork request that made it (driver/request-digest.ts): an identical repeat is answered as success, a
+   * different one refused. Absent on records made before tsnet kept it: every repeat is refused.
+   */
+  requestDigest?: string;
 }
 
 /** A bridge network's options, parsed once at CreateNetwork (defaults filled in). */
@@ -156,6 +161,8 @@ export interface EndpointCommon {
   createdAt: string;
   /** As {@link NetworkCommon.pending}: CreateEndpoint's kernel work is not known to be done. */
   pending?: true;
+  /** As {@link NetworkCommon.requestDigest}, of the CreateEndpoint request. */
+  requestDigest?: string;
 }
 
 /** An endpoint of a bridge network: a veth pair. */

@@ -1,9 +1,7 @@
 import { TsnetDriver } from '../../src/driver/driver';
-import type { Kernel } from '../../src/kernel/contract';
 import { FakeKernel } from '../../src/kernel/fake';
-import type { Store } from '../../src/store/contract';
 import { SqliteStore } from '../../src/store/sqlite';
-import { EID, NID, NID2 } from './driver-fixtures';
+import { EID, NID, NID2, dying } from './driver-fixtures';
 import { addNic, childReq, endpoint, join } from './child-fixtures';
 
 /**
@@ -38,34 +36,13 @@ async function host(killAt = Infinity) {
   const store = new SqliteStore(':memory:');
   const kernel = new FakeKernel();
   addNic(kernel, 'eth1');
-  let seen = 0;
-  let dead = false;
-  // Once dead, every later call of the old driver hangs too: nothing of it runs beside the restarted one.
-  const dies = () => dead || (dead = seen++ === killAt);
-  const hang = () => new Promise<never>(() => undefined);
-  const dyingKernel: Kernel = {
-    apply: (changes) => (dies() ? hang() : kernel.apply(changes)),
-    links: () => kernel.links(),
-    link: (name) => kernel.link(name),
-    routes: (v6) => kernel.routes(v6),
-    readSysctl: (key) => kernel.readSysctl(key),
-    firewall: kernel.firewall,
-    owner: kernel.owner,
-    get background() {
-      return dyingKernel;
-    },
-  };
-  const dyingStore: Store = {
-    all: (c) => store.all(c),
-    commit: (ops) => (dies() ? hang() : store.commit(ops)),
-    close: () => store.close(),
-  };
-  const driver = await TsnetDriver.load(dyingStore, dyingKernel);
-  return { store, kernel, driver, points: () => seen, dead: () => dead };
+  const d = dying(store, kernel, killAt);
+  const driver = await TsnetDriver.load(d.store, d.kernel);
+  return { store, kernel, driver, points: d.points, dead: d.dead };
 }
 
 /** Kill points of the whole lifecycle when nothing stops it. */
-const POINTS = 20;
+const POINTS = 23;
 
 test('the lifecycle passes the kill points the kills below cover', async () => {
   const { driver, points } = await host();

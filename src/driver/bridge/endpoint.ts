@@ -5,10 +5,10 @@ import { macForIPv4, randomMac } from '../../netaddr';
 import { checkMac, checkOnSubnet } from '../subnets';
 import { checkEndpointOptions } from '../option-values';
 import type { BridgeEndpointRecord, BridgeNetworkRecord } from '../../store/records';
-import type { CreateEndpointRequest, EndpointInterface } from '../contract';
+import type { CreateEndpointRequest } from '../contract';
 
-/** The endpoint record and the interface fields tsnet fills (only those dockerd left empty). */
-export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): { ep: BridgeEndpointRecord; reply: EndpointInterface } {
+/** The endpoint record, with the MAC dockerd gave or one tsnet picks. */
+export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpointRequest): BridgeEndpointRecord {
   checkEndpointOptions(req.options, 'bridge');
   const { address, addressIPv6, macAddress } = req.iface;
   checkOnSubnet('Address', address, net.ipv4);
@@ -16,7 +16,7 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
   checkMac(macAddress);
   const names = vethNamesFor(req.endpointId);
   const mac = (macAddress ?? (address !== undefined ? macForIPv4(address) : randomMac())).toLowerCase();
-  const ep: BridgeEndpointRecord = {
+  return {
     id: req.endpointId,
     mode: 'bridge',
     networkId: net.id,
@@ -27,7 +27,6 @@ export function planBridgeEndpoint(net: BridgeNetworkRecord, req: CreateEndpoint
     ...(addressIPv6 !== undefined ? { addressIPv6 } : {}),
     createdAt: new Date().toISOString(),
   };
-  return { ep, reply: macAddress === undefined ? { macAddress: mac } : {} };
 }
 
 /** veth pair, host end on the bridge and up; the container end waits for dockerd to move it. */
