@@ -111,6 +111,7 @@ const FIREWALL_METHODS: Record<keyof Firewall, boolean> = {
   removeNoIccPorts: true,
   setForwardGuard: true,
   refreshDockerBridges: true,
+  inspect: false,
 };
 
 const COUNTED_FIREWALL_METHODS = new Set(Object.entries(FIREWALL_METHODS).flatMap(([name, changes]) => (changes ? [name] : [])));

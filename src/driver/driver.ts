@@ -1,6 +1,5 @@
 import { describeChain, tsnetError } from '../errors';
-import type { FwNetwork, Kernel } from '../kernel/contract';
-import { isGeneratedLink } from '../kernel/names';
+import type { FwNetwork, Kernel, LinkInfo } from '../kernel/contract';
 import { log, withLogContext } from '../log';
 import { del, put, type Store, type StoreOp } from '../store/contract';
 import type { Collections, EndpointRecord, HostAddress, NetworkRecord, ParentRecord } from '../store/records';
@@ -15,17 +14,19 @@ import type {
   JoinResponse,
   NetworkDriver,
 } from './contract';
-import { type BoundNetwork, type HostState, type HostView, interfaceReply } from './mode';
+import { type BoundNetwork, type HostView, interfaceReply } from './mode';
 import { modeOf, planNetwork } from './modes';
 import { KeyedMutex, Mutex } from '../mutex';
 import { runSteps, type Step } from './steps';
 import { PortAllocator } from './port-allocator';
 import { LinkReaper } from './reaper';
 import { applyRemovals, tearDown } from './teardown';
-import { claimParent, parentRepairSteps, releaseParent } from './parent';
+import { claimParent, releaseParent } from './parent';
 import { ForwardingOwner } from './forwarding';
 import { readOnce } from './host-view';
 import { differingFields, requestDigest } from './request-digest';
+import { applyPlan, type ApplyTarget } from './reconcile-apply';
+import { firewallWant, noIccPortsOf, planFirewall, planReconcile, sysctlsToRead } from './reconcile-plan';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -429,9 +430,7 @@ export class TsnetDriver implements NetworkDriver {
 
   /** The endpoint's bridge ports the firewall keeps apart (none on icc=true networks). */
   private noIccPorts(net: NetworkRecord, ep: EndpointRecord): string[] {
-    const mode = this.modeOf(net);
-    const view = mode.firewallView();
-    return !view || view.icc ? [] : mode.endpointLinks(ep);
+    return noIccPortsOf(this.modeOf(net), ep);
   }
 
   private requireEndpoint(net: NetworkRecord, endpointId: string): EndpointRecord {
@@ -536,95 +535,58 @@ export class TsnetDriver implements NetworkDriver {
   }
 
   /**
-   * Makes the kernel match the store after a start: re-creates missing bridges and not-yet-joined veths, restores
-   * firewall state, and deletes links this instance created that no record owns (a failed rollback, a crash).
+   * Makes the kernel match the store after a start: reads the host once in bulk (links with addresses, routes, the
+   * firewall's tables, the sysctls repairs would write), plans the repairs in memory (reconcile-plan.ts) and applies
+   * only those (reconcile-apply.ts): lost bridges, addresses, routes and not-yet-joined veths come back, links this
+   * instance created that no record owns go, the firewall is patched or rebuilt, host ports are held again.
    */
   async reconcile(): Promise<void> {
     await this.undoPending();
-    const tombstones = (await this.store.all('tombstone')).map((t) => t.link);
-    if (tombstones.length > 0) {
-      log.info('reconcile: deleting links left by an interrupted teardown', { links: tombstones });
-      this.reaper.schedule(tombstones);
-      await this.reaper.flush();
-    }
-    const links = new Map((await this.kernel.links()).map((l) => [l.name, l]));
-    const host: HostState = { links, routes: [...(await this.kernel.routes(false)), ...(await this.kernel.routes(true))] };
-    await this.forwarding.restore();
-    const wanted = new Set<string>();
-    // Parents first: a network's links (the shim) and its endpoints' go on them.
-    for (const p of this.parents.values()) {
-      wanted.add(p.link);
-      const steps = parentRepairSteps(p, links.get(p.link));
-      if (steps.length === 0) continue;
-      log.info('reconcile: restoring parent link', { parent: p.link, steps: steps.map((s) => s.name) });
-      await runSteps(this.kernel, `reconcile parent ${p.link}`, steps).catch((err: unknown) =>
-        log.error('reconcile: parent restore failed', { parent: p.link, error: describeChain(err) }),
-      );
-    }
-    for (const net of this.networks.values()) {
-      await withLogContext({ networkId: net.id }, async () => {
-        const mode = this.modeOf(net);
-        for (const l of mode.networkLinks()) wanted.add(l);
-        const steps = mode.repairSteps(links);
-        if (steps.length === 0) return;
-        await this.forwarding.claim(steps);
-        log.info('reconcile: restoring network data plane', { steps: steps.map((s) => s.name) });
-        await runSteps(this.kernel, `reconcile network ${net.id.slice(0, 12)}`, steps).catch((err: unknown) =>
-          log.error('reconcile: network restore failed', { error: describeChain(err) }),
-        );
-      });
-    }
-    for (const ep of this.endpoints.values()) {
-      await withLogContext({ networkId: ep.networkId, endpointId: ep.id }, async () => {
-        const net = this.networks.get(ep.networkId);
-        if (!net) {
-          log.warn('reconcile: dropping endpoint of unknown network');
-          await this.store.commit([del('endpoint', ep.id)]);
-          this.endpoints.delete(ep.id);
-          return;
-        }
-        const repair = this.modeOf(net).endpointRepair(ep, host);
-        for (const l of repair.wanted) wanted.add(l);
-        if (repair.lost !== undefined) log.warn(`reconcile: ${repair.lost}`);
-        if (repair.changes?.length) {
-          log.info('reconcile: restoring endpoint routes', { changes: repair.changes.length });
-          await runSteps(this.kernel, `reconcile endpoint ${ep.id.slice(0, 12)}`, [{ name: 'endpoint repair', changes: repair.changes }]).catch((err: unknown) =>
-            log.error('reconcile: endpoint repair failed', { error: describeChain(err) }),
-          );
-        }
-        if (!repair.rebuild) return;
-        log.info('reconcile: re-creating endpoint links', { links: repair.wanted });
-        // The same pipeline as CreateEndpoint: a failure rolls back only what this attempt applied.
-        await runSteps(this.kernel, `reconcile endpoint ${ep.id.slice(0, 12)}`, this.endpointSteps(net, ep)).catch((err: unknown) =>
-          log.error('reconcile: endpoint restore failed', { error: describeChain(err) }),
-        );
-      });
-    }
-    // Only links carrying this instance's owner tag: another tsnet's links look the same by name.
-    const orphans = [...links.values()].filter((l) => l.owner === this.kernel.owner && isGeneratedLink(l) && !wanted.has(l.name)).map((l) => l.name);
-    if (orphans.length > 0) {
-      log.info('reconcile: deleting orphan links', { links: orphans });
-      await applyRemovals(this.kernel, orphans.map((name) => ({ op: 'link.del', name })));
-    }
-    await this.syncFirewall();
-    if (this.needsFirewall()) for (const e of this.endpoints.values()) if (e.ports) await this.ports.restore(e.id, e.ports);
+    const [tombstones, links, v4, v6, firewall] = await Promise.all([
+      this.store.all('tombstone'),
+      this.kernel.links(),
+      this.kernel.routes(false),
+      this.kernel.routes(true),
+      this.kernel.firewall.inspect(),
+    ]);
+    const endpoints = [...this.endpoints.values()];
+    const input = {
+      owner: this.kernel.owner,
+      networks: [...this.networks.values()],
+      endpoints,
+      parents: [...this.parents.values()],
+      tombstones: tombstones.map((t) => t.link),
+      forwardGuard: this.forwarding.families,
+      links: new Map(links.map((l) => [l.name, l])),
+      routes: [...v4, ...v6],
+      firewall,
+      heldPorts: new Set(endpoints.filter((e) => this.ports.holds(e.id)).map((e) => e.id)),
+    };
+    const keys = sysctlsToRead(input);
+    const sysctls = new Map(await Promise.all(keys.map(async (k) => [k, await this.kernel.readSysctl(k)] as const)));
+    await applyPlan(planReconcile({ ...input, sysctls }), this.applyTarget(links));
+  }
+
+  /** What applying a plan acts on; `links`: the host's links as the plan read them (for Docker's bridges). */
+  private applyTarget(links: LinkInfo[]): ApplyTarget {
+    return {
+      kernel: this.kernel,
+      store: this.store,
+      claimForwarding: (changes) => this.forwarding.claim([{ name: 'reconcile', changes }]),
+      forgetEndpoints: (ids) => ids.forEach((id) => this.endpoints.delete(id)),
+      firewallWant: () => firewallWant([...this.networks.values()], [...this.endpoints.values()], this.forwarding.families, links),
+      restorePorts: (id, ports) => this.ports.restore(id, ports),
+    };
   }
 
   /**
-   * One transaction makes tsnet's table exactly what the records imply (lost rules come back, stale ones go), or
-   * removes it when nothing needs it. Reconcile runs it at start; it must not overlap a plugin call's firewall change.
+   * Makes tsnet's table exactly what the records imply (lost rules come back, stale ones go), or removes it when
+   * nothing needs it: inspected first, so only what differs changes (nothing when nothing does). Reconcile does the
+   * same at start; it must not overlap a plugin call's firewall change.
    */
   async syncFirewall(): Promise<void> {
-    const fw = this.kernel.firewall;
-    if (!this.needsFirewall()) return fw.removeBase();
-    const eps = [...this.endpoints.values()];
-    await fw.sync(
-      this.firewallViews(),
-      eps.flatMap((e) => e.ports ?? []),
-      eps.flatMap((e) => {
-        const net = this.networks.get(e.networkId);
-        return net ? this.noIccPorts(net, e) : [];
-      }),
-    );
+    const [links, have] = await Promise.all([this.kernel.links(), this.kernel.firewall.inspect()]);
+    const target = this.applyTarget(links);
+    await applyPlan(planFirewall(target.firewallWant(), have), target);
   }
 }

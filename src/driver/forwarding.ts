@@ -40,6 +40,11 @@ export class ForwardingOwner {
     return this.claimed.size > 0;
   }
 
+  /** The families whose forwarding tsnet turned on: the firewall guards them. */
+  get families(): FwFamily[] {
+    return [...this.claimed];
+  }
+
   /**
    * Before `steps` run: for each forwarding sysctl they switch on that is off now, records that tsnet turns it on
    * and puts the guard in place first, so there is no moment of open forwarding.
@@ -56,10 +61,5 @@ export class ForwardingOwner {
       log.info('tsnet turns on forwarding; forwarding that involves no tsnet or Docker bridge is dropped', { sysctl: key });
       await this.kernel.firewall.setForwardGuard(family);
     }
-  }
-
-  /** At start: the guards of every family tsnet turned on. */
-  async restore(): Promise<void> {
-    for (const family of this.claimed) await this.kernel.firewall.setForwardGuard(family);
   }
 }

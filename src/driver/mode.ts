@@ -32,7 +32,7 @@ export interface EndpointRepair {
   wanted: string[];
   /** Its creation steps must run again (its links are missing and it was never joined). */
   rebuild: boolean;
-  /** Changes restoring what it lost short of a rebuild (routes); applied after its network's repair. */
+  /** Changes restoring what it lost short of a rebuild (routes, a veth off its bridge); applied after its network's repair. */
   changes?: KernelChange[];
   /** Why it cannot be restored, when it cannot (logged; dockerd's Leave/DeleteEndpoint will clean up). */
   lost?: string;

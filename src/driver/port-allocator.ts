@@ -151,6 +151,11 @@ export class PortAllocator {
     }
   }
 
+  /** Whether this process holds ports for the endpoint. */
+  holds(endpointId: string): boolean {
+    return this.reservations.some((r) => r.endpointId === endpointId);
+  }
+
   /** Frees everything held for the endpoint. */
   release(endpointId: string): void {
     this.drop(this.reservations.filter((r) => r.endpointId === endpointId));

@@ -41,7 +41,7 @@ export function inverse(c: KernelChange): KernelChange | undefined {
 }
 
 /** Undo changes newest first, skipping what a link deletion makes moot; best effort, logs what could not be undone. */
-async function undoChanges(kernel: Kernel, applied: KernelChange[]): Promise<void> {
+export async function undoChanges(kernel: Kernel, applied: KernelChange[]): Promise<void> {
   const inv = applied.map(inverse).filter((c): c is KernelChange => c !== undefined).reverse();
   const deleted = new Set(inv.flatMap((c) => (c.op === 'link.del' ? [c.name] : [])));
   const todo = inv.filter((c) => !((c.op === 'addr.del' || c.op === 'route.del') && deleted.has(c.dev)));

@@ -21,13 +21,18 @@ export async function applyTolerant(kernel: Kernel, changes: KernelChange[], tol
   }
 }
 
+/** The kernel says what a removal would remove is not there. */
+export function isAlreadyGone(err: KernelChangeError): boolean {
+  return ALREADY_GONE.test(err.message);
+}
+
 /**
  * Removal changes with "already gone" counted as done: teardown is idempotent because dockerd replays deletes at
  * boot and a crash may have removed half.
  */
 export function applyRemovals(kernel: Kernel, changes: KernelChange[]): Promise<void> {
   return applyTolerant(kernel, changes, (err) => {
-    const gone = ALREADY_GONE.test(err.message);
+    const gone = isAlreadyGone(err);
     if (gone) log.debug('already removed', { change: err.change });
     return gone;
   });

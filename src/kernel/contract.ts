@@ -108,16 +108,56 @@ export interface FwPort {
   containerPort: number;
 }
 
+/** The sets and maps of tsnet's tables (`noiccports` is in the bridge-family table, the rest in the inet one). */
+export type FwSetName = 'bridges' | 'pairs' | 'noicc' | 'internal' | 'masq' | 'dockerbr' | 'fwdguard' | 'dnat4' | 'dnat4any' | 'dnat6' | 'dnat6any' | 'noiccports';
+
+/** Elements of every set and map, each as an nft add writes it (`"tsbr-x"`, `tcp . 8080 : 172.28.0.2 . 80`). */
+export type FwElements = Record<FwSetName, string[]>;
+
+/** Everything tsnet's table must hold: the records' networks, ports and icc=false ports, and the host facts. */
+export interface FwWant {
+  networks: FwNetwork[];
+  ports: FwPort[];
+  /** The bridge ports (host veth ends) of icc=false networks. */
+  noIccPorts: string[];
+  host: FwHost;
+}
+
+/** tsnet's tables as they are in the kernel (read, never changed, by {@link Firewall.inspect}). */
+export interface FwInspection {
+  /**
+   * `absent`: neither table exists; `intact`: both hold every chain (type, hook, rule count), set and map the base
+   * renders, so elements alone can be patched; `damaged`: anything else (`why` says what), which only a full sync mends.
+   */
+  table: 'absent' | 'intact' | 'damaged';
+  why?: string;
+  /** Elements read (of an intact table; empty otherwise). */
+  elements: FwElements;
+  /** DOCKER-USER exists (iptables or ip6tables) without tsnet's rule in it. */
+  hookMissing: boolean;
+}
+
+/** Element changes turning an intact table into the wanted one, and whether the DOCKER-USER rule must go in. */
+export interface FwPatch {
+  add: FwElements;
+  remove: FwElements;
+  hook: boolean;
+}
+
 /**
  * The firewall part of the kernel interface: tsnet's rules live only in its own nftables table, changed per network
  * and per port as single transactions. Removals are idempotent.
  */
 export interface Firewall {
   /**
-   * Makes the table exactly what the state implies (base plus every element), in one transaction; hooks DOCKER-USER.
-   * `noIccPorts`: the bridge ports (host veth ends) of icc=false networks.
+   * Makes the table exactly `want`. Without `patch`: the whole table (base plus every element) in one transaction,
+   * then the DOCKER-USER hook. With a patch (computed from an inspection that found the table intact): only its
+   * element changes, in one transaction, and the hook if it says so; an empty patch runs nothing. Either way the
+   * firewall takes `want` as what its table holds from now on.
    */
-  sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void>;
+  sync(want: FwWant, patch?: FwPatch): Promise<void>;
+  /** Reads tsnet's tables and DOCKER-USER rule, changing nothing. */
+  inspect(): Promise<FwInspection>;
   /** Removes tsnet's table and its DOCKER-USER rule (when tsnet has no network left); a no-op when absent. */
   removeBase(): Promise<void>;
   addNetwork(n: FwNetwork): Promise<void>;

@@ -1,5 +1,6 @@
 import { assertNever } from '../errors';
-import { type Firewall, type FwFamily, type FwNetwork, type FwPort, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
+import { FW_SETS, noElements, wantedElements } from './firewall-render';
+import { type Firewall, type FwFamily, type FwInspection, type FwNetwork, type FwPatch, type FwPort, type FwWant, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 
 /** In-memory firewall state for {@link FakeKernel}: networks by bridge and ports by their map key. */
 export class FakeFirewall implements Firewall {
@@ -9,6 +10,12 @@ export class FakeFirewall implements Firewall {
   readonly guard = new Set<FwFamily>();
   readonly noIccPorts = new Set<string>();
   readonly calls: string[] = [];
+  /** Docker's bridges as the last sync was given them. */
+  dockerBridges: string[] = [];
+  /** Set by a test: the table lost a chain or set (an inspection says why). */
+  damaged: string | undefined;
+  /** Set by a test: the DOCKER-USER rule is gone. */
+  hookMissing = false;
 
   static portKey(p: FwPort): string {
     return `${p.hostIp ?? '*'}/${p.proto}/${p.hostPort}/${p.containerIp.includes(':') ? 6 : 4}`;
@@ -30,15 +37,40 @@ export class FakeFirewall implements Firewall {
     throw new Error(failure);
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
-    this.record('sync');
+  /**
+   * A full sync is recorded as `sync`, a patch with changes as `sync patch N` (N element changes, `+hook`); an empty patch
+   * changes nothing and records nothing (the real firewall runs no nft then).
+   */
+  async sync(want: FwWant, patch?: FwPatch): Promise<void> {
+    const changes = patch ? FW_SETS.reduce((n, set) => n + patch.add[set].length + patch.remove[set].length, 0) : 0;
+    if (!patch) this.record('sync');
+    else if (changes > 0 || patch.hook) this.record('sync', `patch ${changes}${patch.hook ? ' +hook' : ''}`);
     this.base = true;
+    this.damaged = undefined;
+    this.hookMissing = false;
     this.networks.clear();
     this.ports.clear();
     this.noIccPorts.clear();
-    for (const n of noIccPorts) this.noIccPorts.add(n);
-    for (const n of networks) this.networks.set(n.bridge, n);
-    for (const p of ports) this.ports.set(FakeFirewall.portKey(p), p);
+    this.guard.clear();
+    for (const n of want.noIccPorts) this.noIccPorts.add(n);
+    for (const n of want.networks) this.networks.set(n.bridge, n);
+    for (const p of want.ports) this.ports.set(FakeFirewall.portKey(p), p);
+    for (const f of want.host.forwardGuard) this.guard.add(f);
+    this.dockerBridges = [...want.host.dockerBridges];
+  }
+
+  /** The table as its state says; `damaged` (set by a test) stands for a chain or set lost behind tsnet's back. */
+  async inspect(): Promise<FwInspection> {
+    this.record('inspect');
+    if (!this.base) return { table: 'absent', elements: noElements(), hookMissing: false };
+    if (this.damaged !== undefined) return { table: 'damaged', why: this.damaged, elements: noElements(), hookMissing: this.hookMissing };
+    const want: FwWant = {
+      networks: [...this.networks.values()],
+      ports: [...this.ports.values()],
+      noIccPorts: [...this.noIccPorts],
+      host: { dockerBridges: this.dockerBridges, forwardGuard: [...this.guard] },
+    };
+    return { table: 'intact', elements: wantedElements(want), hookMissing: this.hookMissing };
   }
   async removeBase(): Promise<void> {
     this.record('removeBase');

@@ -1,8 +1,9 @@
 import { tsnetError } from '../errors';
 import { log, since } from '../log';
-import type { Firewall, FwFamily, FwNetwork, FwPort, LinkInfo } from './contract';
+import type { Firewall, FwFamily, FwInspection, FwNetwork, FwPatch, FwPort, FwWant, LinkInfo } from './contract';
 import { execFileInput, type ExecResult } from './exec';
-import { DEFAULT_TABLE, renderDockerBridges, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
+import { DEFAULT_TABLE, renderDockerBridges, renderElementDiff, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
+import { inspection, type NftTable, parseNftTable, sameRule } from './nft-json';
 import { isDockerBridge } from './names';
 
 const NFT = 'nft';
@@ -56,14 +57,38 @@ export class NftFirewall implements Firewall {
     return `0x${this.mark.toString(16).padStart(8, '0')}`;
   }
 
-  async sync(networks: FwNetwork[], ports: FwPort[], noIccPorts: string[]): Promise<void> {
+  async sync(want: FwWant, patch?: FwPatch): Promise<void> {
     this.networks.clear();
     this.ports.clear();
     this.noIccPorts.clear();
-    for (const n of noIccPorts) this.noIccPorts.add(n);
-    for (const n of networks) this.networks.set(n.bridge, n);
-    for (const p of ports) this.ports.set(portKey(p), p);
-    await this.rebuild();
+    this.guard.clear();
+    for (const n of want.noIccPorts) this.noIccPorts.add(n);
+    for (const n of want.networks) this.networks.set(n.bridge, n);
+    for (const p of want.ports) this.ports.set(portKey(p), p);
+    for (const f of want.host.forwardGuard) this.guard.add(f);
+    this.dockerBridges = [...want.host.dockerBridges].sort();
+    if (!patch) return this.rebuild(false);
+    const lines = renderElementDiff(patch, this.table);
+    if (lines.length > 0) await this.nft(lines.join('\n'));
+    if (patch.hook) await this.ensureDockerUserHook();
+    this.baseReady = true;
+  }
+
+  async inspect(): Promise<FwInspection> {
+    const [inet, bridge, ...hooks] = await Promise.all([
+      this.exec(NFT, ['-j', 'list', 'table', 'inet', this.table]),
+      this.exec(NFT, ['-j', 'list', 'table', 'bridge', this.table]),
+      ...IPTABLES.map((bin) => this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined)),
+    ]);
+    const rule = ['-A', ...this.hookRule()];
+    // A chain that lists (exit 0) without tsnet's rule: iptables prints the mark without zero padding.
+    const hookMissing = hooks.some((h) => h?.code === 0 && !h.stdout.split('\n').some((line) => sameRule(line.trim().split(/\s+/), rule)));
+    const read = (res: ExecResult, family: 'inet' | 'bridge'): NftTable | undefined => {
+      if (res.code === 0) return parseNftTable(res.stdout);
+      if (GONE.test(res.stderr)) return undefined;
+      throw this.failure(res, `list table ${family} ${this.table}`);
+    };
+    return inspection({ inet: read(inet, 'inet'), bridge: read(bridge, 'bridge') }, hookMissing);
   }
 
   async removeBase(): Promise<void> {
@@ -176,10 +201,10 @@ export class NftFirewall implements Firewall {
 
   /**
    * The whole table from memory in one transaction (base, every set refilled), then the DOCKER-USER hook. Docker's
-   * bridges are read from the host first: the table may have been gone for a while.
+   * bridges are read from the host first (the table may have been gone for a while) unless the caller just did.
    */
-  private async rebuild(): Promise<void> {
-    await this.readDockerBridges();
+  private async rebuild(readBridges = true): Promise<void> {
+    if (readBridges) await this.readDockerBridges();
     const host = { dockerBridges: this.dockerBridges, forwardGuard: [...this.guard].sort() };
     await this.nft(renderFull(this.mark, [...this.networks.values()], [...this.ports.values()], this.table, host, [...this.noIccPorts].sort()));
     await this.ensureDockerUserHook();

@@ -45,12 +45,21 @@ export function endpointLinks(ep: BridgeEndpointRecord): string[] {
 }
 
 /**
- * After a restart: the host end must be on the bridge. A missing pair of an endpoint never joined is made again; a
- * joined one that lost its host end lost its sandbox, and dockerd will Leave and delete it.
+ * After a restart: the host end must be on the bridge and up. A missing pair of an endpoint never joined is made
+ * again; a joined one that lost its host end lost its sandbox, and dockerd will Leave and delete it. Both ends are
+ * wanted: a joined endpoint's container end still in the host namespace is dockerd's to move (deleting it would
+ * take the host end along).
  */
-export function bridgeEndpointRepair(ep: BridgeEndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair {
-  const wanted = ep.sandboxKey ? [ep.hostIf] : [ep.hostIf, ep.containerIf];
-  if (links.has(ep.hostIf)) return { wanted, rebuild: false };
+export function bridgeEndpointRepair(net: BridgeNetworkRecord, ep: BridgeEndpointRecord, links: ReadonlyMap<string, LinkInfo>): EndpointRepair {
+  const wanted = [ep.hostIf, ep.containerIf];
+  const host = links.get(ep.hostIf);
+  if (host) {
+    const changes: KernelChange[] = [
+      ...(host.master === net.bridge ? [] : [{ op: 'link.master' as const, name: ep.hostIf, master: net.bridge }]),
+      ...(host.up ? [] : [{ op: 'link.up' as const, name: ep.hostIf }]),
+    ];
+    return { wanted, rebuild: false, ...(changes.length > 0 ? { changes } : {}) };
+  }
   if (ep.sandboxKey) return { wanted, rebuild: false, lost: `joined endpoint lost its veth ${ep.hostIf}` };
   return { wanted, rebuild: true };
 }

@@ -21,7 +21,7 @@ export const bridgeMode: NetworkMode<BridgeNetworkRecord, BridgeEndpointRecord> 
   joinChanges: () => [],
   leaveLinks: () => [],
   endpointLinks,
-  endpointRepair: (_net, ep, host) => bridgeEndpointRepair(ep, host.links),
+  endpointRepair: (net, ep, host) => bridgeEndpointRepair(net, ep, host.links),
   joinResponse: bridgeJoinResponse,
   operInfo: (net, ep) => ({ hostInterface: ep.hostIf, bridge: net.bridge, macAddress: ep.mac }),
   portWants: bridgePortWants,
