@@ -14,6 +14,7 @@ import { LinkWatcher } from './kernel/link-watch';
 import { NftFirewall } from './kernel/nftables';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
+import { Reclaim } from './reclaim';
 import { createApp, listenUnix } from './protocol/server';
 import { type StateLock, lockStateDir } from './state-lock';
 import { SqliteStore } from './store/sqlite';
@@ -62,13 +63,15 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
   watcher.start();
   markReady();
   // After the socket answers: Docker's API may call tsnet (or not answer) while dockerd boots.
-  const dns = config.dns.enabled
-    ? new DnsService({ config: config.dns, feed: new DockerEventFeed({ socketPath: config.dockerSocket }), networks: () => dnsNetworks(driver.state().networks) })
-    : undefined;
+  const feed = new DockerEventFeed({ socketPath: config.dockerSocket });
+  const dns = config.dns.enabled ? new DnsService({ config: config.dns, feed, networks: () => dnsNetworks(driver.state().networks) }) : undefined;
+  // Subscribed before the feed starts: its first connection is the first pass.
+  const reclaim = new Reclaim({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam });
   if (dns) {
     driver.onNetworksChanged(() => dns.networksChanged());
     await dns.start();
   }
+  reclaim.start();
   const { networks, endpoints } = driver.state();
   log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - start) });
 
@@ -76,7 +79,10 @@ async function serve(config: Config, lock: StateLock): Promise<void> {
     log.info('tsnet stopping', { signal });
     watcher.stop();
     // Listeners close first: nothing answers from a half-stopped tsnet.
-    const dnsStopped = (dns?.stop() ?? Promise.resolve()).catch((err: unknown) => log.error('DNS did not stop cleanly', { error: describeChain(err) }));
+    const dnsStopped = (dns?.stop() ?? Promise.resolve())
+      .then(() => reclaim.stop())
+      .then(() => feed.stop())
+      .catch((err: unknown) => log.error('DNS or reclaim did not stop cleanly', { error: describeChain(err) }));
     // Closing the server unlinks the socket, so dockerd fails fast instead of retrying a dead socket for 30 s.
     server.close(() => {
       dnsStopped

@@ -9,7 +9,7 @@
 import http from 'node:http';
 import { z } from 'zod';
 import { TsnetError, tsnetError } from '../errors';
-import type { ContainerInfo, ContainerNetwork, NetworkInfo } from './contract';
+import type { ContainerInfo, ContainerNetwork, DaemonInfo, NetworkDetail, NetworkInfo } from './contract';
 
 /** The newest API version whose shapes tsnet knows; a newer server is spoken to in this one. */
 export const API_NEWEST = '1.47';
@@ -77,14 +77,78 @@ const inspectSchema = z.object({
   NetworkSettings: z.object({ Networks: z.record(z.string(), endpointSchema).nullish() }).nullish(),
 });
 
-const networkListSchema = z.array(
-  z.object({
-    Id: z.string(),
-    Name: z.string(),
-    Driver: z.string(),
-    Internal: z.boolean().nullish(),
-  }),
-);
+const ipamSchema = z.object({
+  Driver: z.string().nullish(),
+  Config: z
+    .array(
+      z.object({
+        Subnet: z.string().nullish(),
+        IPRange: z.string().nullish(),
+        Gateway: z.string().nullish(),
+        AuxiliaryAddresses: z.record(z.string(), z.string()).nullish(),
+      }),
+    )
+    .nullish(),
+});
+
+const networkSchema = z.object({
+  Id: z.string(),
+  Name: z.string(),
+  Driver: z.string(),
+  Internal: z.boolean().nullish(),
+  IPAM: ipamSchema.nullish(),
+});
+
+const networkListSchema = z.array(networkSchema);
+
+const networkInspectSchema = networkSchema.extend({
+  Containers: z
+    .record(
+      z.string(),
+      z.object({
+        EndpointID: z.string(),
+        IPv4Address: z.string().nullish(),
+        IPv6Address: z.string().nullish(),
+      }),
+    )
+    .nullish(),
+});
+
+const infoSchema = z.object({
+  ID: z.string(),
+  Plugins: z.object({ Network: z.array(z.string()).nullish() }).nullish(),
+});
+
+function networkInfo(n: z.infer<typeof networkSchema>): NetworkInfo {
+  const info: NetworkInfo = { id: n.Id, name: n.Name, driver: n.Driver, internal: n.Internal ?? false };
+  if (n.IPAM?.Driver) info.ipamDriver = n.IPAM.Driver;
+  return info;
+}
+
+/** Empty strings are Docker's "none". */
+function given(s: string | null | undefined): string | undefined {
+  return s ? s : undefined;
+}
+
+function networkDetail(n: z.infer<typeof networkInspectSchema>): NetworkDetail {
+  return {
+    ...networkInfo(n),
+    ipamDriver: n.IPAM?.Driver ?? '',
+    // An entry without a subnet configures nothing (Docker lists the IPAM's pools then).
+    ipamConfig: (n.IPAM?.Config ?? []).flatMap((c) => {
+      const subnet = given(c.Subnet);
+      if (subnet === undefined) return [];
+      const ipRange = given(c.IPRange);
+      const gateway = given(c.Gateway);
+      return [{ subnet, ...(ipRange ? { ipRange } : {}), ...(gateway ? { gateway } : {}), auxAddresses: c.AuxiliaryAddresses ?? {} }];
+    }),
+    endpoints: Object.values(n.Containers ?? {}).map((e) => {
+      const ipv4 = given(e.IPv4Address);
+      const ipv6 = given(e.IPv6Address);
+      return { endpointId: e.EndpointID, ...(ipv4 ? { ipv4 } : {}), ...(ipv6 ? { ipv6 } : {}) };
+    }),
+  };
+}
 
 const errorBodySchema = z.object({ message: z.string() });
 
@@ -171,7 +235,26 @@ export class DockerClient {
 
   async listNetworks(signal?: AbortSignal): Promise<NetworkInfo[]> {
     const path = this.versioned('/networks');
-    return this.parse(path, networkListSchema, await this.getOk(path, signal)).map((n) => ({ id: n.Id, name: n.Name, driver: n.Driver, internal: n.Internal ?? false }));
+    return this.parse(path, networkListSchema, await this.getOk(path, signal)).map(networkInfo);
+  }
+
+  /**
+   * One network by its full ID with its IPAM configuration and endpoints, or undefined when Docker has no network of
+   * that ID (404, or an answer for another network: Docker also resolves names and ID prefixes).
+   */
+  async inspectNetwork(id: string, signal?: AbortSignal): Promise<NetworkDetail | undefined> {
+    const path = this.versioned(`/networks/${encodeURIComponent(id)}`);
+    const answer = await this.get(path, signal);
+    if (answer.status === 404) return undefined;
+    const n = this.parse(path, networkInspectSchema, this.ok(path, answer));
+    return n.Id === id ? networkDetail(n) : undefined;
+  }
+
+  /** `GET /info`: the daemon's ID and network drivers. */
+  async info(signal?: AbortSignal): Promise<DaemonInfo> {
+    const path = this.versioned('/info');
+    const i = this.parse(path, infoSchema, await this.getOk(path, signal));
+    return { id: i.ID, networkDrivers: i.Plugins?.Network ?? [] };
   }
 
   /**

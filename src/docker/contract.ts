@@ -36,6 +36,41 @@ export interface NetworkInfo {
   name: string;
   driver: string;
   internal: boolean;
+  /** `IPAM.Driver`, when the list reports it. */
+  ipamDriver?: string;
+}
+
+/** One entry of a network's `IPAM.Config`, as Docker reports it (CIDRs and plain addresses, unvalidated text). */
+export interface IpamConfigEntry {
+  subnet: string;
+  /** Absent when the network has no `--ip-range`. */
+  ipRange?: string;
+  /** Absent when Docker shows none (a gateway the IPAM chose is not always shown). */
+  gateway?: string;
+  auxAddresses: Record<string, string>;
+}
+
+/** One endpoint of a network: joined (keyed by its container in Docker's answer) or not (`ep-` + its id). */
+export interface NetworkEndpoint {
+  endpointId: string;
+  /** CIDR, absent when the endpoint has none. */
+  ipv4?: string;
+  ipv6?: string;
+}
+
+/** A network as `GET /networks/{id}` reports it: its IPAM configuration and every endpoint Docker still has. */
+export interface NetworkDetail extends NetworkInfo {
+  ipamDriver: string;
+  ipamConfig: IpamConfigEntry[];
+  endpoints: NetworkEndpoint[];
+}
+
+/** What `GET /info` tells tsnet about the daemon. */
+export interface DaemonInfo {
+  /** The engine's ID (stable per data-root): tells one dockerd from another. */
+  id: string;
+  /** Drivers of the daemon's networks and its built-in ones (`Plugins.Network`). */
+  networkDrivers: string[];
 }
 
 /** Whether Docker's API can be read right now (tsnet works either way; only what it learns from Docker waits). */

@@ -35,6 +35,20 @@ interface PoolState {
   readonly cidr: Cidr;
   readonly sub: Cidr | undefined;
   readonly used: AddrSet;
+  /** Changes whenever the pool is made or its references change (see {@link Allocations}). */
+  token: number;
+  /** Each allocated offset's kind and token (given when it was allocated). */
+  readonly held: Map<bigint, { kind: AddressKind; token: number }>;
+}
+
+/**
+ * What the IPAM holds, for reclaiming what dockerd forgot (src/reclaim/). Each entry carries a token that is new
+ * whenever the allocation is made again or (pools) its references change, so a removal decided on an earlier look
+ * applies only to the very allocation that was looked at.
+ */
+export interface Allocations {
+  pools: Array<{ poolId: string; pool: string; subPool?: string; token: number }>;
+  addresses: Array<{ poolId: string; address: string; kind: AddressRecord['kind']; token: number }>;
 }
 
 interface NewPool {
@@ -115,6 +129,7 @@ function rangeName(state: PoolState): string {
  */
 export class TsnetIpam implements Ipam {
   private readonly pools = new Map<string, PoolState>();
+  private lastToken = 0;
 
   private constructor(
     private readonly store: Store,
@@ -183,11 +198,18 @@ export class TsnetIpam implements Ipam {
     if (!state) return;
     if (state.record.refs > 1) {
       state.record = withRefs(state.record, -1);
+      state.token = this.nextToken();
       await this.persist([put('pool', poolId, state.record)], () => {
         state.record = withRefs(state.record, 1);
       });
       return;
     }
+    await this.dropPool(state);
+  }
+
+  /** The pool with all its references and addresses. */
+  private async dropPool(state: PoolState): Promise<void> {
+    const poolId = state.record.id;
     this.pools.delete(poolId);
     const ops: StoreOp[] = [del('pool', poolId)];
     for (const offset of state.used.offsets()) {
@@ -197,6 +219,41 @@ export class TsnetIpam implements Ipam {
       if (!this.pools.has(poolId)) this.pools.set(poolId, state);
     });
     log.debug('ipam: pool released', { poolId, addresses: ops.length - 1 });
+  }
+
+  /** Every pool and address with its token (see {@link Allocations}). */
+  allocations(): Allocations {
+    const out: Allocations = { pools: [], addresses: [] };
+    for (const state of this.pools.values()) {
+      const { id: poolId, pool, subPool } = state.record;
+      out.pools.push({ poolId, pool, ...(subPool === undefined ? {} : { subPool }), token: state.token });
+      for (const [offset, { kind, token }] of state.held) out.addresses.push({ poolId, address: addressAt(state.cidr, offset), kind, token });
+    }
+    return out;
+  }
+
+  /**
+   * Releases a pool with every reference and address, only if it is still the allocation `token` names (unchanged
+   * since it was looked at). Resolves whether it did.
+   */
+  async forgetPool(poolId: string, token: number): Promise<boolean> {
+    const state = this.pools.get(poolId);
+    if (state?.token !== token) return false;
+    await this.dropPool(state);
+    return true;
+  }
+
+  /** Releases an address only if it is still the allocation `token` names. Resolves whether it did. */
+  async forgetAddress(poolId: string, address: string, token: number): Promise<boolean> {
+    const state = this.pools.get(poolId);
+    const offset = state ? offsetOf(state.cidr, parseIp('Address', address)) : undefined;
+    if (!state || offset === undefined || state.held.get(offset)?.token !== token) return false;
+    await this.releaseAddress(poolId, address);
+    return true;
+  }
+
+  private nextToken(): number {
+    return ++this.lastToken;
   }
 
   async requestAddress(req: AddressRequest): Promise<AllocatedAddress> {
@@ -213,8 +270,12 @@ export class TsnetIpam implements Ipam {
     if (!state) return;
     const offset = offsetOf(state.cidr, parseIp('Address', address));
     if (offset === undefined || !state.used.remove(offset)) return;
+    const held = state.held.get(offset);
+    state.held.delete(offset);
     await this.persist([del('address', addressKey(poolId, addressAt(state.cidr, offset)))], () => {
-      if (!state.used.has(offset)) state.used.add(offset);
+      if (state.used.has(offset)) return;
+      state.used.add(offset);
+      if (held) state.held.set(offset, held);
     });
   }
 
@@ -266,7 +327,7 @@ export class TsnetIpam implements Ipam {
       options: { ...p.options },
       dynamic: p.dynamic,
     };
-    const state: PoolState = { record, cidr: p.cidr, sub: p.sub, used: new AddrSet() };
+    const state: PoolState = { record, cidr: p.cidr, sub: p.sub, used: new AddrSet(), token: this.nextToken(), held: new Map() };
     this.pools.set(p.id, state);
     await this.persist([put('pool', p.id, record)], () => this.undoReference(state));
     log.debug('ipam: pool created', { poolId: p.id, dynamic: p.dynamic });
@@ -275,6 +336,7 @@ export class TsnetIpam implements Ipam {
 
   private async addReference(state: PoolState): Promise<AllocatedPool> {
     state.record = withRefs(state.record, 1);
+    state.token = this.nextToken();
     await this.persist([put('pool', state.record.id, state.record)], () => this.undoReference(state));
     return allocatedPool(state);
   }
@@ -318,11 +380,13 @@ export class TsnetIpam implements Ipam {
     const poolId = state.record.id;
     const address = addressAt(state.cidr, offset);
     state.used.add(offset);
+    state.held.set(offset, { kind, token: this.nextToken() });
     const ops: StoreOp[] = [put('address', addressKey(poolId, address), { poolId, address, kind })];
     const cursor = serial ? this.advanceCursor(state, offset) : undefined;
     if (cursor) ops.push(cursor.op);
     await this.persist(ops, () => {
       state.used.remove(offset);
+      state.held.delete(offset);
       cursor?.undo();
     });
     return { address: `${address}/${state.cidr.prefix}`, data: {} };
@@ -348,7 +412,7 @@ export class TsnetIpam implements Ipam {
       record.subPool === undefined
         ? undefined
         : parseCidr(`stored pool ${record.id} subPool`, record.subPool, 'TSN_STORE');
-    this.pools.set(record.id, { record, cidr, sub, used: new AddrSet() });
+    this.pools.set(record.id, { record, cidr, sub, used: new AddrSet(), token: this.nextToken(), held: new Map() });
   }
 
   private restoreAddress(record: AddressRecord): void {
@@ -363,5 +427,6 @@ export class TsnetIpam implements Ipam {
       return;
     }
     state.used.add(offset);
+    state.held.set(offset, { kind: record.kind, token: this.nextToken() });
   }
 }

@@ -32,6 +32,12 @@ export interface FakeNetwork {
   name: string;
   driver: string;
   internal: boolean;
+  /** `IPAM.Driver`; without it the network has no `IPAM` in answers (the feed's tests predate it). */
+  ipamDriver?: string;
+  /** `IPAM.Config` as Docker's JSON spells it. */
+  ipamConfig?: Array<{ Subnet: string; IPRange?: string; Gateway?: string; AuxiliaryAddresses?: Record<string, string> }>;
+  /** `Containers` of an inspect, keyed as Docker keys them (container ID, or `ep-` + endpoint ID). */
+  endpoints?: Record<string, { EndpointID: string; IPv4Address?: string; IPv6Address?: string }>;
 }
 
 export interface FakeDockerOptions {
@@ -65,6 +71,10 @@ export class FakeDocker {
   readonly requests: string[] = [];
   /** Held before answering an inspect of that ID (for ordering tests). */
   readonly inspectGates = new Map<string, Promise<void>>();
+  /** `GET /info`'s `ID`: tells one daemon from another. */
+  daemonId = 'FAKE:DAEMON:ID';
+  /** Paths (after the version) answered 500, for failure tests. */
+  readonly failing = new Set<string>();
   private events: RawEvent[] = [];
   private clock = 1_700_000_000;
   private server: http.Server | undefined;
@@ -207,6 +217,22 @@ export class FakeDocker {
       json(400, { message: `client version ${v} is too new. Maximum supported API version is ${this.opts.apiVersion}` });
       return;
     }
+    if (this.failing.has(rest)) {
+      json(500, { message: 'injected failure' });
+      return;
+    }
+    if (rest === '/info') {
+      const drivers = new Set(['bridge', 'host', 'macvlan', 'null', ...[...this.networks.values()].map((n) => n.driver)]);
+      json(200, { ID: this.daemonId, Plugins: { Network: [...drivers].sort() } });
+      return;
+    }
+    const network = /^\/networks\/([^/]+)$/.exec(rest);
+    if (network) {
+      const n = this.networks.get(network[1]);
+      if (n) json(200, { ...this.networkBody(n), Containers: n.endpoints ?? {} });
+      else json(404, { message: `network ${network[1]} not found` });
+      return;
+    }
     if (rest === '/containers/json') {
       json(
         200,
@@ -232,7 +258,7 @@ export class FakeDocker {
     if (rest === '/networks') {
       json(
         200,
-        [...this.networks.values()].map((n) => ({ Id: n.id, Name: n.name, Driver: n.driver, Internal: n.internal, Scope: 'local' })),
+        [...this.networks.values()].map((n) => this.networkBody(n)),
       );
       return;
     }
@@ -241,6 +267,12 @@ export class FakeDocker {
       return;
     }
     json(404, { message: 'page not found' });
+  }
+
+  private networkBody(n: FakeNetwork): Record<string, unknown> {
+    const body: Record<string, unknown> = { Id: n.id, Name: n.name, Driver: n.driver, Internal: n.internal, Scope: 'local' };
+    if (n.ipamDriver !== undefined) body.IPAM = { Driver: n.ipamDriver, Options: null, Config: n.ipamConfig ?? [] };
+    return body;
   }
 
   private streamEvents(url: URL, res: http.ServerResponse): void {

@@ -183,3 +183,41 @@ describe('Backoff', () => {
     expect([1, 2, 3, 4, 5].map(() => lo.next())).toEqual([50, 100, 200, 400, 500]);
   });
 });
+
+describe('inspectNetwork and info (for reclaiming)', () => {
+  test('a network with its IPAM config and endpoints, joined or not; 404 and an answer for another network are undefined', async () => {
+    const f = await fake('1.47', '1.24');
+    f.addNetwork({
+      id: NET_ID,
+      name: 'front',
+      driver: 'tsnet',
+      internal: false,
+      ipamDriver: 'tsnet',
+      ipamConfig: [{ Subnet: '10.9.0.0/16', IPRange: '', Gateway: '', AuxiliaryAddresses: { r: '10.9.0.5' } }, { Subnet: '' }],
+      endpoints: { [CID]: { EndpointID: 'e'.repeat(64), IPv4Address: '10.9.0.2/16', IPv6Address: '' }, [`ep-${'f'.repeat(64)}`]: { EndpointID: 'f'.repeat(64), IPv4Address: '10.9.0.3/16' } },
+    });
+    // Docker resolves names too: a network named like the ID asked for is not that network.
+    f.addNetwork({ id: 'b'.repeat(64), name: 'd'.repeat(64), driver: 'bridge', internal: false });
+    const c = new DockerClient({ socketPath: f.socketPath });
+    await c.negotiate();
+    expect(await c.inspectNetwork(NET_ID)).toEqual({
+      id: NET_ID,
+      name: 'front',
+      driver: 'tsnet',
+      internal: false,
+      ipamDriver: 'tsnet',
+      ipamConfig: [{ subnet: '10.9.0.0/16', auxAddresses: { r: '10.9.0.5' } }],
+      endpoints: [
+        { endpointId: 'e'.repeat(64), ipv4: '10.9.0.2/16' },
+        { endpointId: 'f'.repeat(64), ipv4: '10.9.0.3/16' },
+      ],
+    });
+    expect(await c.inspectNetwork('c'.repeat(64))).toBeUndefined();
+    const byName = 'd'.repeat(64);
+    f.networks.set(byName, { ...(f.networks.get('b'.repeat(64)) ?? { id: '', name: '', driver: '', internal: false }) });
+    expect(await c.inspectNetwork(byName)).toBeUndefined();
+    expect(await c.info()).toEqual({ id: f.daemonId, networkDrivers: ['bridge', 'host', 'macvlan', 'null', 'tsnet'] });
+    f.failing.add(`/networks/${NET_ID}`);
+    await expect(c.inspectNetwork(NET_ID)).rejects.toThrow(/Docker answered 500/);
+  });
+});

@@ -1,0 +1,112 @@
+/**
+ * Reclaiming what dockerd forgot, as one component for main.ts: it follows Docker's API status through the feed
+ * and runs a {@link Reclaimer} pass whenever the API becomes readable (the first time after start, and after every
+ * outage), reading Docker with its own client, and removes confirmed candidates through the driver's and the IPAM's
+ * normal delete paths (ports, DNAT elements, held host ports, links, addresses).
+ */
+import path from 'node:path';
+import { DockerClient } from '../docker/client';
+import type { DockerFeed } from '../docker/contract';
+import type { Timers } from '../docker/feed';
+import type { TsnetDriver } from '../driver/driver';
+import { modeOf } from '../driver/modes';
+import { assertNever } from '../errors';
+import type { TsnetIpam } from '../ipam/driver';
+import { withLogContext } from '../log';
+import { addressOf } from '../netaddr';
+import type { Candidate, Holdings } from './decide';
+import { readDocker } from './read';
+import { Reclaimer } from './reclaimer';
+
+export interface ReclaimOptions {
+  /** tsnet's socket: its file name without `.sock` is the driver and IPAM name Docker knows. */
+  socket: string;
+  dockerSocket: string;
+  graceMs: number;
+  /** Tells when Docker's API is readable; started by {@link Reclaim.start} if nobody did. */
+  feed: DockerFeed;
+  driver: Pick<TsnetDriver, 'state' | 'deleteEndpoint' | 'deleteNetwork'>;
+  ipam: Pick<TsnetIpam, 'allocations' | 'forgetPool' | 'forgetAddress'>;
+  /** Per Docker request (see DockerClientOptions.timeoutMs). */
+  timeoutMs?: number;
+  timers?: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
+}
+
+/** The driver name of a plugin socket: `/run/docker/plugins/tsnet.sock` → `tsnet`. */
+export function driverNameOf(socket: string): string {
+  return path.basename(socket, '.sock');
+}
+
+export class Reclaim {
+  private readonly reclaimer: Reclaimer;
+
+  constructor(private readonly opts: ReclaimOptions) {
+    const driverName = driverNameOf(opts.socket);
+    const client = new DockerClient({ socketPath: opts.dockerSocket, ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
+    this.reclaimer = new Reclaimer({
+      driverName,
+      graceMs: opts.graceMs,
+      holdings: () => this.holdings(),
+      read: (ids) => readDocker(client, ids, driverName),
+      remove: (c) => this.remove(c),
+      ...(opts.timers ? { timers: opts.timers } : {}),
+    });
+    opts.feed.onStatus((s) => {
+      if (s.up) this.reclaimer.trigger();
+      else this.reclaimer.apiDown();
+    });
+  }
+
+  start(): void {
+    this.opts.feed.start();
+  }
+
+  /** Stops after the removal in progress; the feed is its starter's to stop. */
+  stop(): Promise<void> {
+    return this.reclaimer.stop();
+  }
+
+  /** Resolves when no pass runs (tests). */
+  idle(): Promise<void> {
+    return this.reclaimer.idle();
+  }
+
+  private holdings(): Holdings {
+    const { networks, endpoints } = this.opts.driver.state();
+    const { pools, addresses } = this.opts.ipam.allocations();
+    return {
+      networks: networks.map((n) => ({
+        id: n.id,
+        createdAt: n.createdAt,
+        pending: n.pending === true,
+        addresses: [...n.ipv4, ...n.ipv6].flatMap((s) => [...(s.gateway === undefined ? [] : [addressOf(s.gateway)]), ...Object.values(s.auxAddresses)]),
+        reserved: modeOf(n).reservedAddresses(),
+      })),
+      endpoints: endpoints.map((e) => ({ id: e.id, networkId: e.networkId, createdAt: e.createdAt, pending: e.pending === true })),
+      pools,
+      addresses,
+    };
+  }
+
+  private async remove(c: Candidate): Promise<boolean> {
+    const { driver, ipam } = this.opts;
+    switch (c.kind) {
+      case 'endpoint': {
+        const same = driver.state().endpoints.some((e) => e.id === c.endpointId && e.networkId === c.networkId && e.createdAt === c.createdAt);
+        if (same) await withLogContext({ networkId: c.networkId, endpointId: c.endpointId }, () => driver.deleteEndpoint(c.networkId, c.endpointId));
+        return same;
+      }
+      case 'network': {
+        const same = driver.state().networks.some((n) => n.id === c.networkId && n.createdAt === c.createdAt);
+        if (same) await withLogContext({ networkId: c.networkId }, () => driver.deleteNetwork(c.networkId));
+        return same;
+      }
+      case 'address':
+        return ipam.forgetAddress(c.poolId, c.address, c.token);
+      case 'pool':
+        return ipam.forgetPool(c.poolId, c.token);
+      default:
+        return assertNever(c, 'reclaim candidate');
+    }
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * The scheduler of reclaiming: a pass looks (tsnet's holdings, then one complete read of Docker's API, then
+ * {@link decide}); when there are candidates it waits the grace period and looks again, and removes what both looks
+ * name identically. What is new in the second look starts the next round. Nothing is decided from a look that failed
+ * or was in doubt, nor when Docker's API went down during the grace (missing all along is then not known).
+ * It runs off the plugin path: triggered at start and whenever Docker's API becomes readable again.
+ */
+import type { Timers } from '../docker/feed';
+import { assertNever, describeBriefly } from '../errors';
+import { log } from '../log';
+import { type Candidate, candidateKey, type DockerView, decide, type Holdings, inRemovalOrder } from './decide';
+
+export interface ReclaimerOptions {
+  /** tsnet's driver and IPAM name. */
+  driverName: string;
+  /** How long a candidate must stay missing before it is removed. */
+  graceMs: number;
+  holdings: () => Holdings;
+  /** One complete read of Docker's API (rejects on any failure). */
+  read: (networkIds: string[]) => Promise<DockerView>;
+  /**
+   * Removes one confirmed candidate through the driver's or IPAM's normal paths; resolves false when it changed since
+   * it was looked at (then it stays).
+   */
+  remove: (c: Candidate) => Promise<boolean>;
+  timers?: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
+}
+
+const logger = log.child({ component: 'reclaim' });
+/** Candidates named in one log line; the count is always given. */
+const LOGGED = 20;
+
+const realTimers: Pick<Timers, 'setTimeout' | 'clearTimeout'> = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => {
+    clearTimeout(h);
+  },
+};
+
+function describe(c: Candidate): string {
+  switch (c.kind) {
+    case 'endpoint':
+      return `endpoint ${c.endpointId.slice(0, 12)}`;
+    case 'network':
+      return `network ${c.networkId.slice(0, 12)}`;
+    case 'address':
+      return `address ${c.address} (${c.poolId})`;
+    case 'pool':
+      return `pool ${c.poolId}`;
+    default:
+      return assertNever(c, 'reclaim candidate');
+  }
+}
+
+export class Reclaimer {
+  private readonly timers: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
+  private running: Promise<void> | undefined;
+  private again = false;
+  /** Bumped when Docker's API goes down: a grace period spanning it proves nothing. */
+  private epoch = 0;
+  private stopped = false;
+  private sleeping: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+  /** A daemon a read showed knowing tsnet's networks (see decide's evidence). */
+  private trustedDaemonId: string | undefined;
+
+  constructor(private readonly opts: ReclaimerOptions) {
+    this.timers = opts.timers ?? realTimers;
+  }
+
+  /** Runs a pass, or another one after the pass in progress. */
+  trigger(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop().finally(() => (this.running = undefined));
+  }
+
+  /** Docker's API went down: a pass waiting out its grace decides nothing. */
+  apiDown(): void {
+    this.epoch++;
+  }
+
+  /** Resolves when no pass runs (tests). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const s = this.sleeping;
+    if (s) {
+      this.timers.clearTimeout(s.timer);
+      s.wake();
+    }
+    await this.idle();
+  }
+
+  private isStopped(): boolean {
+    return this.stopped;
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        await this.pass();
+      } catch (err) {
+        logger.error('reclaim pass failed', { error: describeBriefly(err) });
+      }
+    } while (this.runAgain());
+  }
+
+  /** A method, not the field: the compiler would narrow `again` as if no trigger came during the pass. */
+  private runAgain(): boolean {
+    return this.again && !this.stopped;
+  }
+
+  private async pass(): Promise<void> {
+    let first = await this.look();
+    while (first !== undefined && first.length > 0 && !this.isStopped()) {
+      const epoch = this.epoch;
+      logger.info('reclaim: tsnet holds what Docker does not; looking again after the grace period', {
+        count: first.length,
+        graceMs: this.opts.graceMs,
+        candidates: first.slice(0, LOGGED).map(describe),
+      });
+      await this.sleep(this.opts.graceMs);
+      if (this.isStopped()) return;
+      if (epoch !== this.epoch) {
+        logger.info('reclaim: Docker API went down during the grace period; nothing decided', { count: first.length });
+        return;
+      }
+      const second = await this.look();
+      if (second === undefined) return;
+      const seen = new Set(first.map(candidateKey));
+      for (const c of inRemovalOrder(second.filter((c) => seen.has(candidateKey(c))))) {
+        if (this.isStopped()) return;
+        await this.removeOne(c);
+      }
+      first = second.filter((c) => !seen.has(candidateKey(c)));
+    }
+  }
+
+  /** The candidates now, or undefined when nothing may be decided (logged). */
+  private async look(): Promise<Candidate[] | undefined> {
+    const holdings = this.opts.holdings();
+    let view: DockerView;
+    try {
+      view = await this.opts.read(holdings.networks.map((n) => n.id));
+    } catch (err) {
+      logger.warn('reclaim: Docker API not read completely; nothing decided', { error: describeBriefly(err) });
+      return undefined;
+    }
+    const decision = decide(holdings, view, { driverName: this.opts.driverName, ...(this.trustedDaemonId === undefined ? {} : { trustedDaemonId: this.trustedDaemonId }) });
+    if (decision.kind === 'in-doubt') {
+      logger.error('reclaim: not removing anything', { reason: decision.reason, candidates: decision.candidates });
+      return undefined;
+    }
+    if (decision.evidence === 'network') this.trustedDaemonId = view.daemon.id;
+    return decision.candidates;
+  }
+
+  private async removeOne(c: Candidate): Promise<void> {
+    try {
+      if (await this.opts.remove(c)) logger.info(`reclaim: removed ${c.kind} dockerd no longer has`, { ...c, graceMs: this.opts.graceMs });
+      else logger.info(`reclaim: kept ${c.kind}: it changed since it was looked at`, { ...c });
+    } catch (err) {
+      logger.error(`reclaim: removing ${c.kind} failed`, { ...c, error: describeBriefly(err) });
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        this.sleeping = undefined;
+        resolve();
+      };
+      this.sleeping = { timer: this.timers.setTimeout(wake, ms), wake };
+    });
+  }
+}
