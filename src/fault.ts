@@ -66,6 +66,8 @@ export class StepCounter {
 
 /** Trace name of a kernel change: its op and the object it concerns. */
 export function changeName(c: KernelChange): string {
+  // Link changes name their link; the rest name what they touch.
+  if ('name' in c) return `${c.op} ${c.name}`;
   switch (c.op) {
     case 'addr.add':
     case 'addr.del':
@@ -75,16 +77,6 @@ export function changeName(c: KernelChange): string {
       return `${c.op} ${c.dev} ${c.dst}`;
     case 'sysctl.set':
       return `${c.op} ${c.key}=${c.value}`;
-    case 'bridge.add':
-    case 'veth.add':
-    case 'macvlan.add':
-    case 'ipvlan.add':
-    case 'vlan.add':
-    case 'dummy.add':
-    case 'link.master':
-    case 'link.up':
-    case 'link.del':
-      return `${c.op} ${c.name}`;
     default:
       return assertNever(c, 'kernel change');
   }

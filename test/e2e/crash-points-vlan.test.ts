@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { vethPair } from '../harness/containers';
 import type { Scenario } from '../harness/crash';
-import { crashSweepTests, FULL_SWEEP } from '../harness/crash-suite';
-import { patient, run, runOk } from '../harness/exec';
+import { crashSweepTests, FULL_SWEEP, useParentVeth } from '../harness/crash-suite';
+import { patient } from '../harness/exec';
 import { describeKernel } from '../harness/kernel';
 import { setupE2E } from '../harness/tsnet';
 
@@ -20,14 +19,6 @@ const scenarios = (): Scenario[] => [
 
 describeKernel(['vlan'], 'crash points on an 802.1Q parent', () => {
   const env = setupE2E({ dockerd: { iptables: true }, tsnet: false });
-  let pair: { del: () => Promise<void> } | undefined;
-  beforeAll(async () => {
-    pair = await vethPair(lower, `tscv${tag}b`);
-    await runOk('ip', ['link', 'set', lower, 'up']);
-  });
-  afterAll(async () => {
-    await pair?.del();
-    await run('ip', ['link', 'del', lower]);
-  });
+  useParentVeth(lower, `tscv${tag}b`);
   crashSweepTests(env, scenarios, [], patient(FULL_SWEEP ? 3_600_000 : 900_000), scenarios().map((s) => s.name));
 });

@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { vethPair } from '../harness/containers';
 import type { Scenario } from '../harness/crash';
-import { crashSweepTests, FULL_SWEEP } from '../harness/crash-suite';
-import { run, runOk } from '../harness/exec';
+import { crashSweepTests, FULL_SWEEP, useParentVeth } from '../harness/crash-suite';
 import { describeE2E } from '../harness/host';
 import { setupE2E } from '../harness/tsnet';
 
@@ -32,14 +30,6 @@ const scenarios = (): Scenario[] => [
 
 describeE2E('crash points', () => {
   const env = setupE2E({ dockerd: { iptables: true }, tsnet: false });
-  let pair: { del: () => Promise<void> } | undefined;
-  beforeAll(async () => {
-    pair = await vethPair(parent, `tscp${tag}b`);
-    await runOk('ip', ['link', 'set', parent, 'up']);
-  });
-  afterAll(async () => {
-    await pair?.del();
-    await run('ip', ['link', 'del', parent]);
-  });
+  useParentVeth(parent, `tscp${tag}b`);
   crashSweepTests(env, scenarios, ['bridge-ports-v6'], FULL_SWEEP ? 3_600_000 : 600_000, scenarios().map((s) => s.name));
 });

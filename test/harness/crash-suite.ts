@@ -12,7 +12,9 @@
  * call (right after the first commit, right before the reply) and every 5th step.
  */
 import fs from 'node:fs';
+import { vethPair } from './containers';
 import { CrashSweep, type CrashOutcome, type Scenario, stepName } from './crash';
+import { run, runOk } from './exec';
 import type { E2EEnv } from './tsnet';
 
 export const FULL_SWEEP = process.env.TSNET_CRASH_SWEEP === 'full';
@@ -69,4 +71,17 @@ export function crashSweepTests(env: E2EEnv, scenarios: () => Scenario[], everyS
       expect(bad.map((o) => `k=${o.k} ${o.step}: ${o.problems.join('; ')}`)).toEqual([]);
     }, timeoutMs);
   }
+}
+
+/** A veth pair `<name>` (up) / its peer for the suite, the parent (or a VLAN's lower link) scenarios hang on. */
+export function useParentVeth(name: string, peer: string): void {
+  let pair: { del: () => Promise<void> } | undefined;
+  beforeAll(async () => {
+    pair = await vethPair(name, peer);
+    await runOk('ip', ['link', 'set', name, 'up']);
+  });
+  afterAll(async () => {
+    await pair?.del();
+    await run('ip', ['link', 'del', name]);
+  });
 }
