@@ -9,7 +9,7 @@ import { setupE2E } from '../harness/tsnet';
  * right after its k-th kernel change, firewall change or store commit during network create, run -d -p, stop, rm
  * and network rm through a real dockerd, restarted, then checked (test/harness/crash.ts).
  *
- * CI runs a sample: every step of bridge-ports-v6, and of the other scenarios the first and last step of each
+ * CI runs a sample: every step of bridge-internal, and of the other scenarios the first and last step of each
  * plugin call plus every 5th step. `make crash-sweep` (TSNET_CRASH_SWEEP=full) runs every step of every scenario.
  * The VLAN variant (a parent tsnet makes) is crash-points-vlan.test.ts, run in the VM.
  */
@@ -31,5 +31,5 @@ const scenarios = (): Scenario[] => [
 describeE2E('crash points', () => {
   const env = setupE2E({ dockerd: { iptables: true }, tsnet: false });
   useParentVeth(parent, `tscp${tag}b`);
-  crashSweepTests(env, scenarios, ['bridge-ports-v6'], FULL_SWEEP ? 3_600_000 : 600_000, scenarios().map((s) => s.name));
+  crashSweepTests(env, scenarios, ['bridge-internal'], FULL_SWEEP ? 3_600_000 : 600_000, scenarios().map((s) => s.name));
 });

@@ -13,7 +13,7 @@
  */
 import fs from 'node:fs';
 import { vethPair } from './containers';
-import { CrashSweep, type CrashOutcome, type Scenario, stepName } from './crash';
+import { CrashSweep, type CrashOutcome, type Scenario, stepKind, stepName } from './crash';
 import { run, runOk } from './exec';
 import type { E2EEnv } from './tsnet';
 
@@ -54,8 +54,8 @@ export function crashSweepTests(env: E2EEnv, scenarios: () => Scenario[], everyS
         const problems: string[] = [];
         const step = stepName(r.trace.at(-1));
         if (!r.died) problems.push('tsnet did not die (fewer steps than the traced run)');
-        else if (step !== stepName(steps[k - 1])) problems.push(`step differs from the traced run's: ${stepName(steps[k - 1])}`);
-        problems.push(...(await sweep.recover(s)));
+        else if (stepKind(r.trace.at(-1)) !== stepKind(steps[k - 1])) problems.push(`step differs from the traced run's: ${stepName(steps[k - 1])}`);
+        problems.push(...(await sweep.recover(s, r.restarted)));
         const left = await sweep.scrub(s);
         problems.push(...left.map((l) => `scrub: ${l}`));
         outcomes.push({ k, step, problems });

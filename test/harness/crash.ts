@@ -84,6 +84,11 @@ export function stepName(line: string | undefined): string {
   return line?.replace(/^\d+ /, '') ?? '(none)';
 }
 
+/** {@link stepName} without the ids of the run (network and endpoint ids, link names made of them). */
+export function stepKind(line: string | undefined): string {
+  return stepName(line).replace(/[0-9a-f]{10,}/g, '*');
+}
+
 /** Runs the crash sweep of scenarios on one dockerd. */
 export class CrashSweep {
   private n = 0;
@@ -132,26 +137,45 @@ export class CrashSweep {
 
   /**
    * The scenario with the switch at `exitAfter` (undefined: trace only); stops at the first docker command that
-   * fails. Returns the trace lines and whether tsnet died.
+   * fails. When tsnet dies, a tsnet without the switch is started at once (as a supervisor would), so dockerd's
+   * retries of the cut-off call reach it; that process is returned running (`restarted`) for {@link recover}.
    */
-  async runScenario(s: Scenario, exitAfter: number | undefined): Promise<{ trace: string[]; startSteps: number; died: boolean; failed?: string }> {
+  async runScenario(s: Scenario, exitAfter: number | undefined): Promise<{ trace: string[]; startSteps: number; died: boolean; restarted?: TsnetProcess; failed?: string }> {
     const trace = this.newTrace();
     const t = this.tsnet({ trace, ...(exitAfter !== undefined ? { exitAfter } : {}) });
     await t.start();
     const startSteps = traceSteps(trace).length;
+    let restarted: Promise<TsnetProcess> | undefined;
+    const watch = setInterval(() => {
+      if (t.pid !== undefined || restarted) return;
+      restarted = (async () => {
+        await t.kill9();
+        const again = this.tsnet();
+        await again.start();
+        return again;
+      })();
+    }, 50);
     let failed: string | undefined;
-    for (const step of this.steps(s)) {
-      const r = await this.env.docker.dockerTry(step.args, { timeoutMs: patient(90_000) });
-      if (r.code !== 0) {
-        failed = `${step.what}: ${r.stderr.trim().slice(0, 200)}`;
-        break;
+    try {
+      for (const step of this.steps(s)) {
+        const r = await this.env.docker.dockerTry(step.args, { timeoutMs: patient(90_000) });
+        if (r.code !== 0) {
+          failed = `${step.what}: ${r.stderr.trim().slice(0, 200)}`;
+          break;
+        }
+        if (restarted) break;
       }
-      if (t.pid === undefined) break;
+    } finally {
+      clearInterval(watch);
     }
-    const died = t.pid === undefined;
-    if (died) await t.kill9();
-    else await t.stop();
-    return { trace: traceSteps(trace), startSteps, died, ...(failed ? { failed } : {}) };
+    if (!restarted && t.pid === undefined) restarted = t.kill9().then(async () => {
+      const again = this.tsnet();
+      await again.start();
+      return again;
+    });
+    const died = restarted !== undefined;
+    if (!died) await t.stop();
+    return { trace: traceSteps(trace), startSteps, died, ...(restarted ? { restarted: await restarted } : {}), ...(failed ? { failed } : {}) };
   }
 
   /** Owned links no record names, and records whose links are missing, and firewall elements against records. */
@@ -197,10 +221,10 @@ export class CrashSweep {
    * dockerd from wherever it stopped (network made if missing, container started or run, stopped, removed, network
    * removed) and check that nothing of tsnet's is left.
    */
-  async recover(s: Scenario): Promise<string[]> {
+  async recover(s: Scenario, running?: TsnetProcess): Promise<string[]> {
     const problems: string[] = [];
-    const t = this.tsnet();
-    await t.start();
+    const t = running ?? this.tsnet();
+    if (!running) await t.start();
     try {
       // Past the reclaim grace (1 s): what dockerd forgot is gone by now (src/reclaim/), the reaper has run.
       await sleep(patient(2_500));
@@ -224,14 +248,18 @@ export class CrashSweep {
         await d.removeAllContainers().catch(() => undefined);
         await d.dockerTry(['network', 'rm', s.name]);
       }
-      // Links go in the background: give the reaper its moment.
-      await eventually(async () => expect(await linksOwnedBy(`tsnet:${this.env.name}`)).toEqual([]), patient(5_000)).catch(() => undefined);
-      const left = await linksOwnedBy(`tsnet:${this.env.name}`);
-      if (left.length > 0) problems.push(`at the end: links left: ${left.join(' ')}`);
-      const rec = readRecords(this.dbFile).collections;
-      const { host: _host, ...rest } = rec;
-      if (Object.keys(rest).length > 0) problems.push(`at the end: records left: ${JSON.stringify(rest)}`);
-      if ((await nftElements('inet', this.env.name)) !== undefined) problems.push('at the end: nft table inet still there');
+      // Links, the table and tombstones go in the background: give the reaper its moment.
+      const leftovers = async (): Promise<string[]> => {
+        const left = await linksOwnedBy(`tsnet:${this.env.name}`);
+        const { host: _host, ...rest } = readRecords(this.dbFile).collections;
+        return [
+          ...(left.length > 0 ? [`at the end: links left: ${left.join(' ')}`] : []),
+          ...(Object.keys(rest).length > 0 ? [`at the end: records left: ${JSON.stringify(rest)}`] : []),
+          ...((await nftElements('inet', this.env.name)) !== undefined ? ['at the end: nft table inet still there'] : []),
+        ];
+      };
+      await eventually(async () => expect(await leftovers()).toEqual([]), patient(5_000)).catch(() => undefined);
+      problems.push(...(await leftovers()));
       for (const port of s.hostPorts) if (!(await portFree(port))) problems.push(`at the end: host port ${port} held`);
     } finally {
       await t.stop().catch((e: unknown) => problems.push(`tsnet stop: ${(e as Error).message.slice(0, 200)}`));
