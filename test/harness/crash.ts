@@ -10,7 +10,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { z } from 'zod';
 import { BUSYBOX_IMAGE } from './busybox';
-import { eventually, patient, run, sleep } from './exec';
+import { eventually, patient, run, sleep, waitFor } from './exec';
 import { linksOwnedBy } from './host';
 import { type E2EEnv, removeLeftovers, TsnetProcess } from './tsnet';
 
@@ -86,7 +86,7 @@ export function stepName(line: string | undefined): string {
 
 /** {@link stepName} without the ids of the run (network and endpoint ids, link names made of them). */
 export function stepKind(line: string | undefined): string {
-  return stepName(line).replace(/[0-9a-f]{10,}/g, '*');
+  return stepName(line).replace(/[0-9a-f]{8,}/g, '*');
 }
 
 /** Runs the crash sweep of scenarios on one dockerd. */
@@ -165,6 +165,8 @@ export class CrashSweep {
         }
         if (restarted) break;
       }
+      // The last steps run in the background after the last reply (link deletion, the table's removal).
+      if (exitAfter !== undefined && !restarted) await waitFor(() => restarted !== undefined, patient(3_000), () => '').catch(() => undefined);
     } finally {
       clearInterval(watch);
     }
