@@ -16,6 +16,11 @@ export function withLogContext<T>(ctx: LogContext, fn: () => T): T {
   return context.run({ ...context.getStore(), ...ctx }, fn);
 }
 
+/** The current call's log context (fault injection's trace names the plugin call a step belongs to). */
+export function logContext(): LogContext | undefined {
+  return context.getStore();
+}
+
 const addContext = winston.format((info) => {
   const ctx = context.getStore();
   if (ctx) {

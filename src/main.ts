@@ -5,6 +5,7 @@ import { dnsNetworks } from './dns/networks';
 import { DockerEventFeed } from './docker/feed';
 import { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
+import { withFaults } from './fault';
 import { installProcessGuard } from './guard';
 import { TsnetIpam } from './ipam/driver';
 import { FirewallWatcher } from './kernel/firewall-watch';
@@ -59,7 +60,8 @@ function components(config: Config, gate: CallGate): Lifecycle {
     .add({
       name: 'store',
       start: () => {
-        store = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
+        // The test-only crash switch (src/fault.ts) counts kernel changes and commits; unset, both come back as given.
+        ({ kernel, store } = withFaults(kernel, new SqliteStore(path.join(config.stateDir, 'tsnet.db'))));
         return () => store.close();
       },
     })
