@@ -13,7 +13,8 @@ import type { E2EEnv } from './tsnet';
 export function storeRows(env: E2EEnv): Record<string, number> {
   const db = new Database(path.join(env.dockerd.dir, 'tsnet', 'state', 'tsnet.db'), { readonly: true, fileMustExist: true });
   try {
-    const rows = db.prepare('SELECT collection, count(*) AS n FROM records GROUP BY collection').all() as Array<{ collection: string; n: number }>;
+    // Not the Docker daemon reclaim trusts: kept by design once tsnet has read Docker (src/reclaim/).
+    const rows = db.prepare("SELECT collection, count(*) AS n FROM records WHERE collection != 'trust' GROUP BY collection").all() as Array<{ collection: string; n: number }>;
     return Object.fromEntries(rows.map((r) => [r.collection, r.n]));
   } finally {
     db.close();
