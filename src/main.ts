@@ -32,6 +32,8 @@ const DRAIN_MS = 10_000;
 function components(config: Config, gate: CallGate): Lifecycle {
   // Handles filled in by the components that make them, in order; a later component only uses earlier ones'.
   let store!: SqliteStore;
+  /** The store as opened, for what no plugin call writes (see reclaim below). */
+  let openedStore!: SqliteStore;
   let driver!: TsnetDriver;
   let ipam!: TsnetIpam;
   let kernel!: Iproute2Kernel;
@@ -61,7 +63,8 @@ function components(config: Config, gate: CallGate): Lifecycle {
       name: 'store',
       start: () => {
         // The test-only crash switch (src/fault.ts) counts kernel changes and commits; unset, both come back as given.
-        ({ kernel, store } = withFaults(kernel, new SqliteStore(path.join(config.stateDir, 'tsnet.db'))));
+        openedStore = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
+        ({ kernel, store } = withFaults(kernel, openedStore));
         return () => store.close();
       },
     })
@@ -136,7 +139,9 @@ function components(config: Config, gate: CallGate): Lifecycle {
       // Its first pass is when the feed is first up (a late listener hears the current status).
       name: 'reclaim',
       start: async () => {
-        const reclaim = await Reclaim.load({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam, store });
+        // Its trust record goes to the store as opened: it is written when Docker's API is first read, at no plugin
+        // call's step, so the crash switch counting it would shift every crash point by a timing accident.
+        const reclaim = await Reclaim.load({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam, store: openedStore });
         reclaim.start();
         return () => reclaim.stop();
       },
