@@ -5,6 +5,7 @@ import { execFileInput, type ExecResult } from './exec';
 import { DEFAULT_TABLE, renderDockerBridges, renderElementDiff, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
 import { inspection, type NftTable, parseNftTable, sameRule } from './nft-json';
 import { isDockerBridge } from './names';
+import { Mutex } from '../mutex';
 
 const NFT = 'nft';
 const IPTABLES = ['iptables', 'ip6tables'] as const;
@@ -41,6 +42,7 @@ function portKey(p: FwPort): string {
  * reload) is rebuilt whole, in the transaction of the change that found it missing.
  */
 export class NftFirewall implements Firewall {
+  private readonly hooking = new Mutex();
   /** The base ruleset and hook are known to be in place (set by this process; reset by removeBase or a lost table). */
   private baseReady = false;
   private readonly networks = new Map<string, FwNetwork>();
@@ -285,7 +287,13 @@ export class NftFirewall implements Firewall {
    * create and at its start (moby's EnsureJumpRule), and what is forwarded in between meets the policy: the same
    * rule in FORWARD itself covers that gap. Absent DOCKER-USER (--iptables=false): nothing to hook.
    */
-  private async ensureDockerUserHook(): Promise<void> {
+  private ensureDockerUserHook(): Promise<void> {
+    // One check at a time: two (a drift repair beside a link watcher's rebuild) would both find a rule missing and
+    // both insert it, and the duplicate outlives removeBase.
+    return this.hooking.run(() => this.hookOnce());
+  }
+
+  private async hookOnce(): Promise<void> {
     for (const bin of IPTABLES) {
       const exists = await this.exec(bin, ['-w', '-t', 'filter', '-S', 'DOCKER-USER']).catch(() => undefined);
       if (!exists || exists.code !== 0) continue;

@@ -138,6 +138,15 @@ describe('NftFirewall: its mark-accept rule in DOCKER-USER and its twin in FORWA
     expect(chains.get('DOCKER-USER')).toHaveLength(1);
   });
 
+  test('two hook checks at once (a drift repair beside a link-watch rebuild) still add each rule once', async () => {
+    const chains = dockerdChains();
+    const ipt = stubTables({ iptables: chains });
+    const fw = new NftFirewall(MARK, TABLE, { exec: ipt.exec });
+    await Promise.all([fw.sync(WANT), fw.sync(WANT), fw.sync(WANT)]);
+    expect(chains.get('FORWARD')?.filter((r) => r.includes(TABLE))).toHaveLength(1);
+    expect(chains.get('DOCKER-USER')).toHaveLength(1);
+  });
+
   test('inspect counts the hook missing when either rule is gone; the patch puts back just that one, in its place', async () => {
     const chains = dockerdChains();
     const ipt = stubTables({ iptables: chains, ip6tables: dockerdChains() });
