@@ -1,6 +1,6 @@
 /**
  * Types shared by the DNS room's modules (wire, zone, server, forwarder, listeners). The room is fed by
- * `src/docker/` (containers) and by main.ts (tsnet's networks, from the driver's state); it never imports the
+ * `src/docker/` (containers) and by daemon.ts (tsnet's networks, from the driver's state); it never imports the
  * driver and never sits on a plugin call.
  */
 

@@ -10,14 +10,28 @@ export interface Backend {
   ipam: Ipam;
 }
 
-/** One remote API method: its request schema, the ids it concerns (for logs) and its handler. */
-export interface Route<T extends z.ZodType = z.ZodType> {
+interface RouteBase<T extends z.ZodType> {
   schema: T;
-  /** Answered without waiting for reconciliation (handshake and capability calls). */
-  static?: boolean;
   ids?: (req: z.output<T>) => LogContext;
+}
+
+/** The handshake and discovery calls: answered at once, before tsnet has loaded anything. */
+interface HandshakeRoute<T extends z.ZodType> extends RouteBase<T> {
+  wait: 'nothing';
+  handle: (req: z.output<T>) => unknown;
+}
+
+/**
+ * The rest: answered once the state is loaded (capability calls, which dockerd makes while tsnet may still be
+ * reconciling) or, the default, once the kernel is reconciled with it too.
+ */
+interface BackendRoute<T extends z.ZodType> extends RouteBase<T> {
+  wait?: 'state' | 'reconciled';
   handle: (req: z.output<T>, backend: Backend) => unknown;
 }
+
+/** One remote API method: its request schema, what it waits for, the ids it concerns (for logs) and its handler. */
+export type Route<T extends z.ZodType = z.ZodType> = HandshakeRoute<T> | BackendRoute<T>;
 
 function route<T extends z.ZodType>(r: Route<T>): Route {
   return r;
@@ -45,11 +59,11 @@ function endpointCall(fn: (d: NetworkDriver, networkId: string, endpointId: stri
  */
 export function routes(): Record<string, Route> {
   return {
-    'Plugin.Activate': route({ schema: S.EmptySchema, static: true, handle: () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) }),
+    'Plugin.Activate': route({ schema: S.EmptySchema, wait: 'nothing', handle: () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) }),
 
     'NetworkDriver.GetCapabilities': route({
       schema: S.EmptySchema,
-      static: true,
+      wait: 'state',
       handle: (_r, b) => {
         const c = b.driver.capabilities();
         return { Scope: c.scope, ConnectivityScope: c.connectivityScope, GwAllocChecker: false };
@@ -140,12 +154,12 @@ export function routes(): Record<string, Route> {
     }),
     'NetworkDriver.RevokeExternalConnectivity': endpointCall((d, n, e) => d.revokeExternalConnectivity(n, e)),
     // Node discovery only matters to global-connectivity drivers; tsnet's bridge networks are host-local.
-    'NetworkDriver.DiscoverNew': route({ schema: S.DiscoverySchema, static: true, handle: () => EMPTY }),
-    'NetworkDriver.DiscoverDelete': route({ schema: S.DiscoverySchema, static: true, handle: () => EMPTY }),
+    'NetworkDriver.DiscoverNew': route({ schema: S.DiscoverySchema, wait: 'nothing', handle: () => EMPTY }),
+    'NetworkDriver.DiscoverDelete': route({ schema: S.DiscoverySchema, wait: 'nothing', handle: () => EMPTY }),
 
     'IpamDriver.GetCapabilities': route({
       schema: S.EmptySchema,
-      static: true,
+      wait: 'state',
       handle: (_r, b) => {
         const c = b.ipam.capabilities();
         return { RequiresMACAddress: c.requiresMACAddress, RequiresRequestReplay: c.requiresRequestReplay };
@@ -153,7 +167,7 @@ export function routes(): Record<string, Route> {
     }),
     'IpamDriver.GetDefaultAddressSpaces': route({
       schema: S.EmptySchema,
-      static: true,
+      wait: 'state',
       handle: (_r, b) => {
         const s = b.ipam.defaultAddressSpaces();
         return { LocalDefaultAddressSpace: s.local, GlobalDefaultAddressSpace: s.global };

@@ -94,12 +94,13 @@ export class CallGate {
 /**
  * The HTTP side of the plugin: parses any body as JSON (dockerd sends no Content-Type, and empty bodies for
  * argument-less calls) with a nesting cap, validates it against the route's schema, runs the handler with the call's
- * ids in the log context, and answers `{"Err"}` with the catalogue's status on failure. Non-static calls wait for
- * `ready` (kernel reconciled with the store); the handshake is answered at once. Every request ends in exactly one
- * reply, whatever the handler throws and even if logging it throws. Once `gate` is closed (shutdown), every call,
- * the handshake included, is answered 503 {@link SHUTTING_DOWN} before its body is read.
+ * ids in the log context, and answers `{"Err"}` with the catalogue's status on failure. A call waits for what its
+ * route needs: nothing (the handshake), `loaded` (the state), or `ready` too (the kernel reconciled with it), so the
+ * socket can listen before either. Every request ends in exactly one reply, whatever the handler throws and even if
+ * logging it throws. Once `gate` is closed (shutdown), every call, the handshake included, is answered 503
+ * {@link SHUTTING_DOWN} before its body is read.
  */
-export function createApp(table: Record<string, Route>, backend: Backend, ready: Promise<void>, gate = new CallGate()): express.Express {
+export function createApp(table: Record<string, Route>, loaded: Promise<Backend>, ready: Promise<void>, gate = new CallGate()): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.use((_req: Request, res: Response, next: NextFunction) => {
@@ -142,8 +143,7 @@ export function createApp(table: Record<string, Route>, backend: Backend, ready:
       const ctx = { call: method, ...(r.ids ? r.ids(parsed.data) : {}) };
       await withLogContext(ctx, async () => {
         try {
-          if (!r.static) await ready;
-          const reply = await r.handle(parsed.data, backend);
+          const reply = await answer(r, parsed.data, loaded, ready);
           const payload = JSON.stringify(reply);
           logSafely('debug', 'plugin call', { ms: since(start), ...summary(text, input), reply: excerpt(reply) });
           res.status(200).type(CONTENT_TYPE).send(payload);
@@ -171,6 +171,22 @@ export function createApp(table: Record<string, Route>, backend: Backend, ready:
   return app;
 }
 
+/** Runs the route's handler once what it waits for is there. */
+async function answer(r: Route, req: unknown, loaded: Promise<Backend>, ready: Promise<void>): Promise<unknown> {
+  switch (r.wait) {
+    case 'nothing':
+      return r.handle(req);
+    case 'state':
+      return r.handle(req, await loaded);
+    case undefined:
+    case 'reconciled': {
+      const backend = await loaded;
+      await ready;
+      return r.handle(req, backend);
+    }
+  }
+}
+
 /** Whether something accepts connections on the unix socket `socket`. */
 function served(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -183,20 +199,25 @@ function served(socket: string): Promise<boolean> {
 }
 
 /**
- * Shutdown of the plugin socket: new calls are refused at once, calls in flight get up to `graceMs` to finish, then
- * the listener closes (which unlinks the socket file, so dockerd fails fast instead of retrying a dead socket) and
- * every connection goes. Resolves with the number of calls cut off by the grace running out.
+ * Shutdown of plugin calls: new ones are refused at once, those in flight get up to `graceMs` to finish. Resolves
+ * with the number still running when the grace ran out (cut off when the socket closes).
  */
-export async function drainAndClose(server: Server, gate: CallGate, graceMs: number): Promise<number> {
+export async function drain(gate: CallGate, graceMs: number): Promise<number> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
   await Promise.race([gate.close(), expired]);
   clearTimeout(timer);
-  const cut = gate.active;
+  return gate.active;
+}
+
+/**
+ * Closes the listener (which unlinks the socket file, so dockerd fails fast instead of retrying a dead socket) and
+ * every connection, idle or not.
+ */
+export async function closeServer(server: Server): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeAllConnections();
   await closed;
-  return cut;
 }
 
 /** Idle plugin connections stay open this long: longer than any client keeps them. */

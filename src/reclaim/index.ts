@@ -1,5 +1,5 @@
 /**
- * Reclaiming what dockerd forgot, as one component for main.ts: it follows Docker's API status through the feed
+ * Reclaiming what dockerd forgot, as one component for daemon.ts: it follows Docker's API status through the feed
  * and runs a {@link Reclaimer} pass whenever the API becomes readable (the first time after start, and after every
  * outage), reading Docker with its own client, and removes confirmed candidates through the driver's and the IPAM's
  * normal delete paths (ports, DNAT elements, held host ports, links, addresses).

@@ -31,9 +31,9 @@ export async function startPlugin(): Promise<PluginFixture> {
     defaultPoolsV6: [{ base: 'fd99::/48', size: 64 }],
     hostRoutes: () => Promise.resolve([]),
   });
-  // Wired as main.ts does: macvlan host shims take their addresses from tsnet's pools.
+  // Wired as daemon.ts does: macvlan host shims take their addresses from tsnet's pools.
   const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
-  const server: Server = await listenUnix(createApp(routes(), { driver, ipam }, Promise.resolve()), socket);
+  const server: Server = await listenUnix(createApp(routes(), Promise.resolve({ driver, ipam }), Promise.resolve()), socket);
   return {
     socket,
     store,

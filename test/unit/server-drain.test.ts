@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Backend, Route } from '../../src/protocol/routes';
 import { routes } from '../../src/protocol/routes';
-import { CallGate, SHUTTING_DOWN, createApp, drainAndClose, listenUnix } from '../../src/protocol/server';
+import { CallGate, SHUTTING_DOWN, closeServer, createApp, drain, listenUnix } from '../../src/protocol/server';
 import { EmptySchema } from '../../src/protocol/schemas';
 import { pluginCall } from '../harness/tsnet';
 
@@ -35,8 +35,15 @@ beforeEach(async () => {
     },
   };
   gate = new CallGate();
-  server = await listenUnix(createApp(table, {} as Backend, Promise.resolve(), gate), socket);
+  server = await listenUnix(createApp(table, Promise.resolve({} as Backend), Promise.resolve(), gate), socket);
 });
+
+/** The daemon's stop order: the calls drain (plugin calls), then the socket closes (plugin socket). */
+async function shutdown(graceMs: number): Promise<number> {
+  const cut = await drain(gate, graceMs);
+  await closeServer(server);
+  return cut;
+}
 
 afterEach(async () => {
   release();
@@ -51,7 +58,7 @@ afterEach(async () => {
 test('a call in flight at shutdown completes; calls after it, the handshake included, get 503 "tsnet is shutting down"; then the socket is gone', async () => {
   const slow = pluginCall(socket, 'Test.Slow', '');
   await entered;
-  const drained = drainAndClose(server, gate, 60_000);
+  const drained = shutdown(60_000);
   for (const method of ['Plugin.Activate', 'NetworkDriver.CreateNetwork', 'Test.Slow']) {
     expect(await pluginCall(socket, method, '')).toMatchObject({ status: 503, body: { Err: SHUTTING_DOWN } });
   }
@@ -66,14 +73,14 @@ test('a call in flight at shutdown completes; calls after it, the handshake incl
 
 test('with nothing in flight the socket closes at once', async () => {
   expect((await pluginCall(socket, 'Plugin.Activate', '')).status).toBe(200);
-  expect(await drainAndClose(server, gate, 60_000)).toBe(0);
+  expect(await shutdown(60_000)).toBe(0);
   expect(fs.existsSync(socket)).toBe(false);
 });
 
 test('a call still running when the grace ends is cut off and counted; the socket goes anyway', async () => {
   const slow = pluginCall(socket, 'Test.Slow', '');
   await entered;
-  expect(await drainAndClose(server, gate, 0)).toBe(1);
+  expect(await shutdown(0)).toBe(1);
   await expect(slow).rejects.toThrow();
   expect(fs.existsSync(socket)).toBe(false);
 });

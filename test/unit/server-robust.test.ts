@@ -35,10 +35,10 @@ beforeEach(async () => {
     ...routes(),
     // Deliberately not Errors: what a buggy dependency might throw.
     // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
-    'Test.Throw': { schema: EmptySchema, static: true, handle: () => Promise.reject(unloggable) },
+    'Test.Throw': { schema: EmptySchema, wait: 'nothing', handle: () => Promise.reject(unloggable) },
     'Test.ThrowSync': {
       schema: EmptySchema,
-      static: true,
+      wait: 'nothing',
       handle: () => {
         // eslint-disable-next-line @typescript-eslint/only-throw-error
         throw unloggable;
@@ -49,7 +49,7 @@ beforeEach(async () => {
     driver: { createNetwork: () => Promise.reject(new Error('refused')) },
     ipam: {},
   } as unknown as Backend;
-  server = await listenUnix(createApp(table, backend, Promise.resolve()), socket);
+  server = await listenUnix(createApp(table, Promise.resolve(backend), Promise.resolve()), socket);
 });
 
 afterEach(async () => {
