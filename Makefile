@@ -105,7 +105,7 @@ build: dist/main.js
 
 # The main job: tsnet in the foreground, answering dockerd on $(SOCKET).
 run: deps-run build
-	$(NODE) dist/main.js --socket $(SOCKET) --state-dir $(STATE_DIR) --log-level $(LOG_LEVEL)
+	TSNET_NODE=$(NODE) bin/tsnet --socket $(SOCKET) --state-dir $(STATE_DIR) --log-level $(LOG_LEVEL)
 
 # Type-aware lint of src/, test/ and bench/ (eslint.config.mjs).
 lint: $(MODULES)

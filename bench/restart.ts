@@ -44,12 +44,15 @@ const PORTS = Number(process.env.BENCH_RESTART_PORTS ?? 20);
 const SANDBOX = process.env.BENCH_RESTART_SANDBOX === 'host' ? 'host' : 'netns';
 const PER_NETWORK = 1000;
 const FIRST_HOST_PORT = 41000;
+type Tree = (typeof TREES)[number];
 const TREES = (process.env.BENCH_RESTART_TREES ?? `this=${REPO}`).split(',').map((t) => {
   const [label, dir] = t.split('=');
   if (!label || !dir) throw new Error(`BENCH_RESTART_TREES: "${t}" is not label=path`);
   const main = path.resolve(REPO, dir, 'dist', 'main.js');
   if (!fs.existsSync(main)) throw new Error(`BENCH_RESTART_TREES: ${main} does not exist (build that tree first)`);
-  return { label, main };
+  // Trees from before the launcher (bin/tsnet) run as node dist/main.js, without its runtime flags.
+  const launcher = path.resolve(REPO, dir, 'bin', 'tsnet');
+  return { label, main, launcher: fs.existsSync(launcher) ? launcher : undefined };
 });
 
 const progress = (msg: string) => process.stderr.write(`[restart] ${msg}\n`);
@@ -77,11 +80,12 @@ class Tsnet {
   readonly logFile = path.join(this.dir, 'tsnet.log');
   private child: ChildProcess | undefined;
 
-  async start(main: string): Promise<{ spawnedAt: number; logFrom: number }> {
+  async start(tree: Tree): Promise<{ spawnedAt: number; logFrom: number }> {
     const logFrom = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
-    const args = [main, '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'), '--log-level', 'debug', '--nft-table', this.name, '--dns-listen', 'none'];
+    const args = ['--socket', this.socket, '--state-dir', path.join(this.dir, 'state'), '--log-level', 'debug', '--nft-table', this.name, '--dns-listen', 'none'];
     const spawnedAt = Date.now();
-    const child = spawnDaemon(process.execPath, args, { logFile: this.logFile, cwd: path.dirname(path.dirname(main)) });
+    const [cmd, argv] = tree.launcher ? [tree.launcher, args] : [process.execPath, [tree.main, ...args]];
+    const child = spawnDaemon(cmd, argv, { logFile: this.logFile, env: { ...process.env, TSNET_NODE: process.execPath }, cwd: path.dirname(path.dirname(tree.main)) });
     this.child = child;
     const probe = { NetworkID: '0'.repeat(64), EndpointID: '0'.repeat(64) };
     await waitFor(
@@ -187,9 +191,9 @@ async function hostVeths(t: Tsnet): Promise<number> {
   return (await linksOwnedBy(`tsnet:${t.name}`, 'tsv')).length;
 }
 
-async function measure(t: Tsnet, tree: { label: string; main: string }, n: number): Promise<Run> {
+async function measure(t: Tsnet, tree: Tree, n: number): Promise<Run> {
   await t.kill9();
-  const { spawnedAt, logFrom } = await t.start(tree.main);
+  const { spawnedAt, logFrom } = await t.start(tree);
   const lines = parseLog(t.logSince(logFrom));
   const at = (msg: string) => {
     const l = lines.find((x) => x.message === msg);
@@ -249,7 +253,7 @@ async function benchSize(n: number): Promise<Run[]> {
   const runs: Run[] = [];
   try {
     await runOk('ip', ['netns', 'add', netns]);
-    await t.start(TREES[0].main);
+    await t.start(TREES[0]);
     const t0 = performance.now();
     networks = (await build(t, n, netns)).networks;
     progress(`N=${n}: built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

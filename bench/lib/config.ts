@@ -30,14 +30,19 @@ export const RESULTS_DIR = path.join(REPO, 'bench', 'results');
 
 /**
  * The harness takes the repository root to be two levels above its compiled files (right under ts-jest). Compiled
- * into .tmp/bench/ that is .tmp/bench, so the parts it uses there (dist/main.js, and src/, tsconfig.json,
+ * into .tmp/bench/ that is .tmp/bench, so the parts it uses there (bin/tsnet, dist/main.js, and src/, tsconfig.json,
  * node_modules for ensureBuilt) are linked to the real ones.
  */
 export function linkHarnessRoot(): void {
   if (path.resolve(HARNESS_ROOT) === TSNET_ROOT) return;
   if (path.resolve(HARNESS_ROOT) === REPO) throw new Error('BENCH_TSNET_ROOT needs the bench compiled into .tmp/bench (make bench)');
-  for (const entry of ['dist', 'src', 'tsconfig.json', 'node_modules']) {
+  for (const entry of ['dist', 'src', 'tsconfig.json', 'node_modules', 'bin']) {
     const link = path.join(HARNESS_ROOT, entry);
+    // A tree from before the launcher has no bin/: the harness then runs its dist/main.js with node.
+    if (entry === 'bin' && !fs.existsSync(path.join(TSNET_ROOT, entry))) {
+      fs.rmSync(link, { force: true });
+      continue;
+    }
     const from = entry === 'node_modules' && !fs.existsSync(path.join(TSNET_ROOT, entry)) ? REPO : TSNET_ROOT;
     const target = path.relative(HARNESS_ROOT, path.join(from, entry));
     try {

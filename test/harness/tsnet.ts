@@ -14,6 +14,8 @@ import { forwardingOn, linksOwnedBy, PLUGIN_DIR } from './host';
 /** Root of the tsnet repository (holds src/, dist/, tsconfig.json). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const MAIN_JS = path.join(REPO_ROOT, 'dist', 'main.js');
+/** tsnet is started as operators start it: through its launcher (the runtime's flags), on this test's node. */
+const LAUNCHER = path.join(REPO_ROOT, 'bin', 'tsnet');
 
 function newestMtimeMs(dir: string): number {
   let newest = 0;
@@ -143,16 +145,18 @@ export class TsnetProcess {
     return this.child && isRunning(this.child) ? this.child.pid : undefined;
   }
 
-  /** Spawns `node dist/main.js …` and waits until it answers the handshake and has reconciled the kernel. */
+  /** Spawns `bin/tsnet …` and waits until it answers the handshake and has reconciled the kernel. */
   async start(): Promise<void> {
     if (this.pid !== undefined) throw new Error(`tsnet ${this.name} already running (pid ${this.pid})`);
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
     // Its own nftables table (named like the plugin) and mark bit, so a test's tsnet and its DOCKER-USER rule never
     // stand in for another tsnet's on the same host.
-    const args = [MAIN_JS, '--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, '--fw-mark', `0x${this.fwMark.toString(16)}`, ...(this.opts.extraArgs ?? [])];
-    // `ip netns exec` execs node in place, so the child is tsnet itself (signals reach it directly).
-    const [cmd, argv] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, ...args]] : [process.execPath, args];
-    const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, ...this.opts.env }, cwd: REPO_ROOT });
+    const args = ['--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, '--fw-mark', `0x${this.fwMark.toString(16)}`, ...(this.opts.extraArgs ?? [])];
+    // `ip netns exec` and the launcher exec in place, so the child is tsnet itself (signals reach it directly).
+    // A bench of a tree from before the launcher runs its dist/main.js with node (bench/lib/config.ts).
+    const start = fs.existsSync(LAUNCHER) ? [LAUNCHER, ...args] : [process.execPath, MAIN_JS, ...args];
+    const [cmd, argv] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, ...start]] : [start[0], start.slice(1)];
+    const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, TSNET_NODE: process.execPath, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
     const timeoutMs = this.opts.readyTimeoutMs ?? patient(15_000);
     try {
