@@ -318,8 +318,11 @@ async function measure(env: Env, started: Date, loadStart: number[]): Promise<Re
   env.name = name;
   const stateDir = path.join(dockerd.dir, 'tsnet', 'state');
   env.stateDir = stateDir;
-  // Info, not debug: 30,000 calls' debug lines would cost more than the calls. The private dockerd's API, never the host's.
-  const tsnet = new TsnetProcess({ name, stateDir, logFile: path.join(dockerd.dir, 'tsnet', 'tsnet.log'), extraArgs: ['--log-level', 'info', '--docker-socket', dockerd.socket], readyTimeoutMs: 600_000 });
+  // Info, not debug: 30,000 calls' debug lines would cost more than the calls. The private dockerd's API, never the
+  // host's. The networks made straight on the socket are unknown to that dockerd, so reclaim (rightly) removes them
+  // after its grace: the longest grace keeps it out of the run.
+  const extraArgs = ['--log-level', 'info', '--docker-socket', dockerd.socket, '--reclaim-grace', '86400'];
+  const tsnet = new TsnetProcess({ name, stateDir, logFile: path.join(dockerd.dir, 'tsnet', 'tsnet.log'), extraArgs, readyTimeoutMs: 600_000 });
   env.tsnet = tsnet;
   const socket = tsnet.socket;
   onProcessExit(() => fs.rmSync(socket, { force: true }));
