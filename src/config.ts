@@ -1,7 +1,8 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { isIP } from 'node:net';
-import { parseArgs } from 'node:util';
-import { tsnetError } from './errors';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { errnoCode, tsnetError } from './errors';
 
 /** Everything tsnet can be told at start, from flags (which win) and TSNET_* environment variables. */
 export interface Config {
@@ -9,6 +10,8 @@ export interface Config {
   socket: string;
   /** Directory of the state store. */
   stateDir: string;
+  /** Unix socket (mode 0600) of the read-mostly admin API the `tsnet` CLI talks to (src/admin/). */
+  adminSocket: string;
   logLevel: string;
   /** Pools for networks created without `--subnet`, like dockerd's `--default-address-pool`. */
   defaultPoolsV4: DefaultPoolSpec[];
@@ -61,6 +64,9 @@ export interface DefaultPoolSpec {
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/tsnet.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/tsnet';
+export const DEFAULT_ADMIN_SOCKET = '/run/tsnet/admin.sock';
+/** Read when it exists and neither --config nor TSNET_CONFIG names another. */
+export const DEFAULT_CONFIG_FILE = '/etc/tsnet/config.json';
 /** The same defaults as dockerd (172.17-31.0.0/16 and 192.168.0.0/16 in /20s). */
 export const DEFAULT_POOLS_V4: DefaultPoolSpec[] = [
   { base: '172.17.0.0/16', size: 16 },
@@ -78,9 +84,13 @@ export const DEFAULT_DNS_TTL = 5;
 /** Longer than dockerd's ~15 s of retrying a Leave/DeleteEndpoint a plugin did not answer. */
 export const DEFAULT_RECLAIM_GRACE_S = 60;
 
-export const usage = `usage: tsnet [options]
+export const usage = `usage: tsnet [daemon] [options]     (tsnet help: the subcommands)
+  --config FILE                JSON settings keyed by these long flag names (default ${DEFAULT_CONFIG_FILE}
+                               if it exists; env TSNET_CONFIG); flags > env > file > defaults
   --socket PATH                unix socket to serve (default ${DEFAULT_SOCKET}; env TSNET_SOCKET)
   --state-dir DIR              state store directory (default ${DEFAULT_STATE_DIR}; env TSNET_STATE_DIR)
+  --admin-socket PATH          admin socket of the tsnet CLI, mode 0600 (default ${DEFAULT_ADMIN_SOCKET};
+                               env TSNET_ADMIN_SOCKET)
   --log-level LEVEL            error|warn|info|debug (default info; env LOG_LEVEL)
   --default-address-pool SPEC  base=CIDR,size=N for IPv4 networks without --subnet; repeatable
                                (env TSNET_DEFAULT_ADDRESS_POOLS, ';'-separated)
@@ -118,78 +128,134 @@ export function parseDefaultPool(spec: string): DefaultPoolSpec {
   return { base, size };
 }
 
-function envList(name: string): string[] {
+/** Undefined when the variable is unset or empty (the layer below then applies). */
+function envList(name: string): string[] | undefined {
   const v = process.env[name];
-  return v ? v.split(';').filter((s) => s.trim() !== '') : [];
+  return v ? v.split(';').filter((s) => s.trim() !== '') : undefined;
 }
 
+/** Every long flag; a config file's keys are these names (but `config` and `help`). */
+const OPTIONS = {
+  socket: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'log-level': { type: 'string' },
+  'default-address-pool': { type: 'string', multiple: true },
+  'default-address-pool-v6': { type: 'string', multiple: true },
+  'fw-mark': { type: 'string' },
+  'nft-table': { type: 'string' },
+  'docker-socket': { type: 'string' },
+  'reclaim-grace': { type: 'string' },
+  'dns-listen': { type: 'string', multiple: true },
+  'dns-port': { type: 'string' },
+  'dns-zone': { type: 'string' },
+  'dns-internal': { type: 'boolean' },
+  'dns-upstream': { type: 'string', multiple: true },
+  'dns-resolv-conf': { type: 'string' },
+  'dns-ttl': { type: 'string' },
+  'admin-socket': { type: 'string' },
+  config: { type: 'string' },
+  help: { type: 'boolean' },
+} as const satisfies ParseArgsOptionsConfig;
+
+const OPTION_TYPES: Readonly<Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>> = OPTIONS;
+
+type OptionValues = ReturnType<typeof parseArgs<{ args: string[]; options: typeof OPTIONS; strict: true }>>['values'];
+
+/**
+ * The config file's settings as flag values: a JSON object keyed by long flag names; a number is taken as its text
+ * (`"dns-port": 5353`), a repeatable flag takes a string or an array of strings. Missing at the default path: no
+ * settings; missing where named (`--config`, TSNET_CONFIG): an error.
+ */
+export function readConfigFile(file: string | undefined): OptionValues {
+  const named = file !== undefined;
+  const where = path.resolve(file ?? DEFAULT_CONFIG_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(where, 'utf8');
+  } catch (err) {
+    if (!named && errnoCode(err) === 'ENOENT') return {};
+    throw tsnetError('TSN_INVALID_OPTION', `config file ${where}: cannot be read`, err);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw tsnetError('TSN_INVALID_OPTION', `config file ${where}: not JSON`, err);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw tsnetError('TSN_INVALID_OPTION', `config file ${where}: expected a JSON object of flag names`);
+  const values: Record<string, string | string[] | boolean> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    const bad = (expected: string) => tsnetError('TSN_INVALID_OPTION', `config file ${where}: key "${key.slice(0, 64)}" = ${JSON.stringify(value).slice(0, 120)}: expected ${expected}`);
+    const opt = key !== 'config' && key !== 'help' && Object.hasOwn(OPTION_TYPES, key) ? OPTION_TYPES[key] : undefined;
+    if (!opt) throw tsnetError('TSN_INVALID_OPTION', `config file ${where}: unknown key "${key.slice(0, 64)}" (keys are the long flag names, e.g. "state-dir")`);
+    const scalar = (v: unknown) => (typeof v === 'string' ? v : typeof v === 'number' && Number.isFinite(v) ? String(v) : undefined);
+    if (opt.type === 'boolean') {
+      if (typeof value !== 'boolean') throw bad('true or false');
+      values[key] = value;
+    } else if (opt.multiple) {
+      const list = (Array.isArray(value) ? value : [value]).map(scalar);
+      if (list.some((v) => v === undefined)) throw bad('a string or an array of strings');
+      values[key] = list.flatMap((v) => v ?? []);
+    } else {
+      const v = scalar(value);
+      if (v === undefined) throw bad('a string or a number');
+      values[key] = v;
+    }
+  }
+  return values;
+}
+
+/** Precedence: flags, then TSNET_* environment, then the config file, then the defaults. */
 export function loadConfig(argv: string[]): Config | 'help' {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      socket: { type: 'string' },
-      'state-dir': { type: 'string' },
-      'log-level': { type: 'string' },
-      'default-address-pool': { type: 'string', multiple: true },
-      'default-address-pool-v6': { type: 'string', multiple: true },
-      'fw-mark': { type: 'string' },
-      'nft-table': { type: 'string' },
-      'docker-socket': { type: 'string' },
-      'reclaim-grace': { type: 'string' },
-      'dns-listen': { type: 'string', multiple: true },
-      'dns-port': { type: 'string' },
-      'dns-zone': { type: 'string' },
-      'dns-internal': { type: 'boolean' },
-      'dns-upstream': { type: 'string', multiple: true },
-      'dns-resolv-conf': { type: 'string' },
-      'dns-ttl': { type: 'string' },
-      help: { type: 'boolean' },
-    },
-    strict: true,
-  });
-  if (values.help) return 'help';
-  const pools4 = values['default-address-pool'] ?? envList('TSNET_DEFAULT_ADDRESS_POOLS');
-  const pools6 = values['default-address-pool-v6'] ?? envList('TSNET_DEFAULT_ADDRESS_POOLS_V6');
-  const markText = values['fw-mark'] ?? process.env.TSNET_FW_MARK;
+  const { values: flags } = parseArgs({ args: argv, options: OPTIONS, strict: true });
+  if (flags.help) return 'help';
+  const file = readConfigFile(flags.config ?? nonEmpty(process.env.TSNET_CONFIG));
+  const pools4 = flags['default-address-pool'] ?? envList('TSNET_DEFAULT_ADDRESS_POOLS') ?? file['default-address-pool'] ?? [];
+  const pools6 = flags['default-address-pool-v6'] ?? envList('TSNET_DEFAULT_ADDRESS_POOLS_V6') ?? file['default-address-pool-v6'] ?? [];
+  const markText = flags['fw-mark'] ?? process.env.TSNET_FW_MARK ?? file['fw-mark'];
   const fwMark = markText === undefined ? DEFAULT_FW_MARK : Number(markText);
   if (!Number.isInteger(fwMark) || fwMark <= 0 || fwMark > 0xffffffff || (fwMark & (fwMark - 1)) !== 0) {
     throw tsnetError('TSN_INVALID_OPTION', `fw-mark "${markText}": expected a single bit, e.g. 0x2000000`);
   }
-  const nftTable = values['nft-table'] ?? process.env.TSNET_NFT_TABLE ?? 'tsnet';
+  const nftTable = flags['nft-table'] ?? process.env.TSNET_NFT_TABLE ?? file['nft-table'] ?? 'tsnet';
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(nftTable)) {
     throw tsnetError('TSN_INVALID_OPTION', `nft-table "${nftTable}": expected a letter then up to 31 letters, digits or '_'`);
   }
   return {
-    socket: path.resolve(values.socket ?? process.env.TSNET_SOCKET ?? DEFAULT_SOCKET),
-    stateDir: path.resolve(values['state-dir'] ?? process.env.TSNET_STATE_DIR ?? DEFAULT_STATE_DIR),
-    logLevel: values['log-level'] ?? process.env.LOG_LEVEL ?? 'info',
+    socket: path.resolve(flags.socket ?? process.env.TSNET_SOCKET ?? file.socket ?? DEFAULT_SOCKET),
+    stateDir: path.resolve(flags['state-dir'] ?? process.env.TSNET_STATE_DIR ?? file['state-dir'] ?? DEFAULT_STATE_DIR),
+    adminSocket: path.resolve(flags['admin-socket'] ?? process.env.TSNET_ADMIN_SOCKET ?? file['admin-socket'] ?? DEFAULT_ADMIN_SOCKET),
+    logLevel: flags['log-level'] ?? process.env.LOG_LEVEL ?? file['log-level'] ?? 'info',
     defaultPoolsV4: pools4.length ? pools4.map(parseDefaultPool) : DEFAULT_POOLS_V4,
     defaultPoolsV6: pools6.length ? pools6.map(parseDefaultPool) : DEFAULT_POOLS_V6,
     fwMark,
     nftTable,
-    dockerSocket: dockerSocket(values['docker-socket']),
-    reclaimGraceMs: 1000 * intOption('reclaim-grace', values['reclaim-grace'] ?? process.env.TSNET_RECLAIM_GRACE, DEFAULT_RECLAIM_GRACE_S, 0, 86400),
+    dockerSocket: dockerSocket(flags['docker-socket'], file['docker-socket']),
+    reclaimGraceMs:
+      1000 * intOption('reclaim-grace', flags['reclaim-grace'] ?? process.env.TSNET_RECLAIM_GRACE ?? file['reclaim-grace'], DEFAULT_RECLAIM_GRACE_S, 0, 86400),
     dns: dnsConfig({
-      listen: values['dns-listen'] ?? envCommaList('TSNET_DNS_LISTEN'),
-      port: values['dns-port'] ?? process.env.TSNET_DNS_PORT,
-      zone: values['dns-zone'] ?? process.env.TSNET_DNS_ZONE,
-      internal: values['dns-internal'] ?? process.env.TSNET_DNS_INTERNAL === '1',
-      upstreams: values['dns-upstream'] ?? envCommaList('TSNET_DNS_UPSTREAMS'),
-      resolvConf: values['dns-resolv-conf'] ?? process.env.TSNET_DNS_RESOLV_CONF,
-      ttl: values['dns-ttl'] ?? process.env.TSNET_DNS_TTL,
+      listen: flags['dns-listen'] ?? envCommaList('TSNET_DNS_LISTEN') ?? file['dns-listen'] ?? [],
+      port: flags['dns-port'] ?? process.env.TSNET_DNS_PORT ?? file['dns-port'],
+      zone: flags['dns-zone'] ?? process.env.TSNET_DNS_ZONE ?? file['dns-zone'],
+      internal: flags['dns-internal'] ?? (process.env.TSNET_DNS_INTERNAL === undefined ? undefined : process.env.TSNET_DNS_INTERNAL === '1') ?? file['dns-internal'] ?? false,
+      upstreams: flags['dns-upstream'] ?? envCommaList('TSNET_DNS_UPSTREAMS') ?? file['dns-upstream'] ?? [],
+      resolvConf: flags['dns-resolv-conf'] ?? process.env.TSNET_DNS_RESOLV_CONF ?? file['dns-resolv-conf'],
+      ttl: flags['dns-ttl'] ?? process.env.TSNET_DNS_TTL ?? file['dns-ttl'],
     }),
   };
 }
 
-function envCommaList(name: string): string[] {
+const nonEmpty = (v: string | undefined) => (v === '' ? undefined : v);
+
+function envCommaList(name: string): string[] | undefined {
   const v = process.env[name];
-  return v ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : [];
+  return v ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : undefined;
 }
 
-function dockerSocket(flag: string | undefined): string {
+function dockerSocket(flag: string | undefined, fromFile: string | undefined): string {
   if (flag !== undefined) return path.resolve(flag);
   const host = process.env.DOCKER_HOST;
-  if (host === undefined || host === '') return DEFAULT_DOCKER_SOCKET;
+  if (host === undefined || host === '') return path.resolve(fromFile ?? DEFAULT_DOCKER_SOCKET);
   if (!host.startsWith('unix://')) {
     throw tsnetError('TSN_INVALID_OPTION', `DOCKER_HOST "${host}": tsnet reads Docker only over a unix socket (unix://PATH)`);
   }

@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { DEFAULT_DOCKER_SOCKET, loadConfig, parseUpstream, type Config } from '../../src/config';
 import { TsnetError } from '../../src/errors';
 
@@ -100,5 +103,54 @@ describe('reclaim grace', () => {
 
   test.each([['-1'], ['1.5'], ['86401'], ['soon']])('refuses --reclaim-grace=%s naming the value', (v) => {
     expect(refusal([`--reclaim-grace=${v}`])).toContain(`reclaim-grace "${v}"`);
+  });
+});
+
+describe('config file', () => {
+  let dir: string;
+  beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-config-'))));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, content: unknown) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, typeof content === 'string' ? content : JSON.stringify(content));
+    return p;
+  };
+
+  test('keys are long flag names; numbers, lists and booleans are taken', () => {
+    const f = file('ok.json', { 'state-dir': '/srv/tsnet', 'dns-port': 5353, 'dns-upstream': '192.0.2.1', 'dns-listen': ['192.0.2.7'], 'dns-internal': true, 'admin-socket': '/run/x/admin.sock' });
+    const c = load(['--config', f]);
+    expect(c.stateDir).toBe('/srv/tsnet');
+    expect(c.adminSocket).toBe('/run/x/admin.sock');
+    expect(c.dns.port).toBe(5353);
+    expect(c.dns.upstreams).toEqual([{ address: '192.0.2.1', port: 53 }]);
+    expect(c.dns.hostAddresses).toEqual(['192.0.2.7']);
+    expect(c.dns.onInternal).toBe(true);
+  });
+
+  test('precedence: flags over TSNET_* env over the file over the defaults', () => {
+    const f = file('layers.json', { 'state-dir': '/from/file', socket: '/from/file.sock', 'nft-table': 'fromfile', 'dns-listen': ['192.0.2.9'] });
+    const viaEnv = { TSNET_CONFIG: f, TSNET_STATE_DIR: '/from/env', TSNET_SOCKET: '/from/env.sock', TSNET_DNS_LISTEN: '192.0.2.8' };
+    const c = load(['--state-dir', '/from/flag'], viaEnv);
+    expect(c.stateDir).toBe('/from/flag');
+    expect(c.socket).toBe('/from/env.sock');
+    expect(c.nftTable).toBe('fromfile');
+    expect(c.dns.hostAddresses).toEqual(['192.0.2.8']);
+    expect(c.adminSocket).toBe('/run/tsnet/admin.sock');
+    // --config wins over TSNET_CONFIG.
+    expect(load(['--config', file('other.json', { 'nft-table': 'other' })], viaEnv).nftTable).toBe('other');
+  });
+
+  test('a value from the file is checked like the flag', () => {
+    expect(refusal(['--config', file('bad-port.json', { 'dns-port': 70000 })])).toMatch(/dns-port "70000"/);
+  });
+
+  test('an unknown key, a wrong type, bad JSON or a missing named file is refused naming it', () => {
+    expect(refusal(['--config', file('unknown.json', { 'state-dri': '/x' })])).toMatch(/unknown key "state-dri"/);
+    expect(refusal(['--config', file('type.json', { 'dns-internal': 'yes' })])).toMatch(/key "dns-internal" = "yes": expected true or false/);
+    expect(refusal(['--config', file('list.json', { 'dns-upstream': [1, {}] })])).toMatch(/key "dns-upstream" = \[1,\{\}\]: expected a string or an array/);
+    expect(refusal(['--config', file('help.json', { help: true })])).toMatch(/unknown key "help"/);
+    expect(refusal(['--config', file('broken.json', '{"state-dir": ')])).toMatch(/not JSON/);
+    expect(refusal(['--config', file('array.json', ['state-dir'])])).toMatch(/expected a JSON object/);
+    expect(refusal(['--config', path.join(dir, 'missing.json')])).toMatch(/missing\.json: cannot be read/);
   });
 });
