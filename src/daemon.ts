@@ -114,6 +114,26 @@ function components(config: Config, gate: CallGate): Lifecycle {
       },
     })
     .add({
+      // The `tsnet` CLI's socket, after the plugin's is serving: the CLI never delays dockerd. Docker's API names the
+      // containers ports belong to, read only when asked.
+      name: 'admin socket',
+      start: async () => {
+        const [{ listenAdmin }, { DockerClient }] = await Promise.all([import('./admin/server'), import('./docker/client')]);
+        const docker = new DockerClient({ socketPath: config.dockerSocket });
+        const containers = async () => {
+          if (docker.apiVersion === undefined) await docker.negotiate();
+          return docker.listContainerEndpoints();
+        };
+        const storeCheck = async () => {
+          await openedStore.all('trust');
+        };
+        // Served from after reconcile until stop, so ready while it answers; stopping closes the gate first.
+        const server = await listenAdmin({ driver, ipam, storeCheck, ready: () => gate.open, containers }, config.adminSocket);
+        log.info('admin socket listening', { socket: config.adminSocket });
+        return () => closeServer(server);
+      },
+    })
+    .add({
       name: 'link watcher',
       start: async () => {
         const { LinkWatcher } = await import('./kernel/link-watch');

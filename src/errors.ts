@@ -21,6 +21,7 @@ export const catalogue = {
   TSN_UNKNOWN_NETWORK: { category: 'not-found', summary: 'no network with that id' },
   TSN_UNKNOWN_ENDPOINT: { category: 'not-found', summary: 'no endpoint with that id' },
   TSN_UNKNOWN_POOL: { category: 'not-found', summary: 'no pool with that id' },
+  TSN_UNKNOWN_CONTAINER: { category: 'not-found', summary: 'no running container by that id or name (admin socket)' },
   TSN_NETWORK_EXISTS: { category: 'conflict', summary: 'a network with that id or bridge name exists' },
   TSN_ENDPOINT_EXISTS: { category: 'conflict', summary: 'an endpoint with that id exists' },
   TSN_ENDPOINT_JOINED: { category: 'conflict', summary: 'the endpoint is joined already and its mode makes a link per Join' },
@@ -35,6 +36,7 @@ export const catalogue = {
   TSN_DOCKER: { category: 'unavailable', summary: "Docker's API is unreachable or answered something unexpected" },
   TSN_DNS: { category: 'internal', summary: 'a DNS listener or upstream failed' },
   TSN_STORE: { category: 'internal', summary: 'the state store failed' },
+  TSN_UNAVAILABLE: { category: 'unavailable', summary: 'what was asked for is not served by this tsnet (admin socket)' },
   TSN_SHUTTING_DOWN: { category: 'unavailable', summary: 'tsnet is stopping and starts no new plugin call' },
   TSN_INTERNAL: { category: 'internal', summary: 'unexpected internal error' },
 } as const satisfies Record<string, CatalogueEntry>;

@@ -9,7 +9,7 @@
 import http from 'node:http';
 import { z } from 'zod';
 import { TsnetError, tsnetError } from '../errors';
-import type { ContainerInfo, ContainerNetwork, DaemonInfo, NetworkDetail, NetworkInfo } from './contract';
+import type { ContainerEndpoints, ContainerInfo, ContainerNetwork, DaemonInfo, NetworkDetail, NetworkInfo } from './contract';
 
 /** The newest API version whose shapes tsnet knows; a newer server is spoken to in this one. */
 export const API_NEWEST = '1.47';
@@ -59,6 +59,14 @@ export function negotiateVersion(serverApi: string, serverMin: string | undefine
 }
 
 const containerListSchema = z.array(z.object({ Id: z.string() }));
+
+const containerEndpointsSchema = z.array(
+  z.object({
+    Id: z.string(),
+    Names: z.array(z.string()).nullish(),
+    NetworkSettings: z.object({ Networks: z.record(z.string(), z.object({ EndpointID: z.string().nullish() })).nullish() }).nullish(),
+  }),
+);
 
 const endpointSchema = z.object({
   NetworkID: z.string(),
@@ -116,6 +124,8 @@ const networkInspectSchema = networkSchema.extend({
 
 const infoSchema = z.object({
   ID: z.string(),
+  /** API ≥ 1.48 (Docker 28); older daemons only have iptables. */
+  FirewallBackend: z.object({ Driver: z.string() }).nullish(),
   Plugins: z.object({ Network: z.array(z.string()).nullish() }).nullish(),
 });
 
@@ -225,6 +235,22 @@ export class DockerClient {
     return this.parse(path, containerListSchema, await this.getOk(path, signal)).map((c) => c.Id);
   }
 
+  /** The running containers with their names and the endpoint ids of their networks, from one listing. */
+  async listContainerEndpoints(signal?: AbortSignal): Promise<ContainerEndpoints[]> {
+    const path = this.versioned('/containers/json');
+    return this.parse(path, containerEndpointsSchema, await this.getOk(path, signal)).map((c) => ({
+      id: c.Id,
+      name: (c.Names?.[0] ?? '').replace(/^\//, ''),
+      endpointIds: Object.values(c.NetworkSettings?.Networks ?? {}).flatMap((n) => (n.EndpointID ? [n.EndpointID] : [])),
+    }));
+  }
+
+  /** `GET /_ping` (unversioned): true when the daemon answers OK. */
+  async ping(signal?: AbortSignal): Promise<boolean> {
+    const answer = await this.get('/_ping', signal);
+    return answer.status === 200 && answer.body.toString('utf8').startsWith('OK');
+  }
+
   /** A running container, or undefined when it is gone (404) or not running. */
   async inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInfo | undefined> {
     const path = this.versioned(`/containers/${encodeURIComponent(id)}/json`);
@@ -254,7 +280,7 @@ export class DockerClient {
   async info(signal?: AbortSignal): Promise<DaemonInfo> {
     const path = this.versioned('/info');
     const i = this.parse(path, infoSchema, await this.getOk(path, signal));
-    return { id: i.ID, networkDrivers: i.Plugins?.Network ?? [] };
+    return { id: i.ID, networkDrivers: i.Plugins?.Network ?? [], ...(i.FirewallBackend ? { firewallBackend: i.FirewallBackend.Driver } : {}) };
   }
 
   /**

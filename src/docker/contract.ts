@@ -30,6 +30,15 @@ export interface ContainerInfo {
   networks: ContainerNetwork[];
 }
 
+/** A running container's endpoints, as `GET /containers/json` lists them (which endpoint is whose, for `tsnet ports`). */
+export interface ContainerEndpoints {
+  id: string;
+  /** Name without Docker's leading `/`. */
+  name: string;
+  /** Docker's endpoint ids, the ones dockerd gave tsnet in CreateEndpoint. */
+  endpointIds: string[];
+}
+
 /** A Docker network as `GET /networks` lists it. */
 export interface NetworkInfo {
   id: string;
@@ -71,6 +80,8 @@ export interface DaemonInfo {
   id: string;
   /** Drivers of the daemon's networks and its built-in ones (`Plugins.Network`). */
   networkDrivers: string[];
+  /** `FirewallBackend.Driver` (`iptables`, `nftables`, ...), absent from daemons older than API 1.48. */
+  firewallBackend?: string;
 }
 
 /** Whether Docker's API can be read right now (tsnet works either way; only what it learns from Docker waits). */

@@ -26,7 +26,7 @@ import { ForwardingOwner } from './forwarding';
 import { readOnce } from './host-view';
 import { differingFields, requestDigest } from './request-digest';
 import { applyPlan, type ApplyTarget } from './reconcile-apply';
-import { firewallWant, noIccPortsOf, planFirewall, planReconcile, sysctlsToRead } from './reconcile-plan';
+import { firewallWant, noIccPortsOf, planFirewall, planReconcile, type Repair, sysctlsToRead } from './reconcile-plan';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -508,15 +508,17 @@ export class TsnetDriver implements NetworkDriver {
    * change interleaves with it. True when it synced.
    */
   repairFirewall(force = false): Promise<boolean> {
+    return this.underEveryLock(async () => {
+      if (!this.needsFirewall() || (!force && (await this.kernel.firewall.intact()))) return false;
+      await this.syncFirewall();
+      return true;
+    });
+  }
+
+  /** Runs `fn` holding `topology` and every network's lock: no plugin call's work interleaves with it. */
+  private underEveryLock<T>(fn: () => Promise<T>): Promise<T> {
     let ids: string[] = [];
-    const underLocks = (i: number): Promise<boolean> =>
-      i < ids.length
-        ? this.locks.run(ids[i], () => underLocks(i + 1))
-        : (async () => {
-            if (!this.needsFirewall() || (!force && (await this.kernel.firewall.intact()))) return false;
-            await this.syncFirewall();
-            return true;
-          })();
+    const underLocks = (i: number): Promise<T> => (i < ids.length ? this.locks.run(ids[i], () => underLocks(i + 1)) : fn());
     // The ids are read under `topology`: no network can be created or deleted from then on.
     return this.topology.run(() => {
       ids = [...this.networks.keys()].sort();
@@ -565,6 +567,31 @@ export class TsnetDriver implements NetworkDriver {
    */
   async reconcile(): Promise<void> {
     await this.undoPending();
+    const { plan, links } = await this.readPlan();
+    await applyPlan(plan, this.applyTarget(links));
+  }
+
+  /**
+   * The repairs reconcile would make now, changing nothing (`tsnet reconcile --dry-run`). Read under every lock, so
+   * no plugin call is half done in what it sees.
+   */
+  reconcilePlan(): Promise<Repair[]> {
+    return this.underEveryLock(async () => (await this.readPlan()).plan);
+  }
+
+  /** Reconciles a running tsnet (`tsnet reconcile`): plans and applies under every lock; resolves with the plan. */
+  reconcileNow(): Promise<Repair[]> {
+    return this.underEveryLock(async () => {
+      const { plan, links } = await this.readPlan();
+      await applyPlan(plan, this.applyTarget(links));
+      return plan;
+    });
+  }
+
+  /** Reads the host once in bulk and plans the repairs (pure, reconcile-plan.ts); the links for applying it. */
+  private async readPlan(): Promise<{ plan: Repair[]; links: LinkInfo[] }> {
+    // Deletions still queued would show as tombstones to repair.
+    await this.reaper.flush();
     const [tombstones, links, v4, v6, firewall] = await Promise.all([
       this.store.all('tombstone'),
       this.kernel.links(),
@@ -587,7 +614,7 @@ export class TsnetDriver implements NetworkDriver {
     };
     const keys = sysctlsToRead(input);
     const sysctls = new Map(await Promise.all(keys.map(async (k) => [k, await this.kernel.readSysctl(k)] as const)));
-    await applyPlan(planReconcile({ ...input, sysctls }), this.applyTarget(links));
+    return { plan: planReconcile({ ...input, sysctls }), links };
   }
 
   /** What applying a plan acts on; `links`: the host's links as the plan read them (for Docker's bridges). */

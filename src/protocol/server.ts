@@ -84,6 +84,11 @@ export class CallGate {
     return this.inFlight;
   }
 
+  /** False once shutdown began. */
+  get open(): boolean {
+    return !this.closed;
+  }
+
   /** From now on every call is refused; resolves when none is in flight (at once if none is). */
   close(): Promise<void> {
     this.closed = true;
@@ -223,14 +228,24 @@ export async function closeServer(server: Server): Promise<void> {
 /** Idle plugin connections stay open this long: longer than any client keeps them. */
 export const KEEP_ALIVE_MS = 10 * 60_000;
 
+/** Modes of a listening socket and of the directories made for it. */
+export interface SocketModes {
+  socket: number;
+  dir: number;
+}
+
+/** The plugin socket's: dockerd (root) connects, the group may watch it. */
+const PLUGIN_SOCKET_MODES: SocketModes = { socket: 0o660, dir: 0o755 };
+
 /**
- * Listens on the unix socket with mode 0660 from the moment it exists. The umask is narrowed only around the bind,
- * which Node does synchronously inside listen(), so no other file of this process is created under it and no
- * connection can come in before the mode is right (a chmod after listen leaves that window). A stale socket file
- * left by a crash is replaced; a socket another process is serving, or a path that is not a socket, is refused.
+ * Listens on the unix socket with mode `modes.socket` (default 0660) from the moment it exists. The umask is
+ * narrowed only around the bind, which Node does synchronously inside listen(), so no other file of this process is
+ * created under it and no connection can come in before the mode is right (a chmod after listen leaves that window).
+ * A stale socket file left by a crash is replaced; a socket another process is serving, or a path that is not a
+ * socket, is refused.
  */
-export async function listenUnix(app: express.Express, socket: string): Promise<Server> {
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
+export async function listenUnix(app: express.Express, socket: string, modes: SocketModes = PLUGIN_SOCKET_MODES): Promise<Server> {
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: modes.dir });
   let st: fs.Stats | undefined;
   try {
     st = fs.lstatSync(socket);
@@ -243,7 +258,7 @@ export async function listenUnix(app: express.Express, socket: string): Promise<
     fs.unlinkSync(socket);
   }
   return new Promise((resolve, reject) => {
-    const old = process.umask(0o117);
+    const old = process.umask(0o777 & ~modes.socket);
     let server: Server;
     try {
       server = app.listen(socket, () => resolve(server));
