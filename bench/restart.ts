@@ -84,8 +84,9 @@ class Tsnet {
     const logFrom = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
     const args = ['--socket', this.socket, '--state-dir', path.join(this.dir, 'state'), '--log-level', 'debug', '--nft-table', this.name, '--dns-listen', 'none'];
     const spawnedAt = Date.now();
+    // Its own admin socket by env, never the host's (an older tree under test ignores the variable).
     const [cmd, argv] = tree.launcher ? [tree.launcher, args] : [process.execPath, [tree.main, ...args]];
-    const child = spawnDaemon(cmd, argv, { logFile: this.logFile, env: { ...process.env, TSNET_NODE: process.execPath }, cwd: path.dirname(path.dirname(tree.main)) });
+    const child = spawnDaemon(cmd, argv, { logFile: this.logFile, env: { ...process.env, TSNET_NODE: process.execPath, TSNET_ADMIN_SOCKET: path.join(this.dir, 'admin.sock') }, cwd: path.dirname(path.dirname(tree.main)) });
     this.child = child;
     const probe = { NetworkID: '0'.repeat(64), EndpointID: '0'.repeat(64) };
     await waitFor(

@@ -120,6 +120,8 @@ export interface TsnetOptions {
   socket?: string;
   /** Runs tsnet inside this named network namespace (`ip netns exec`), which then stands in for the host. */
   netns?: string;
+  /** Admin socket instead of `<stateDir>/admin.sock` (never the host's `/run/tsnet/admin.sock`). */
+  adminSocket?: string;
 }
 
 /** Grace between SIGTERM and SIGKILL when stopping tsnet. */
@@ -129,6 +131,8 @@ const STOP_GRACE_MS = patient(10_000);
 export class TsnetProcess {
   readonly name: string;
   readonly socket: string;
+  /** The `tsnet` CLI's socket, in the state dir: parallel suites never share one. */
+  readonly adminSocket: string;
   private child: ChildProcess | undefined;
 
   /** One mark bit from 0x100-0x8000, chosen by the name. */
@@ -137,6 +141,7 @@ export class TsnetProcess {
   constructor(private readonly opts: TsnetOptions) {
     this.name = opts.name;
     this.socket = opts.socket ?? pluginSocketPath(opts.name);
+    this.adminSocket = opts.adminSocket ?? path.join(opts.stateDir, 'admin.sock');
     this.fwMark = 1 << (8 + (Array.from(opts.name, (c) => c.charCodeAt(0)).reduce((h, c) => h + c, 0) % 8));
   }
 
@@ -154,9 +159,10 @@ export class TsnetProcess {
     const args = ['--socket', this.socket, '--state-dir', this.opts.stateDir, '--log-level', 'debug', '--nft-table', this.name, '--fw-mark', `0x${this.fwMark.toString(16)}`, ...(this.opts.extraArgs ?? [])];
     // `ip netns exec` and the launcher exec in place, so the child is tsnet itself (signals reach it directly).
     // A bench of a tree from before the launcher runs its dist/main.js with node (bench/lib/config.ts).
+    // The admin socket goes by env (TSNET_ADMIN_SOCKET, below): a bench's older tree ignores it, a flag it refuses.
     const start = fs.existsSync(LAUNCHER) ? [LAUNCHER, ...args] : [process.execPath, MAIN_JS, ...args];
     const [cmd, argv] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, ...start]] : [start[0], start.slice(1)];
-    const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, TSNET_NODE: process.execPath, ...this.opts.env }, cwd: REPO_ROOT });
+    const child = spawnDaemon(cmd, argv, { logFile: this.opts.logFile, env: { ...process.env, TSNET_NODE: process.execPath, TSNET_ADMIN_SOCKET: this.adminSocket, ...this.opts.env }, cwd: REPO_ROOT });
     this.child = child;
     const timeoutMs = this.opts.readyTimeoutMs ?? patient(15_000);
     try {
