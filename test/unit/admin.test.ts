@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import type { Server } from 'node:http';
 import os from 'node:os';
@@ -54,6 +55,22 @@ describe('admin socket', () => {
     const { socket } = await serve();
     expect(fs.statSync(socket).mode & 0o777).toBe(0o600);
     expect(fs.statSync(path.dirname(socket)).mode & 0o777).toBe(0o700);
+  });
+
+  test('a stale admin socket of a killed tsnet is replaced (still 0600); one a live tsnet serves is refused; stop removes it', async () => {
+    const socket = path.join(dir, 'sub', 'admin.sock');
+    fs.mkdirSync(path.dirname(socket), { mode: 0o700 });
+    spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(fs.lstatSync(socket).isSocket()).toBe(true);
+    const { client } = await serve();
+    expect(fs.statSync(socket).mode & 0o777).toBe(0o600);
+    expect((await client.status()).ready).toBe(true);
+    const t = await setup();
+    const deps = { driver: t.driver, ipam: { allocations: () => ({ pools: [], addresses: [] }) }, storeCheck: () => Promise.resolve(), ready: () => true };
+    await expect(listenAdmin(deps, socket)).rejects.toMatchObject({ code: 'TSN_STATE_LOCKED' });
+    if (server) await closeServer(server);
+    server = undefined;
+    expect(fs.existsSync(socket)).toBe(false);
   });
 
   test('GET /status: networks with pool use, endpoints, pools, store health, ready', async () => {
