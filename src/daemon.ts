@@ -1,20 +1,19 @@
+import module from 'node:module';
 import path from 'node:path';
 import { type Config, loadConfig, usage } from './config';
 import type { DockerEventFeed } from './docker/feed';
 import type { Backend } from './protocol/routes';
-import { TsnetDriver } from './driver/driver';
+import type { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
-import { withFaults } from './fault';
 import { installProcessGuard } from './guard';
-import { TsnetIpam } from './ipam/driver';
-import { Iproute2Kernel } from './kernel/iproute2';
-import { NftFirewall } from './kernel/nftables';
+import type { TsnetIpam } from './ipam/driver';
+import type { Iproute2Kernel } from './kernel/iproute2';
 import { Lifecycle } from './lifecycle';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
 import { CallGate, closeServer, createApp, drain, listenUnix } from './protocol/server';
 import { lockStateDir } from './state-lock';
-import { SqliteStore } from './store/sqlite';
+import type { SqliteStore } from './store/sqlite';
 
 /** How long plugin calls in flight at SIGTERM may take to finish (dockerd gives a plugin call 30 s at most). */
 const DRAIN_MS = 10_000;
@@ -24,7 +23,8 @@ const DRAIN_MS = 10_000;
  * (dockerd gives a plugin's handshake ~10 s and a booting dockerd waits on it), then state is loaded and the kernel
  * reconciled; calls that need state or the reconciled kernel wait for that, the handshake never does. What talks to
  * Docker's API starts last: dockerd may be booting and calling tsnet meanwhile. The rooms used only after that (DNS,
- * Docker's API, reclaim, the watchers) are loaded when their component starts, not before the socket listens. A
+ * Docker's API, reclaim, the watchers) and even the kernel, store and state rooms load when their component starts,
+ * not before the socket listens: only the wire protocol (express, zod) and the log (winston) come first. A
  * component is one `add`; its `start` returns what stops it (and what SIGHUP reloads).
  */
 function components(config: Config, gate: CallGate): Lifecycle {
@@ -61,7 +61,8 @@ function components(config: Config, gate: CallGate): Lifecycle {
     })
     .add({
       name: 'kernel',
-      start: () => {
+      start: async () => {
+        const [{ Iproute2Kernel }, { NftFirewall }] = await Promise.all([import('./kernel/iproute2'), import('./kernel/nftables')]);
         // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
         const links = () => kernel.links();
         kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
@@ -70,7 +71,8 @@ function components(config: Config, gate: CallGate): Lifecycle {
     })
     .add({
       name: 'store',
-      start: () => {
+      start: async () => {
+        const [{ SqliteStore }, { withFaults }] = await Promise.all([import('./store/sqlite'), import('./fault')]);
         // The test-only crash switch (src/fault.ts) counts kernel changes and commits; unset, both come back as given.
         openedStore = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
         ({ kernel, store } = withFaults(kernel, openedStore));
@@ -80,6 +82,7 @@ function components(config: Config, gate: CallGate): Lifecycle {
     .add({
       name: 'state',
       start: async () => {
+        const [{ TsnetIpam }, { TsnetDriver }] = await Promise.all([import('./ipam/driver'), import('./driver/driver')]);
         ipam = await TsnetIpam.load(store, {
           defaultPoolsV4: config.defaultPoolsV4,
           defaultPoolsV6: config.defaultPoolsV6,
@@ -220,7 +223,11 @@ async function main(): Promise<void> {
   const lifecycle = components(config, gate);
   handleSignals(lifecycle, gate);
   const t0 = performance.now();
-  if (await lifecycle.start()) log.info('tsnet started', { ms: Math.round(performance.now() - t0) });
+  if (!(await lifecycle.start())) return;
+  log.info('tsnet started', { ms: Math.round(performance.now() - t0) });
+  // Every room is loaded now: the compile cache (src/main.ts) is written here, not only at a clean exit, which a
+  // kill -9 or a crash never reaches.
+  module.flushCompileCache();
 }
 
 installProcessGuard();
