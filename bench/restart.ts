@@ -12,6 +12,7 @@
  *   node .tmp/bench/bench/restart.js
  *
  * Env: BENCH_RESTART_N (comma-separated endpoint counts, default 300,1000,3000), BENCH_RESTART_REPS (3),
+ * BENCH_RESTART_LABEL (a suffix for the results' file names),
  * BENCH_RESTART_TREES (`label=path,...`, trees holding a built dist/main.js; default this repository as "this"),
  * BENCH_RESTART_PORTS (published ports on the first endpoints, default 20; host ports from 41000).
  * BENCH_RESTART_SANDBOX=host leaves the container ends in the host namespace (bench/run.ts (e)'s endpoints).
@@ -314,7 +315,8 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   for (const n of SIZES) runs.push(...(await benchSize(n)));
   const md = report(runs, facts);
-  const base = path.join(RESULTS_DIR, `${facts.date.slice(0, 10)}-restart${SANDBOX === 'host' ? '-host-sandbox' : ''}`);
+  const label = process.env.BENCH_RESTART_LABEL ? `-${process.env.BENCH_RESTART_LABEL}` : '';
+  const base = path.join(RESULTS_DIR, `${facts.date.slice(0, 10)}-restart${SANDBOX === 'host' ? '-host-sandbox' : ''}${label}`);
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   fs.writeFileSync(`${base}.json`, JSON.stringify({ facts, runs }, null, 2) + '\n');
   fs.writeFileSync(`${base}.md`, md);
