@@ -134,6 +134,7 @@ interface LogLine {
   message?: string;
   timestamp?: string;
   reconcileMs?: number;
+  sinceStartMs?: number;
 }
 
 function parseLog(text: string): LogLine[] {
@@ -201,7 +202,9 @@ async function measure(t: Tsnet, tree: Tree, n: number): Promise<Run> {
     if (!l?.timestamp) throw new Error(`no "${msg}" line in the log`);
     return { ms: Date.parse(l.timestamp), line: l };
   };
-  const listening = at('tsnet listening');
+  const logged = at('tsnet listening');
+  // tsnet logs "listening" once its log is loaded, after the socket listened; the line says when that was.
+  const listening = { ms: typeof logged.line.sinceStartMs === 'number' ? spawnedAt + logged.line.sinceStartMs : logged.ms };
   const ready = at('tsnet ready');
   const between = lines.filter((l) => l.timestamp && Date.parse(l.timestamp) >= listening.ms && Date.parse(l.timestamp) <= ready.ms);
   const kernelCalls = between.filter((l) => l.message === 'kernel change' || l.message === 'firewall change').length;

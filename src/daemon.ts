@@ -1,6 +1,6 @@
 import module from 'node:module';
 import path from 'node:path';
-import { type Config, loadConfig, usage } from './config';
+import type { Booted } from './boot';
 import type { DockerEventFeed } from './docker/feed';
 import type { Backend } from './protocol/routes';
 import type { TsnetDriver } from './driver/driver';
@@ -11,23 +11,24 @@ import type { Iproute2Kernel } from './kernel/iproute2';
 import { Lifecycle } from './lifecycle';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
-import { CallGate, closeServer, createApp, drain, listenUnix } from './protocol/server';
-import { lockStateDir } from './state-lock';
+import { type CallGate, drain } from './protocol/gate';
+import { createApp } from './protocol/server';
+import { closeServer } from './unix-server';
 import type { SqliteStore } from './store/sqlite';
 
 /** How long plugin calls in flight at SIGTERM may take to finish (dockerd gives a plugin call 30 s at most). */
 const DRAIN_MS = 10_000;
 
 /**
- * tsnet's components in start order (stop is the reverse). Start order matters to dockerd: the socket listens first
- * (dockerd gives a plugin's handshake ~10 s and a booting dockerd waits on it), then state is loaded and the kernel
- * reconciled; calls that need state or the reconciled kernel wait for that, the handshake never does. What talks to
- * Docker's API starts last: dockerd may be booting and calling tsnet meanwhile. The rooms used only after that (DNS,
- * Docker's API, reclaim, the watchers) and even the kernel, store and state rooms load when their component starts,
- * not before the socket listens: only the wire protocol (express, zod) and the log (winston) come first. A
- * component is one `add`; its `start` returns what stops it (and what SIGHUP reloads).
+ * tsnet's components in start order (stop is the reverse). Start order matters to dockerd: the socket listens first,
+ * at boot (src/boot.ts; dockerd gives a plugin's handshake ~10 s and a booting dockerd waits on it), then state is
+ * loaded and the kernel reconciled; calls that need state or the reconciled kernel wait for that, the handshake never
+ * does. What talks to Docker's API starts last: dockerd may be booting and calling tsnet meanwhile. Every room but the
+ * wire (express, zod) and the log (winston) loads when its component starts. A component is one `add`; its `start`
+ * returns what stops it (and what SIGHUP reloads).
  */
-function components(config: Config, gate: CallGate): Lifecycle {
+function components(booted: Booted): Lifecycle {
+  const { config, gate } = booted;
   // Handles filled in by the components that make them, in order; a later component only uses earlier ones'.
   let store!: SqliteStore;
   /** The store as opened, for what no plugin call writes (see reclaim below). */
@@ -43,20 +44,18 @@ function components(config: Config, gate: CallGate): Lifecycle {
 
   return new Lifecycle()
     .add({
-      // Before the store or the socket is touched: a second tsnet on this state dir stops here, naming the holder.
+      // Taken at boot, before the socket listened; released after everything else stopped.
       name: 'state lock',
-      start: () => {
-        const lock = lockStateDir(config.stateDir);
-        return () => lock.release();
-      },
+      start: () => () => booted.lock.release(),
     })
     .add({
-      // Stopped after 'plugin calls' has drained the calls in flight (and after the store is closed).
+      // Listening since boot, the handshake answered there; from here the wire serves every call. Stopped after
+      // 'plugin calls' has drained the calls in flight (and after the store is closed).
       name: 'plugin socket',
-      start: async () => {
-        const server = await listenUnix(createApp(routes(), loaded, ready, gate), config.socket);
-        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir });
-        return () => closeServer(server);
+      start: () => {
+        booted.handler.attach(createApp(routes(), loaded, ready, gate));
+        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir, sinceStartMs: Math.round(booted.listeningMs) });
+        return () => closeServer(booted.server);
       },
     })
     .add({
@@ -212,16 +211,13 @@ function handleSignals(lifecycle: Lifecycle, gate: CallGate): void {
   });
 }
 
-async function main(): Promise<void> {
-  const config = loadConfig(process.argv.slice(2));
-  if (config === 'help') {
-    process.stdout.write(usage + '\n');
-    return;
-  }
-  setLogLevel(config.logLevel);
-  const gate = new CallGate();
-  const lifecycle = components(config, gate);
-  handleSignals(lifecycle, gate);
+/** Runs the daemon on what boot started (src/boot.ts), until a signal stops it. */
+export async function run(booted: Booted): Promise<void> {
+  installProcessGuard();
+  setLogLevel(booted.config.logLevel);
+  const lifecycle = components(booted);
+  booted.disarm();
+  handleSignals(lifecycle, booted.gate);
   const t0 = performance.now();
   if (!(await lifecycle.start())) return;
   log.info('tsnet started', { ms: Math.round(performance.now() - t0) });
@@ -229,9 +225,3 @@ async function main(): Promise<void> {
   // kill -9 or a crash never reaches.
   module.flushCompileCache();
 }
-
-installProcessGuard();
-main().catch((err: unknown) => {
-  log.error('tsnet failed to start', { error: describeChain(err) });
-  process.exit(1);
-});

@@ -6,7 +6,8 @@ import { TsnetDriver } from '../../src/driver/driver';
 import { TsnetIpam } from '../../src/ipam/driver';
 import { FakeKernel } from '../../src/kernel/fake';
 import { routes } from '../../src/protocol/routes';
-import { createApp, listenUnix } from '../../src/protocol/server';
+import { createApp } from '../../src/protocol/server';
+import { listenUnix } from '../../src/unix-server';
 import { SqliteStore } from '../../src/store/sqlite';
 import { pluginCall, type PluginResponse } from '../harness/tsnet';
 

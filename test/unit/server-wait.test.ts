@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Backend } from '../../src/protocol/routes';
 import { routes } from '../../src/protocol/routes';
-import { closeServer, createApp, listenUnix } from '../../src/protocol/server';
+import { createApp } from '../../src/protocol/server';
+import { closeServer, listenUnix } from '../../src/unix-server';
 import { pluginCall } from '../harness/tsnet';
 
 /**
