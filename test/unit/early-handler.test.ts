@@ -9,6 +9,7 @@ import { routes } from '../../src/protocol/routes';
 import { createApp } from '../../src/protocol/server';
 import { closeServer, listenUnix } from '../../src/unix-server';
 import { pluginCall } from '../harness/tsnet';
+import { settled } from './settled';
 
 /**
  * The plugin socket before the wire is loaded (src/boot.ts): the handshake is answered at once, every other call is
@@ -39,17 +40,6 @@ afterEach(async () => {
   await closeServer(server);
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** Whether `p` has settled once everything already queued has run (a reply needs several I/O turns). */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  void p.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  await new Promise((r) => setTimeout(r, 50));
-  return done;
-}
 
 test('the handshake is answered before the wire is attached, with the reply the wire gives', async () => {
   const early = await pluginCall(socket, 'Plugin.Activate', '');
