@@ -12,7 +12,8 @@ import { NftFirewall } from './kernel/nftables';
 import { Lifecycle } from './lifecycle';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
-import { CallGate, closeServer, createApp, drain, listenUnix } from './protocol/server';
+import { CallGate, closeServer, createApp, drain, listenInherited, listenUnix } from './protocol/server';
+import { takeInheritedSocket } from './socket-activation';
 import { lockStateDir } from './state-lock';
 import { SqliteStore } from './store/sqlite';
 
@@ -54,8 +55,13 @@ function components(config: Config, gate: CallGate): Lifecycle {
       // Stopped after 'plugin calls' has drained the calls in flight (and after the store is closed).
       name: 'plugin socket',
       start: async () => {
-        const server = await listenUnix(createApp(routes(), loaded, ready, gate), config.socket);
-        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir });
+        const app = createApp(routes(), loaded, ready, gate);
+        // Socket activation: the socket unit owns the socket (and its file); --socket still names the driver.
+        const inherited = takeInheritedSocket();
+        const server = inherited ? await listenInherited(app, inherited.fd) : await listenUnix(app, config.socket);
+        const address = server.address();
+        if (inherited && address !== config.socket) log.warn('inherited socket is not --socket, whose name is the driver name', { socket: config.socket, inherited: address });
+        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir, ...(inherited ? { activated: inherited.name ?? true } : {}) });
         return () => closeServer(server);
       },
     })

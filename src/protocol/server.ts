@@ -256,3 +256,16 @@ export async function listenUnix(app: express.Express, socket: string): Promise<
     server.keepAliveTimeout = KEEP_ALIVE_MS;
   });
 }
+
+/**
+ * Serves on a listening unix socket inherited as `fd` (socket activation: src/socket-activation.ts). Its owner made
+ * it and set its mode; closing the server closes tsnet's copy only, never unlinks the file, so the owner's copy keeps
+ * queueing dockerd's connections while tsnet is down.
+ */
+export function listenInherited(app: express.Express, fd: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen({ fd }, () => resolve(server));
+    server.on('error', reject);
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+  });
+}
