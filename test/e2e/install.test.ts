@@ -190,7 +190,10 @@ describeE2E('legacy install with systemd units (make install, socket activation)
     expect(await containerIp(env, 'always', 'boot')).toBe('10.246.0.10');
     expect(await ping(env, 'always', '10.246.0.1')).toBe(true);
     // tsnet was started by that boot's first plugin call (not before dockerd, as a socket-activated unit is).
-    expect(fs.readFileSync(logFile, 'utf8').match(/"message":"tsnet listening"/g)).toHaveLength(2);
+    const listening = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"message":"tsnet listening"'));
+    expect(listening).toHaveLength(2);
+    // On the socket it was handed (LISTEN_FDNAMES from FileDescriptorName=), not one of its own.
+    for (const l of listening) expect(JSON.parse(l)).toMatchObject({ activated: 'tsnet', socket });
     expect(await pluginCall(socket, 'Plugin.Activate', {})).toMatchObject({ status: 200 });
   });
 
