@@ -94,7 +94,9 @@ deps-test deps-bench:
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # node-gyp builds better-sqlite3 against the runtime's own headers (npm_config_nodedir), so it downloads none.
+# npm ci empties node_modules first: through a symlink (a worktree sharing another checkout's) that is the other's.
 $(MODULES): package.json package-lock.json | $(RUNTIME_FILE)
+	@if [ -L node_modules ]; then echo "node_modules is a symlink: npm ci would empty $$(readlink -f node_modules); replace it with a copy first" >&2; exit 1; fi
 	$(if $(NODE_HEADERS),npm_config_nodedir=$(NODE_HEADERS) )$(NPM) ci --no-audit --no-fund
 	@touch $@
 
