@@ -9,8 +9,9 @@ import { type Config, loadConfig, usage } from './config';
 import { describeChain } from './errors';
 import { EarlyHandler } from './protocol/early';
 import { CallGate } from './protocol/gate';
+import { type InheritedSocket, takeInheritedSocket } from './socket-activation';
 import { type StateLock, lockStateDir } from './state-lock';
-import { closeServer, listenUnix } from './unix-server';
+import { closeServer, listenInherited, listenUnix } from './unix-server';
 
 /** What the daemon takes over: started here, stopped by its lifecycle. */
 export interface Booted {
@@ -21,6 +22,8 @@ export interface Booted {
   gate: CallGate;
   /** ms from the process's start to the socket listening. */
   listeningMs: number;
+  /** The socket systemd (or another activator) passed, if tsnet serves on one. */
+  inherited: InheritedSocket | undefined;
   /** Ends the boot's own signal handling (the daemon's takes over). */
   disarm(): void;
 }
@@ -35,9 +38,11 @@ async function boot(): Promise<void> {
   const lock = lockStateDir(config.stateDir);
   const gate = new CallGate();
   const handler = new EarlyHandler(gate);
+  // Socket activation: the socket unit owns the socket (and its file); --socket still names the driver.
+  const inherited = takeInheritedSocket();
   let server: Server;
   try {
-    server = await listenUnix(handler.listener, config.socket);
+    server = inherited ? await listenInherited(handler.listener, inherited.fd) : await listenUnix(handler.listener, config.socket);
   } catch (err) {
     lock.release();
     throw err;
@@ -63,7 +68,7 @@ async function boot(): Promise<void> {
     await new Promise((resolve) => setImmediate(resolve));
   }
   const { run } = await import('./daemon');
-  await run({ config, lock, server, handler, gate, listeningMs, disarm });
+  await run({ config, lock, server, handler, gate, listeningMs, inherited, disarm });
 }
 
 boot().catch(async (err: unknown) => {

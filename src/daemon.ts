@@ -54,8 +54,16 @@ function components(booted: Booted): Lifecycle {
       name: 'plugin socket',
       start: () => {
         booted.handler.attach(createApp(routes(), loaded, ready, gate));
-        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir, sinceStartMs: Math.round(booted.listeningMs) });
-        return () => closeServer(booted.server);
+        const { inherited, server } = booted;
+        const address = server.address();
+        if (inherited && address !== config.socket) log.warn('inherited socket is not --socket, whose name is the driver name', { socket: config.socket, inherited: address });
+        log.info('tsnet listening', {
+          socket: config.socket,
+          stateDir: config.stateDir,
+          sinceStartMs: Math.round(booted.listeningMs),
+          ...(inherited ? { activated: inherited.name ?? true } : {}),
+        });
+        return () => closeServer(server);
       },
     })
     .add({

@@ -66,3 +66,16 @@ export async function listenUnix(handler: RequestListener, socket: string): Prom
     server.keepAliveTimeout = KEEP_ALIVE_MS;
   });
 }
+
+/**
+ * Serves on a listening unix socket inherited as `fd` (socket activation: src/socket-activation.ts). Its owner made
+ * it and set its mode; closing the server closes tsnet's copy only, never unlinks the file, so the owner's copy keeps
+ * queueing dockerd's connections while tsnet is down.
+ */
+export function listenInherited(handler: RequestListener, fd: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer(handler).listen({ fd }, () => resolve(server));
+    server.on('error', reject);
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+  });
+}
