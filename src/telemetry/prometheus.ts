@@ -64,22 +64,20 @@ export class PrometheusTelemetry {
     this.dnsSeconds = new Histogram({ name: 'tsnet_dns_query_duration_seconds', help: 'Time to answer a DNS query, local or forwarded', labelNames: ['forwarded'], buckets: DNS_BUCKETS, registers });
     const pools = opts.pools;
     if (pools) {
-      // Computed at scrape from the IPAM's state: no plugin call pays for it.
-      const size = new Gauge({ name: 'tsnet_ipam_pool_size_addresses', help: 'Addresses a host may have in the pool', labelNames: ['pool'], registers });
-      new Gauge({
-        name: 'tsnet_ipam_pool_used_addresses',
-        help: 'Addresses held in the pool (containers, gateways, aux and host addresses)',
-        labelNames: ['pool'],
-        registers,
-        collect() {
-          this.reset();
-          size.reset();
-          for (const p of pools()) {
-            this.set({ pool: p.poolId }, p.used);
-            size.set({ pool: p.poolId }, p.size);
-          }
-        },
-      });
+      // Computed at scrape from the IPAM's state (each gauge reads it as it is serialised): no plugin call pays.
+      const poolGauge = (name: string, help: string, of: (p: PoolUsage) => number) =>
+        new Gauge({
+          name,
+          help,
+          labelNames: ['pool'],
+          registers,
+          collect() {
+            this.reset();
+            for (const p of pools()) this.set({ pool: p.poolId }, of(p));
+          },
+        });
+      poolGauge('tsnet_ipam_pool_used_addresses', 'Addresses held in the pool (containers, gateways, aux and host addresses)', (p) => p.used);
+      poolGauge('tsnet_ipam_pool_size_addresses', 'Addresses a host may have in the pool', (p) => p.size);
     }
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'tsnet_' });
   }
