@@ -5,7 +5,7 @@
  * ids): nothing a caller sends becomes a label.
  */
 
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client';
 import { assertNever } from '../errors';
 import type { PoolUsage } from '../ipam/driver';
 import type { TelemetryEvent, TelemetrySink } from './hook';
@@ -30,6 +30,65 @@ const RCODE_NAMES: Readonly<Record<number, string>> = { 0: 'NOERROR', 1: 'FORMER
 
 const outcome = (ok: boolean) => (ok ? 'ok' : 'error');
 
+/** Rcodes 0-15 as the header carries them, and one more for a query dropped unanswered. */
+const RCODE_SLOTS = 17;
+const DROPPED = 16;
+const rcodeLabel = (slot: number) => (slot === DROPPED ? 'none' : (RCODE_NAMES[slot] ?? String(slot)));
+
+/**
+ * DNS queries tallied in plain arrays: the server answers ~100k queries a second, and prom-client hashes and
+ * validates labels on every observation (~1.5 µs a query measured, more than the answer itself). The tallies become
+ * samples only at scrape time ({@link dnsHistogram}, and the counter's collect).
+ */
+class DnsTally {
+  /** Queries by rcode slot × forwarded (index slot * 2 + 1 when forwarded). */
+  readonly queries = new Float64Array(RCODE_SLOTS * 2);
+  /** Per path (0 local, 1 forwarded): non-cumulative counts per bucket, the last one past the largest bound. */
+  readonly buckets = [new Float64Array(DNS_BUCKETS.length + 1), new Float64Array(DNS_BUCKETS.length + 1)];
+  readonly sums = [0, 0];
+
+  add(rcode: number | 'none', forwarded: boolean, seconds: number): void {
+    const path = forwarded ? 1 : 0;
+    this.queries[(rcode === 'none' ? DROPPED : rcode & 0x0f) * 2 + path]++;
+    let i = 0;
+    while (i < DNS_BUCKETS.length && seconds > DNS_BUCKETS[i]) i++;
+    this.buckets[path][i]++;
+    this.sums[path] += seconds;
+  }
+}
+
+/** A sample as prom-client's registry prints it: `metricName{labels} value`. */
+interface Sample {
+  metricName: string;
+  labels: Record<string, string | number>;
+  value: number;
+}
+
+/**
+ * The DNS latency histogram read from a {@link DnsTally} at scrape time. prom-client has no histogram fed from
+ * counts, so this is a metric of the shape its registry reads (name, help, type, `get()`), as its own are.
+ */
+function dnsHistogram(tally: DnsTally): { name: string; help: string; type: 'histogram'; aggregator: 'sum'; get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: Sample[] }> } {
+  const name = 'tsnet_dns_query_duration_seconds';
+  const head = { name, help: 'Time to answer a DNS query, local or forwarded', type: 'histogram' as const, aggregator: 'sum' as const };
+  const samples = (path: number): Sample[] => {
+    const forwarded = String(path === 1);
+    let running = 0;
+    const buckets = DNS_BUCKETS.map((le, i) => {
+      running += tally.buckets[path][i];
+      return { metricName: `${name}_bucket`, labels: { le, forwarded }, value: running };
+    });
+    const count = running + tally.buckets[path][DNS_BUCKETS.length];
+    return [
+      ...buckets,
+      { metricName: `${name}_bucket`, labels: { le: '+Inf', forwarded }, value: count },
+      { metricName: `${name}_sum`, labels: { forwarded }, value: tally.sums[path] },
+      { metricName: `${name}_count`, labels: { forwarded }, value: count },
+    ];
+  };
+  return { ...head, get: () => Promise.resolve({ ...head, values: [...samples(0), ...samples(1)] }) };
+}
+
 /** tsnet's metrics: {@link sink} feeds them from the hook, {@link render} is what `/metrics` serves. */
 export class PrometheusTelemetry {
   readonly registry = new Registry();
@@ -43,10 +102,7 @@ export class PrometheusTelemetry {
   private readonly drift: Gauge<'kind'>;
   private readonly repairs: Counter<'kind'>;
   private readonly reconcileSeconds: Gauge;
-  private readonly dnsQueries: Counter<'rcode' | 'forwarded'>;
-  private readonly dnsSeconds: Histogram<'forwarded'>;
-  /** The DNS path's label children, bound once per rcode and path: a query then skips prom-client's label hashing. */
-  private readonly dnsChildren = new Map<string, { count: Counter.Internal; seconds: Histogram.Internal<'forwarded'> }>();
+  private readonly dns = new DnsTally();
 
   constructor(opts: PrometheusOptions = {}) {
     const registers = [this.registry];
@@ -60,8 +116,22 @@ export class PrometheusTelemetry {
     this.drift = new Gauge({ name: 'tsnet_reconcile_drift', help: 'Repairs the last reconcile found needed, by kind (0: store and kernel agreed)', labelNames: ['kind'], registers });
     this.repairs = new Counter({ name: 'tsnet_reconcile_repairs_total', help: 'Repairs reconciles planned, by kind', labelNames: ['kind'], registers });
     this.reconcileSeconds = new Gauge({ name: 'tsnet_reconcile_duration_seconds', help: 'How long the last reconcile took', registers });
-    this.dnsQueries = new Counter({ name: 'tsnet_dns_queries_total', help: 'DNS queries answered, by rcode (none: dropped) and whether forwarded upstream', labelNames: ['rcode', 'forwarded'], registers });
-    this.dnsSeconds = new Histogram({ name: 'tsnet_dns_query_duration_seconds', help: 'Time to answer a DNS query, local or forwarded', labelNames: ['forwarded'], buckets: DNS_BUCKETS, registers });
+    const dns = this.dns;
+    new Counter({
+      name: 'tsnet_dns_queries_total',
+      help: 'DNS queries answered, by rcode (none: dropped) and whether forwarded upstream',
+      labelNames: ['rcode', 'forwarded'],
+      registers,
+      collect() {
+        this.reset();
+        dns.queries.forEach((n, i) => {
+          if (n > 0) this.inc({ rcode: rcodeLabel(i >> 1), forwarded: String((i & 1) === 1) }, n);
+        });
+      },
+    });
+    // The registry reads only name, help, type and get() of a metric; prom-client's Metric type names its own classes.
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-type-assertion
+    this.registry.registerMetric(dnsHistogram(dns) as unknown as Metric);
     const pools = opts.pools;
     if (pools) {
       // Computed at scrape from the IPAM's state (each gauge reads it as it is serialised): no plugin call pays.
@@ -118,19 +188,9 @@ export class PrometheusTelemetry {
         }
         this.reconcileSeconds.set(e.ms / 1000);
         return;
-      case 'dns': {
-        const key = `${e.rcode}|${e.forwarded}`;
-        let child = this.dnsChildren.get(key);
-        if (!child) {
-          const forwarded = String(e.forwarded);
-          const rcode = e.rcode === 'none' ? 'none' : (RCODE_NAMES[e.rcode] ?? String(e.rcode));
-          child = { count: this.dnsQueries.labels({ rcode, forwarded }), seconds: this.dnsSeconds.labels({ forwarded }) };
-          this.dnsChildren.set(key, child);
-        }
-        child.count.inc();
-        child.seconds.observe(e.ms / 1000);
+      case 'dns':
+        this.dns.add(e.rcode, e.forwarded, e.ms / 1000);
         return;
-      }
       default:
         assertNever(e, 'telemetry event');
     }

@@ -188,6 +188,23 @@ describe('hook → registry: kernel steps, DNS, reconcile', () => {
     expect(value(text, 'tsnet_dns_query_duration_seconds_bucket', { forwarded: 'false', le: '+Inf' })).toBe(1);
   });
 
+  test('DNS latency buckets are cumulative, as Prometheus reads them (the tallies are prom-client-free)', async () => {
+    emit({ kind: 'dns', rcode: 0, ms: 0.005, forwarded: false });
+    emit({ kind: 'dns', rcode: 0, ms: 0.01, forwarded: false });
+    emit({ kind: 'dns', rcode: 3, ms: 3, forwarded: true });
+    emit({ kind: 'dns', rcode: 'none', ms: 10_000, forwarded: false });
+    const text = await metrics.render();
+    const bucket = (forwarded: string, le: string) => value(text, 'tsnet_dns_query_duration_seconds_bucket', { forwarded, le });
+    expect([bucket('false', '0.00001'), bucket('false', '0.005'), bucket('false', '5'), bucket('false', '+Inf')]).toEqual([2, 2, 2, 3]);
+    expect([bucket('true', '0.001'), bucket('true', '0.005'), bucket('true', '+Inf')]).toEqual([0, 1, 1]);
+    expect(value(text, 'tsnet_dns_query_duration_seconds_count', { forwarded: 'false' })).toBe(3);
+    expect(value(text, 'tsnet_dns_query_duration_seconds_sum', { forwarded: 'true' })).toBeCloseTo(0.003);
+    expect(value(text, 'tsnet_dns_queries_total', { rcode: 'NXDOMAIN', forwarded: 'true' })).toBe(1);
+    expect(value(text, 'tsnet_dns_queries_total', { rcode: 'none', forwarded: 'false' })).toBe(1);
+    // The exposition parses as one histogram family with its TYPE line.
+    expect(text).toContain('# TYPE tsnet_dns_query_duration_seconds histogram');
+  });
+
   test('reconcile drift: the last reconcile as a gauge by kind, every reconcile in the counter', async () => {
     emit({ kind: 'reconcile', ms: 12, drift: { orphan: 2, network: 1 } });
     emit({ kind: 'reconcile', ms: 3, drift: { orphan: 1 } });
