@@ -124,6 +124,24 @@ function components(booted: Booted): Lifecycle {
       },
     })
     .add({
+      // After reconcile, so prom-client never delays the socket or the state: what happened before is replayed from
+      // the hook's early events. Its registry is what /metrics serves.
+      name: 'metrics',
+      start: async () => {
+        const [{ attachSink }, { PrometheusTelemetry }] = await Promise.all([import('./telemetry/hook'), import('./telemetry/prometheus')]);
+        const metrics = new PrometheusTelemetry({ pools: () => ipam.poolUsage() });
+        const detach = attachSink(metrics.sink, { replayEarly: true });
+        if (!config.metricsListen) return detach;
+        const { listenMetrics } = await import('./telemetry/listener');
+        const listener = await listenMetrics(config.metricsListen, metrics);
+        log.info('metrics listening', listener.address);
+        return async () => {
+          await listener.close();
+          detach();
+        };
+      },
+    })
+    .add({
       name: 'link watcher',
       start: async () => {
         const { LinkWatcher } = await import('./kernel/link-watch');

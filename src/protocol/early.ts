@@ -1,5 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { httpStatus, tsnetError } from '../errors';
+import { elapsed, emit } from '../telemetry/hook';
 import { MAX_BODY_BYTES, parseBody } from './body';
 import { type CallGate, SHUTTING_DOWN } from './gate';
 
@@ -33,6 +34,7 @@ export class EarlyHandler {
   }
 
   private handshake(req: IncomingMessage, res: ServerResponse): void {
+    const start = performance.now();
     const chunks: Buffer[] = [];
     let bytes = 0;
     req.on('data', (chunk: Buffer) => {
@@ -59,6 +61,8 @@ export class EarlyHandler {
       }
       res.once('close', () => this.gate.leave());
       reply(res, 200, HANDSHAKE);
+      // Counted as the wire counts it (the hook keeps events from before a sink is attached).
+      emit({ kind: 'call', method: 'Plugin.Activate', outcome: 'ok', ms: elapsed(start) });
     });
   }
 }

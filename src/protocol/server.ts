@@ -2,6 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { z } from 'zod';
 import { asTsnetError, describeChain, httpStatus, tsnetError } from '../errors';
 import { excerpt, logSafely, since, withLogContext } from '../log';
+import { elapsed, emit } from '../telemetry/hook';
 import { MAX_BODY_BYTES, parseBody } from './body';
 import { CONTENT_TYPE } from './early';
 import { CallGate, SHUTTING_DOWN } from './gate';
@@ -78,20 +79,25 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
   app.post('/:method', async (req: Request, res: Response) => {
     // One path segment, so always a string; typed wider because express also serves wildcard params.
     const method = String(req.params.method);
+    const start = performance.now();
+    // Only methods of the table become a label: the path is the caller's text.
+    const known = Object.hasOwn(table, method);
+    const done = (outcome: string) => emit({ kind: 'call', method: known ? method : 'unknown', outcome, ms: elapsed(start) });
     try {
-      const r = Object.hasOwn(table, method) ? table[method] : undefined;
+      const r = known ? table[method] : undefined;
       if (!r) {
         logSafely('debug', 'plugin call not implemented', { call: excerpt(method) });
         send(res, 404, { Err: `${method} is not implemented by tsnet` });
+        done('not-implemented');
         return;
       }
-      const start = performance.now();
       const text = typeof req.body === 'string' ? req.body : '';
       const body = parseBody(text);
       if (!body.ok) {
         const msg = `invalid request: field "body" of ${method}: ${body.reason}`;
         logSafely('warn', 'plugin call rejected', { call: method, error: msg, bytes: Buffer.byteLength(text) });
         send(res, 400, { Err: msg });
+        done('TSN_INVALID_REQUEST');
         return;
       }
       const input = body.value;
@@ -100,6 +106,7 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
         const msg = describeIssues(parsed.error, input);
         logSafely('warn', 'plugin call rejected', { call: method, error: msg, ...summary(text, input) });
         send(res, 400, { Err: msg });
+        done('TSN_INVALID_REQUEST');
         return;
       }
       const ctx = { call: method, ...(r.ids ? r.ids(parsed.data) : {}) };
@@ -109,10 +116,12 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
           const payload = JSON.stringify(reply);
           logSafely('debug', 'plugin call', { ms: since(start), ...summary(text, input), reply: excerpt(reply) });
           res.status(200).type(CONTENT_TYPE).send(payload);
+          done('ok');
         } catch (err) {
           const f = failure(err);
           logSafely(f.status >= 500 ? 'error' : 'warn', 'plugin call failed', { code: f.code, error: f.text, ms: since(start), ...summary(text, input) });
           send(res, f.status, { Err: f.text });
+          done(f.code);
         }
       });
     } catch (err) {
@@ -120,6 +129,7 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
       const f = failure(err);
       logSafely('error', 'plugin call failed unexpectedly', { call: excerpt(method), code: f.code, error: f.text });
       if (!res.headersSent) send(res, 500, { Err: f.text });
+      done(f.code);
     }
   });
 

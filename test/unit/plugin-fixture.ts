@@ -17,6 +17,7 @@ export interface PluginFixture {
   store: SqliteStore;
   kernel: FakeKernel;
   driver: TsnetDriver;
+  ipam: TsnetIpam;
   call(method: string, body?: unknown): Promise<PluginResponse>;
   /** Stops serving and removes the socket's directory. */
   close(): Promise<void>;
@@ -40,6 +41,7 @@ export async function startPlugin(): Promise<PluginFixture> {
     store,
     kernel,
     driver,
+    ipam,
     call: (method, body = '') => pluginCall(socket, method, body),
     close: async () => {
       await new Promise((r) => server.close(r));
