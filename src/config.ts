@@ -28,6 +28,8 @@ export interface Config {
    */
   reclaimGraceMs: number;
   dns: DnsConfig;
+  /** Where `GET /metrics` is served over HTTP; undefined (the default): nowhere but the admin socket. */
+  metricsListen?: { host: string; port: number };
 }
 
 /** tsnet's DNS server (src/dns/). */
@@ -110,6 +112,8 @@ export const usage = `usage: tsnet [daemon] [options]     (tsnet help: the subco
                                (default the nameservers of --dns-resolv-conf; env TSNET_DNS_UPSTREAMS, ','-separated)
   --dns-resolv-conf PATH       where default upstreams come from (default /etc/resolv.conf)
   --dns-ttl SECONDS            TTL of tsnet's own answers (default ${DEFAULT_DNS_TTL}; env TSNET_DNS_TTL)
+  --metrics-listen HOST:PORT   also serve Prometheus metrics at http://HOST:PORT/metrics ([V6]:PORT; default off;
+                               env TSNET_METRICS_LISTEN)
   --help`;
 
 /** Parses `base=CIDR,size=N` (the syntax of dockerd's --default-address-pool). */
@@ -152,6 +156,7 @@ const OPTIONS = {
   'dns-upstream': { type: 'string', multiple: true },
   'dns-resolv-conf': { type: 'string' },
   'dns-ttl': { type: 'string' },
+  'metrics-listen': { type: 'string' },
   'admin-socket': { type: 'string' },
   config: { type: 'string' },
   help: { type: 'boolean' },
@@ -221,7 +226,9 @@ export function loadConfig(argv: string[]): Config | 'help' {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(nftTable)) {
     throw tsnetError('TSN_INVALID_OPTION', `nft-table "${nftTable}": expected a letter then up to 31 letters, digits or '_'`);
   }
+  const metricsListen = flags['metrics-listen'] ?? process.env.TSNET_METRICS_LISTEN ?? file['metrics-listen'];
   return {
+    ...(metricsListen === undefined || metricsListen === '' ? {} : { metricsListen: parseMetricsListen(metricsListen) }),
     socket: path.resolve(flags.socket ?? process.env.TSNET_SOCKET ?? file.socket ?? DEFAULT_SOCKET),
     stateDir: path.resolve(flags['state-dir'] ?? process.env.TSNET_STATE_DIR ?? file['state-dir'] ?? DEFAULT_STATE_DIR),
     adminSocket: path.resolve(flags['admin-socket'] ?? process.env.TSNET_ADMIN_SOCKET ?? file['admin-socket'] ?? DEFAULT_ADMIN_SOCKET),
@@ -328,4 +335,11 @@ export function parseUpstream(spec: string): DnsUpstream {
     throw tsnetError('TSN_INVALID_OPTION', `dns-upstream "${spec}": expected ADDRESS, ADDRESS:PORT or [IPv6]:PORT`);
   }
   return { address, port: intOption('dns-upstream port', port, 53, 1, 65535) };
+}
+
+/** `HOST:PORT` or `[V6]:PORT`, HOST an IP address: the metrics listener binds exactly what it is told. */
+export function parseMetricsListen(spec: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(spec) ?? /^([^:[\]]+):(\d+)$/.exec(spec);
+  if (!m || !isIP(m[1])) throw tsnetError('TSN_INVALID_OPTION', `metrics-listen "${spec}": expected IPV4:PORT or [IPV6]:PORT`);
+  return { host: m[1], port: intOption('metrics-listen port', m[2], 0, 1, 65535) };
 }

@@ -7,7 +7,7 @@ import type { TsnetDriver } from '../driver/driver';
 import { asTsnetError, describeBriefly, describeChain, httpStatus, tsnetError } from '../errors';
 import type { TsnetIpam } from '../ipam/driver';
 import { logSafely } from '../log';
-import { listenUnix } from '../protocol/server';
+import { listenUnix } from '../unix-server';
 import type { AdminError, PortsReport, ReconcileReport, StatusReport } from './contract';
 import { endpointsStatus, networksStatus, poolsStatus, portEntries, repairLines } from './report';
 

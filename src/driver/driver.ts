@@ -2,6 +2,7 @@ import { describeChain, tsnetError } from '../errors';
 import type { FwNetwork, Kernel, LinkInfo } from '../kernel/contract';
 import { log, withLogContext } from '../log';
 import { del, put, type Store, type StoreOp } from '../store/contract';
+import { elapsed, emit } from '../telemetry/hook';
 import type { Collections, EndpointRecord, HostAddress, NetworkRecord, ParentRecord } from '../store/records';
 import type {
   Capabilities,
@@ -26,7 +27,7 @@ import { ForwardingOwner } from './forwarding';
 import { readOnce } from './host-view';
 import { differingFields, requestDigest } from './request-digest';
 import { applyPlan, type ApplyTarget } from './reconcile-apply';
-import { firewallWant, noIccPortsOf, planFirewall, planReconcile, type Repair, sysctlsToRead } from './reconcile-plan';
+import { driftByKind, firewallWant, noIccPortsOf, planFirewall, planReconcile, type Repair, sysctlsToRead } from './reconcile-plan';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -509,9 +510,12 @@ export class TsnetDriver implements NetworkDriver {
    */
   repairFirewall(force = false): Promise<boolean> {
     return this.underEveryLock(async () => {
-      if (!this.needsFirewall() || (!force && (await this.kernel.firewall.intact()))) return false;
-      await this.syncFirewall();
-      return true;
+      const start = performance.now();
+      if (!this.needsFirewall()) return false;
+      const repaired = force || !(await this.kernel.firewall.intact());
+      if (repaired) await this.syncFirewall();
+      emit({ kind: 'firewall', forced: force, repaired, ms: elapsed(start) });
+      return repaired;
     });
   }
 
@@ -567,8 +571,7 @@ export class TsnetDriver implements NetworkDriver {
    */
   async reconcile(): Promise<void> {
     await this.undoPending();
-    const { plan, links } = await this.readPlan();
-    await applyPlan(plan, this.applyTarget(links));
+    await this.planAndApply();
   }
 
   /**
@@ -581,11 +584,15 @@ export class TsnetDriver implements NetworkDriver {
 
   /** Reconciles a running tsnet (`tsnet reconcile`): plans and applies under every lock; resolves with the plan. */
   reconcileNow(): Promise<Repair[]> {
-    return this.underEveryLock(async () => {
-      const { plan, links } = await this.readPlan();
-      await applyPlan(plan, this.applyTarget(links));
-      return plan;
-    });
+    return this.underEveryLock(() => this.planAndApply());
+  }
+
+  private async planAndApply(): Promise<Repair[]> {
+    const start = performance.now();
+    const { plan, links } = await this.readPlan();
+    await applyPlan(plan, this.applyTarget(links));
+    emit({ kind: 'reconcile', ms: elapsed(start), drift: driftByKind(plan) });
+    return plan;
   }
 
   /** Reads the host once in bulk and plans the repairs (pure, reconcile-plan.ts); the links for applying it. */

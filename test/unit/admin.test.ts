@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { AdminClient, AdminRequestError } from '../../src/admin/client';
 import { type AdminDeps, listenAdmin } from '../../src/admin/server';
-import { closeServer } from '../../src/protocol/server';
+import { closeServer } from '../../src/unix-server';
 import { TsnetIpam } from '../../src/ipam/driver';
 import { EID, EID2, NID, netReq, setup } from './driver-fixtures';
 
