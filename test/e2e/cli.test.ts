@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
+import { AdminClient } from '../../src/admin/client';
 import type { StatusReport } from '../../src/admin/contract';
 import { runDetached } from '../harness/containers';
 import { run, type RunResult, runOk } from '../harness/exec';
@@ -38,6 +40,11 @@ describeE2E('tsnet CLI', () => {
     const json = JSON.parse((await tsnet(['status', '--json'])).stdout) as StatusReport;
     expect(json.store.ok).toBe(true);
     expect(json.endpoints.filter((e) => e.networkId === id).map((e) => [e.joined, e.ports])).toEqual([[true, 2]]);
+  }, 60_000);
+
+  test("the admin socket is 0600 and its /metrics is the daemon's Prometheus registry", async () => {
+    expect(fs.statSync(env.tsnet.adminSocket).mode & 0o777).toBe(0o600);
+    expect(await new AdminClient(env.tsnet.adminSocket).metrics()).toMatch(/^tsnet_plugin_calls_total\{method="NetworkDriver.CreateNetwork",outcome="ok"\} 1$/m);
   }, 60_000);
 
   test('ports CONTAINER prints what was published, in docker port format', async () => {
