@@ -5,8 +5,15 @@ import { tsnetError } from './errors';
 
 /** Everything tsnet can be told at start, from flags (which win) and TSNET_* environment variables. */
 export interface Config {
-  /** Unix socket dockerd connects to; its file name without `.sock` is the driver name (`-d tsnet`). */
+  /** Unix socket dockerd connects to. */
   socket: string;
+  /**
+   * The name dockerd knows tsnet by (`-d NAME`), as it shows in Docker's API: a legacy plugin's socket file name
+   * without `.sock` (the default), a managed plugin's reference (`tsnet:latest`), whose socket is always `tsnet.sock`.
+   */
+  driverName: string;
+  /** Where sysctls are read and written: /proc/sys, or the host's /proc/sys mounted elsewhere (managed plugin). */
+  sysctlRoot: string;
   /** Directory of the state store. */
   stateDir: string;
   logLevel: string;
@@ -61,6 +68,7 @@ export interface DefaultPoolSpec {
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/tsnet.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/tsnet';
+export const DEFAULT_SYSCTL_ROOT = '/proc/sys';
 /** The same defaults as dockerd (172.17-31.0.0/16 and 192.168.0.0/16 in /20s). */
 export const DEFAULT_POOLS_V4: DefaultPoolSpec[] = [
   { base: '172.17.0.0/16', size: 16 },
@@ -80,6 +88,9 @@ export const DEFAULT_RECLAIM_GRACE_S = 60;
 
 export const usage = `usage: tsnet [options]
   --socket PATH                unix socket to serve (default ${DEFAULT_SOCKET}; env TSNET_SOCKET)
+  --driver-name NAME           the driver name dockerd uses (default the socket's file name without .sock;
+                               a managed plugin: its reference, e.g. tsnet:latest; env TSNET_DRIVER_NAME)
+  --sysctl-root DIR            where sysctls are read and written (default ${DEFAULT_SYSCTL_ROOT}; env TSNET_SYSCTL_ROOT)
   --state-dir DIR              state store directory (default ${DEFAULT_STATE_DIR}; env TSNET_STATE_DIR)
   --log-level LEVEL            error|warn|info|debug (default info; env LOG_LEVEL)
   --default-address-pool SPEC  base=CIDR,size=N for IPv4 networks without --subnet; repeatable
@@ -128,6 +139,8 @@ export function loadConfig(argv: string[]): Config | 'help' {
     args: argv,
     options: {
       socket: { type: 'string' },
+      'driver-name': { type: 'string' },
+      'sysctl-root': { type: 'string' },
       'state-dir': { type: 'string' },
       'log-level': { type: 'string' },
       'default-address-pool': { type: 'string', multiple: true },
@@ -159,8 +172,16 @@ export function loadConfig(argv: string[]): Config | 'help' {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(nftTable)) {
     throw tsnetError('TSN_INVALID_OPTION', `nft-table "${nftTable}": expected a letter then up to 31 letters, digits or '_'`);
   }
+  const socket = path.resolve(values.socket ?? process.env.TSNET_SOCKET ?? DEFAULT_SOCKET);
+  const driverName = values['driver-name'] ?? (process.env.TSNET_DRIVER_NAME || driverNameOf(socket));
+  // A Docker plugin reference: [registry[:port]/]path[:tag], nothing else (it is logged and compared, never run).
+  if (!/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$/.test(driverName)) {
+    throw tsnetError('TSN_INVALID_OPTION', `driver-name "${driverName.slice(0, 80)}": expected a plugin name or reference such as tsnet:latest`);
+  }
   return {
-    socket: path.resolve(values.socket ?? process.env.TSNET_SOCKET ?? DEFAULT_SOCKET),
+    socket,
+    driverName,
+    sysctlRoot: path.resolve(values['sysctl-root'] ?? (process.env.TSNET_SYSCTL_ROOT || DEFAULT_SYSCTL_ROOT)),
     stateDir: path.resolve(values['state-dir'] ?? process.env.TSNET_STATE_DIR ?? DEFAULT_STATE_DIR),
     logLevel: values['log-level'] ?? process.env.LOG_LEVEL ?? 'info',
     defaultPoolsV4: pools4.length ? pools4.map(parseDefaultPool) : DEFAULT_POOLS_V4,
@@ -179,6 +200,11 @@ export function loadConfig(argv: string[]): Config | 'help' {
       ttl: values['dns-ttl'] ?? process.env.TSNET_DNS_TTL,
     }),
   };
+}
+
+/** The driver name of a legacy plugin's socket: `/run/docker/plugins/tsnet.sock` → `tsnet`. */
+export function driverNameOf(socket: string): string {
+  return path.basename(socket, '.sock');
 }
 
 function envCommaList(name: string): string[] {
