@@ -1,0 +1,162 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { containerIp, ping, runDetached } from '../harness/containers';
+import { type Dockerd, startDockerd, TEMP_PREFIX } from '../harness/dockerd';
+import { ensureBusyboxImage } from '../harness/busybox';
+import { eventually, patient, run, runOk } from '../harness/exec';
+import { describeE2E } from '../harness/host';
+import { tcpFrom } from '../harness/hostns';
+import { buildPluginDir, installPlugin, PLUGIN_BUILD_DIR, type PluginSettings, removePlugin, runTag, sizeMiB } from '../harness/plugin';
+import { Registry } from '../harness/registry';
+
+/**
+ * tsnet as a managed (v2) plugin: `make plugin-dir`, `docker plugin create` + `push` to Debian's docker-registry
+ * on loopback from one private dockerd, `docker plugin install` on another, clean one; then the bridge and macvlan
+ * smoke tests through it, and disable/enable, a dockerd restart and `docker plugin upgrade` keeping every network
+ * and address (the state lives on the host mount, not in the plugin's rootfs).
+ */
+jest.setTimeout(patient(180_000));
+
+const tag = runTag();
+/** A subnet per run in 10.200-249.x (other suites' tsnets run beside this one). */
+const octet = parseInt(tag, 16);
+const BRIDGE_NET = `10.${200 + (octet % 50)}.${(octet >> 8) % 256}`;
+const MACVLAN_NET = `10.${200 + ((octet + 25) % 50)}.${(octet >> 8) % 256}`;
+const PARENT = `tpv${tag}a`;
+const PEER = `tpv${tag}b`;
+/** A container command answering every TCP connection on port 8080 with "hello". */
+const SERVER = ['nc', '-ll', '-p', '8080', '-e', 'echo', 'hello'];
+
+describeE2E('managed plugin', () => {
+  let tmp: string;
+  let registry: Registry | undefined;
+  let dockerd: Dockerd | undefined;
+  let settings: PluginSettings;
+  let v2: string;
+  let hostPort: number;
+
+  const docker = (args: string[]) => {
+    if (!dockerd) throw new Error('no dockerd');
+    return dockerd.docker.docker(args, { timeoutMs: patient(120_000) });
+  };
+  const env = () => {
+    if (!dockerd) throw new Error('no dockerd');
+    return { docker: dockerd.docker };
+  };
+
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(`${TEMP_PREFIX}plugin-`);
+    await buildPluginDir();
+    registry = await Registry.start(tmp);
+    const ref = `${registry.address}/tsnet-${tag}:latest`;
+    v2 = `${registry.address}/tsnet-${tag}:v2`;
+    // Built and pushed from a dockerd of its own: the one that installs it has never seen the plugin.
+    const builder = await startDockerd();
+    try {
+      const created = performance.now();
+      await builder.docker.docker(['plugin', 'create', ref, PLUGIN_BUILD_DIR], { timeoutMs: patient(300_000) });
+      await builder.docker.docker(['plugin', 'create', v2, PLUGIN_BUILD_DIR], { timeoutMs: patient(300_000) });
+      const pushed = performance.now();
+      await builder.docker.docker(['plugin', 'push', ref], { timeoutMs: patient(300_000) });
+      await builder.docker.docker(['plugin', 'push', v2], { timeoutMs: patient(300_000) });
+      console.log(
+        `plugin: rootfs ${await sizeMiB(path.join(PLUGIN_BUILD_DIR, 'rootfs'))} MiB, in the registry ${await sizeMiB(path.join(tmp, 'data'))} MiB (two tags, one layer); ` +
+          `create ${Math.round((pushed - created) / 2)} ms, push ${Math.round((performance.now() - pushed) / 2)} ms each`,
+      );
+    } finally {
+      await builder.destroy();
+    }
+    dockerd = await startDockerd();
+    await ensureBusyboxImage(dockerd.docker);
+    settings = { ref, stateDir: path.join(dockerd.dir, 'tsnet-state'), dockerSocket: dockerd.socket, nftTable: `tp${tag}` };
+    const ms = await installPlugin(dockerd.docker, settings);
+    console.log(`plugin: install (pull from the registry, unpack, enable) ${ms} ms`);
+    await runOk('ip', ['link', 'add', PARENT, 'type', 'veth', 'peer', 'name', PEER]);
+    await runOk('ip', ['link', 'set', PARENT, 'up']);
+    await runOk('ip', ['link', 'set', PEER, 'up']);
+    hostPort = 20000 + (octet % 20000);
+  }, patient(1_200_000));
+
+  afterAll(async () => {
+    if (dockerd) {
+      await dockerd.docker.removeAllContainers().catch(() => undefined);
+      await dockerd.docker.removeCustomNetworks().catch(() => undefined);
+      await removePlugin(dockerd.docker, settings.ref).catch(() => undefined);
+      await removePlugin(dockerd.docker, v2).catch(() => undefined);
+      await dockerd.destroy();
+    }
+    await run('ip', ['link', 'del', PARENT]);
+    await registry?.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }, patient(180_000));
+
+  /** Networks (name → id) and every container's address on them, as dockerd reports them. */
+  async function snapshot(): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const n of ['pb', 'pm']) out[n] = await docker(['network', 'inspect', '-f', '{{.Id}}', n]);
+    for (const [c, n] of [['a', 'pb'], ['b', 'pb'], ['web', 'pb'], ['m1', 'pm'], ['m2', 'pm']]) out[c] = await containerIp(env(), c, n);
+    return out;
+  }
+
+  /** Everything still works: the same addresses, containers reach each other, the published port answers. */
+  async function check(before: Record<string, string>): Promise<void> {
+    await eventually(async () => expect(await snapshot()).toEqual(before), patient(30_000), 500);
+    await eventually(async () => expect(await ping(env(), 'a', before.b)).toBe(true), patient(20_000), 500);
+    await eventually(async () => expect(await ping(env(), 'm1', before.m2)).toBe(true), patient(20_000), 500);
+    await eventually(async () => expect(await tcpFrom(undefined, '127.0.0.1', hostPort)).toBe('hello\n'), patient(20_000), 500);
+    // The IPAM's state came back too: a new container gets an address nobody holds.
+    await runDetached(env(), 'fresh', ['--network', 'pb']);
+    expect(Object.values(before)).not.toContain(await containerIp(env(), 'fresh', 'pb'));
+    await docker(['rm', '-f', 'fresh']);
+  }
+
+  let before: Record<string, string>;
+
+  test('bridge network: containers reach each other, a published port answers on loopback', async () => {
+    const d = settings.ref;
+    await docker(['network', 'create', '-d', d, '--ipam-driver', d, '--subnet', `${BRIDGE_NET}.0/24`, 'pb']);
+    // dockerd names the network's driver by the plugin's reference: tsnet must call itself that (TSNET_DRIVER_NAME).
+    expect(await docker(['network', 'inspect', '-f', '{{.Driver}} {{.IPAM.Driver}}', 'pb'])).toBe(`${d} ${d}`);
+    // The plugin's own /proc/sys is read-only: tsnet wrote the host's through the proc mount (a new bridge has 0).
+    const id = await docker(['network', 'inspect', '-f', '{{.Id}}', 'pb']);
+    expect(fs.readFileSync(`/proc/sys/net/ipv6/conf/tsbr-${id.slice(0, 10)}/disable_ipv6`, 'utf8').trim()).toBe('1');
+    const always = ['--restart', 'always', '--network', 'pb'];
+    await runDetached(env(), 'a', always);
+    await runDetached(env(), 'b', always);
+    await runDetached(env(), 'web', [...always, '-p', `127.0.0.1:${hostPort}:8080`], SERVER);
+    expect(await ping(env(), 'a', await containerIp(env(), 'b', 'pb'))).toBe(true);
+    expect(await ping(env(), 'b', 'a')).toBe(true);
+    await eventually(async () => expect(await tcpFrom(undefined, '127.0.0.1', hostPort)).toBe('hello\n'), patient(20_000), 500);
+  });
+
+  test('macvlan network on a veth parent: children reach each other', async () => {
+    const d = settings.ref;
+    await docker(['network', 'create', '-d', d, '--ipam-driver', d, '-o', 'mode=macvlan', '-o', `parent=${PARENT}`, '--subnet', `${MACVLAN_NET}.0/24`, 'pm']);
+    await runDetached(env(), 'm1', ['--restart', 'always', '--network', 'pm']);
+    await runDetached(env(), 'm2', ['--restart', 'always', '--network', 'pm']);
+    expect(await ping(env(), 'm1', await containerIp(env(), 'm2', 'pm'))).toBe(true);
+    before = await snapshot();
+  });
+
+  test('disable and enable keep every network and address', async () => {
+    await docker(['plugin', 'disable', '-f', settings.ref]);
+    await docker(['plugin', 'enable', settings.ref]);
+    await check(before);
+  });
+
+  test('a dockerd restart keeps them', async () => {
+    if (!dockerd) throw new Error('no dockerd');
+    await dockerd.stop();
+    await dockerd.start();
+    await check(before);
+  });
+
+  test('docker plugin upgrade to a second push keeps them', async () => {
+    await docker(['plugin', 'disable', '-f', settings.ref]);
+    await docker(['plugin', 'upgrade', '--grant-all-permissions', '--skip-remote-check', settings.ref, v2]);
+    await docker(['plugin', 'enable', settings.ref]);
+    // The upgraded plugin keeps its name (the reference networks use) and its settings.
+    expect(await docker(['plugin', 'inspect', '-f', '{{.PluginReference}} {{.Settings.Env}}', settings.ref])).toContain(v2);
+    await check(before);
+  });
+});
