@@ -40,7 +40,7 @@ export interface PluginSettings {
 }
 
 /** `docker plugin set` / `docker plugin install` KEY=VALUE arguments for `s`. */
-function pluginArgs(s: PluginSettings): string[] {
+export function pluginArgs(s: PluginSettings): string[] {
   const vars: Record<string, string> = {
     'state.source': s.stateDir,
     'docker.source': path.dirname(s.dockerSocket),
