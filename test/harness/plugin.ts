@@ -70,3 +70,10 @@ export async function removePlugin(docker: Docker, ref: string): Promise<void> {
   await docker.dockerTry(['plugin', 'disable', '-f', ref], { timeoutMs: patient(60_000) });
   await docker.dockerTry(['plugin', 'rm', '-f', ref], { timeoutMs: patient(60_000) });
 }
+
+/** `docker plugin create` of the built directory as `s.ref` on this daemon (no registry), set up and enabled. */
+export async function createPlugin(docker: Docker, s: PluginSettings): Promise<void> {
+  await docker.docker(['plugin', 'create', s.ref, PLUGIN_BUILD_DIR], { timeoutMs: patient(300_000) });
+  await docker.docker(['plugin', 'set', s.ref, ...pluginArgs(s)]);
+  await docker.docker(['plugin', 'enable', s.ref], { timeoutMs: patient(60_000) });
+}
