@@ -7,7 +7,7 @@ import { eventually, patient, run, runOk } from '../harness/exec';
 import { describeE2E, linksOwnedBy } from '../harness/host';
 import { removeLeftovers } from '../harness/tsnet';
 import { tcpFrom } from '../harness/hostns';
-import { buildPluginDir, installPlugin, PLUGIN_BUILD_DIR, pluginArgs, type PluginSettings, removePlugin, runTag, sizeMiB } from '../harness/plugin';
+import { buildPluginDir, cleanupSteps, installPlugin, makeVethParent, PLUGIN_BUILD_DIR, pluginArgs, type PluginSettings, removePlugin, runNames, sizeMiB } from '../harness/plugin';
 import { Registry } from '../harness/registry';
 
 /**
@@ -18,15 +18,11 @@ import { Registry } from '../harness/registry';
  */
 jest.setTimeout(patient(180_000));
 
-const tag = runTag();
-/** A subnet per run in 10.200-249.x (other suites' tsnets run beside this one). */
-const octet = parseInt(tag, 16);
-const BRIDGE_NET = `10.${200 + (octet % 50)}.${(octet >> 8) % 256}`;
-const MACVLAN_NET = `10.${200 + ((octet + 25) % 50)}.${(octet >> 8) % 256}`;
-const PARENT = `tpv${tag}a`;
-const PEER = `tpv${tag}b`;
-/** tsnet's nftables table, and so its links' owner tag `tsnet:<table>`. */
-const NFT_TABLE = `tp${tag}`;
+const names = runNames('tp');
+const { tag } = names;
+const [BRIDGE_NET, MACVLAN_NET] = names.subnets;
+const PARENT = names.parent;
+const NFT_TABLE = names.nftTable;
 /** The second version's plugin directory (hard links to the first, beside it on the same filesystem). */
 const v2Dir = `${PLUGIN_BUILD_DIR}-v2-${tag}`;
 /** A container command answering every TCP connection on port 8080 with "hello". */
@@ -38,7 +34,6 @@ describeE2E('managed plugin', () => {
   let dockerd: Dockerd | undefined;
   let settings: PluginSettings;
   let v2: string;
-  let hostPort: number;
 
   const docker = (args: string[]) => {
     if (!dockerd) throw new Error('no dockerd');
@@ -84,34 +79,29 @@ describeE2E('managed plugin', () => {
     settings = { ref, stateDir: path.join(dockerd.dir, 'tsnet-state'), dockerSocket: dockerd.socket, nftTable: NFT_TABLE };
     const ms = await installPlugin(dockerd.docker, settings);
     console.log(`plugin: install (pull from the registry, unpack, enable) ${ms} ms`);
-    await runOk('ip', ['link', 'add', PARENT, 'type', 'veth', 'peer', 'name', PEER]);
-    await runOk('ip', ['link', 'set', PARENT, 'up']);
-    await runOk('ip', ['link', 'set', PEER, 'up']);
-    hostPort = 20000 + (octet % 20000);
+    await makeVethParent(names);
   }, patient(1_200_000));
 
   afterAll(async () => {
-    // Every step runs; the first failure is reported at the end.
-    const failures: unknown[] = [];
-    const step = async (f: () => Promise<unknown>) => {
-      await f().catch((err: unknown) => failures.push(err));
-    };
-    if (dockerd) {
-      const d = dockerd;
-      await step(() => d.docker.removeAllContainers());
-      await step(() => d.docker.removeCustomNetworks());
-      // Links are deleted in the background after the call: wait for them before stopping tsnet.
-      await step(() => eventually(async () => expect(await linksOwnedBy(`tsnet:${NFT_TABLE}`)).toEqual([]), patient(20_000), 250));
-      await step(() => removePlugin(d.docker, settings.ref));
-      await step(() => removePlugin(d.docker, v2));
-      await step(() => d.destroy());
-    }
-    // Anything of this tsnet's left (links, nft tables, DOCKER-USER rules) is a leak: removed, and reported.
-    await step(() => removeLeftovers({ name: NFT_TABLE }));
-    await run('ip', ['link', 'del', PARENT]);
-    await step(async () => registry?.stop());
-    fs.rmSync(tmp, { recursive: true, force: true });
-    if (failures.length > 0) throw failures[0];
+    const d = dockerd;
+    await cleanupSteps([
+      ...(d
+        ? [
+            () => d.docker.removeAllContainers(),
+            () => d.docker.removeCustomNetworks(),
+            // Links are deleted in the background after the call: wait for them before stopping tsnet.
+            () => eventually(async () => expect(await linksOwnedBy(`tsnet:${NFT_TABLE}`)).toEqual([]), patient(20_000), 250),
+            () => removePlugin(d.docker, settings.ref),
+            () => removePlugin(d.docker, v2),
+            () => d.destroy(),
+          ]
+        : []),
+      // Anything of this tsnet's left (links, nft tables, DOCKER-USER rules) is a leak: removed, and reported.
+      () => removeLeftovers({ name: NFT_TABLE }),
+      () => run('ip', ['link', 'del', PARENT]),
+      async () => registry?.stop(),
+      async () => fs.rmSync(tmp, { recursive: true, force: true }),
+    ]);
   }, patient(180_000));
 
   /** Networks (name → id) and every container's address on them, as dockerd reports them. */
@@ -127,7 +117,7 @@ describeE2E('managed plugin', () => {
     await eventually(async () => expect(await snapshot()).toEqual(before), patient(30_000), 500);
     await eventually(async () => expect(await ping(env(), 'ca', before.cb)).toBe(true), patient(20_000), 500);
     await eventually(async () => expect(await ping(env(), 'm1', before.m2)).toBe(true), patient(20_000), 500);
-    await eventually(async () => expect(await tcpFrom(undefined, '127.0.0.1', hostPort)).toBe('hello\n'), patient(20_000), 500);
+    await eventually(async () => expect(await tcpFrom(undefined, '127.0.0.1', names.port)).toBe('hello\n'), patient(20_000), 500);
     // The IPAM's state came back too: a new container gets an address nobody holds.
     await runDetached(env(), 'fresh', ['--network', 'pb']);
     expect(Object.values(before)).not.toContain(await containerIp(env(), 'fresh', 'pb'));
@@ -153,10 +143,10 @@ describeE2E('managed plugin', () => {
     const always = ['--restart', 'always', '--network', 'pb'];
     await runDetached(env(), 'ca', [...always, '--ip', `${BRIDGE_NET}.10`]);
     await runDetached(env(), 'cb', [...always, '--ip', `${BRIDGE_NET}.11`]);
-    await runDetached(env(), 'web', [...always, '--ip', `${BRIDGE_NET}.12`, '-p', `127.0.0.1:${hostPort}:8080`], SERVER);
+    await runDetached(env(), 'web', [...always, '--ip', `${BRIDGE_NET}.12`, '-p', `127.0.0.1:${names.port}:8080`], SERVER);
     expect(await ping(env(), 'ca', await containerIp(env(), 'cb', 'pb'))).toBe(true);
     expect(await ping(env(), 'cb', 'ca')).toBe(true);
-    await eventually(async () => expect(await tcpFrom(undefined, '127.0.0.1', hostPort)).toBe('hello\n'), patient(20_000), 500);
+    await eventually(async () => expect(await tcpFrom(undefined, '127.0.0.1', names.port)).toBe('hello\n'), patient(20_000), 500);
   });
 
   test('macvlan network on a veth parent: children reach each other', async () => {

@@ -2,9 +2,9 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../harness/busybox';
 import { type Dockerd, startDockerd } from '../harness/dockerd';
-import { eventually, patient, run, runOk } from '../harness/exec';
+import { eventually, patient, run } from '../harness/exec';
 import { describeE2E, linksOwnedBy } from '../harness/host';
-import { buildPluginDir, createPlugin, type PluginSettings, removePlugin, runTag } from '../harness/plugin';
+import { buildPluginDir, cleanupSteps, createPlugin, makeVethParent, type PluginSettings, removePlugin, runNames } from '../harness/plugin';
 import { removeLeftovers } from '../harness/tsnet';
 
 /**
@@ -15,14 +15,11 @@ import { removeLeftovers } from '../harness/tsnet';
  */
 jest.setTimeout(patient(180_000));
 
-const tag = runTag();
-const octet = parseInt(tag, 16);
-const MACVLAN_NET = `10.${200 + (octet % 50)}.${(octet >> 8) % 256}`;
-const BRIDGE_NET = `10.${200 + ((octet + 25) % 50)}.${(octet >> 8) % 256}`;
-const PARENT = `tsw${tag}a`;
-const PEER = `tsw${tag}b`;
-const NFT_TABLE = `ts${tag}`;
-const REF = `tsnet-sw${tag}:latest`;
+const names = runNames('ts');
+const [MACVLAN_NET, BRIDGE_NET] = names.subnets;
+const PARENT = names.parent;
+const NFT_TABLE = names.nftTable;
+const REF = `tsnet-sw${names.tag}:latest`;
 
 describeE2E('swarm', () => {
   let dockerd: Dockerd | undefined;
@@ -39,58 +36,46 @@ describeE2E('swarm', () => {
     const settings: PluginSettings = { ref: REF, stateDir: path.join(dockerd.dir, 'tsnet-state'), dockerSocket: dockerd.socket, nftTable: NFT_TABLE };
     await createPlugin(dockerd.docker, settings);
     // Ports of this run's own: another swarm on the host (or a later run) must not meet this one.
-    const port = 20000 + (octet % 20000);
+    const { port } = names;
     await docker(['swarm', 'init', '--advertise-addr', '127.0.0.1', '--listen-addr', `127.0.0.1:${port}`, '--data-path-port', String(port + 1)]);
-    await runOk('ip', ['link', 'add', PARENT, 'type', 'veth', 'peer', 'name', PEER]);
-    await runOk('ip', ['link', 'set', PARENT, 'up']);
-    await runOk('ip', ['link', 'set', PEER, 'up']);
+    await makeVethParent(names);
   }, patient(1_200_000));
 
   afterAll(async () => {
-    const failures: unknown[] = [];
-    const step = async (f: () => Promise<unknown>) => {
-      await f().catch((err: unknown) => failures.push(err));
-    };
-    if (dockerd) {
-      const d = dockerd;
-      await step(async () => {
-        const services = (await docker(['service', 'ls', '-q'])).split('\n').filter(Boolean);
-        if (services.length > 0) await docker(['service', 'rm', ...services]);
-        await eventually(async () => expect(await docker(['ps', '-aq'])).toBe(''), patient(60_000), 500);
-      });
-      // Swarm removes its networks in the background; the config-only ones can go once those have.
-      await step(() =>
-        eventually(
-          async () => {
-            for (const n of ['swm', 'swb']) await d.docker.dockerTry(['network', 'rm', n]);
-            for (const n of ['swmcfg', 'swbcfg']) {
-              const r = await d.docker.dockerTry(['network', 'rm', n]);
-              expect(r.code === 0 || r.stderr.includes('No such network') || r.stderr.includes('not found')).toBe(true);
-            }
-          },
-          patient(60_000),
-          1_000,
-        ),
-      );
-      await step(() => eventually(async () => expect(await linksOwnedBy(`tsnet:${NFT_TABLE}`)).toEqual([]), patient(20_000), 250));
-      await step(() => docker(['swarm', 'leave', '--force']));
-      // Swarm mode made docker_gwbridge (a Linux bridge on the host, with iptables rules): dockerd removes it once
-      // its ingress sandbox is gone with the swarm.
-      await step(() =>
-        eventually(
-          async () => {
-            await docker(['network', 'rm', 'docker_gwbridge']);
-          },
-          patient(30_000),
-          1_000,
-        ),
-      );
-      await step(() => removePlugin(d.docker, REF));
-      await step(() => d.destroy());
-    }
-    await step(() => removeLeftovers({ name: NFT_TABLE }));
-    await run('ip', ['link', 'del', PARENT]);
-    if (failures.length > 0) throw failures[0];
+    const d = dockerd;
+    await cleanupSteps([
+      ...(d
+        ? [
+            async () => {
+              const services = (await docker(['service', 'ls', '-q'])).split('\n').filter(Boolean);
+              if (services.length > 0) await docker(['service', 'rm', ...services]);
+              await eventually(async () => expect(await docker(['ps', '-aq'])).toBe(''), patient(60_000), 500);
+            },
+            // Swarm removes its networks in the background; the config-only ones can go once those have.
+            () =>
+              eventually(
+                async () => {
+                  for (const n of ['swm', 'swb']) await d.docker.dockerTry(['network', 'rm', n]);
+                  for (const n of ['swmcfg', 'swbcfg']) {
+                    const r = await d.docker.dockerTry(['network', 'rm', n]);
+                    expect(r.code === 0 || r.stderr.includes('No such network') || r.stderr.includes('not found')).toBe(true);
+                  }
+                },
+                patient(60_000),
+                1_000,
+              ),
+            () => eventually(async () => expect(await linksOwnedBy(`tsnet:${NFT_TABLE}`)).toEqual([]), patient(20_000), 250),
+            () => docker(['swarm', 'leave', '--force']),
+            // Swarm mode made docker_gwbridge (a Linux bridge on the host, with iptables rules): dockerd removes it
+            // once its ingress sandbox is gone with the swarm.
+            () => eventually(async () => expect(await docker(['network', 'rm', 'docker_gwbridge'])).toBe('docker_gwbridge'), patient(30_000), 1_000),
+            () => removePlugin(d.docker, REF),
+            () => d.destroy(),
+          ]
+        : []),
+      () => removeLeftovers({ name: NFT_TABLE }),
+      () => run('ip', ['link', 'del', PARENT]),
+    ]);
   }, patient(240_000));
 
   /** Keys of the address records in the plugin's store (on the host mount), read-only while it runs. */

@@ -22,9 +22,39 @@ export async function sizeMiB(dir: string): Promise<number> {
   return Number(stdout.split('\t')[0]);
 }
 
-/** A suffix for names unique to this run (plugin references, nft tables, links). */
-export function runTag(): string {
-  return randomBytes(3).toString('hex');
+/** Names, subnets and a port unique to one run of a suite (other suites' tsnets and dockerds run beside it). */
+export interface RunNames {
+  tag: string;
+  /** Two /24s (as `a.b.c`, add `.0/24`) in 10.200-249.x. */
+  subnets: readonly [string, string];
+  /** A veth pair for macvlan parents: `<prefix><tag>a` / `...b`. */
+  parent: string;
+  peer: string;
+  /** tsnet's nftables table, and so its links' owner tag `tsnet:<table>`. */
+  nftTable: string;
+  /** A port from 20000-39999 (published ports, swarm's listen port and the one after it). */
+  port: number;
+}
+
+export function runNames(prefix: string): RunNames {
+  const tag = randomBytes(3).toString('hex');
+  const n = parseInt(tag, 16);
+  const subnet = (i: number) => `10.${200 + ((n + 25 * i) % 50)}.${(n >> 8) % 256}`;
+  return { tag, subnets: [subnet(0), subnet(1)], parent: `${prefix}${tag}a`, peer: `${prefix}${tag}b`, nftTable: `${prefix}${tag}`, port: 20000 + (n % 20000) };
+}
+
+/** The run's veth pair, both ends up: the near end is a macvlan parent. */
+export async function makeVethParent(names: RunNames): Promise<void> {
+  await runOk('ip', ['link', 'add', names.parent, 'type', 'veth', 'peer', 'name', names.peer]);
+  await runOk('ip', ['link', 'set', names.parent, 'up']);
+  await runOk('ip', ['link', 'set', names.peer, 'up']);
+}
+
+/** Runs every cleanup step even when one fails, then rejects with the first failure. */
+export async function cleanupSteps(steps: ReadonlyArray<() => Promise<unknown>>): Promise<void> {
+  const failures: unknown[] = [];
+  for (const step of steps) await step().catch((err: unknown) => failures.push(err));
+  if (failures.length > 0) throw failures[0];
 }
 
 /** The settings a managed tsnet needs on a private dockerd (its socket dir, state dir) and per run (names). */
