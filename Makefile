@@ -4,8 +4,9 @@ SOCKET ?= /run/docker/plugins/tsnet.sock
 STATE_DIR ?= /var/lib/tsnet
 LOG_LEVEL ?= info
 RUN_PKGS := iproute2 nftables iptables python3 make g++
+# systemd: systemd-analyze and systemd-socket-activate for the install test (systemd need not be running).
 # mmdebstrap builds the managed plugin's rootfs, docker-registry serves the plugin push/install round trip (e2e).
-TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump dnsmasq-base mmdebstrap docker-registry
+TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump dnsmasq-base docker-compose systemd mmdebstrap docker-registry
 BENCH_PKGS := $(TEST_PKGS) dnsperf
 
 # The Node.js runtime everything runs under. auto: a node >= $(NODE_MAJOR) on PATH with its npm beside it, else the
@@ -72,7 +73,7 @@ ifeq ($(filter strict report,$(LINT_MODE)),)
 $(error LINT_MODE must be strict or report, not "$(LINT_MODE)")
 endif
 
-.PHONY: all build run test test-unit lint fmt bench clean deps-run deps-test deps-bench node-info
+.PHONY: all build run test test-unit lint fmt bench clean deps-run deps-test deps-bench node-info install uninstall
 
 all: build
 
@@ -94,7 +95,9 @@ deps-test deps-bench:
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # node-gyp builds better-sqlite3 against the runtime's own headers (npm_config_nodedir), so it downloads none.
+# npm ci empties node_modules first: through a symlink (a worktree sharing another checkout's) that is the other's.
 $(MODULES): package.json package-lock.json | $(RUNTIME_FILE)
+	@if [ -L node_modules ]; then echo "node_modules is a symlink: npm ci would empty $$(readlink -f node_modules); replace it with a copy first" >&2; exit 1; fi
 	$(if $(NODE_HEADERS),npm_config_nodedir=$(NODE_HEADERS) )$(NPM) ci --no-audit --no-fund
 	@touch $@
 
@@ -107,6 +110,48 @@ build: dist/main.js
 # The main job: tsnet in the foreground, answering dockerd on $(SOCKET).
 run: deps-run build
 	TSNET_NODE=$(NODE) bin/tsnet --socket $(SOCKET) --state-dir $(STATE_DIR) --log-level $(LOG_LEVEL)
+
+# The legacy plugin installed for systemd (README "Legacy plugin with systemd"): everything tsnet runs on under
+# $(LIBDIR) (dist/, production node_modules, the pinned Node runtime, the launcher bin/tsnet, which picks that runtime),
+# $(BINDIR)/tsnet linking to the launcher, and the units tsnet.socket and tsnet.service. DESTDIR stages the tree
+# (the units and the link name the final paths).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib/tsnet
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/tsnet
+UNITS := tsnet.socket tsnet.service
+# node_modules without the dev dependencies (a copy, so better-sqlite3 is the one built for the runtime).
+PROD := .tmp/prod
+
+$(PROD)/package.json: $(MODULES)
+	rm -rf $(PROD) && mkdir -p $(PROD)/node_modules
+	cp -a node_modules/. $(PROD)/node_modules/
+	cp package.json package-lock.json $(PROD)/
+	cd $(PROD) && $(NPM) prune --omit=dev --no-audit --no-fund && find node_modules -depth -type d -empty -delete
+	@touch $@
+
+install: build $(PROD)/package.json
+	@[ "$(RUNTIME_KIND)" = pinned ] || { echo "make install ships the pinned Node runtime (an installed tsnet must not depend on the host's node): use NODE_RUNTIME=pinned" >&2; exit 1; }
+	rm -rf $(DESTDIR)$(LIBDIR)
+	install -d $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/node/bin $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	cp -R dist $(DESTDIR)$(LIBDIR)/dist
+	rm -rf $(DESTDIR)$(LIBDIR)/dist/.compile-cache && install -d $(DESTDIR)$(LIBDIR)/dist/.compile-cache
+	cp -R $(PROD)/node_modules $(PROD)/package.json $(DESTDIR)$(LIBDIR)/
+	install -m 0755 bin/tsnet $(DESTDIR)$(LIBDIR)/bin/tsnet
+	install -m 0755 $(NODE) $(DESTDIR)$(LIBDIR)/node/bin/node
+	install -m 0644 $(NODE_DIR)/LICENSE $(DESTDIR)$(LIBDIR)/node/LICENSE
+	ln -sfn $(LIBDIR)/bin/tsnet $(DESTDIR)$(BINDIR)/tsnet
+	for u in $(UNITS); do \
+	  sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@echo "installed; then: systemctl daemon-reload && systemctl enable --now tsnet.socket tsnet.service (before dockerd's next start)"
+
+# Removes what install put there (the state in /var/lib/tsnet stays; stop and disable the units first).
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(BINDIR)/tsnet $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
 
 # Type-aware lint of src/, test/ and bench/ (eslint.config.mjs).
 lint: $(MODULES)

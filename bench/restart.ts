@@ -12,6 +12,7 @@
  *   node .tmp/bench/bench/restart.js
  *
  * Env: BENCH_RESTART_N (comma-separated endpoint counts, default 300,1000,3000), BENCH_RESTART_REPS (3),
+ * BENCH_RESTART_LABEL (a suffix for the results' file names),
  * BENCH_RESTART_TREES (`label=path,...`, trees holding a built dist/main.js; default this repository as "this"),
  * BENCH_RESTART_PORTS (published ports on the first endpoints, default 20; host ports from 41000).
  * BENCH_RESTART_SANDBOX=host leaves the container ends in the host namespace (bench/run.ts (e)'s endpoints).
@@ -133,6 +134,7 @@ interface LogLine {
   message?: string;
   timestamp?: string;
   reconcileMs?: number;
+  sinceStartMs?: number;
 }
 
 function parseLog(text: string): LogLine[] {
@@ -200,7 +202,9 @@ async function measure(t: Tsnet, tree: Tree, n: number): Promise<Run> {
     if (!l?.timestamp) throw new Error(`no "${msg}" line in the log`);
     return { ms: Date.parse(l.timestamp), line: l };
   };
-  const listening = at('tsnet listening');
+  const logged = at('tsnet listening');
+  // tsnet logs "listening" once its log is loaded, after the socket listened; the line says when that was.
+  const listening = { ms: typeof logged.line.sinceStartMs === 'number' ? spawnedAt + logged.line.sinceStartMs : logged.ms };
   const ready = at('tsnet ready');
   const between = lines.filter((l) => l.timestamp && Date.parse(l.timestamp) >= listening.ms && Date.parse(l.timestamp) <= ready.ms);
   const kernelCalls = between.filter((l) => l.message === 'kernel change' || l.message === 'firewall change').length;
@@ -314,7 +318,8 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   for (const n of SIZES) runs.push(...(await benchSize(n)));
   const md = report(runs, facts);
-  const base = path.join(RESULTS_DIR, `${facts.date.slice(0, 10)}-restart${SANDBOX === 'host' ? '-host-sandbox' : ''}`);
+  const label = process.env.BENCH_RESTART_LABEL ? `-${process.env.BENCH_RESTART_LABEL}` : '';
+  const base = path.join(RESULTS_DIR, `${facts.date.slice(0, 10)}-restart${SANDBOX === 'host' ? '-host-sandbox' : ''}${label}`);
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   fs.writeFileSync(`${base}.json`, JSON.stringify({ facts, runs }, null, 2) + '\n');
   fs.writeFileSync(`${base}.md`, md);

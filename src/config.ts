@@ -32,6 +32,8 @@ export interface Config {
    */
   reclaimGraceMs: number;
   dns: DnsConfig;
+  /** Where `GET /metrics` is served over HTTP; undefined (the default): nowhere but the admin socket. */
+  metricsListen?: { host: string; port: number };
 }
 
 /** tsnet's DNS server (src/dns/). */
@@ -111,6 +113,8 @@ export const usage = `usage: tsnet [options]
                                (default the nameservers of --dns-resolv-conf; env TSNET_DNS_UPSTREAMS, ','-separated)
   --dns-resolv-conf PATH       where default upstreams come from (default /etc/resolv.conf)
   --dns-ttl SECONDS            TTL of tsnet's own answers (default ${DEFAULT_DNS_TTL}; env TSNET_DNS_TTL)
+  --metrics-listen HOST:PORT   also serve Prometheus metrics at http://HOST:PORT/metrics ([V6]:PORT; default off;
+                               env TSNET_METRICS_LISTEN)
   --help`;
 
 /** Parses `base=CIDR,size=N` (the syntax of dockerd's --default-address-pool). */
@@ -156,6 +160,7 @@ export function loadConfig(argv: string[]): Config | 'help' {
       'dns-upstream': { type: 'string', multiple: true },
       'dns-resolv-conf': { type: 'string' },
       'dns-ttl': { type: 'string' },
+      'metrics-listen': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -178,7 +183,9 @@ export function loadConfig(argv: string[]): Config | 'help' {
   if (!/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$/.test(driverName)) {
     throw tsnetError('TSN_INVALID_OPTION', `driver-name "${driverName.slice(0, 80)}": expected a plugin name or reference such as tsnet:latest`);
   }
+  const metricsListen = values['metrics-listen'] ?? process.env.TSNET_METRICS_LISTEN;
   return {
+    ...(metricsListen === undefined || metricsListen === '' ? {} : { metricsListen: parseMetricsListen(metricsListen) }),
     socket,
     driverName,
     sysctlRoot: path.resolve(values['sysctl-root'] ?? (process.env.TSNET_SYSCTL_ROOT || DEFAULT_SYSCTL_ROOT)),
@@ -288,4 +295,11 @@ export function parseUpstream(spec: string): DnsUpstream {
     throw tsnetError('TSN_INVALID_OPTION', `dns-upstream "${spec}": expected ADDRESS, ADDRESS:PORT or [IPv6]:PORT`);
   }
   return { address, port: intOption('dns-upstream port', port, 53, 1, 65535) };
+}
+
+/** `HOST:PORT` or `[V6]:PORT`, HOST an IP address: the metrics listener binds exactly what it is told. */
+export function parseMetricsListen(spec: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(spec) ?? /^([^:[\]]+):(\d+)$/.exec(spec);
+  if (!m || !isIP(m[1])) throw tsnetError('TSN_INVALID_OPTION', `metrics-listen "${spec}": expected IPV4:PORT or [IPV6]:PORT`);
+  return { host: m[1], port: intOption('metrics-listen port', m[2], 0, 1, 65535) };
 }

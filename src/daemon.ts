@@ -1,33 +1,34 @@
+import module from 'node:module';
 import path from 'node:path';
-import { type Config, loadConfig, usage } from './config';
+import type { Booted } from './boot';
 import type { DockerEventFeed } from './docker/feed';
 import type { Backend } from './protocol/routes';
-import { TsnetDriver } from './driver/driver';
+import type { TsnetDriver } from './driver/driver';
 import { describeChain } from './errors';
-import { withFaults } from './fault';
 import { installProcessGuard } from './guard';
-import { TsnetIpam } from './ipam/driver';
-import { Iproute2Kernel } from './kernel/iproute2';
-import { NftFirewall } from './kernel/nftables';
+import type { TsnetIpam } from './ipam/driver';
+import type { Iproute2Kernel } from './kernel/iproute2';
 import { Lifecycle } from './lifecycle';
 import { log, setLogLevel } from './log';
 import { routes } from './protocol/routes';
-import { CallGate, closeServer, createApp, drain, listenUnix } from './protocol/server';
-import { lockStateDir } from './state-lock';
-import { SqliteStore } from './store/sqlite';
+import { type CallGate, drain } from './protocol/gate';
+import { createApp } from './protocol/server';
+import { closeServer } from './unix-server';
+import type { SqliteStore } from './store/sqlite';
 
 /** How long plugin calls in flight at SIGTERM may take to finish (dockerd gives a plugin call 30 s at most). */
 const DRAIN_MS = 10_000;
 
 /**
- * tsnet's components in start order (stop is the reverse). Start order matters to dockerd: the socket listens first
- * (dockerd gives a plugin's handshake ~10 s and a booting dockerd waits on it), then state is loaded and the kernel
- * reconciled; calls that need state or the reconciled kernel wait for that, the handshake never does. What talks to
- * Docker's API starts last: dockerd may be booting and calling tsnet meanwhile. The rooms used only after that (DNS,
- * Docker's API, reclaim, the watchers) are loaded when their component starts, not before the socket listens. A
- * component is one `add`; its `start` returns what stops it (and what SIGHUP reloads).
+ * tsnet's components in start order (stop is the reverse). Start order matters to dockerd: the socket listens first,
+ * at boot (src/boot.ts; dockerd gives a plugin's handshake ~10 s and a booting dockerd waits on it), then state is
+ * loaded and the kernel reconciled; calls that need state or the reconciled kernel wait for that, the handshake never
+ * does. What talks to Docker's API starts last: dockerd may be booting and calling tsnet meanwhile. Every room but the
+ * wire (express, zod) and the log (winston) loads when its component starts. A component is one `add`; its `start`
+ * returns what stops it (and what SIGHUP reloads).
  */
-function components(config: Config, gate: CallGate): Lifecycle {
+function components(booted: Booted): Lifecycle {
+  const { config, gate } = booted;
   // Handles filled in by the components that make them, in order; a later component only uses earlier ones'.
   let store!: SqliteStore;
   /** The store as opened, for what no plugin call writes (see reclaim below). */
@@ -43,25 +44,32 @@ function components(config: Config, gate: CallGate): Lifecycle {
 
   return new Lifecycle()
     .add({
-      // Before the store or the socket is touched: a second tsnet on this state dir stops here, naming the holder.
+      // Taken at boot, before the socket listened; released after everything else stopped.
       name: 'state lock',
-      start: () => {
-        const lock = lockStateDir(config.stateDir);
-        return () => lock.release();
-      },
+      start: () => () => booted.lock.release(),
     })
     .add({
-      // Stopped after 'plugin calls' has drained the calls in flight (and after the store is closed).
+      // Listening since boot, the handshake answered there; from here the wire serves every call. Stopped after
+      // 'plugin calls' has drained the calls in flight (and after the store is closed).
       name: 'plugin socket',
-      start: async () => {
-        const server = await listenUnix(createApp(routes(), loaded, ready, gate), config.socket);
-        log.info('tsnet listening', { socket: config.socket, stateDir: config.stateDir });
+      start: () => {
+        booted.handler.attach(createApp(routes(), loaded, ready, gate));
+        const { inherited, server } = booted;
+        const address = server.address();
+        if (inherited && address !== config.socket) log.warn('inherited socket is not --socket, whose name is the driver name', { socket: config.socket, inherited: address });
+        log.info('tsnet listening', {
+          socket: config.socket,
+          stateDir: config.stateDir,
+          sinceStartMs: Math.round(booted.listeningMs),
+          ...(inherited ? { activated: inherited.name ?? true } : {}),
+        });
         return () => closeServer(server);
       },
     })
     .add({
       name: 'kernel',
-      start: () => {
+      start: async () => {
+        const [{ Iproute2Kernel }, { NftFirewall }] = await Promise.all([import('./kernel/iproute2'), import('./kernel/nftables')]);
         // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
         const links = () => kernel.links();
         kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`, { sysctlRoot: config.sysctlRoot });
@@ -70,7 +78,8 @@ function components(config: Config, gate: CallGate): Lifecycle {
     })
     .add({
       name: 'store',
-      start: () => {
+      start: async () => {
+        const [{ SqliteStore }, { withFaults }] = await Promise.all([import('./store/sqlite'), import('./fault')]);
         // The test-only crash switch (src/fault.ts) counts kernel changes and commits; unset, both come back as given.
         openedStore = new SqliteStore(path.join(config.stateDir, 'tsnet.db'));
         ({ kernel, store } = withFaults(kernel, openedStore));
@@ -80,6 +89,7 @@ function components(config: Config, gate: CallGate): Lifecycle {
     .add({
       name: 'state',
       start: async () => {
+        const [{ TsnetIpam }, { TsnetDriver }] = await Promise.all([import('./ipam/driver'), import('./driver/driver')]);
         ipam = await TsnetIpam.load(store, {
           defaultPoolsV4: config.defaultPoolsV4,
           defaultPoolsV6: config.defaultPoolsV6,
@@ -111,6 +121,24 @@ function components(config: Config, gate: CallGate): Lifecycle {
         markReady();
         const { networks, endpoints } = driver.state();
         log.info('tsnet ready', { networks: networks.length, endpoints: endpoints.length, reconcileMs: Math.round(performance.now() - t0) });
+      },
+    })
+    .add({
+      // After reconcile, so prom-client never delays the socket or the state: what happened before is replayed from
+      // the hook's early events. Its registry is what /metrics serves.
+      name: 'metrics',
+      start: async () => {
+        const [{ attachSink }, { PrometheusTelemetry }] = await Promise.all([import('./telemetry/hook'), import('./telemetry/prometheus')]);
+        const metrics = new PrometheusTelemetry({ pools: () => ipam.poolUsage() });
+        const detach = attachSink(metrics.sink, { replayEarly: true });
+        if (!config.metricsListen) return detach;
+        const { listenMetrics } = await import('./telemetry/listener');
+        const listener = await listenMetrics(config.metricsListen, metrics);
+        log.info('metrics listening', listener.address);
+        return async () => {
+          await listener.close();
+          detach();
+        };
       },
     })
     .add({
@@ -209,22 +237,17 @@ function handleSignals(lifecycle: Lifecycle, gate: CallGate): void {
   });
 }
 
-async function main(): Promise<void> {
-  const config = loadConfig(process.argv.slice(2));
-  if (config === 'help') {
-    process.stdout.write(usage + '\n');
-    return;
-  }
-  setLogLevel(config.logLevel);
-  const gate = new CallGate();
-  const lifecycle = components(config, gate);
-  handleSignals(lifecycle, gate);
+/** Runs the daemon on what boot started (src/boot.ts), until a signal stops it. */
+export async function run(booted: Booted): Promise<void> {
+  installProcessGuard();
+  setLogLevel(booted.config.logLevel);
+  const lifecycle = components(booted);
+  booted.disarm();
+  handleSignals(lifecycle, booted.gate);
   const t0 = performance.now();
-  if (await lifecycle.start()) log.info('tsnet started', { ms: Math.round(performance.now() - t0) });
+  if (!(await lifecycle.start())) return;
+  log.info('tsnet started', { ms: Math.round(performance.now() - t0) });
+  // Every room is loaded now: the compile cache (src/main.ts) is written here, not only at a clean exit, which a
+  // kill -9 or a crash never reaches.
+  module.flushCompileCache();
 }
-
-installProcessGuard();
-main().catch((err: unknown) => {
-  log.error('tsnet failed to start', { error: describeChain(err) });
-  process.exit(1);
-});

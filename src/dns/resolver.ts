@@ -7,6 +7,7 @@
  * noisy on a shared machine), so the fast path is kept for its CPU headroom, not for a visible qps gain.
  */
 
+import { elapsed, emit, telemetryOn } from '../telemetry/hook';
 import type { Forwarder, Query, QueryContext, QueryHandler } from './contract';
 import type { Zone, ZoneAnswer } from './zone';
 import {
@@ -58,6 +59,11 @@ function rotated<T>(list: readonly T[], by: number): readonly T[] {
   return by === 0 ? list : [...list.slice(by), ...list.slice(0, by)];
 }
 
+/** Reports one answered (or dropped) query; the rcode is the header's (an EDNS extended rcode reads as its low bits). */
+function counted(reply: Buffer | null, start: number, forwarded: boolean): void {
+  emit({ kind: 'dns', rcode: reply === null ? 'none' : reply[3] & 0x0f, ms: elapsed(start), forwarded });
+}
+
 export function createResolver(opts: ResolverOptions = {}): Resolver {
   const { forwarder } = opts;
   const fastPath = opts.fastPath ?? true;
@@ -103,7 +109,7 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
     return reply;
   }
 
-  const handle: QueryHandler = (msg, ctx) => {
+  const resolve = (msg: Buffer, ctx: QueryContext): Buffer | null | Promise<Buffer> => {
     const q = parseQuery(msg);
     if (isParseFailure(q)) return failureResponse(msg, q);
     const ra = ctx.mayForward && forwarder !== undefined;
@@ -114,6 +120,21 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
       (r) => fit(msg, q, ctx, r),
       () => rcodeResponse(msg, q, RCODE.SERVFAIL, true),
     );
+  };
+
+  // Timed only while a sink listens: unobserved, a query costs one extra call and comparison.
+  const handle: QueryHandler = (msg, ctx) => {
+    if (!telemetryOn()) return resolve(msg, ctx);
+    const start = performance.now();
+    const r = resolve(msg, ctx);
+    if (!(r instanceof Promise)) {
+      counted(r, start, false);
+      return r;
+    }
+    return r.then((reply) => {
+      counted(reply, start, true);
+      return reply;
+    });
   };
 
   return {

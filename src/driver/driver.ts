@@ -2,6 +2,7 @@ import { describeChain, tsnetError } from '../errors';
 import type { FwNetwork, Kernel, LinkInfo } from '../kernel/contract';
 import { log, withLogContext } from '../log';
 import { del, put, type Store, type StoreOp } from '../store/contract';
+import { elapsed, emit } from '../telemetry/hook';
 import type { Collections, EndpointRecord, HostAddress, NetworkRecord, ParentRecord } from '../store/records';
 import type {
   Capabilities,
@@ -26,7 +27,7 @@ import { ForwardingOwner } from './forwarding';
 import { readOnce } from './host-view';
 import { differingFields, requestDigest } from './request-digest';
 import { applyPlan, type ApplyTarget } from './reconcile-apply';
-import { firewallWant, noIccPortsOf, planFirewall, planReconcile, sysctlsToRead } from './reconcile-plan';
+import { driftByKind, firewallWant, noIccPortsOf, planFirewall, planReconcile, sysctlsToRead } from './reconcile-plan';
 
 /** Teardown after its commit is best effort: what fails is logged (see deleteNetwork for what cleans it up). */
 function logLeftover(err: unknown): void {
@@ -513,9 +514,12 @@ export class TsnetDriver implements NetworkDriver {
       i < ids.length
         ? this.locks.run(ids[i], () => underLocks(i + 1))
         : (async () => {
-            if (!this.needsFirewall() || (!force && (await this.kernel.firewall.intact()))) return false;
-            await this.syncFirewall();
-            return true;
+            const start = performance.now();
+            if (!this.needsFirewall()) return false;
+            const repaired = force || !(await this.kernel.firewall.intact());
+            if (repaired) await this.syncFirewall();
+            emit({ kind: 'firewall', forced: force, repaired, ms: elapsed(start) });
+            return repaired;
           })();
     // The ids are read under `topology`: no network can be created or deleted from then on.
     return this.topology.run(() => {
@@ -564,6 +568,7 @@ export class TsnetDriver implements NetworkDriver {
    * instance created that no record owns go, the firewall is patched or rebuilt, host ports are held again.
    */
   async reconcile(): Promise<void> {
+    const start = performance.now();
     await this.undoPending();
     const [tombstones, links, v4, v6, firewall] = await Promise.all([
       this.store.all('tombstone'),
@@ -587,7 +592,9 @@ export class TsnetDriver implements NetworkDriver {
     };
     const keys = sysctlsToRead(input);
     const sysctls = new Map(await Promise.all(keys.map(async (k) => [k, await this.kernel.readSysctl(k)] as const)));
-    await applyPlan(planReconcile({ ...input, sysctls }), this.applyTarget(links));
+    const plan = planReconcile({ ...input, sysctls });
+    await applyPlan(plan, this.applyTarget(links));
+    emit({ kind: 'reconcile', ms: elapsed(start), drift: driftByKind(plan) });
   }
 
   /** What applying a plan acts on; `links`: the host's links as the plan read them (for Docker's bridges). */

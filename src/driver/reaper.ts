@@ -2,6 +2,7 @@ import { describeChain } from '../errors';
 import type { Kernel } from '../kernel/contract';
 import { log, since } from '../log';
 import { del, put, type Store, type StoreOp } from '../store/contract';
+import { emit } from '../telemetry/hook';
 import { applyRemovals } from './teardown';
 
 /** Links per `ip -batch`: big enough to amortise, small enough that stopping waits for at most ~1 s of deletions. */
@@ -92,8 +93,10 @@ export class LinkReaper {
         try {
           await applyRemovals(this.kernel, batch.map((name) => ({ op: 'link.del', name })));
           await this.store.commit(batch.map((l) => del('tombstone', l)));
+          emit({ kind: 'reap', links: batch.length, ok: true });
           log.debug('reaped links', { links: batch, ms: since(start) });
         } catch (err) {
+          emit({ kind: 'reap', links: batch.length, ok: false });
           // Tombstones stay; the next start (reconcile) tries again.
           log.error('background link deletion failed', { links: batch, error: describeChain(err) });
         }

@@ -56,6 +56,13 @@ export type Repair =
 
 const short = (id: string) => id.slice(0, 12);
 
+/** How many repairs of each kind a plan holds: the drift between the store and the kernel, for telemetry. */
+export function driftByKind(plan: readonly Repair[]): Partial<Record<Repair['kind'], number>> {
+  const out: Partial<Record<Repair['kind'], number>> = {};
+  for (const r of plan) out[r.kind] = (out[r.kind] ?? 0) + 1;
+  return out;
+}
+
 /** One change as a person reads it. */
 export function describeChange(c: KernelChange): string {
   switch (c.op) {

@@ -20,7 +20,7 @@ import {
 import { addressAt, addressOf, type Cidr, contains, offsetOf, overlaps, parseCidr, parseIp, tryParseIp } from '../netaddr';
 import type { HostAddressPool } from '../driver/contract';
 import { Mutex } from '../mutex';
-import { type DefaultPool, dynamicRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from './pools';
+import { type DefaultPool, dynamicRange, hostRange, parseDefaultPools, parsePool, pickDefaultPool, reservedRole, routeObstacles } from './pools';
 
 /** What {@link TsnetIpam.load} needs besides the store. */
 export interface TsnetIpamOptions {
@@ -50,6 +50,13 @@ interface PoolState {
 export interface Allocations {
   pools: Array<{ poolId: string; pool: string; subPool?: string; token: number }>;
   addresses: Array<{ poolId: string; address: string; kind: AddressRecord['kind']; token: number }>;
+}
+
+/** How full one pool is: addresses held (containers, gateways, aux and host addresses) of those a host may have. */
+export interface PoolUsage {
+  poolId: string;
+  used: number;
+  size: number;
 }
 
 interface NewPool {
@@ -233,6 +240,14 @@ export class TsnetIpam implements Ipam {
       for (const [offset, { kind, token }] of state.held) out.addresses.push({ poolId, address: addressAt(state.cidr, offset), kind, token });
     }
     return out;
+  }
+
+  /** Every pool's usage, for metrics (computed when asked: a scrape, not a plugin call, pays for it). */
+  poolUsage(): PoolUsage[] {
+    return [...this.pools.values()].map((state) => {
+      const { lo, hi } = hostRange(state.cidr);
+      return { poolId: state.record.id, used: Number(state.used.count()), size: Number(hi - lo + 1n) };
+    });
   }
 
   /**

@@ -2,10 +2,11 @@ import fs from 'node:fs/promises';
 import { z } from 'zod';
 import { assertNever, describeChain, tsnetError } from '../errors';
 import { log, since } from '../log';
+import { elapsed, emit } from '../telemetry/hook';
 import { type Firewall, type Kernel, type KernelChange, KernelChangeError, type LinkInfo, type RouteInfo } from './contract';
 import { execFileInput } from './exec';
 import { safeToken } from './tokens';
-import { IpBatchSession } from './ip-session';
+import { type BatchFailure, IpBatchSession } from './ip-session';
 
 const IP = 'ip';
 
@@ -182,7 +183,14 @@ export class Iproute2Kernel implements Kernel {
     // The other lane deleted links since this ip last ran: names it knows may now be other links (or none).
     if (this.seenDeletions !== this.deletions.count) await this.session.renew();
     const start = performance.now();
-    const failure = await this.session.run(lines);
+    let failure: BatchFailure | undefined;
+    try {
+      failure = await this.session.run(lines);
+    } catch (err) {
+      emit({ kind: 'kernel', step: 'ip.batch', ms: elapsed(start), ok: false });
+      throw err;
+    }
+    emit({ kind: 'kernel', step: 'ip.batch', ms: elapsed(start), ok: !failure });
     const ms = since(start);
     if (items.some((r) => r.change.op === 'link.del')) this.deletions.count++;
     this.seenDeletions = this.deletions.count;
@@ -201,10 +209,13 @@ export class Iproute2Kernel implements Kernel {
   }
 
   private async sysctl(r: SysctlRendered, index: number): Promise<void> {
+    const start = performance.now();
     try {
       await fs.writeFile(r.file, r.value);
+      emit({ kind: 'kernel', step: 'sysctl', ms: elapsed(start), ok: true });
       log.debug('kernel change', { sysctl: r.change.key, value: r.value });
     } catch (err) {
+      emit({ kind: 'kernel', step: 'sysctl', ms: elapsed(start), ok: false });
       throw new KernelChangeError(r.change, index, `sysctl ${r.change.key}=${r.value}: ${describeChain(err)}`);
     }
   }
@@ -225,7 +236,9 @@ export class Iproute2Kernel implements Kernel {
   }
 
   private async readLinks(filter: string[], missingOk = false): Promise<LinkInfo[]> {
+    const start = performance.now();
     const res = await execFileInput(IP, ['-json', '-details', 'addr', 'show', ...filter]);
+    emit({ kind: 'kernel', step: 'ip.links', ms: elapsed(start), ok: res.code === 0 });
     if (res.code !== 0) {
       if (missingOk && /does not exist/.test(res.stderr)) return [];
       throw tsnetError('TSN_KERNEL', `ip addr show ${filter.join(' ')}: ${res.stderr.trim()}`);
@@ -248,6 +261,7 @@ export class Iproute2Kernel implements Kernel {
   async routes(v6: boolean): Promise<RouteInfo[]> {
     const start = performance.now();
     const res = await execFileInput(IP, [v6 ? '-6' : '-4', '-json', 'route', 'show', 'table', 'all']);
+    emit({ kind: 'kernel', step: 'ip.routes', ms: elapsed(start), ok: res.code === 0 });
     if (res.code !== 0) throw tsnetError('TSN_KERNEL', `ip route show: ${res.stderr.trim()}`);
     const rows = parseIpJson(IpRouteJson, 'ip route show', res.stdout);
     log.debug('kernel read routes', { count: rows.length, ms: since(start) });

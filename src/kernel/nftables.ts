@@ -1,5 +1,6 @@
 import { tsnetError } from '../errors';
 import { log, since } from '../log';
+import { elapsed, emit } from '../telemetry/hook';
 import type { Firewall, FwFamily, FwInspection, FwNetwork, FwPatch, FwPort, FwWant, LinkInfo } from './contract';
 import { execFileInput, type ExecResult } from './exec';
 import { DEFAULT_TABLE, renderDockerBridges, renderElementDiff, renderForwardGuard, renderFull, renderNetwork, renderNoIccPorts, renderPorts } from './firewall-render';
@@ -30,6 +31,22 @@ function portKey(p: FwPort): string {
   return `${p.hostIp ?? '*'}/${p.proto}/${p.hostPort}/${p.containerIp.includes(':') ? 6 : 4}`;
 }
 
+/** Every nft and iptables run reported to the telemetry hook as a kernel step. */
+function timed(exec: ExecFn): ExecFn {
+  return async (file, args, input) => {
+    const step = file === NFT ? 'nft' : 'iptables';
+    const start = performance.now();
+    try {
+      const res = await exec(file, args, input);
+      emit({ kind: 'kernel', step, ms: elapsed(start), ok: res.code === 0 });
+      return res;
+    } catch (err) {
+      emit({ kind: 'kernel', step, ms: elapsed(start), ok: false });
+      throw err;
+    }
+  };
+}
+
 /**
  * tsnet's firewall: the table rendered by firewall-render.ts, changed by element adds and deletes in atomic
  * `nft -f` transactions.
@@ -57,7 +74,7 @@ export class NftFirewall implements Firewall {
     private readonly table = DEFAULT_TABLE,
     private readonly deps: NftFirewallDeps = {},
   ) {
-    this.exec = deps.exec ?? execFileInput;
+    this.exec = timed(deps.exec ?? execFileInput);
   }
 
   private get markHex(): string {

@@ -3,6 +3,8 @@
  * everything after it (zod, logging, JSON.stringify) recurses, and no remote API body is more than a few levels deep.
  */
 const MAX_BODY_DEPTH = 64;
+/** The largest body read (no remote API body comes near it). */
+export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 export type ParsedBody = { ok: true; value: unknown } | { ok: false; reason: string };
 

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { NetworkDriver } from '../driver/contract';
 import type { Ipam } from '../ipam/contract';
 import type { LogContext } from '../log';
+import { HANDSHAKE } from './early';
 import * as S from './schemas';
 
 /** What the routes need once state is loaded. */
@@ -59,7 +60,7 @@ function endpointCall(fn: (d: NetworkDriver, networkId: string, endpointId: stri
  */
 export function routes(): Record<string, Route> {
   return {
-    'Plugin.Activate': route({ schema: S.EmptySchema, wait: 'nothing', handle: () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) }),
+    'Plugin.Activate': route({ schema: S.EmptySchema, wait: 'nothing', handle: () => HANDSHAKE }),
 
     'NetworkDriver.GetCapabilities': route({
       schema: S.EmptySchema,

@@ -1,15 +1,12 @@
-import fs from 'node:fs';
-import type { Server } from 'node:http';
-import net from 'node:net';
-import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { z } from 'zod';
-import { asTsnetError, describeChain, errnoCode, httpStatus, tsnetError } from '../errors';
+import { asTsnetError, describeChain, httpStatus, tsnetError } from '../errors';
 import { excerpt, logSafely, since, withLogContext } from '../log';
-import { parseBody } from './body';
+import { elapsed, emit } from '../telemetry/hook';
+import { MAX_BODY_BYTES, parseBody } from './body';
+import { CONTENT_TYPE } from './early';
+import { CallGate, SHUTTING_DOWN } from './gate';
 import type { Backend, Route } from './routes';
-
-const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
 
 /** `text` cut to `max` characters, marked with `...` where it was cut. */
 function cut(text: string, max: number): string {
@@ -57,40 +54,6 @@ function summary(text: string, input: unknown): { bytes: number; request: string
 }
 
 /** What a call that comes in during shutdown gets (dockerd shows it as the call's error). */
-export const SHUTTING_DOWN = 'tsnet is shutting down';
-
-/**
- * Counts the plugin calls in flight, so shutdown can refuse new ones and wait for the rest. A call leaves when its
- * reply is written (or its connection dies), not when its handler returns.
- */
-export class CallGate {
-  private closed = false;
-  private inFlight = 0;
-  private idle: Array<() => void> = [];
-
-  /** False once closed: the caller answers {@link SHUTTING_DOWN}. */
-  enter(): boolean {
-    if (this.closed) return false;
-    this.inFlight++;
-    return true;
-  }
-
-  leave(): void {
-    this.inFlight--;
-    if (this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
-  }
-
-  get active(): number {
-    return this.inFlight;
-  }
-
-  /** From now on every call is refused; resolves when none is in flight (at once if none is). */
-  close(): Promise<void> {
-    this.closed = true;
-    return this.inFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
-  }
-}
-
 /**
  * The HTTP side of the plugin: parses any body as JSON (dockerd sends no Content-Type, and empty bodies for
  * argument-less calls) with a nesting cap, validates it against the route's schema, runs the handler with the call's
@@ -111,25 +74,30 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
     res.once('close', () => gate.leave());
     next();
   });
-  app.use(express.text({ type: () => true, limit: '4mb' }));
+  app.use(express.text({ type: () => true, limit: MAX_BODY_BYTES }));
 
   app.post('/:method', async (req: Request, res: Response) => {
     // One path segment, so always a string; typed wider because express also serves wildcard params.
     const method = String(req.params.method);
+    const start = performance.now();
+    // Only methods of the table become a label: the path is the caller's text.
+    const known = Object.hasOwn(table, method);
+    const done = (outcome: string) => emit({ kind: 'call', method: known ? method : 'unknown', outcome, ms: elapsed(start) });
     try {
-      const r = Object.hasOwn(table, method) ? table[method] : undefined;
+      const r = known ? table[method] : undefined;
       if (!r) {
         logSafely('debug', 'plugin call not implemented', { call: excerpt(method) });
         send(res, 404, { Err: `${method} is not implemented by tsnet` });
+        done('not-implemented');
         return;
       }
-      const start = performance.now();
       const text = typeof req.body === 'string' ? req.body : '';
       const body = parseBody(text);
       if (!body.ok) {
         const msg = `invalid request: field "body" of ${method}: ${body.reason}`;
         logSafely('warn', 'plugin call rejected', { call: method, error: msg, bytes: Buffer.byteLength(text) });
         send(res, 400, { Err: msg });
+        done('TSN_INVALID_REQUEST');
         return;
       }
       const input = body.value;
@@ -138,6 +106,7 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
         const msg = describeIssues(parsed.error, input);
         logSafely('warn', 'plugin call rejected', { call: method, error: msg, ...summary(text, input) });
         send(res, 400, { Err: msg });
+        done('TSN_INVALID_REQUEST');
         return;
       }
       const ctx = { call: method, ...(r.ids ? r.ids(parsed.data) : {}) };
@@ -147,10 +116,12 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
           const payload = JSON.stringify(reply);
           logSafely('debug', 'plugin call', { ms: since(start), ...summary(text, input), reply: excerpt(reply) });
           res.status(200).type(CONTENT_TYPE).send(payload);
+          done('ok');
         } catch (err) {
           const f = failure(err);
           logSafely(f.status >= 500 ? 'error' : 'warn', 'plugin call failed', { code: f.code, error: f.text, ms: since(start), ...summary(text, input) });
           send(res, f.status, { Err: f.text });
+          done(f.code);
         }
       });
     } catch (err) {
@@ -158,6 +129,7 @@ export function createApp(table: Record<string, Route>, loaded: Promise<Backend>
       const f = failure(err);
       logSafely('error', 'plugin call failed unexpectedly', { call: excerpt(method), code: f.code, error: f.text });
       if (!res.headersSent) send(res, 500, { Err: f.text });
+      done(f.code);
     }
   });
 
@@ -185,74 +157,4 @@ async function answer(r: Route, req: unknown, loaded: Promise<Backend>, ready: P
       return r.handle(req, backend);
     }
   }
-}
-
-/** Whether something accepts connections on the unix socket `socket`. */
-function served(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(socket, () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.on('error', () => resolve(false));
-  });
-}
-
-/**
- * Shutdown of plugin calls: new ones are refused at once, those in flight get up to `graceMs` to finish. Resolves
- * with the number still running when the grace ran out (cut off when the socket closes).
- */
-export async function drain(gate: CallGate, graceMs: number): Promise<number> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
-  await Promise.race([gate.close(), expired]);
-  clearTimeout(timer);
-  return gate.active;
-}
-
-/**
- * Closes the listener (which unlinks the socket file, so dockerd fails fast instead of retrying a dead socket) and
- * every connection, idle or not.
- */
-export async function closeServer(server: Server): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeAllConnections();
-  await closed;
-}
-
-/** Idle plugin connections stay open this long: longer than any client keeps them. */
-export const KEEP_ALIVE_MS = 10 * 60_000;
-
-/**
- * Listens on the unix socket with mode 0660 from the moment it exists. The umask is narrowed only around the bind,
- * which Node does synchronously inside listen(), so no other file of this process is created under it and no
- * connection can come in before the mode is right (a chmod after listen leaves that window). A stale socket file
- * left by a crash is replaced; a socket another process is serving, or a path that is not a socket, is refused.
- */
-export async function listenUnix(app: express.Express, socket: string): Promise<Server> {
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
-  let st: fs.Stats | undefined;
-  try {
-    st = fs.lstatSync(socket);
-  } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw err;
-  }
-  if (st) {
-    if (!st.isSocket()) throw tsnetError('TSN_INVALID_OPTION', `socket path ${socket} exists and is not a socket`);
-    if (await served(socket)) throw tsnetError('TSN_STATE_LOCKED', `socket ${socket} is in use by another process (another tsnet?)`);
-    fs.unlinkSync(socket);
-  }
-  return new Promise((resolve, reject) => {
-    const old = process.umask(0o117);
-    let server: Server;
-    try {
-      server = app.listen(socket, () => resolve(server));
-    } finally {
-      process.umask(old);
-    }
-    server.on('error', reject);
-    // dockerd's plugin client reuses idle connections (Go keeps them 90 s): a server closing one first (Node's default
-    // after 5 s) races a request sent on it, which dockerd resends with an empty body. The client closes first.
-    server.keepAliveTimeout = KEEP_ALIVE_MS;
-  });
 }

@@ -8,6 +8,7 @@
 import type { Timers } from '../docker/feed';
 import { assertNever, describeBriefly } from '../errors';
 import { log } from '../log';
+import { emit } from '../telemetry/hook';
 import { type Candidate, candidateKey, type DockerView, decide, type Holdings, inRemovalOrder } from './decide';
 
 export interface ReclaimerOptions {
@@ -178,11 +179,14 @@ export class Reclaimer {
   private async removeOne(c: Candidate): Promise<boolean> {
     try {
       if (await this.opts.remove(c)) {
+        emit({ kind: 'reclaim', what: c.kind, outcome: 'removed' });
         logger.info(`reclaim: removed ${c.kind} dockerd no longer has`, { ...c, graceMs: this.opts.graceMs });
         return true;
       }
+      emit({ kind: 'reclaim', what: c.kind, outcome: 'kept' });
       logger.info(`reclaim: kept ${c.kind}: it changed since it was looked at`, { ...c });
     } catch (err) {
+      emit({ kind: 'reclaim', what: c.kind, outcome: 'failed' });
       logger.error(`reclaim: removing ${c.kind} failed`, { ...c, error: describeBriefly(err) });
     }
     return false;

@@ -3,6 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { tsnetError } from '../errors';
 import { log } from '../log';
+import { elapsed, emit } from '../telemetry/hook';
 import type { Store, StoreOp } from './contract';
 import type { CollectionName, Collections } from './records';
 import { migrate } from './migrations';
@@ -57,8 +58,10 @@ export class SqliteStore implements Store {
     try {
       this.commitTx(ops);
     } catch (err) {
+      emit({ kind: 'store-commit', ms: elapsed(start), ok: false });
       return Promise.reject(tsnetError('TSN_STORE', `state commit of ${ops.length} change(s) failed`, err));
     }
+    emit({ kind: 'store-commit', ms: elapsed(start), ok: true });
     log.debug('store commit', {
       ops: ops.map((o) => `${o.kind} ${o.collection}/${o.key}`),
       ms: Math.round((performance.now() - start) * 100) / 100,

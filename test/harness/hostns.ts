@@ -82,8 +82,8 @@ export class HostNs {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-hostns-'));
   }
 
-  /** A fresh host namespace (lo up) with `sysctls` written before tsnet starts in it. */
-  static async create(sysctls: Record<string, string> = {}): Promise<HostNs> {
+  /** A fresh host namespace (lo up) with `sysctls` written before tsnet starts in it (with `extraArgs` too). */
+  static async create(sysctls: Record<string, string> = {}, extraArgs: string[] = []): Promise<HostNs> {
     const h = new HostNs();
     try {
       await netns(h.ns);
@@ -94,6 +94,7 @@ export class HostNs {
         stateDir: path.join(h.dir, 'state'),
         logFile: path.join(h.dir, 'tsnet.log'),
         netns: h.ns,
+        extraArgs,
       });
     } catch (err) {
       await h.destroy();

@@ -120,3 +120,14 @@ test('build runs nothing when nothing changed, tsc after a source change, npm ci
   sb.make(['build']);
   expect(sb.calls()).toEqual(['npm ci --no-audit --no-fund', 'node node_modules/typescript/bin/tsc -p tsconfig.json']);
 });
+
+test('npm ci is refused through a symlinked node_modules (it would empty the checkout the link points to)', () => {
+  const sb = sandbox('v24.1.0');
+  const shared = path.join(sb.dir, 'other-checkout-modules');
+  fs.mkdirSync(shared);
+  fs.writeFileSync(path.join(shared, 'kept'), '');
+  fs.symlinkSync(shared, path.join(sb.dir, 'node_modules'));
+  expect(() => sb.make(['build'])).toThrow(/node_modules is a symlink: npm ci would empty .*other-checkout-modules/);
+  expect(sb.calls()).toEqual([]);
+  expect(fs.readdirSync(shared)).toEqual(['kept']);
+});

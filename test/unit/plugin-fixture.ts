@@ -6,7 +6,8 @@ import { TsnetDriver } from '../../src/driver/driver';
 import { TsnetIpam } from '../../src/ipam/driver';
 import { FakeKernel } from '../../src/kernel/fake';
 import { routes } from '../../src/protocol/routes';
-import { createApp, listenUnix } from '../../src/protocol/server';
+import { createApp } from '../../src/protocol/server';
+import { listenUnix } from '../../src/unix-server';
 import { SqliteStore } from '../../src/store/sqlite';
 import { pluginCall, type PluginResponse } from '../harness/tsnet';
 
@@ -16,6 +17,7 @@ export interface PluginFixture {
   store: SqliteStore;
   kernel: FakeKernel;
   driver: TsnetDriver;
+  ipam: TsnetIpam;
   call(method: string, body?: unknown): Promise<PluginResponse>;
   /** Stops serving and removes the socket's directory. */
   close(): Promise<void>;
@@ -39,6 +41,7 @@ export async function startPlugin(): Promise<PluginFixture> {
     store,
     kernel,
     driver,
+    ipam,
     call: (method, body = '') => pluginCall(socket, method, body),
     close: async () => {
       await new Promise((r) => server.close(r));

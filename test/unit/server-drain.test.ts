@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Backend, Route } from '../../src/protocol/routes';
 import { routes } from '../../src/protocol/routes';
-import { CallGate, SHUTTING_DOWN, closeServer, createApp, drain, listenUnix } from '../../src/protocol/server';
+import { CallGate, SHUTTING_DOWN, drain } from '../../src/protocol/gate';
+import { createApp } from '../../src/protocol/server';
+import { closeServer, listenUnix } from '../../src/unix-server';
 import { EmptySchema } from '../../src/protocol/schemas';
 import { pluginCall } from '../harness/tsnet';
 

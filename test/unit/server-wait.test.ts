@@ -4,8 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Backend } from '../../src/protocol/routes';
 import { routes } from '../../src/protocol/routes';
-import { closeServer, createApp, listenUnix } from '../../src/protocol/server';
+import { createApp } from '../../src/protocol/server';
+import { closeServer, listenUnix } from '../../src/unix-server';
 import { pluginCall } from '../harness/tsnet';
+import { settled } from './settled';
 
 /**
  * The socket listens before tsnet has loaded its state: the handshake is answered at once, capability calls once the
@@ -36,17 +38,6 @@ afterEach(async () => {
   await closeServer(server);
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** Whether `p` has settled once everything already queued has run (a reply needs several I/O turns). */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  void p.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  await new Promise((r) => setTimeout(r, 50));
-  return done;
-}
 
 test('the handshake is answered before the state is loaded', async () => {
   expect(await pluginCall(socket, 'Plugin.Activate', '')).toMatchObject({ status: 200, body: { Implements: ['NetworkDriver', 'IpamDriver'] } });

@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import express from 'express';
-import { listenUnix } from '../../src/protocol/server';
+import { listenUnix } from '../../src/unix-server';
 
 /** The plugin socket: 0660 from the moment it exists, and a live socket of another process is never unlinked. */
 let dir: string;
