@@ -5,7 +5,8 @@ STATE_DIR ?= /var/lib/tsnet
 LOG_LEVEL ?= info
 RUN_PKGS := iproute2 nftables iptables python3 make g++
 # systemd: systemd-analyze and systemd-socket-activate for the install test (systemd need not be running).
-TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump dnsmasq-base docker-compose systemd
+# mmdebstrap builds the managed plugin's rootfs, docker-registry serves the plugin push/install round trip (e2e).
+TEST_PKGS := $(RUN_PKGS) docker.io busybox-static iperf3 tcpdump dnsmasq-base docker-compose systemd mmdebstrap docker-registry
 BENCH_PKGS := $(TEST_PKGS) dnsperf
 
 # The Node.js runtime everything runs under. auto: a node >= $(NODE_MAJOR) on PATH with its npm beside it, else the
@@ -215,6 +216,27 @@ fuzz-soak: $(MODULES)
 .PHONY: crash-sweep
 crash-sweep: deps-test build
 	$(MAKE) test TSNET_CRASH_SWEEP=full TESTS='test/e2e/crash-points'
+
+# The managed (v2) plugin: config.json and a rootfs of Debian packages (PLUGIN_PKGS, by mmdebstrap), the
+# pinned Node runtime, dist/ and the production node_modules, in $(PLUGIN_DIR); `make plugin` hands it to
+# `docker plugin create $(PLUGIN)`. The Debian base is kept in .tmp/ under a key of what makes it (suite, packages,
+# script), so it is built once; the production node_modules likewise per package-lock.json.
+PLUGIN ?= tsnet:latest
+PLUGIN_SUITE := bookworm
+# usr-is-merged lets plugin-base.sh purge usrmerge (and its 50 MiB of perl), which minbase brings.
+PLUGIN_PKGS := iproute2,nftables,iptables,usr-is-merged
+PLUGIN_DIR := .tmp/plugin
+PLUGIN_BASE = .tmp/plugin-base-$(shell { echo $(PLUGIN_SUITE) $(PLUGIN_PKGS); cat scripts/plugin-base.sh; } | sha256sum | cut -c1-16)
+PLUGIN_MODULES = .tmp/plugin-modules-$(shell { echo $(NODE_ID); cat package-lock.json; } | sha256sum | cut -c1-16)
+.PHONY: plugin-dir plugin
+plugin-dir: build
+	@[ "$(NODE_ID)" = v$(NODE_VERSION) ] || { echo "plugin-dir: the plugin ships Node $(NODE_VERSION) (better-sqlite3 is built for the node in use, $(NODE_ID)); use NODE_RUNTIME=pinned" >&2; exit 1; }
+	@command -v mmdebstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap; }
+	scripts/plugin-base.sh $(PLUGIN_BASE) $(PLUGIN_SUITE) $(PLUGIN_PKGS)
+	scripts/plugin-dir.sh $(PLUGIN_DIR) $(PLUGIN_BASE) $(NODE) $(NPM) $(PLUGIN_MODULES)
+
+plugin: plugin-dir
+	docker plugin create $(PLUGIN) $(PLUGIN_DIR)
 
 clean:
 	rm -rf dist .tmp coverage

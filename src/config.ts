@@ -6,8 +6,15 @@ import { errnoCode, tsnetError } from './errors';
 
 /** Everything tsnet can be told at start, from flags (which win) and TSNET_* environment variables. */
 export interface Config {
-  /** Unix socket dockerd connects to; its file name without `.sock` is the driver name (`-d tsnet`). */
+  /** Unix socket dockerd connects to. */
   socket: string;
+  /**
+   * The name dockerd knows tsnet by (`-d NAME`), as it shows in Docker's API: a legacy plugin's socket file name
+   * without `.sock` (the default), a managed plugin's reference (`tsnet:latest`), whose socket is always `tsnet.sock`.
+   */
+  driverName: string;
+  /** Where sysctls are read and written: /proc/sys, or the host's /proc/sys mounted elsewhere (managed plugin). */
+  sysctlRoot: string;
   /** Directory of the state store. */
   stateDir: string;
   /** Unix socket (mode 0600) of the read-mostly admin API the `tsnet` CLI talks to (src/admin/). */
@@ -69,6 +76,7 @@ export const DEFAULT_STATE_DIR = '/var/lib/tsnet';
 export const DEFAULT_ADMIN_SOCKET = '/run/tsnet/admin.sock';
 /** Read when it exists and neither --config nor TSNET_CONFIG names another. */
 export const DEFAULT_CONFIG_FILE = '/etc/tsnet/config.json';
+export const DEFAULT_SYSCTL_ROOT = '/proc/sys';
 /** The same defaults as dockerd (172.17-31.0.0/16 and 192.168.0.0/16 in /20s). */
 export const DEFAULT_POOLS_V4: DefaultPoolSpec[] = [
   { base: '172.17.0.0/16', size: 16 },
@@ -90,6 +98,9 @@ export const usage = `usage: tsnet [daemon] [options]     (tsnet help: the subco
   --config FILE                JSON settings keyed by these long flag names (default ${DEFAULT_CONFIG_FILE}
                                if it exists; env TSNET_CONFIG); flags > env > file > defaults
   --socket PATH                unix socket to serve (default ${DEFAULT_SOCKET}; env TSNET_SOCKET)
+  --driver-name NAME           the driver name dockerd uses (default the socket's file name without .sock;
+                               a managed plugin: its reference, e.g. tsnet:latest; env TSNET_DRIVER_NAME)
+  --sysctl-root DIR            where sysctls are read and written (default ${DEFAULT_SYSCTL_ROOT}; env TSNET_SYSCTL_ROOT)
   --state-dir DIR              state store directory (default ${DEFAULT_STATE_DIR}; env TSNET_STATE_DIR)
   --admin-socket PATH          admin socket of the tsnet CLI, mode 0600 (default ${DEFAULT_ADMIN_SOCKET};
                                env TSNET_ADMIN_SOCKET)
@@ -141,6 +152,8 @@ function envList(name: string): string[] | undefined {
 /** Every long flag; a config file's keys are these names (but `config` and `help`). */
 const OPTIONS = {
   socket: { type: 'string' },
+  'driver-name': { type: 'string' },
+  'sysctl-root': { type: 'string' },
   'state-dir': { type: 'string' },
   'log-level': { type: 'string' },
   'default-address-pool': { type: 'string', multiple: true },
@@ -226,10 +239,18 @@ export function loadConfig(argv: string[]): Config | 'help' {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(nftTable)) {
     throw tsnetError('TSN_INVALID_OPTION', `nft-table "${nftTable}": expected a letter then up to 31 letters, digits or '_'`);
   }
+  const socket = path.resolve(flags.socket ?? process.env.TSNET_SOCKET ?? file.socket ?? DEFAULT_SOCKET);
+  const driverName = flags['driver-name'] ?? nonEmpty(process.env.TSNET_DRIVER_NAME) ?? file['driver-name'] ?? driverNameOf(socket);
+  // A Docker plugin reference: [registry[:port]/]path[:tag], nothing else (it is logged and compared, never run).
+  if (!/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$/.test(driverName)) {
+    throw tsnetError('TSN_INVALID_OPTION', `driver-name "${driverName.slice(0, 80)}": expected a plugin name or reference such as tsnet:latest`);
+  }
   const metricsListen = flags['metrics-listen'] ?? process.env.TSNET_METRICS_LISTEN ?? file['metrics-listen'];
   return {
     ...(metricsListen === undefined || metricsListen === '' ? {} : { metricsListen: parseMetricsListen(metricsListen) }),
-    socket: path.resolve(flags.socket ?? process.env.TSNET_SOCKET ?? file.socket ?? DEFAULT_SOCKET),
+    socket,
+    driverName,
+    sysctlRoot: path.resolve(flags['sysctl-root'] ?? nonEmpty(process.env.TSNET_SYSCTL_ROOT) ?? file['sysctl-root'] ?? DEFAULT_SYSCTL_ROOT),
     stateDir: path.resolve(flags['state-dir'] ?? process.env.TSNET_STATE_DIR ?? file['state-dir'] ?? DEFAULT_STATE_DIR),
     adminSocket: path.resolve(flags['admin-socket'] ?? process.env.TSNET_ADMIN_SOCKET ?? file['admin-socket'] ?? DEFAULT_ADMIN_SOCKET),
     logLevel: flags['log-level'] ?? process.env.LOG_LEVEL ?? file['log-level'] ?? 'info',
@@ -253,6 +274,11 @@ export function loadConfig(argv: string[]): Config | 'help' {
 }
 
 const nonEmpty = (v: string | undefined) => (v === '' ? undefined : v);
+
+/** The driver name of a legacy plugin's socket: `/run/docker/plugins/tsnet.sock` → `tsnet`. */
+export function driverNameOf(socket: string): string {
+  return path.basename(socket, '.sock');
+}
 
 function envCommaList(name: string): string[] | undefined {
   const v = process.env[name];

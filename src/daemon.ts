@@ -74,7 +74,7 @@ function components(booted: Booted): Lifecycle {
         const [{ Iproute2Kernel }, { NftFirewall }] = await Promise.all([import('./kernel/iproute2'), import('./kernel/nftables')]);
         // The firewall reads Docker's bridges from the host links (through the kernel it is part of).
         const links = () => kernel.links();
-        kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`);
+        kernel = new Iproute2Kernel(new NftFirewall(config.fwMark, config.nftTable, { links }), `tsnet:${config.nftTable}`, { sysctlRoot: config.sysctlRoot });
         return () => kernel.close();
       },
     })
@@ -213,7 +213,7 @@ function components(booted: Booted): Lifecycle {
         const { Reclaim } = await import('./reclaim');
         // Its trust record goes to the store as opened: it is written when Docker's API is first read, at no plugin
         // call's step, so the crash switch counting it would shift every crash point by a timing accident.
-        const reclaim = await Reclaim.load({ socket: config.socket, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam, store: openedStore });
+        const reclaim = await Reclaim.load({ driverName: config.driverName, dockerSocket: config.dockerSocket, graceMs: config.reclaimGraceMs, feed, driver, ipam, store: openedStore });
         reclaim.start();
         return () => reclaim.stop();
       },

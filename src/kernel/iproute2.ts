@@ -71,11 +71,22 @@ type IpRendered = { change: IpChange; lines: string[] };
 /** A change as the text its tool reads. */
 type Rendered = SysctlRendered | IpRendered;
 
-/** A sysctl key is a relative path of plain segments: it can only name a file under /proc/sys. */
-function sysctlFile(key: string): string {
+/** A sysctl key is a relative path of plain segments: it can only name a file under the sysctl root. */
+function sysctlFile(root: string, key: string): string {
   const segments = key.split('/');
   if (segments.some((s) => s === '.' || s === '..')) throw tsnetError('TSN_INTERNAL', `sysctl: refusing key ${JSON.stringify(key.slice(0, 80))}`);
-  return `/proc/sys/${segments.map((s) => safeToken(s, 'sysctl key')).join('/')}`;
+  return `${root}/${segments.map((s) => safeToken(s, 'sysctl key')).join('/')}`;
+}
+
+export interface Iproute2Options {
+  /** Makes the ip process of each lane (tests pass a stub). */
+  newSession?: () => BatchRunner;
+  /**
+   * Directory sysctl keys are read and written under (default /proc/sys). A managed plugin's own /proc/sys is
+   * read-only; it is given the host's /proc mounted elsewhere (plugin/config.json), which is the same host network
+   * namespace's values, writable.
+   */
+  sysctlRoot?: string;
 }
 
 /** What `ip -json -details addr show` prints, parsed rather than trusted (another iproute2 may print otherwise). */
@@ -103,7 +114,7 @@ function parseIpJson<T>(schema: z.ZodType<T>, what: string, stdout: string): T {
   return parsed.data;
 }
 
-/** Kernel operations through iproute2 (a long-lived `ip -batch -` for changes, `ip -json` to read) and /proc/sys writes. */
+/** Kernel operations through iproute2 (a long-lived `ip -batch -` for changes, `ip -json` to read) and sysctl writes. */
 export class Iproute2Kernel implements Kernel {
   private readonly session: BatchRunner;
   /** A second ip process for the background lane; created on first use. */
@@ -111,25 +122,26 @@ export class Iproute2Kernel implements Kernel {
   /** Link deletions by either lane so far, and how many this lane's ip has seen (see IpBatchSession.renew). */
   private readonly deletions: { count: number };
   private seenDeletions = 0;
+  private readonly sysctlRoot: string;
 
   /**
    * @param owner tag set as the alias of every link this kernel creates (e.g. `tsnet:tsnet`); see {@link batchLines}.
-   * @param newSession makes the ip process of each lane (tests pass a stub).
    */
   constructor(
     readonly firewall: Firewall,
     readonly owner: string,
-    private readonly newSession: () => BatchRunner = () => new IpBatchSession([IP]),
+    private readonly options: Iproute2Options = {},
     private readonly isBackground = false,
     deletions = { count: 0 },
   ) {
-    this.session = newSession();
+    this.session = (options.newSession ?? (() => new IpBatchSession([IP])))();
+    this.sysctlRoot = options.sysctlRoot ?? '/proc/sys';
     this.deletions = deletions;
   }
 
   get background(): Kernel {
     if (this.isBackground) return this;
-    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, this.newSession, true, this.deletions);
+    this.lane ??= new Iproute2Kernel(this.firewall, this.owner, this.options, true, this.deletions);
     return this.lane;
   }
 
@@ -161,7 +173,7 @@ export class Iproute2Kernel implements Kernel {
   }
 
   private render(c: KernelChange): Rendered {
-    if (c.op === 'sysctl.set') return { change: c, file: sysctlFile(c.key), value: safeToken(c.value, 'sysctl value') };
+    if (c.op === 'sysctl.set') return { change: c, file: sysctlFile(this.sysctlRoot, c.key), value: safeToken(c.value, 'sysctl value') };
     return { change: c, lines: batchLines(c, this.owner) };
   }
 
@@ -209,7 +221,7 @@ export class Iproute2Kernel implements Kernel {
   }
 
   readSysctl(key: string): Promise<string | undefined> {
-    return fs.readFile(`/proc/sys/${key}`, 'utf8').then((v) => v.trim(), () => undefined);
+    return fs.readFile(`${this.sysctlRoot}/${key}`, 'utf8').then((v) => v.trim(), () => undefined);
   }
 
   async links(): Promise<LinkInfo[]> {

@@ -47,10 +47,19 @@ export type Decision =
   | { kind: 'in-doubt'; reason: string; candidates: number };
 
 export interface DecideOptions {
-  /** tsnet's driver (and IPAM) name: the socket's file name. */
+  /** tsnet's driver (and IPAM) name (config.driverName: the socket's file name, or a managed plugin's reference). */
   driverName: string;
   /** The ID of the daemon trusted before (it knew tsnet's networks, or was read first by a tsnet holding nothing). */
   trustedDaemonId?: string;
+}
+
+/**
+ * Whether a driver name Docker shows is tsnet's. A managed plugin's name is its reference (`tsnet:latest`,
+ * `registry:5000/tsnet:latest`), which dockerd keeps as the user typed it: with or without the default `:latest`.
+ */
+export function isDriverName(shown: string, driverName: string): boolean {
+  const tagged = (n: string) => (n.slice(n.lastIndexOf('/') + 1).includes(':') ? n : `${n}:latest`);
+  return tagged(shown) === tagged(driverName);
 }
 
 /** Identity of a candidate across looks: everything but the reason. */
@@ -96,7 +105,7 @@ export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Deci
       candidates.push({ kind: 'endpoint', networkId: e.networkId, endpointId: e.id, createdAt: e.createdAt, why: "not among the network's endpoints in Docker" });
     }
   }
-  const ipamNets = view.networks.filter((n) => n.ipamDriver === opts.driverName);
+  const ipamNets = view.networks.filter((n) => isDriverName(n.ipamDriver, opts.driverName));
   const configured = new Set(ipamNets.flatMap((n) => n.ipamConfig.map((c) => poolKey(c.subnet, c.ipRange))));
   const gone = new Set<string>();
   const ownSubnets = new Set(h.networks.flatMap((n) => n.subnets.map(canonicalCidr)));
@@ -140,6 +149,6 @@ function evidenceOf(networks: number, knowsOne: boolean, view: DockerView, usesI
   if (knowsOne) return 'network';
   if (opts.trustedDaemonId !== undefined && opts.trustedDaemonId === view.daemon.id) return 'daemon';
   if (opts.trustedDaemonId === undefined && empty) return 'first-use';
-  if (networks === 0 && (usesIpam || view.daemon.networkDrivers.includes(opts.driverName))) return 'driver';
+  if (networks === 0 && (usesIpam || view.daemon.networkDrivers.some((d) => isDriverName(d, opts.driverName)))) return 'driver';
   return undefined;
 }

@@ -4,7 +4,6 @@
  * outage), reading Docker with its own client, and removes confirmed candidates through the driver's and the IPAM's
  * normal delete paths (ports, DNAT elements, held host ports, links, addresses).
  */
-import path from 'node:path';
 import { DockerClient } from '../docker/client';
 import type { DockerFeed } from '../docker/contract';
 import type { Timers } from '../docker/feed';
@@ -20,8 +19,8 @@ import { readDocker } from './read';
 import { Reclaimer } from './reclaimer';
 
 export interface ReclaimOptions {
-  /** tsnet's socket: its file name without `.sock` is the driver and IPAM name Docker knows. */
-  socket: string;
+  /** The driver and IPAM name Docker knows tsnet by (config.driverName). */
+  driverName: string;
   dockerSocket: string;
   graceMs: number;
   /** Tells when Docker's API is readable; started by {@link Reclaim.start} if nobody did. */
@@ -33,11 +32,6 @@ export interface ReclaimOptions {
   /** Per Docker request (see DockerClientOptions.timeoutMs). */
   timeoutMs?: number;
   timers?: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
-}
-
-/** The driver name of a plugin socket: `/run/docker/plugins/tsnet.sock` → `tsnet`. */
-export function driverNameOf(socket: string): string {
-  return path.basename(socket, '.sock');
 }
 
 export class Reclaim {
@@ -53,7 +47,7 @@ export class Reclaim {
     private readonly opts: ReclaimOptions,
     trustedDaemonId: string | undefined,
   ) {
-    const driverName = driverNameOf(opts.socket);
+    const { driverName } = opts;
     const client = new DockerClient({ socketPath: opts.dockerSocket, ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
     this.reclaimer = new Reclaimer({
       driverName,

@@ -5,7 +5,7 @@
  */
 import type { DockerClient } from '../docker/client';
 import type { NetworkDetail } from '../docker/contract';
-import type { DockerView } from './decide';
+import { type DockerView, isDriverName } from './decide';
 
 /** Network inspections at once. */
 const CONCURRENCY = 8;
@@ -15,7 +15,7 @@ export async function readDocker(client: DockerClient, networkIds: string[], dri
   const [daemon, list] = await Promise.all([client.info(signal), client.listNetworks(signal)]);
   const ids = new Set(networkIds);
   // A list entry without IPAM (not seen from a real daemon) is inspected too: its IPAM may be tsnet's.
-  for (const n of list) if (n.driver === driverName || n.ipamDriver === driverName || n.ipamDriver === undefined) ids.add(n.id);
+  for (const n of list) if (isDriverName(n.driver, driverName) || n.ipamDriver === undefined || isDriverName(n.ipamDriver, driverName)) ids.add(n.id);
   const todo = [...ids];
   const networks: NetworkDetail[] = [];
   const worker = async (): Promise<void> => {

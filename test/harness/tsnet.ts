@@ -353,7 +353,7 @@ class E2EContext implements E2EEnv {
 }
 
 /** Fails (after cleaning up) if the stopped tsnet's links, nftables tables (inet, bridge) or DOCKER-USER rule are still there. */
-export async function removeLeftovers(t: TsnetProcess): Promise<void> {
+export async function removeLeftovers(t: Pick<TsnetProcess, 'name'>): Promise<void> {
   const left: string[] = [];
   for (const link of await linksOwnedBy(`tsnet:${t.name}`)) {
     left.push(`link ${link}`);

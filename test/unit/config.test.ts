@@ -154,3 +154,27 @@ describe('config file', () => {
     expect(refusal(['--config', path.join(dir, 'missing.json')])).toMatch(/missing\.json: cannot be read/);
   });
 });
+
+describe('managed plugin options', () => {
+  test('the driver name is the socket file name unless told: a managed plugin is known by its reference', () => {
+    expect(load([]).driverName).toBe('tsnet');
+    expect(load(['--socket', '/run/docker/plugins/tsnet-e2e.sock']).driverName).toBe('tsnet-e2e');
+    // A managed plugin's socket is always tsnet.sock; dockerd names it by reference.
+    expect(load([], { TSNET_DRIVER_NAME: '127.0.0.1:5000/tsnet:latest' }).driverName).toBe('127.0.0.1:5000/tsnet:latest');
+    expect(load(['--driver-name', 'tsnet:v2'], { TSNET_DRIVER_NAME: 'other:latest' }).driverName).toBe('tsnet:v2');
+    // docker plugin set leaves an unset setting empty: the default applies.
+    expect(load(['--socket', '/run/x/n1.sock'], { TSNET_DRIVER_NAME: '' }).driverName).toBe('n1');
+  });
+
+  test('refuses a driver name that is no plugin reference', () => {
+    expect(refusal(['--driver-name', 'tsnet latest'])).toMatch(/driver-name/);
+    expect(refusal([], { TSNET_DRIVER_NAME: '-x' })).toMatch(/driver-name/);
+  });
+
+  test('sysctl root: /proc/sys by default, the host /proc mounted elsewhere when told', () => {
+    expect(load([]).sysctlRoot).toBe('/proc/sys');
+    expect(load([], { TSNET_SYSCTL_ROOT: '/host/proc/sys' }).sysctlRoot).toBe('/host/proc/sys');
+    expect(load(['--sysctl-root', '/h/proc/sys/'], { TSNET_SYSCTL_ROOT: '/x' }).sysctlRoot).toBe('/h/proc/sys');
+    expect(load([], { TSNET_SYSCTL_ROOT: '' }).sysctlRoot).toBe('/proc/sys');
+  });
+});

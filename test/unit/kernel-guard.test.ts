@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { runSteps } from '../../src/driver/steps';
 import { TsnetError } from '../../src/errors';
 import { type KernelChange, KernelChangeError } from '../../src/kernel/contract';
@@ -29,17 +32,17 @@ class StubSession {
 }
 
 // Safety net: should a kernel ever bypass its stub session, `ip` is not found instead of changing the host.
-const path = process.env.PATH;
+const savedPath = process.env.PATH;
 beforeAll(() => {
   process.env.PATH = '/nonexistent-tsnet-kernel-guard';
 });
 afterAll(() => {
-  process.env.PATH = path;
+  process.env.PATH = savedPath;
 });
 
 function kernelWithStub(): { kernel: Iproute2Kernel; session: StubSession } {
   const session = new StubSession();
-  return { kernel: new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', () => session), session };
+  return { kernel: new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', { newSession: () => session }), session };
 }
 
 async function internalError(p: Promise<unknown>): Promise<TsnetError> {
@@ -116,7 +119,7 @@ describe('ip -batch lines are built from checked tokens', () => {
 
   test('a bad owner tag is refused as well', async () => {
     const session = new StubSession();
-    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:a b', () => session);
+    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:a b', { newSession: () => session });
     await internalError(kernel.apply([{ op: 'bridge.add', name: 'tsbr-1' }]));
     expect(session.batches).toEqual([]);
   });
@@ -128,6 +131,29 @@ describe('ip -batch lines are built from checked tokens', () => {
       await internalError(kernel.apply([{ op: 'sysctl.set', key, value: '1' }]));
     },
   );
+});
+
+describe('sysctl root', () => {
+  test('writes and reads go under the configured root (a managed plugin: the host /proc mounted elsewhere), never /proc/sys', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsnet-sysctl-'));
+    try {
+      fs.mkdirSync(path.join(root, 'net/ipv4'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'net/ipv4/ip_forward'), '0\n');
+      const session = new StubSession();
+      const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', { newSession: () => session, sysctlRoot: root });
+      expect(await kernel.readSysctl('net/ipv4/ip_forward')).toBe('0');
+      await kernel.apply([{ op: 'sysctl.set', key: 'net/ipv4/ip_forward', value: '1' }]);
+      expect(fs.readFileSync(path.join(root, 'net/ipv4/ip_forward'), 'utf8')).toBe('1');
+      // The background lane shares the root.
+      expect(await kernel.background.readSysctl('net/ipv4/ip_forward')).toBe('1');
+      // A key the root lacks is absent there even if /proc/sys has it.
+      expect(await kernel.readSysctl('net/core/somaxconn')).toBeUndefined();
+      await expect(kernel.apply([{ op: 'sysctl.set', key: 'net/ipv4/conf/nonexistent/forwarding', value: '1' }])).rejects.toThrow(/sysctl/);
+      expect(session.batches).toEqual([]);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('a change whose first line applied counts as applied (item 18)', () => {
@@ -193,10 +219,12 @@ describe('nft element strings are built from checked values', () => {
 describe('ip sessions never act on a stale name', () => {
   test("a lane's ip starts afresh after the other lane deleted links, and after a No such device", async () => {
     const sessions: StubSession[] = [];
-    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', () => {
-      const s = new StubSession();
-      sessions.push(s);
-      return s;
+    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', {
+      newSession: () => {
+        const s = new StubSession();
+        sessions.push(s);
+        return s;
+      },
     });
     await kernel.apply([{ op: 'vlan.add', name: 'eth1.10', parent: 'eth1', vlanId: 10 }]);
     const [main] = sessions;

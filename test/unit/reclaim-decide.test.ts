@@ -1,5 +1,5 @@
 import type { NetworkDetail } from '../../src/docker/contract';
-import { type Candidate, decide, type DockerView, type Holdings, inRemovalOrder } from '../../src/reclaim/decide';
+import { type Candidate, decide, type DockerView, type Holdings, inRemovalOrder, isDriverName } from '../../src/reclaim/decide';
 
 const NAME = 'tsnet';
 const N1 = '1'.repeat(64);
@@ -154,4 +154,38 @@ test('first use: a tsnet holding nothing trusts the daemon it reads first; holdi
   h.networks = [];
   h.endpoints = [];
   expect(decide(h, v, { driverName: NAME }).kind).toBe('in-doubt');
+});
+
+describe('a managed plugin is known by its reference (config.driverName), not by its socket file name', () => {
+  const REF = '127.0.0.1:5000/tsnet:latest';
+  /** Docker's view of the same networks with the plugin's reference as driver and IPAM, as the user typed it. */
+  function refView(shown: string): DockerView {
+    const v = view();
+    for (const n of v.networks) {
+      n.driver = shown;
+      n.ipamDriver = shown;
+    }
+    v.daemon.networkDrivers = ['bridge', shown];
+    return v;
+  }
+
+  test.each([REF, '127.0.0.1:5000/tsnet'])('Docker showing %s: every pool and address is held', (shown) => {
+    expect(decide(holdings(), refView(shown), { driverName: REF })).toEqual({ kind: 'decided', candidates: [], evidence: 'network' });
+  });
+
+  test("with the socket's name instead, tsnet's IPAM networks look gone: live containers' addresses would be reclaimed", () => {
+    const d = decide(holdings(), refView(REF), { driverName: 'tsnet' });
+    expect(d.kind === 'decided' && ids(d.candidates)).toEqual(['address 10.1.5.10', 'address 10.2.0.2']);
+  });
+
+  test.each([
+    ['tsnet', 'tsnet:latest', true],
+    ['tsnet:latest', 'tsnet', true],
+    ['localhost:5000/tsnet', 'localhost:5000/tsnet:latest', true],
+    ['localhost:5000/tsnet:v2', 'localhost:5000/tsnet:latest', false],
+    ['localhost:5000/tsnet', 'tsnet', false],
+    ['tsnet2', 'tsnet', false],
+  ])('isDriverName(%j, %j) is %j', (shown, name, same) => {
+    expect(isDriverName(shown, name)).toBe(same);
+  });
 });

@@ -87,7 +87,7 @@ async function world() {
   const driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
   const feed = new StatusFeed();
   const timers = new GraceTimer();
-  const reclaim = await Reclaim.load({ socket: `/run/docker/plugins/${NAME}.sock`, dockerSocket: docker.socketPath, graceMs: GRACE, feed, driver, ipam, store, timers });
+  const reclaim = await Reclaim.load({ driverName: NAME, dockerSocket: docker.socketPath, graceMs: GRACE, feed, driver, ipam, store, timers });
   worlds.push({ docker, reclaim, driver });
 
   const pool = await ipam.requestPool({ addressSpace: '', pool: '172.28.0.0/16', subPool: '172.28.5.0/24', options: {}, v6: false });
@@ -314,7 +314,7 @@ test('trust outlives a restart: a new Reclaim on the same store trusts the daemo
   // A crash left tsnet with a network dockerd never learnt of, and nothing else Docker knows.
   w.docker.networks.clear();
   const feed = new StatusFeed();
-  const again = await Reclaim.load({ socket: `/run/docker/plugins/${NAME}.sock`, dockerSocket: w.docker.socketPath, graceMs: GRACE, feed, driver: w.driver, ipam: w.ipam, store: w.store, timers: w.timers });
+  const again = await Reclaim.load({ driverName: NAME, dockerSocket: w.docker.socketPath, graceMs: GRACE, feed, driver: w.driver, ipam: w.ipam, store: w.store, timers: w.timers });
   worlds.push({ docker: w.docker, reclaim: again, driver: w.driver });
   feed.up();
   await until(() => w.timers.waiting, 'the grace timer');

@@ -151,7 +151,7 @@ describe('hook → registry: kernel steps, DNS, reconcile', () => {
 
   test('each ip batch is a step, its outcome whether ip applied every line', async () => {
     const session = new StubSession();
-    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', () => session);
+    const kernel = new Iproute2Kernel(new FakeFirewall(), 'tsnet:test', { newSession: () => session });
     await kernel.apply([{ op: 'link.up', name: 'tsbr-x' }]);
     session.failures.push({ index: 0, reason: 'Cannot find device "tsbr-y"' });
     await expect(kernel.apply([{ op: 'link.up', name: 'tsbr-y' }])).rejects.toThrow(/tsbr-y/);
