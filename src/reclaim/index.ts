@@ -63,6 +63,10 @@ export class Reclaim {
       if (s.up) this.reclaimer.trigger();
       else this.reclaimer.apiDown();
     });
+    // A change to Docker's networks can make what tsnet holds decidable: a create cut off by a crash and retried
+    // under a new id makes Docker know a tsnet network (the daemon trusted), a pool or network left by the cut-off
+    // one is then forgotten. Without this, that waited for tsnet's next start.
+    opts.feed.onNetworks(() => this.reclaimer.trigger());
   }
 
   start(): void {

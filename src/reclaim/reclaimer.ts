@@ -3,7 +3,8 @@
  * {@link decide}); when there are candidates it waits the grace period and looks again, and removes what both looks
  * name identically. What is new in the second look starts the next round. Nothing is decided from a look that failed
  * or was in doubt, nor when Docker's API went down during the grace (missing all along is then not known).
- * It runs off the plugin path: triggered at start and whenever Docker's API becomes readable again.
+ * It runs off the plugin path: triggered at start, whenever Docker's API becomes readable again and whenever Docker's
+ * networks change.
  */
 import type { Timers } from '../docker/feed';
 import { assertNever, describeBriefly } from '../errors';

@@ -1,4 +1,4 @@
-import type { DockerFeed, DockerStatus } from '../../src/docker/contract';
+import type { DockerFeed, DockerStatus, NetworkInfo } from '../../src/docker/contract';
 import { TsnetDriver } from '../../src/driver/driver';
 import { TsnetIpam } from '../../src/ipam/driver';
 import { FakeKernel } from '../../src/kernel/fake';
@@ -38,11 +38,17 @@ class GraceTimer {
   }
 }
 
-/** The feed's status hook alone: the test says when Docker's API is up or down. */
+/** The feed's status and network hooks: the test says when Docker's API is up or down and when its networks change. */
 class StatusFeed implements DockerFeed {
   private readonly listeners: Array<(s: DockerStatus) => void> = [];
+  private readonly networkListeners: Array<(n: ReadonlyArray<NetworkInfo>) => void> = [];
   onContainers(): void {}
-  onNetworks(): void {}
+  onNetworks(l: (n: ReadonlyArray<NetworkInfo>) => void): void {
+    this.networkListeners.push(l);
+  }
+  networksChanged(): void {
+    for (const l of this.networkListeners) l([]);
+  }
   onStatus(l: (s: DockerStatus) => void): void {
     this.listeners.push(l);
   }
@@ -270,6 +276,25 @@ test('the daemon that knew tsnet networks before is trusted after its last tsnet
   await graceOver(w);
   expect(w.driver.state().networks).toEqual([]);
   expect(w.ipam.allocations().pools).toEqual([]);
+});
+
+test('a create cut off by a crash: the network Docker never had goes once Docker shows a tsnet network, not only at the next start', async () => {
+  const w = await world();
+  // tsnet committed NID, then died before answering: dockerd never had it, and this daemon was never seen before.
+  w.docker.networks.clear();
+  w.feed.up();
+  await until(() => w.docker.requests.some((r) => r.endsWith('/networks')), 'first pass');
+  await w.reclaim.idle();
+  expect(w.timers.delays).toEqual([]);
+  expect(w.driver.state().networks.map((n) => n.id)).toEqual([NID]);
+  // The retried `docker network create` succeeds under a new id: Docker now knows a tsnet network.
+  await w.driver.createNetwork({ networkId: NID2, driverOptions: {}, enableIPv6: false, internal: false, ipv4: [{ addressSpace: 'LocalDefault', pool: '10.77.0.0/24', gateway: '10.77.0.1/24', auxAddresses: {} }], ipv6: [] });
+  w.docker.addNetwork({ id: NID2, name: 'n2', driver: NAME, internal: false, ipamDriver: 'default', ipamConfig: [{ Subnet: '10.77.0.0/24', Gateway: '10.77.0.1' }] });
+  w.feed.networksChanged();
+  await until(() => w.timers.waiting, 'a pass waiting out the grace');
+  await graceOver(w);
+  expect(w.driver.state().networks.map((n) => n.id)).toEqual([NID2]);
+  expect(w.ipam.allocations()).toEqual({ pools: [], addresses: [] });
 });
 
 test('stop during the grace: nothing removed, the pass ends', async () => {
