@@ -99,6 +99,10 @@ function components(booted: Booted): Lifecycle {
         });
         // The driver takes host addresses (macvlan host shims) from tsnet's own pools.
         driver = await TsnetDriver.load(store, kernel, ipam.hostAddresses);
+        // Before any plugin call: whether this start holds nothing decides first-use trust (src/reclaim/trust.ts). To
+        // the store as opened, like reclaim's other trust records (no plugin call's step).
+        const { promiseFirstUse } = await import('./reclaim/trust');
+        await promiseFirstUse(openedStore, driver.state().networks.length === 0 && ipam.allocations().pools.length === 0);
         // Background link deletion stops after the chunk in progress; tombstones keep the rest for the next start.
         return () => driver.stop();
       },

@@ -51,6 +51,8 @@ export interface DecideOptions {
   driverName: string;
   /** The ID of the daemon trusted before (it knew tsnet's networks, or was read first by a tsnet holding nothing). */
   trustedDaemonId?: string;
+  /** First-use trust promised at a start that held nothing: the first daemon read is trusted, whatever tsnet holds now. */
+  firstUse?: boolean;
 }
 
 /**
@@ -148,7 +150,7 @@ export function decide(h: Holdings, view: DockerView, opts: DecideOptions): Deci
 function evidenceOf(networks: number, knowsOne: boolean, view: DockerView, usesIpam: boolean, opts: DecideOptions, empty: boolean): Evidence | undefined {
   if (knowsOne) return 'network';
   if (opts.trustedDaemonId !== undefined && opts.trustedDaemonId === view.daemon.id) return 'daemon';
-  if (opts.trustedDaemonId === undefined && empty) return 'first-use';
+  if (opts.trustedDaemonId === undefined && (empty || opts.firstUse === true)) return 'first-use';
   if (networks === 0 && (usesIpam || view.daemon.networkDrivers.some((d) => isDriverName(d, opts.driverName)))) return 'driver';
   return undefined;
 }

@@ -40,12 +40,15 @@ export class Reclaim {
   /** A Reclaim trusting the daemon a previous start trusted (read from the store first). */
   static async load(opts: ReclaimOptions): Promise<Reclaim> {
     const trust = await opts.store.all('trust');
-    return new Reclaim(opts, trust.length > 0 ? trust[0].daemonId : undefined);
+    const daemonId = trust.length > 0 ? trust[0].daemonId : undefined;
+    // An empty id is first-use trust promised at start (./trust.ts): the first daemon read is trusted.
+    return new Reclaim(opts, daemonId === '' ? undefined : daemonId, daemonId === '');
   }
 
   private constructor(
     private readonly opts: ReclaimOptions,
     trustedDaemonId: string | undefined,
+    firstUse: boolean,
   ) {
     const { driverName } = opts;
     const client = new DockerClient({ socketPath: opts.dockerSocket, ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
@@ -56,6 +59,7 @@ export class Reclaim {
       read: (ids) => readDocker(client, ids, driverName),
       remove: (c) => this.remove(c),
       ...(trustedDaemonId === undefined ? {} : { trustedDaemonId }),
+      firstUse,
       remember: (daemonId, evidence) => opts.store.commit([put('trust', 'docker', { daemonId, evidence, since: new Date().toISOString() })]),
       ...(opts.timers ? { timers: opts.timers } : {}),
     });

@@ -27,6 +27,8 @@ export interface ReclaimerOptions {
   remove: (c: Candidate) => Promise<boolean>;
   /** The daemon trusted before this process (see {@link ReclaimerOptions.remember}). */
   trustedDaemonId?: string;
+  /** First-use trust was promised at a start that held nothing (./trust.ts): the first daemon read is trusted. */
+  firstUse?: boolean;
   /** Keeps a newly trusted daemon for later starts (a failure is logged; trust then lasts this process). */
   remember?: (daemonId: string, evidence: 'network' | 'first-use') => Promise<void>;
   timers?: Pick<Timers, 'setTimeout' | 'clearTimeout'>;
@@ -162,7 +164,11 @@ export class Reclaimer {
       logger.warn('reclaim: Docker API not read completely; nothing decided', { error: describeBriefly(err) });
       return undefined;
     }
-    const decision = decide(holdings, view, { driverName: this.opts.driverName, ...(this.trustedDaemonId === undefined ? {} : { trustedDaemonId: this.trustedDaemonId }) });
+    const decision = decide(holdings, view, {
+      driverName: this.opts.driverName,
+      ...(this.trustedDaemonId === undefined ? {} : { trustedDaemonId: this.trustedDaemonId }),
+      firstUse: this.opts.firstUse === true,
+    });
     if (decision.kind === 'in-doubt') {
       logger.error('reclaim: not removing anything', { reason: decision.reason, candidates: decision.candidates });
       return undefined;

@@ -226,6 +226,10 @@ export interface HostSysctlRecord {
  * restarts so a tsnet left holding only what dockerd never learnt of can still clean it up. Key `docker`.
  */
 export interface TrustRecord {
+  /**
+   * Empty while only promised: a tsnet that started holding nothing trusts the first daemon it reads, even when a
+   * crash came between its first calls and that read (src/reclaim/trust.ts).
+   */
   daemonId: string;
   /** Why it was trusted: it knew tsnet's networks, or it was read first by a tsnet holding nothing. */
   evidence: 'network' | 'first-use';

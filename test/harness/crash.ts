@@ -28,7 +28,8 @@ export interface Scenario {
 /** One crash point's outcome: the step it died after, and what was wrong afterwards (empty: nothing). */
 export interface CrashOutcome {
   k: number;
-  step: string;
+  /** The step tsnet died after (undefined: it did not die). */
+  step: string | undefined;
   problems: string[];
 }
 

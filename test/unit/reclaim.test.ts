@@ -3,6 +3,8 @@ import { TsnetDriver } from '../../src/driver/driver';
 import { TsnetIpam } from '../../src/ipam/driver';
 import { FakeKernel } from '../../src/kernel/fake';
 import { Reclaim } from '../../src/reclaim';
+import { promiseFirstUse } from '../../src/reclaim/trust';
+import { del } from '../../src/store/contract';
 import { SqliteStore } from '../../src/store/sqlite';
 import { FakeDocker, type FakeNetwork } from '../harness/fake-docker';
 
@@ -346,4 +348,38 @@ test('trust outlives a restart: a new Reclaim on the same store trusts the daemo
   await graceOver({ ...w, reclaim: again });
   expect(w.driver.state().networks).toEqual([]);
   expect(w.ipam.allocations().pools).toEqual([]);
+});
+
+describe('first-use trust promised at a start that held nothing', () => {
+  /** A restart after a crash during the first create: tsnet holds a network this daemon (never read) does not have. */
+  async function restarted(w: World, promise: boolean) {
+    await w.store.commit([del('trust', 'docker')]);
+    await promiseFirstUse(w.store, promise);
+    w.docker.networks.clear();
+    const feed = new StatusFeed();
+    const again = await Reclaim.load({ driverName: NAME, dockerSocket: w.docker.socketPath, graceMs: GRACE, feed, driver: w.driver, ipam: w.ipam, store: w.store, timers: w.timers });
+    worlds.push({ docker: w.docker, reclaim: again, driver: w.driver });
+    feed.up();
+    return again;
+  }
+
+  test('survives the crash: the first daemon read is trusted and what it never had goes', async () => {
+    const w = await world();
+    const again = await restarted(w, true);
+    await until(() => w.timers.waiting, 'the grace timer');
+    await graceOver({ ...w, reclaim: again });
+    expect(w.driver.state().networks).toEqual([]);
+    expect(w.ipam.allocations().pools).toEqual([]);
+    expect((await w.store.all('trust')).map((t) => [t.evidence, t.daemonId !== ''])).toEqual([['first-use', true]]);
+  });
+
+  test('not promised (the start held something): the same restart removes nothing', async () => {
+    const w = await world();
+    const again = await restarted(w, false);
+    await until(() => w.docker.requests.some((r) => r.endsWith(`/networks/${NID}`)), 'network inspected');
+    await again.idle();
+    expect(w.timers.delays).toEqual([]);
+    expect(w.driver.state().networks.map((n) => n.id)).toEqual([NID]);
+    expect(await w.store.all('trust')).toEqual([]);
+  });
 });
