@@ -87,7 +87,7 @@ export function crashSweepTests(env: E2EEnv, scenarios: () => Scenario[], ciSamp
       const missed = ks.map((k) => steps[k - 1]).filter((l) => !crashedAt.has(stepKind(l)));
       console.log(
         [
-          `crash sweep ${name}: ${steps.length} steps, ${outcomes.length} crash points (${FULL_SWEEP ? 'full' : 'CI sample'}), ${bad.length} leaked or broke; chosen steps no crash reached: ${missed.length === 0 ? 'none' : missed.map(stepName).join(', ')}`,
+          `crash sweep ${name}: ${steps.length} steps, ${outcomes.length} crash points (${POINTS ? 'chosen' : FULL_SWEEP ? 'full' : 'CI sample'}), ${bad.length} leaked or broke; chosen steps no crash reached: ${missed.length === 0 ? 'none' : missed.map(stepName).join(', ')}`,
           ...outcomes.map((o) => `  k=${o.k} ${o.step ?? '(no crash)'}: ${o.problems.length === 0 ? 'ok' : o.problems.join('; ')}`),
         ].join('\n'),
       );

@@ -85,9 +85,9 @@ export function stepName(line: string | undefined): string {
   return line?.replace(/^\d+ /, '') ?? '(none)';
 }
 
-/** {@link stepName} without the ids of the run (network and endpoint ids, link names made of them). */
+/** {@link stepName} without the ids of the run (network and endpoint ids, link and tombstone names made of them: 7 hex digits or more). */
 export function stepKind(line: string | undefined): string {
-  return stepName(line).replace(/[0-9a-f]{8,}/g, '*');
+  return stepName(line).replace(/[0-9a-f]{7,}/g, '*');
 }
 
 /** Runs the crash sweep of scenarios on one dockerd. */
